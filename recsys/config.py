@@ -1,0 +1,203 @@
+"""One typed settings object for the whole project.
+
+Resolution order (later wins): defaults in code, a YAML file (``--config`` or ``RECSYS_CONFIG``),
+environment variables ``RECSYS__<SECTION>__<KEY>`` (plus the conventional ``MLFLOW_TRACKING_URI``
+and ``REDIS_CONNECTION_STRING``), then ``section.key=value`` overrides from the command line
+(``recsys train model.temperature=0.1 train.max_epochs=7``). Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recsys.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ENV_PREFIX = "RECSYS__"
+
+
+def _default_home() -> Path:
+    env = os.environ.get("RECSYS_HOME")
+    return Path(env) if env else PROJECT_ROOT / ".recsys"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Section):
+    home: Path = Field(default_factory=_default_home)  # all local state: data, mlflow, redis, scores
+    datasets: Path = PROJECT_ROOT / "data"  # bundled releases (ml-latest-small), read-only
+    feature_repo: Path = PROJECT_ROOT / "feature_repo"  # Feast repo (feature_store.yaml)
+
+
+class DataConfig(_Section):
+    dataset: Literal["ml-latest-small", "ml-20m"] = "ml-latest-small"
+    source: Path | None = None  # local copy (zip or folder) to ingest instead of downloading
+    rating_threshold: float = Field(4.0, ge=0.5, le=5.0)  # rating >= this is a positive
+    min_user_interactions: int = Field(5, ge=1)  # cold-start filter, positives per user
+    min_item_interactions: int = Field(5, ge=1)  # cold-start filter, positives per item
+
+
+class ModelConfig(_Section):
+    embedding_dim: int = Field(64, ge=1)
+    temperature: float = Field(0.05, gt=0.0)  # logits = dot / temperature
+    user_tower: Literal["id", "history"] = "id"  # id: user embedding; history: id + mean of recent items
+    history_length: int = Field(50, ge=1)  # recent train positives the history tower reads
+    logq_correction: bool = True  # subtract log p(item) from in-batch logits
+    num_sampled_negatives: int = Field(0, ge=0)  # uniform catalogue negatives mixed into each batch
+
+
+class TrainConfig(_Section):
+    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(1024, ge=2)  # positives per step (in-batch negatives = batch_size - 1)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_interactions: int = Field(1_000_000, ge=1)  # positive pairs sampled afresh per epoch
+    patience: int = Field(4, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    seed: int = 42
+    progress_bar: bool = True
+    eval_batch_size: int = Field(1024, ge=1)  # users per scoring batch during evaluation
+
+
+class ScoreConfig(_Section):
+    k: int = Field(100, ge=1, le=1000)  # list length written to the online store
+    batch_size: int = Field(1024, ge=1)  # users per ONNX Runtime call
+    verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
+
+
+class MLflowConfig(_Section):
+    tracking_uri: str | None = None  # default: sqlite under paths.home; MLFLOW_TRACKING_URI wins
+    experiment: str = "two-tower"
+    model_name: str = "two_tower"
+
+
+class StoreConfig(_Section):
+    host: str = "127.0.0.1"  # embedded Redis binds here; never 0.0.0.0 by default
+    port: int = Field(6390, ge=1, le=65535)
+    connection_string: str | None = None  # an external Redis ("host:port"); REDIS_CONNECTION_STRING wins
+
+
+class DvcConfig(_Section):
+    remote_url: str | None = None  # default: a directory under paths.home
+
+
+class Settings(_Section):
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    dvc: DvcConfig = Field(default_factory=DvcConfig)
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> "Settings":
+        if self.mlflow.tracking_uri is None:
+            db = (self.paths.home / "mlflow" / "mlflow.db").resolve()
+            self.mlflow.tracking_uri = f"sqlite:///{db}"
+        if self.store.connection_string is None:
+            self.store.connection_string = f"{self.store.host}:{self.store.port}"
+        if self.dvc.remote_url is None:
+            self.dvc.remote_url = str((self.paths.home / "dvc-remote").resolve())
+        return self
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.paths.home / "mlflow" / "artifacts"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        """True when the project should start its own Redis on ``store.host:store.port``."""
+        return self.store.connection_string == f"{self.store.host}:{self.store.port}"
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view of every setting (for MLflow params and logs)."""
+        out: dict[str, Any] = {}
+        for section, values in self.model_dump(mode="json").items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into (["a", "b"], parsed value); values are parsed as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def _merge(tree: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
+    section, key = parts
+    if section not in Settings.model_fields:
+        known = ", ".join(Settings.model_fields)
+        raise ConfigError(f"unknown settings section '{section}' in {origin} (known: {known})")
+    fields = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+    if key not in fields:
+        raise ConfigError(
+            f"unknown setting '{section}.{key}' in {origin} (known: {', '.join(fields)})"
+        )
+    tree.setdefault(section, {})[key] = value
+
+
+def _from_yaml(path: Path, tree: dict[str, Any]) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    for section, values in loaded.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: section '{section}' must be a mapping")
+        for key, value in values.items():
+            _merge(tree, [str(section), str(key)], value, str(path))
+
+
+def _from_env(env: dict[str, str], tree: dict[str, Any]) -> None:
+    for name, raw in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            parts = name[len(ENV_PREFIX):].lower().split("__")
+            if len(parts) != 2:
+                raise ConfigError(f"environment variable {name} must be RECSYS__SECTION__KEY")
+            _merge(tree, parts, yaml.safe_load(raw) if raw else "", f"environment ({name})")
+    if env.get("MLFLOW_TRACKING_URI"):
+        tree.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+    if env.get("REDIS_CONNECTION_STRING"):
+        tree.setdefault("store", {})["connection_string"] = env["REDIS_CONNECTION_STRING"]
+
+
+def load_settings(
+    overrides: list[str] | tuple[str, ...] = (),
+    config_file: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Resolve the settings; raises ConfigError naming the first bad key or value."""
+    env = dict(os.environ) if env is None else env
+    tree: dict[str, Any] = {}
+    config_file = config_file or env.get("RECSYS_CONFIG")
+    if config_file:
+        _from_yaml(Path(config_file), tree)
+    _from_env(env, tree)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _merge(tree, parts, value, f"override '{text}'")
+    if "home" not in tree.get("paths", {}) and env.get("RECSYS_HOME"):
+        tree.setdefault("paths", {})["home"] = env["RECSYS_HOME"]
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})") from exc

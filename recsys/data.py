@@ -1,0 +1,172 @@
+"""Load MovieLens releases and prepare them by the evaluation protocol of DESIGN.md.
+
+Both ml-latest-small and ml-20m share one CSV layout (ratings.csv: userId,movieId,rating,timestamp;
+movies.csv: movieId,title,genres), so one loader reads either.
+
+Prepared data product (one folder): ``interactions.parquet`` (every kept positive with its split),
+``catalogue.parquet`` (train items with ``item_idx``), ``users.parquet`` (``user_idx`` map),
+``rated.parquet`` (every catalogue item each user rated, whatever the rating: excluded when serving)
+and ``meta.json`` (counts and the settings that made it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.config import DataConfig
+from recsys.errors import DataError
+
+log = logging.getLogger(__name__)
+
+RATING_COLUMNS = {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"}
+MOVIE_COLUMNS = ["movieId", "title", "genres"]
+SPLITS = ("train", "valid", "test")
+
+
+def load_ratings(path: Path) -> pd.DataFrame:
+    """Read ratings.csv into columns user_id, movie_id, rating, timestamp (raises DataError)."""
+    if not path.is_file():
+        raise DataError(f"ratings file {path} does not exist; run `recsys ingest` first")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot parse {path}: {exc}") from exc
+    missing = [c for c in RATING_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {missing}; expected {list(RATING_COLUMNS)}")
+    return frame[list(RATING_COLUMNS)].rename(columns={"userId": "user_id", "movieId": "movie_id"})
+
+
+def load_movies(path: Path) -> pd.DataFrame:
+    """Read movies.csv into columns movie_id, title, genres (raises DataError)."""
+    if not path.is_file():
+        raise DataError(f"movies file {path} does not exist; run `recsys ingest` first")
+    frame = pd.read_csv(path)
+    missing = [c for c in MOVIE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {missing}; expected {MOVIE_COLUMNS}")
+    return frame[MOVIE_COLUMNS].rename(columns={"movieId": "movie_id"})
+
+
+def filter_positives(ratings: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Protocol steps 1-2: positives, then one cold-start pass counted over all positives."""
+    pos = ratings[ratings["rating"] >= cfg.rating_threshold]
+    user_n = pos.groupby("user_id")["movie_id"].transform("size")
+    item_n = pos.groupby("movie_id")["user_id"].transform("size")
+    keep = (user_n >= cfg.min_user_interactions) & (item_n >= cfg.min_item_interactions)
+    return pos[keep].reset_index(drop=True)
+
+
+def split_by_time(positives: pd.DataFrame) -> pd.DataFrame:
+    """Protocol steps 3-4: per user, latest -> test, one before -> valid, rest -> train.
+
+    Ties on timestamp are broken by movie_id. Users with <= 2 positives stay wholly in train.
+    Returns the positives with a ``split`` column.
+    """
+    ordered = positives.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
+    ordered = ordered.reset_index(drop=True)
+    from_end = ordered.groupby("user_id").cumcount(ascending=False)
+    size = ordered.groupby("user_id")["movie_id"].transform("size")
+    split = np.where(from_end == 0, "test", np.where(from_end == 1, "valid", "train"))
+    ordered["split"] = np.where(size <= 2, "train", split)
+    return ordered
+
+
+def index_splits(split: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Protocol step 5: id maps from train; drop held-out rows whose item is not in train.
+
+    Returns (interactions with user_idx/item_idx, users map, items map), indices dense from 0 in
+    ascending id order.
+    """
+    train = split[split["split"] == "train"]
+    user_ids = np.sort(train["user_id"].unique())
+    movie_ids = np.sort(train["movie_id"].unique())
+    users = pd.DataFrame({"user_idx": np.arange(len(user_ids)), "user_id": user_ids})
+    items = pd.DataFrame({"item_idx": np.arange(len(movie_ids)), "movie_id": movie_ids})
+    out = split.merge(users, on="user_id").merge(items, on="movie_id")
+    out = out.sort_values(["user_idx", "timestamp", "movie_id"], kind="mergesort")
+    cols = ["user_id", "movie_id", "user_idx", "item_idx", "rating", "timestamp", "split"]
+    return out[cols].reset_index(drop=True), users, items
+
+
+@dataclass
+class Prepared:
+    """The prepared data product, in memory."""
+
+    interactions: pd.DataFrame
+    catalogue: pd.DataFrame
+    users: pd.DataFrame
+    rated: pd.DataFrame
+    meta: dict
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalogue)
+
+    def split(self, name: str) -> pd.DataFrame:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return self.interactions[self.interactions["split"] == name]
+
+
+def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, cfg: DataConfig) -> Prepared:
+    """Run protocol steps 1-5 and build the catalogue and serving exclusions."""
+    positives = filter_positives(ratings, cfg)
+    if positives.empty:
+        raise DataError("no positives survive the rating threshold and cold-start filter")
+    interactions, users, items = index_splits(split_by_time(positives))
+    train = interactions[interactions["split"] == "train"]
+    counts = train.groupby("item_idx").size().rename("train_count").reset_index()
+    catalogue = items.merge(movies, on="movie_id", how="left").merge(counts, on="item_idx")
+    catalogue["title"] = catalogue["title"].fillna(catalogue["movie_id"].map("movie {}".format))
+    catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
+    rated = ratings.merge(users, on="user_id").merge(items, on="movie_id")
+    rated = rated[["user_id", "movie_id", "user_idx", "item_idx"]]
+    rated = rated.sort_values(["user_idx", "item_idx"]).reset_index(drop=True)
+    meta = {
+        "n_users": len(users),
+        "n_items": len(items),
+        **{f"n_{s}": int((interactions["split"] == s).sum()) for s in SPLITS},
+        "settings": cfg.model_dump(mode="json", exclude={"source"}),
+    }
+    log.info("prepared %s", {k: v for k, v in meta.items() if k != "settings"})
+    return Prepared(interactions, catalogue, users, rated, meta)
+
+
+def save_prepared(prepared: Prepared, folder: Path) -> None:
+    """Write the prepared data product into ``folder`` (created if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prepared.interactions.to_parquet(folder / "interactions.parquet", index=False)
+    prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
+    prepared.users.to_parquet(folder / "users.parquet", index=False)
+    prepared.rated.to_parquet(folder / "rated.parquet", index=False)
+    (folder / "meta.json").write_text(json.dumps(prepared.meta, indent=2, sort_keys=True))
+
+
+def load_prepared(folder: Path) -> Prepared:
+    """Read a prepared data product written by :func:`save_prepared` (raises DataError)."""
+    names = ["interactions", "catalogue", "users", "rated"]
+    missing = [n for n in names if not (folder / f"{n}.parquet").is_file()]
+    if missing or not (folder / "meta.json").is_file():
+        raise DataError(f"prepared data in {folder} is incomplete (missing {missing or ['meta.json']}); "
+                        "run `recsys prepare` first")
+    frames = {n: pd.read_parquet(folder / f"{n}.parquet") for n in names}
+    return Prepared(**frames, meta=json.loads((folder / "meta.json").read_text()))
+
+
+def seen_lists(pairs: pd.DataFrame, n_users: int) -> list[np.ndarray]:
+    """Group (user_idx, item_idx) pairs into one sorted item array per user index 0..n_users-1."""
+    pairs = pairs.sort_values(["user_idx", "item_idx"])
+    bounds = np.searchsorted(pairs["user_idx"].to_numpy(), np.arange(n_users + 1))
+    items = pairs["item_idx"].to_numpy()
+    return [np.unique(items[bounds[u]:bounds[u + 1]]) for u in range(n_users)]

@@ -1,0 +1,47 @@
+"""Exceptions raised by recsys. Each names the bad value and says what to do.
+
+The CLI prints ``str(error)`` on one line and exits 1 for any :class:`RecsysError`.
+"""
+
+from __future__ import annotations
+
+
+class RecsysError(Exception):
+    """Base class of every error recsys raises on purpose."""
+
+
+class ConfigError(RecsysError):
+    """A setting is unknown, malformed or out of range."""
+
+
+class DataError(RecsysError):
+    """Input data is missing, unreadable or does not have the expected layout."""
+
+
+class IngestError(DataError):
+    """The raw dataset could not be fetched or does not match its recorded checksum."""
+
+
+class ValidationFailed(RecsysError):
+    """A great-expectations suite failed; ``report`` holds the readable summary."""
+
+    def __init__(self, suite: str, report: str) -> None:
+        super().__init__(f"validation suite '{suite}' failed:\n{report}")
+        self.suite = suite
+        self.report = report
+
+
+class ModelNotFoundError(RecsysError):
+    """No registered model version matches the requested version or alias."""
+
+
+class StoreError(RecsysError):
+    """The online store (Redis through Feast) is unreachable or holds unexpected data."""
+
+
+class UnknownUserError(RecsysError):
+    """The user has no recommendation list in the online store."""
+
+
+class InvalidRequestError(RecsysError):
+    """A lookup or serving request is malformed (bad user id, k out of range...)."""

@@ -1,0 +1,84 @@
+"""Export a trained two-tower as an ONNX graph that does retrieval end to end.
+
+Graph inputs: ``user_idx`` int64 [B]; ``seen`` int64 [B, S] - each user's already-seen item indices,
+right-padded with ``n_items``; and, for the history tower, ``history`` int64 [B, H] padded with
+``n_items``. Outputs: ``item_idx`` int64 [B, K] and ``scores`` float32 [B, K], best first; seen items
+are masked to -inf inside the graph, so they never appear unless a user has seen almost everything
+(then the tail holds -inf scores, which callers drop).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from recsys.model import TwoTower
+
+log = logging.getLogger(__name__)
+
+
+class TopKRetrieval(nn.Module):
+    """Wrap a TwoTower: users -> dot-product scores over the catalogue -> mask seen -> top-K."""
+
+    def __init__(self, model: TwoTower, k: int) -> None:
+        super().__init__()
+        if not 1 <= k <= model.n_items:
+            raise ValueError(f"k must be in 1..{model.n_items} (catalogue size), got {k}")
+        self.model, self.k = model, k
+
+    def forward(self, user_idx: Tensor, seen: Tensor, history: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        scores = self.model.score_all(user_idx, history)
+        # One extra column absorbs the padding index, then is cut off again.
+        padded = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)
+        padded = padded.scatter(1, seen, torch.full_like(seen, 0, dtype=scores.dtype) - torch.inf)
+        values, indices = torch.topk(padded[:, : self.model.n_items], self.k, dim=1)
+        return indices, values
+
+
+def example_inputs(model: TwoTower, batch: int = 4, n_seen: int = 3) -> tuple[Tensor, ...]:
+    """Small valid inputs for tracing and tests."""
+    user_idx = torch.arange(batch, dtype=torch.long) % model.n_users
+    seen = torch.full((batch, n_seen), model.n_items, dtype=torch.long)
+    seen[:, 0] = 0
+    if model.cfg.user_tower == "history":
+        history = torch.full((batch, model.cfg.history_length), model.n_items, dtype=torch.long)
+        history[:, -1] = 1
+        return user_idx, seen, history
+    return user_idx, seen
+
+
+def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
+    """Write the retrieval graph to ``path`` (one self-contained file) and return the path."""
+    model = model.eval()
+    k = min(k, model.n_items)
+    wrapper = TopKRetrieval(model, k).eval()
+    inputs = example_inputs(model)
+    names = ["user_idx", "seen"] + (["history"] if len(inputs) == 3 else [])
+    batch, n_seen = torch.export.Dim("batch"), torch.export.Dim("n_seen")
+    shapes: dict = {"user_idx": {0: batch}, "seen": {0: batch, 1: n_seen}}
+    if len(inputs) == 3:
+        shapes["history"] = {0: batch}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(wrapper, inputs, dynamo=True, input_names=names,
+                                    output_names=["item_idx", "scores"], dynamic_shapes=shapes,
+                                    external_data=False, verbose=False)
+    program.save(str(path), external_data=False)
+    log.info("exported ONNX retrieval graph (k=%d) to %s", k, path)
+    return path
+
+
+def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
+    """Right-pad variable-length int arrays into [len(lists), max(len, min_width)] with ``pad``."""
+    width = max([min_width] + [len(x) for x in lists])
+    out = np.full((len(lists), width), pad, dtype=np.int64)
+    for row, values in enumerate(lists):
+        out[row, : len(values)] = values
+    return out

@@ -1,0 +1,164 @@
+"""MLflow tracking and the model registry: runs, registered model ``two_tower``, aliases.
+
+Aliases: ``challenger`` always points at the newest registered version; ``champion`` (the served
+model) moves only when a version beats the current champion's validation NDCG@10, or by hand with
+:func:`promote`. Stages are deprecated in MLflow and never used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from recsys.config import Settings  # noqa: E402
+from recsys.errors import ModelNotFoundError  # noqa: E402
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+GATE_METRIC = "valid_ndcg_at_10"
+
+
+@dataclass
+class Promotion:
+    """Outcome of the promotion gate or a manual promotion."""
+
+    version: str
+    promoted: bool
+    previous: str | None  # the champion version before (None if there was none)
+    reason: str
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the settings' tracking URI and make sure the experiment exists."""
+    uri = settings.mlflow.tracking_uri
+    assert uri is not None
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if client.get_experiment_by_name(settings.mlflow.experiment) is None:
+        location = None
+        if uri.startswith("sqlite:"):
+            settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+            location = settings.mlflow_artifacts.resolve().as_uri()
+        client.create_experiment(settings.mlflow.experiment, artifact_location=location)
+    mlflow.set_experiment(settings.mlflow.experiment)
+    return client
+
+
+def log_model(settings: Settings, artifacts: dict[str, Path], metrics: dict[str, float],
+              tags: dict[str, str]) -> str:
+    """Log the pyfunc serving model from ``artifacts`` in the active run and register it.
+
+    The new version gets alias ``challenger`` and the given metrics/tags as version tags.
+    Returns the new version number as a string.
+    """
+    from recsys.serving import RecommenderModel
+
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=RecommenderModel(),
+        artifacts={k: str(v) for k, v in artifacts.items()},
+        registered_model_name=settings.mlflow.model_name,
+        pip_requirements=_pip_requirements(),
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in {**tags, **{k: f"{v:.6f}" for k, v in metrics.items()}}.items():
+        client.set_model_version_tag(settings.mlflow.model_name, version, key, value)
+    client.set_registered_model_alias(settings.mlflow.model_name, CHALLENGER, version)
+    log.info("registered %s version %s (alias %s)", settings.mlflow.model_name, version, CHALLENGER)
+    return version
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ["mlflow", "onnxruntime", "numpy", "pandas", "pyarrow", "redis", "pydantic", "PyYAML"]
+    return [f"{n}=={version(n)}" for n in names]
+
+
+def resolve(settings: Settings, ref: str) -> mlflow.entities.model_registry.ModelVersion:
+    """A model version by number ("3") or alias ("champion"); raises ModelNotFoundError."""
+    client = MlflowClient()
+    name = settings.mlflow.model_name
+    try:
+        if ref.isdigit():
+            return client.get_model_version(name, ref)
+        return client.get_model_version_by_alias(name, ref)
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"model {name!r} has no version or alias {ref!r} at {settings.mlflow.tracking_uri}; "
+            "run `recsys train` (or `make demo`) first"
+        ) from exc
+
+
+def champion_version(settings: Settings) -> str | None:
+    """The version that holds alias ``champion``, or None."""
+    try:
+        return resolve(settings, CHAMPION).version
+    except ModelNotFoundError:
+        return None
+
+
+def _gate_value(settings: Settings, version: str) -> float:
+    tags = resolve(settings, version).tags
+    if GATE_METRIC not in tags:
+        raise ModelNotFoundError(f"version {version} lacks tag {GATE_METRIC}; cannot compare it")
+    return float(tags[GATE_METRIC])
+
+
+def promote_if_better(settings: Settings, version: str, force: bool = False) -> Promotion:
+    """The promotion gate: move ``champion`` to ``version`` only if it wins on validation NDCG@10."""
+    current = champion_version(settings)
+    new = _gate_value(settings, version)
+    if current is None or force:
+        return promote(settings, version, reason="forced" if force else "first version")
+    if current == version:
+        return Promotion(version, False, current, "already champion")
+    old = _gate_value(settings, current)
+    if new > old:
+        return promote(settings, version, reason=f"{GATE_METRIC} {new:.4f} > {old:.4f}")
+    reason = f"{GATE_METRIC} {new:.4f} <= champion v{current}'s {old:.4f}"
+    log.info("champion stays at version %s: %s", current, reason)
+    return Promotion(version, False, current, reason)
+
+
+def promote(settings: Settings, version: str, reason: str = "manual") -> Promotion:
+    """Point ``champion`` at ``version`` (must exist); report what it replaced."""
+    resolve(settings, version)
+    previous = champion_version(settings)
+    MlflowClient().set_registered_model_alias(settings.mlflow.model_name, CHAMPION, version)
+    log.info("champion -> version %s (was %s): %s", version, previous, reason)
+    return Promotion(version, True, previous, reason)
+
+
+def download(settings: Settings, ref: str, dst: Path) -> tuple[str, Path]:
+    """Download the serving model of a version/alias; returns (version, local model dir)."""
+    mv = resolve(settings, ref)
+    dst.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}",
+                                                dst_path=str(dst))
+    return mv.version, Path(local)
+
+
+def list_versions(settings: Settings) -> list[dict]:
+    """Every registered version with its aliases and gate metric, newest first."""
+    client = MlflowClient()
+    name = settings.mlflow.model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []
+    rows = [{"version": v.version, "aliases": list(v.aliases), "run_id": v.run_id,
+             GATE_METRIC: v.tags.get(GATE_METRIC), "data_version": v.tags.get("data_version")}
+            for v in versions]
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)

@@ -1,0 +1,36 @@
+"""Training artefacts for people: PNG plots of the loss and the validation metrics per epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on batch machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(epochs: list[dict], folder: Path, best_epoch: int) -> list[Path]:
+    """Write loss.png and valid_metrics.png from per-epoch rows; returns the written paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = [row["epoch"] for row in epochs]
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [row["loss"] for row in epochs], marker="o")
+    ax.set(xlabel="epoch", ylabel="train loss (softmax CE)", title="Training loss")
+    ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+    ax.legend()
+    paths.append(folder / "loss.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10"):
+        ax.plot(x, [row[f"valid_{name}"] for row in epochs], marker=".", label=name)
+    ax.axvline(best_epoch, color="grey", linestyle="--")
+    ax.set(xlabel="epoch", ylabel="validation metric", title="Validation metrics (all users)")
+    ax.legend()
+    paths.append(folder / "valid_metrics.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths
