@@ -76,12 +76,18 @@ def _history_for(model: TwoTower, histories: torch.Tensor, users: torch.Tensor,
     return history.masked_fill(history == items.unsqueeze(1), model.n_items)
 
 
+def epoch_sample(n_pairs: int, max_interactions: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of at most ``max_interactions`` of ``n_pairs`` pairs, drawn afresh (shuffled) each call."""
+    return torch.randperm(n_pairs, generator=gen)[:max_interactions]
+
+
 def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, pairs: torch.Tensor,
                  histories: torch.Tensor, settings: Settings, gen: torch.Generator,
-                 desc: str) -> float:
+                 desc: str) -> tuple[float, int]:
+    """One pass over a fresh sample of train pairs; returns (mean loss, pairs used)."""
     cfg = settings.train
-    n = min(cfg.max_interactions, len(pairs))
-    order = torch.randperm(len(pairs), generator=gen)[:n]  # fresh sample every epoch
+    order = epoch_sample(len(pairs), cfg.max_interactions, gen)
+    n = len(order)
     n_neg = settings.model.num_sampled_negatives
     model.train()
     losses = []
@@ -98,7 +104,7 @@ def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, pairs: torch
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    return float(np.mean(losses))
+    return float(np.mean(losses)), n
 
 
 def train(prepared: Prepared, settings: Settings,
@@ -123,12 +129,12 @@ def train(prepared: Prepared, settings: Settings,
     result = TrainResult(model=model, best_epoch=0, valid_metrics={SELECTION_METRIC: -1.0})
     best_state, waited = copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, settings.train.max_epochs + 1):
-        loss = _train_epoch(model, optimizer, pairs, histories, settings, gen,
+        loss, n_pairs = _train_epoch(model, optimizer, pairs, histories, settings, gen,
                             f"epoch {epoch}/{settings.train.max_epochs}")
         model.eval()
         metrics = evaluate(Scorer(model, _eval_histories(model, histories)), valid, seen,
                            settings.train.eval_batch_size)
-        row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
+        row = {"epoch": epoch, "loss": loss, "pairs": n_pairs, **{f"valid_{k}": v for k, v in metrics.items()}}
         result.epochs.append(row)
         log.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f", epoch, loss,
                  metrics["ndcg_at_10"], metrics["recall_at_10"])

@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-integration serve down clean
+
+install: $(STAMP)
+
+# pip (not uv): this machine's pip config finds the local CPU wheel of torch 2.13.0.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/recsys run
+	@echo "--- recsys lookup --user 1 ---"
+	$(BIN)/recsys lookup --user 1
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q -m unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q -m integration
+
+serve: install
+	$(BIN)/recsys serve
+
+down:
+	$(BIN)/recsys down
+
+clean: down
+	rm -rf .recsys feature_repo/data

@@ -1,0 +1,231 @@
+"""The ``recsys`` command: a thin shell over recsys.pipelines, recsys.lookup and recsys.registry.
+
+Settings overrides go after the sub-command as ``section.key=value`` (``recsys train
+model.temperature=0.1 train.max_epochs=7``). Results go to stdout, logs to stderr. Exit codes:
+0 success, 1 a known error (one-line message; traceback only with --verbose), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from recsys.config import Settings, load_settings
+from recsys.errors import RecsysError
+
+log = logging.getLogger("recsys")
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _settings(args: argparse.Namespace, extra: list[str] = ()) -> Settings:
+    return load_settings(list(extra) + list(args.overrides), config_file=args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from recsys import pipelines
+
+    steps = pipelines.run_all(_settings(args), force_promotion=args.force_promotion)
+    _print_json({"train": steps["train"], "promote": steps["promote"], "publish": steps["publish"]})
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from recsys import pipelines
+
+    extra = [f"data.dataset={args.dataset}"] if args.dataset else []
+    extra += [f"data.source={args.source}"] if args.source else []
+    settings = _settings(args, extra)
+    result = pipelines.ingest(settings)
+    result["validation"] = pipelines.validate_raw(settings, result["raw_dir"])
+    _print_json(result)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from recsys import ingest, pipelines
+
+    settings = _settings(args)
+    raw = ingest.raw_dir(settings)
+    pipelines.validate_raw(settings, str(raw))
+    _print_json(pipelines.prepare(settings, str(raw), ingest.data_version(raw)))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from recsys import ingest, pipelines
+
+    settings = _settings(args)
+    prepared = ingest.prepared_dir(settings)
+    result = pipelines.train(settings, str(prepared), ingest.data_version(prepared))
+    result["promotion"] = pipelines.promote(settings, result["version"], force=args.force_promotion)
+    _print_json(result)
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from recsys import registry
+
+    settings = _settings(args)
+    registry.configure(settings)
+    outcome = registry.promote(settings, str(args.version))
+    replaced = f"replaced version {outcome.previous}" if outcome.previous else "there was none before"
+    print(f"{settings.mlflow.model_name}@champion -> version {outcome.version} ({replaced})")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from recsys import registry
+
+    settings = _settings(args)
+    registry.configure(settings)
+    _print_json(registry.list_versions(settings))
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from recsys import pipelines
+
+    settings = _settings(args)
+    result = pipelines.score(settings, args.model)
+    result["validation"] = pipelines.validate_recommendations(settings, result["recommendations"])
+    _print_json(result)
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from recsys import pipelines, registry
+
+    settings = _settings(args)
+    path = args.recommendations
+    if path is None:
+        registry.configure(settings)
+        version = registry.resolve(settings, "champion").version
+        path = str(settings.paths.home / "scores" / f"v{version}" / "recommendations.parquet")
+    pipelines.validate_recommendations(settings, path)
+    _print_json(pipelines.publish(settings, path))
+
+
+def cmd_lookup(args: argparse.Namespace) -> None:
+    from recsys.lookup import lookup
+
+    triples = lookup(args.user, args.k, _settings(args))
+    if args.json:
+        print(json.dumps([list(t) for t in triples]))
+        return
+    for movie_id, score, title in triples:
+        print(json.dumps([movie_id, round(score, 4), title]))
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from recsys import redis_server
+
+    print(f"redis listening on {redis_server.ensure_running(_settings(args))}")
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    from recsys import redis_server
+
+    stopped = redis_server.stop(_settings(args))
+    print("stopped the embedded redis" if stopped else "nothing was running")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from recsys import redis_server
+
+    settings = _settings(args)
+    redis_server.ensure_running(settings)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": str(settings.mlflow.tracking_uri),
+           "REDIS_CONNECTION_STRING": str(settings.store.connection_string)}
+    command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve",
+               "-m", f"models:/{settings.mlflow.model_name}@{args.model}", "--env-manager", "local",
+               "--host", args.host, "--port", str(args.port)]
+    print(f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations",
+          flush=True)
+    os.execvpe(command[0], command, env)
+
+
+def _user_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"user id must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"user id must be a positive integer, got {text!r}")
+    return value
+
+
+def _k(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be an integer in 1..100, got {text!r}") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"k must be an integer in 1..100, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recsys", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML settings file (default: $RECSYS_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("overrides", nargs="*", metavar="section.key=value", help="settings overrides")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "the whole chain on one machine: ingest ... publish")
+    p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
+    p = add("ingest", cmd_ingest, "snapshot a MovieLens release into the DVC workspace and validate it")
+    p.add_argument("--dataset", choices=["ml-latest-small", "ml-20m"])
+    p.add_argument("--source", help="local copy (ml-20m.zip or an extracted folder) instead of the network")
+    add("prepare", cmd_prepare, "validate the raw snapshot, split it by the protocol, validate, track")
+    p = add("train", cmd_train, "train the two-tower, log it to MLflow, register it, run the promotion gate")
+    p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
+    p = add("promote", cmd_promote, "point alias champion at a registered version")
+    p.add_argument("version", type=int, help="registered model version number")
+    add("models", cmd_models, "list registered versions with their aliases")
+    p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
+    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
+    p.add_argument("--recommendations", help="parquet to publish (default: the champion's)")
+    p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
+    p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
+    p.add_argument("--k", type=_k, default=10, help="list length, 1..100 (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
+    add("up", cmd_up, "start the embedded Redis on 127.0.0.1 (idempotent)")
+    add("down", cmd_down, "stop the services the project started")
+    p = add("serve", cmd_serve, "serve a model version over HTTP with `mlflow models serve`")
+    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5001)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except RecsysError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Settings: defaults, YAML, environment and command-line overrides; unknown keys are errors."""
+
+import pytest
+
+from recsys.config import load_settings, parse_override
+from recsys.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_match_the_protocol():
+    s = load_settings(env={})
+    assert (s.data.rating_threshold, s.data.min_user_interactions, s.data.min_item_interactions) == (4.0, 5, 5)
+    assert s.model.embedding_dim == 64
+    assert s.score.k == 100
+    assert s.store.host == "127.0.0.1"
+    assert s.mlflow.tracking_uri.startswith("sqlite:///")
+    assert s.mlflow.model_name == "two_tower" and s.mlflow.experiment == "two-tower"
+
+
+def test_override_order_file_env_cli(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  temperature: 0.2\ntrain:\n  max_epochs: 3\n  seed: 1\n")
+    env = {"RECSYS__TRAIN__MAX_EPOCHS": "5", "RECSYS__TRAIN__SEED": "9"}
+    s = load_settings(["train.seed=7"], config_file=cfg, env=env)
+    assert s.model.temperature == 0.2  # file
+    assert s.train.max_epochs == 5  # env beats file
+    assert s.train.seed == 7  # command line beats env
+
+
+def test_seed_style_overrides():
+    s = load_settings(["model.temperature=0.1", "train.max_epochs=7", "model.user_tower=history"], env={})
+    assert (s.model.temperature, s.train.max_epochs, s.model.user_tower) == (0.1, 7, "history")
+    assert s.flat()["train.max_epochs"] == 7
+
+
+def test_standard_env_vars_win_for_services():
+    s = load_settings(env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+                           "REDIS_CONNECTION_STRING": "10.0.0.5:6379"})
+    assert s.mlflow.tracking_uri == "http://127.0.0.1:5000"
+    assert s.store.connection_string == "10.0.0.5:6379"
+    assert not s.uses_embedded_redis
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.temprature=0.1", "unknown setting 'model.temprature'"),
+    ("modle.temperature=0.1", "unknown settings section 'modle'"),
+    ("temperature=0.1", "not of the form"),
+    ("model.temperature=-1", "invalid setting model.temperature"),
+    ("model.user_tower=transformer", "invalid setting model.user_tower"),
+    ("train.max_epochs=abc", "invalid setting train.max_epochs"),
+])
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings([override], env={})
+
+
+def test_bad_env_and_file(tmp_path):
+    with pytest.raises(ConfigError, match="RECSYS__TRAIN__NOPE"):
+        load_settings(env={"RECSYS__TRAIN__NOPE": "1"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_file=tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(config_file=bad, env={})
+
+
+def test_parse_override_values_are_yaml():
+    assert parse_override("train.progress_bar=false") == (["train", "progress_bar"], False)
+    assert parse_override("score.k=50") == (["score", "k"], 50)
