@@ -65,11 +65,18 @@ def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
     if len(inputs) == 3:
         shapes["history"] = {0: batch}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapper, inputs, dynamo=True, input_names=names,
-                                    output_names=["item_idx", "scores"], dynamic_shapes=shapes,
-                                    external_data=False, verbose=False)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    # The exporter warns about every missing torchvision op it could register; none is used here.
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(wrapper, inputs, dynamo=True, input_names=names,
+                                        output_names=["item_idx", "scores"], dynamic_shapes=shapes,
+                                        external_data=False, verbose=False)
+    finally:
+        exporter_log.setLevel(level)
     program.save(str(path), external_data=False)
     log.info("exported ONNX retrieval graph (k=%d) to %s", k, path)
     return path

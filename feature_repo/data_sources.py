@@ -1,0 +1,21 @@
+"""Offline sources: the parquet record of each publish (the online store is written directly)."""
+
+from feast import FileSource
+
+user_recommendations_source = FileSource(
+    name="user_recommendations_source",
+    path="data/user_recommendations.parquet",
+    timestamp_field="event_timestamp",
+    description="Nightly top-K lists as published (one row per user and scoring run).",
+    owner="recsys@example.com",
+    tags={"team": "recsys"},
+)
+
+movie_source = FileSource(
+    name="movie_source",
+    path="data/movie.parquet",
+    timestamp_field="event_timestamp",
+    description="Item catalogue titles as published.",
+    owner="recsys@example.com",
+    tags={"team": "recsys"},
+)

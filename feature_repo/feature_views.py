@@ -1,0 +1,45 @@
+"""Feature views served from Redis.
+
+ttl=0 means "never outside max age": a list stays servable until the next nightly publish replaces
+it, so a failed night serves yesterday's lists instead of nothing.
+"""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Array, Float32, Int64, String
+
+from data_sources import movie_source, user_recommendations_source
+from entities import movie, user
+
+user_recommendations = FeatureView(
+    name="user_recommendations",
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="item_ids", dtype=Array(Int64), description="Movie ids, best first."),
+        Field(name="scores", dtype=Array(Float32), description="Model scores, same order."),
+        Field(name="model_version", dtype=String, description="Registered two_tower version."),
+    ],
+    online=True,
+    source=user_recommendations_source,
+    description="Each user's top-K movies from the nightly two-tower scoring run.",
+    owner="recsys@example.com",
+    tags={"team": "recsys", "model": "two_tower"},
+)
+
+movie_features = FeatureView(
+    name="movie",
+    entities=[movie],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="title", dtype=String, description="Title with year, as in movies.csv."),
+    ],
+    online=True,
+    source=movie_source,
+    description="Movie titles, so lookups render lists from the store alone.",
+    owner="recsys@example.com",
+    tags={"team": "recsys"},
+)

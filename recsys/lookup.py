@@ -1,0 +1,198 @@
+"""Fast lookup: a user's top-K list with titles, read straight from Feast's Redis layout.
+
+``import feast`` costs 7-8 s, so this module never imports it. It reads the keys Feast's Redis
+online store writes (feast/infra/online_stores/redis.py, entity_key_serialization_version 3):
+
+- key: serialized EntityKey + project name, for one Int64 join key
+  ``<I 1> <I STRING=2> <I len(name)> name <I INT64=4> <I 8> <q value>`` then ``b"recsys"``;
+- hash field per feature: murmur3_32(``"<view>:<feature>"``) as 4 little-endian bytes;
+- hash value: a serialized ``feast.types.Value`` protobuf.
+
+Only three Value cases occur here, so a dozen lines of protobuf wire decoding replace the
+generated classes: ``string_val`` (field 2), ``int64_list_val`` (14) and ``float_list_val`` (16),
+each list being a message whose field 1 holds the values (packed, or repeated one by one).
+The integration tests write through Feast and read through this module, pinning the layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+from typing import Any, Iterable
+
+import mmh3
+import redis
+
+from recsys import redis_server
+from recsys.config import Settings, load_settings
+from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
+from recsys.store import MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
+
+log = logging.getLogger(__name__)
+
+MAX_K = 100  # the nightly lists hold score.k (default 100) items
+VALUE_TYPE_STRING, VALUE_TYPE_INT64 = 2, 4  # feast.types.ValueType enum
+STRING_VAL, INT64_LIST_VAL, FLOAT_LIST_VAL = 2, 14, 16  # feast.types.Value field numbers
+Triple = tuple[int, float, str]
+
+
+def field_key(view: str, feature: str) -> bytes:
+    """Hash field Feast uses for one feature of one view (murmur3_32, little-endian)."""
+    return struct.pack("<I", mmh3.hash(f"{view}:{feature}", signed=False))
+
+
+def entity_key(join_key: str, value: int) -> bytes:
+    """Redis key of one entity with a single Int64 join key in project ``recsys``."""
+    name = join_key.encode()
+    head = struct.pack("<III", 1, VALUE_TYPE_STRING, len(name)) + name
+    return head + struct.pack("<IIq", VALUE_TYPE_INT64, 8, value) + PROJECT.encode()
+
+
+USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
+TITLE_FIELD = field_key(MOVIE_VIEW, "title")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
+    """(field number, wire type, value) of each field of one protobuf message."""
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise StoreError(f"unsupported protobuf wire type {wire} in a Feast value")
+        yield number, wire, value
+
+
+def _int64_list(buf: bytes) -> list[int]:
+    out: list[int] = []
+    for _, wire, value in _fields(buf):
+        if wire == 2:  # packed
+            pos = 0
+            while pos < len(value):
+                item, pos = _varint(value, pos)
+                out.append(item)
+        else:
+            out.append(value)
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
+
+
+def _float_list(buf: bytes) -> list[float]:
+    out: list[float] = []
+    for _, _, value in _fields(buf):
+        out.extend(struct.unpack(f"<{len(value) // 4}f", value))
+    return out
+
+
+def decode_value(buf: bytes | None) -> Any:
+    """Decode a serialized feast Value holding a string, an int64 list or a float list (None if unset)."""
+    if not buf:
+        return None
+    for number, _, value in _fields(buf):
+        if number == STRING_VAL:
+            return value.decode("utf-8")
+        if number == INT64_LIST_VAL:
+            return _int64_list(value)
+        if number == FLOAT_LIST_VAL:
+            return _float_list(value)
+    raise StoreError(f"Feast value {buf[:16]!r} is not a string, int64 list or float list")
+
+
+def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidRequestError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+    checked = []
+    for user_id in user_ids:
+        if isinstance(user_id, bool) or not hasattr(user_id, "__index__") or int(user_id) < 1:
+            raise InvalidRequestError(f"user id must be a positive integer, got {user_id!r}")
+        checked.append(int(user_id))
+    return checked
+
+
+@functools.lru_cache(maxsize=8)
+def _client(connection_string: str) -> redis.Redis:
+    """One pooled client per connection string, reused across lookups (saves the TCP handshake)."""
+    return redis_server.client(connection_string)
+
+
+def _hmget_all(conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]) -> list[list[Any]]:
+    """One HMGET reply per (key, fields), in order, from one pipelined round trip."""
+    with conn.pipeline(transaction=False) as pipe:
+        for key, fields in commands:
+            pipe.hmget(key, fields)  # type: ignore[arg-type]  # redis-py accepts bytes keys
+        return pipe.execute()
+
+
+def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
+    """Titles of ``movie_ids`` in one pipelined round trip ("" and a warning for a missing one)."""
+    ordered = sorted(movie_ids)
+    replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), [TITLE_FIELD]) for m in ordered])
+    titles = {m: decode_value(reply[0]) for m, reply in zip(ordered, replies)}
+    missing = [m for m, title in titles.items() if title is None]
+    if missing:
+        log.warning("no title in the online store for %d movie(s), e.g. %s; publish the catalogue",
+                    len(missing), missing[:5])
+    return {m: title or "" for m, title in titles.items()}
+
+
+def _lists(conn: redis.Redis, ids: list[int], settings: Settings) -> dict[int, tuple[list[int], list[float]]]:
+    """(item_ids, scores) of each user in one pipelined round trip; UnknownUserError names the missing."""
+    replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
+    lists = {u: (decode_value(reply[0]), decode_value(reply[1])) for u, reply in zip(ids, replies)}
+    unknown = [str(u) for u, (items, _) in lists.items() if items is None]
+    if unknown:
+        raise UnknownUserError(
+            f"user {', '.join(unknown[:5])} has no recommendations in the online store (project "
+            f"{PROJECT} at {settings.store.connection_string}); check the id or run the nightly publish"
+        )
+    return lists
+
+
+def lookup_many(
+    user_ids: Iterable[int], k: int = 10, settings: Settings | None = None
+) -> dict[int, list[Triple]]:
+    """Top-``k`` [movie_id, score, title] triples, best first, per user (two round trips in all).
+
+    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..100,
+    UnknownUserError naming users without a list, StoreError when Redis is unreachable.
+    """
+    ids = _check(user_ids, k)
+    settings = settings or load_settings()
+    address = settings.store.connection_string or ""
+    conn = _client(address)
+    try:
+        lists = _lists(conn, ids, settings)
+        titles = _titles(conn, {m for items, _ in lists.values() for m in items[:k]})
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise redis_server.unreachable(settings, exc) from exc
+    except redis.RedisError as exc:
+        raise StoreError(f"Redis at {address} failed the lookup: {exc}") from exc
+    return {
+        u: [(m, s, titles[m]) for m, s in zip(items[:k], scores[:k])] for u, (items, scores) in lists.items()
+    }
+
+
+def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[Triple]:
+    """Top-``k`` [movie_id, score, title] triples for one user, best first (errors as lookup_many)."""
+    ids = _check([user_id], k)
+    return lookup_many(ids, k, settings)[ids[0]]

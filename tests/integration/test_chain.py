@@ -1,0 +1,216 @@
+"""The whole chain on the bundled sample with real DVC, GX, MLflow, ONNX Runtime, Feast and Redis.
+
+One module-scoped run of `recsys.pipelines.run_all` (few epochs), then what a user sees: the lookup
+command in a fresh process, Feast's own get_online_features, the registry's aliases, and what
+happens when a later run fails validation (nothing served is touched) or does not beat the champion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys import pipelines, redis_server, registry, store
+from recsys.config import PROJECT_ROOT, load_settings
+from recsys.errors import ValidationFailed
+from recsys.lookup import lookup
+
+pytestmark = pytest.mark.integration
+RECSYS = str(Path(sys.executable).parent / "recsys")
+FAST = ["train.max_epochs=3", "train.progress_bar=false", "score.verify_sample=50"]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, feature_repo_copy, port_factory):
+    """Environment, settings and results of one full chain in a tmp home; Redis stopped after."""
+    home = tmp_path_factory.mktemp("chain")
+    env = {"RECSYS_HOME": str(home), "RECSYS__STORE__PORT": str(port_factory()),
+           "RECSYS__PATHS__FEATURE_REPO": str(feature_repo_copy)}
+    settings = load_settings(FAST, env=env)
+    try:
+        steps = pipelines.run_all(settings)
+        yield env, settings, steps
+    finally:
+        redis_server.stop(settings)
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("RECSYS") and k not in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING")}
+    return subprocess.run([RECSYS, *args], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_chain_registers_a_champion_and_publishes_every_user(chain):
+    _, settings, steps = chain
+    assert steps["prepare"]["n_users"] == 603 and steps["prepare"]["n_train"] == 40033
+    assert steps["train"]["version"] == "1"
+    assert steps["promote"]["promoted"] and steps["promote"]["reason"] == "first version"
+    assert registry.resolve(settings, "champion").version == "1"
+    assert registry.resolve(settings, "challenger").version == "1"
+    assert steps["publish"]["written"]["users"] == 603
+    recs = pd.read_parquet(steps["score"]["recommendations"])
+    assert len(recs) == 603 and recs["item_ids"].map(len).eq(100).all()
+    # MLflow run: params, per-epoch metrics, artefacts and the data version
+    import mlflow
+
+    run = mlflow.get_run(steps["train"]["run_id"])
+    assert run.data.params["model.embedding_dim"] == "64"
+    assert run.data.tags["data_version"] == steps["prepare"]["data_version"] != ""
+    assert "mostpop_valid_ndcg_at_10" in run.data.metrics and "test_recall_at_100" in run.data.metrics
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg_at_10")
+    assert [m.step for m in history] == [1, 2, 3]
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "training")}
+    assert {"training/model.onnx", "training/checkpoint.pt", "training/item_embeddings.npy",
+            "training/users.parquet", "training/catalogue.parquet"} <= names
+    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")} == {
+        "plots/loss.png", "plots/valid_metrics.png"}
+
+
+def test_lookup_command_in_a_new_process(chain):
+    env, settings, steps = chain
+    out = cli(env, "lookup", "--user", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    triples = json.loads(out.stdout)
+    assert len(triples) == 10
+    assert all(isinstance(m, int) and isinstance(s, float) and isinstance(t, str) and t
+               for m, s, t in triples)
+    assert [t[1] for t in triples] == sorted((t[1] for t in triples), reverse=True)
+    recs = pd.read_parquet(steps["score"]["recommendations"]).set_index("user_id")
+    assert [t[0] for t in triples] == recs.loc[1, "item_ids"][:10].tolist()
+    # the plain form prints K triples, one per line
+    plain = cli(env, "lookup", "--user", "1", "--k", "3")
+    assert plain.returncode == 0 and len(plain.stdout.strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--user", "999999"], 1, "999999"),
+    (["--user", "abc"], 2, "positive integer"),
+    (["--user", "-4"], 2, "positive integer"),
+    (["--user", "1", "--k", "0"], 2, "1..100"),
+    (["--user", "1", "--k", "101"], 2, "1..100"),
+])
+def test_lookup_bad_input_one_line_error(chain, args, code, message):
+    out = cli(chain[0], "lookup", *args)
+    assert out.returncode == code
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert out.stdout == ""
+
+
+def test_feast_get_online_features_returns_the_same_list(chain):
+    _, settings, _ = chain
+    fs = store.feature_store(settings)
+    got = fs.get_online_features(features=fs.get_feature_service("recommendations_v1"),
+                                 entity_rows=[{"user_id": 1}]).to_dict()
+    triples = lookup(1, 100, settings)
+    assert got["item_ids"][0] == [t[0] for t in triples]
+    assert got["scores"][0] == pytest.approx([t[1] for t in triples], abs=1e-6)
+
+
+def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
+    _, settings, _ = chain
+    before = lookup(1, 100, settings)
+    bad = tmp_path / "bad"
+    shutil.copytree(PROJECT_ROOT / "data" / "ml-latest-small", bad)
+    ratings = pd.read_csv(bad / "ratings.csv")
+    ratings.loc[5, "rating"] = 7.0
+    ratings.to_csv(bad / "ratings.csv", index=False)
+    corrupted = load_settings([*FAST, f"data.source={bad}"],
+                              env={"RECSYS_HOME": str(settings.paths.home),
+                                   "RECSYS__STORE__PORT": str(settings.store.port),
+                                   "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo)})
+    with pytest.raises(ValidationFailed, match="rating"):
+        pipelines.run_all(corrupted)
+    assert lookup(1, 100, settings) == before
+    assert registry.resolve(settings, "champion").version == "1"
+    assert len(registry.list_versions(settings)) == 1
+
+
+def test_a_worse_model_does_not_move_the_champion(chain):
+    env, settings, steps = chain
+    out = cli(env, "train", "train.max_epochs=1", "train.progress_bar=false", "train.learning_rate=0.0001")
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["version"] == "2" and not result["promotion"]["promoted"]
+    assert registry.resolve(settings, "champion").version == "1"
+    assert registry.resolve(settings, "challenger").version == "2"
+    promoted = cli(env, "promote", "2")
+    assert promoted.returncode == 0 and "replaced version 1" in promoted.stdout
+    assert registry.resolve(settings, "champion").version == "2"
+    assert cli(env, "promote", "1").returncode == 0
+    missing = cli(env, "promote", "42")
+    assert missing.returncode == 1 and "42" in missing.stderr
+
+
+def _post(port: int, rows: list[list[int]]) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"dataframe_split": {"columns": ["user_id", "k"], "data": rows}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _wait_for_server(port: int, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early: {proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError("server did not answer /ping in time")
+
+
+def test_http_endpoint_answers_the_seed_request(chain, port_factory):
+    import signal
+
+    from recsys.lookup import entity_key
+
+    env, settings, _ = chain
+    port = port_factory()
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("RECSYS") and k not in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING")}
+    proc = subprocess.Popen([RECSYS, "serve", "--port", str(port)], env={**clean, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for_server(port, proc)
+        status, body = _post(port, [[1, 10]])
+        assert status == 200, body
+        row = body["predictions"][0]
+        assert row["user_id"] == 1 and row["source"] == "online_store"
+        assert [tuple(t) for t in row["recommendations"]] == [
+            (m, pytest.approx(s, abs=1e-6), t) for m, s, t in lookup(1, 10, settings)]
+        # a user the model knows but whose stored list is gone: computed on the spot, same list
+        stored = lookup(3, 5, settings)
+        redis_server.client(settings.store.connection_string).delete(entity_key("user_id", 3))
+        status, body = _post(port, [[3, 5], [999999, 4]])
+        assert status == 200, body
+        computed, unknown = body["predictions"]
+        assert computed["source"] == "computed"
+        assert [t[0] for t in computed["recommendations"]] == [t[0] for t in stored]
+        assert unknown["source"] == "popular" and len(unknown["recommendations"]) == 4
+        status, _ = _post(port, [[1, 0]])
+        assert status >= 400
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
