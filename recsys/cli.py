@@ -99,7 +99,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     path = args.recommendations
     if path is None:
         registry.configure(settings)
-        version = registry.resolve(settings, "champion").version
+        version = registry.champion_version(settings) or registry.resolve(settings, "champion").version
         path = str(settings.paths.home / "scores" / f"v{version}" / "recommendations.parquet")
     pipelines.validate_recommendations(settings, path)
     _print_json(pipelines.publish(settings, path))
@@ -134,9 +134,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     redis_server.ensure_running(settings)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": str(settings.mlflow.tracking_uri),
+    bin_dir = os.path.dirname(sys.executable)
+    # mlflow starts uvicorn by name: the venv's bin must be on PATH even when it is not activated.
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+           "MLFLOW_TRACKING_URI": str(settings.mlflow.tracking_uri),
            "REDIS_CONNECTION_STRING": str(settings.store.connection_string)}
-    command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve",
+    command = [os.path.join(bin_dir, "mlflow"), "models", "serve",
                "-m", f"models:/{settings.mlflow.model_name}@{args.model}", "--env-manager", "local",
                "--host", args.host, "--port", str(args.port)]
     print(f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations",

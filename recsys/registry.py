@@ -62,10 +62,15 @@ def log_model(settings: Settings, artifacts: dict[str, Path], metrics: dict[str,
     The new version gets alias ``challenger`` and the given metrics/tags as version tags.
     Returns the new version number as a string.
     """
-    from recsys.serving import RecommenderModel
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
 
+    from recsys import pyfunc_model
+
+    signature = ModelSignature(inputs=Schema([ColSpec("long", "user_id"),
+                                              ColSpec("long", "k", required=False)]))
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=RecommenderModel(),
+        name="model", python_model=pyfunc_model.__file__, signature=signature,
         artifacts={k: str(v) for k, v in artifacts.items()},
         registered_model_name=settings.mlflow.model_name,
         pip_requirements=_pip_requirements(),
@@ -104,7 +109,7 @@ def resolve(settings: Settings, ref: str) -> mlflow.entities.model_registry.Mode
 def champion_version(settings: Settings) -> str | None:
     """The version that holds alias ``champion``, or None."""
     try:
-        return resolve(settings, CHAMPION).version
+        return str(resolve(settings, CHAMPION).version)
     except ModelNotFoundError:
         return None
 
@@ -158,7 +163,7 @@ def list_versions(settings: Settings) -> list[dict]:
         versions = client.search_model_versions(f"name='{name}'")
     except MlflowException:
         return []
-    rows = [{"version": v.version, "aliases": list(v.aliases), "run_id": v.run_id,
+    rows = [{"version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
              GATE_METRIC: v.tags.get(GATE_METRIC), "data_version": v.tags.get("data_version")}
             for v in versions]
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
