@@ -41,9 +41,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     extra = [f"data.dataset={args.dataset}"] if args.dataset else []
     extra += [f"data.source={args.source}"] if args.source else []
     settings = _settings(args, extra)
-    result = pipelines.ingest(settings)
-    result["validation"] = pipelines.validate_raw(settings, result["raw_dir"])
-    _print_json(result)
+    _print_json(pipelines.ingest(settings, validate=True))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

@@ -71,6 +71,7 @@ def run_training(settings: Settings, prepared: Prepared, data_version: str = "")
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(settings.flat())
         mlflow.set_tags({"data_version": data_version, "dataset": settings.data.dataset,
+                         "raw_data_version": str(prepared.meta.get("raw_data_version", "")),
                          "user_tower": settings.model.user_tower})
         result = train(prepared, settings, on_epoch=lambda row: mlflow.log_metrics(
             {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))

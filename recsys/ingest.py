@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,12 +279,14 @@ def _swap_in(ws: Path, staged: Path, final: Path) -> str:
     return version
 
 
-def ingest(settings: Settings) -> IngestResult:
+def ingest(settings: Settings, check: Callable[[Path], object] | None = None) -> IngestResult:
     """Snapshot ``settings.data.dataset`` into ``raw/<dataset>/``, ``dvc add`` it and push it.
 
     ml-latest-small: the bundled release or ``data.source`` (folder or zip). ml-20m: the committed
     import-url stage (DVC cache/remote, then grouplens.org) or ``data.source`` (an md5-checked
     zip or an extracted folder). An existing snapshot is replaced only by a complete new one.
+    ``check`` (e.g. the ratings_raw suite) runs on the staged folder before it replaces anything;
+    whatever it raises propagates and the current snapshot stays.
     Raises IngestError (download failed, md5 mismatch, missing files, DVC failure).
     """
     ws, dataset, final = init_workspace(settings), settings.data.dataset, raw_dir(settings)
@@ -291,6 +294,8 @@ def ingest(settings: Settings) -> IngestResult:
     staged = Path(tempfile.mkdtemp(prefix=f"{dataset}-", dir=ws / "tmp"))
     try:
         also_tracked = _gather(settings, ws, staged)
+        if check is not None:
+            check(staged)
         version = _swap_in(ws, staged, final)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -22,13 +22,23 @@ from recsys.config import Settings
 log = logging.getLogger(__name__)
 
 
-def ingest(settings: Settings) -> dict:
-    """Snapshot the raw dataset into the DVC workspace (validated before it replaces the old one)."""
+def ingest(settings: Settings, validate: bool = True) -> dict:
+    """Snapshot the raw dataset into the DVC workspace.
+
+    With ``validate`` the ratings_raw suite runs on the staged copy, so a snapshot that fails it
+    never replaces the current one (ValidationFailed propagates).
+    """
     from recsys import ingest as ingest_mod
 
-    result = ingest_mod.ingest(settings)
+    summary: dict = {}
+
+    def check(folder: Path) -> None:
+        summary.update(validate_raw(settings, str(folder)))
+
+    result = ingest_mod.ingest(settings, check=check if validate else None)
     return {"dataset": result.dataset, "raw_dir": str(result.raw_dir),
-            "data_version": result.data_version}
+            "data_version": result.data_version, "pushed": result.pushed,
+            "validation": summary or None}
 
 
 def validate_raw(settings: Settings, raw_dir: str) -> dict:
@@ -153,8 +163,7 @@ def publish(settings: Settings, recommendations: str) -> dict:
 def run_all(settings: Settings, force_promotion: bool = False) -> dict:
     """The whole chain on one machine: ingest -> ... -> publish. Returns each step's result."""
     steps: dict[str, dict] = {}
-    steps["ingest"] = ingest(settings)
-    steps["validate_raw"] = validate_raw(settings, steps["ingest"]["raw_dir"])
+    steps["ingest"] = ingest(settings, validate=True)
     steps["prepare"] = prepare(settings, steps["ingest"]["raw_dir"], steps["ingest"]["data_version"])
     steps["train"] = train(settings, steps["prepare"]["prepared_dir"], steps["prepare"]["data_version"])
     steps["promote"] = promote(settings, steps["train"]["version"], force=force_promotion)

@@ -68,6 +68,7 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     run = mlflow.get_run(steps["train"]["run_id"])
     assert run.data.params["model.embedding_dim"] == "64"
     assert run.data.tags["data_version"] == steps["prepare"]["data_version"] != ""
+    assert run.data.tags["raw_data_version"] == steps["ingest"]["data_version"] != ""
     assert "mostpop_valid_ndcg_at_10" in run.data.metrics and "test_recall_at_100" in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg_at_10")
     assert [m.step for m in history] == [1, 2, 3]
@@ -130,8 +131,11 @@ def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
                               env={"RECSYS_HOME": str(settings.paths.home),
                                    "RECSYS__STORE__PORT": str(settings.store.port),
                                    "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo)})
+    raw = Path(chain[2]["ingest"]["raw_dir"])
+    raw_before = (raw / "ratings.csv").read_bytes()
     with pytest.raises(ValidationFailed, match="rating"):
         pipelines.run_all(corrupted)
+    assert (raw / "ratings.csv").read_bytes() == raw_before  # the good snapshot stays
     assert lookup(1, 100, settings) == before
     assert champion(settings) == "1"
     assert len(registry.list_versions(settings)) == 1
