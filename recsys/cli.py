@@ -173,7 +173,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="recsys", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="recsys", description="Nightly two-tower movie retrieval: ingest, validate, "
+                     "prepare, train, promote, score, publish, look up.")
     parser.add_argument("--config", help="YAML settings file (default: $RECSYS_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
