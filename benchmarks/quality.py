@@ -24,9 +24,9 @@ from recsys.experiment import mostpop_metrics
 from recsys.training import evaluate_model, train
 
 DEFAULT_VARIANTS = {
-    "two-tower (seed: id tower, no logQ)": "model.logq_correction=false",
+    "two-tower seed (ID towers, no logQ)": "model.logq_correction=false",
     "two-tower + logQ (default)": "",
-    "two-tower + logQ + 256 sampled negatives": "model.num_sampled_negatives=256",
+    "two-tower + logQ + 256 uniform negatives": "model.num_sampled_negatives=256",
     "two-tower + logQ + history tower": "model.user_tower=history",
 }
 

@@ -46,7 +46,7 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     embedding_dim: int = Field(64, ge=1)
-    temperature: float = Field(0.05, gt=0.0)  # logits = dot / temperature
+    temperature: float = Field(1.0, gt=0.0)  # logits = dot / temperature (chosen on validation)
     user_tower: Literal["id", "history"] = "id"  # id: user embedding; history: id + mean of recent items
     history_length: int = Field(50, ge=1)  # recent train positives the history tower reads
     logq_correction: bool = True  # subtract log p(item) from in-batch logits
