@@ -24,10 +24,10 @@ from recsys.experiment import mostpop_metrics
 from recsys.training import evaluate_model, train
 
 DEFAULT_VARIANTS = {
-    "two-tower seed (ID towers, no logQ)": "model.logq_correction=false",
-    "two-tower + logQ (default)": "",
-    "two-tower + logQ + 256 uniform negatives": "model.num_sampled_negatives=256",
-    "two-tower + logQ + history tower": "model.user_tower=history",
+    "two-tower seed (ID towers, in-batch only)": "model.logq_correction=false model.num_sampled_negatives=0",
+    "two-tower + logQ": "model.num_sampled_negatives=0",
+    "two-tower + logQ + 256 uniform negs (default)": "",
+    "two-tower + logQ + history tower": "model.user_tower=history model.num_sampled_negatives=0",
 }
 
 

@@ -50,7 +50,7 @@ class ModelConfig(_Section):
     user_tower: Literal["id", "history"] = "id"  # id: user embedding; history: id + mean of recent items
     history_length: int = Field(50, ge=1)  # recent train positives the history tower reads
     logq_correction: bool = True  # subtract log p(item) from in-batch logits
-    num_sampled_negatives: int = Field(0, ge=0)  # uniform catalogue negatives mixed into each batch
+    num_sampled_negatives: int = Field(256, ge=0)  # uniform catalogue negatives mixed into each batch
 
 
 class TrainConfig(_Section):
