@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Mounted into /docker-entrypoint-initdb.d of the postgres service: runs once, when the data volume
+# is empty. One login role and one database each for Airflow's metadata and MLflow's backend store,
+# so neither service can read the other's tables. Passwords come from .env; psql's :'var' quoting
+# keeps any character in them safe. Changing them later needs ALTER ROLE (or `docker compose down -v`).
+set -euo pipefail
+
+: "${AIRFLOW_DB_PASSWORD:?set AIRFLOW_DB_PASSWORD in .env}"
+: "${MLFLOW_DB_PASSWORD:?set MLFLOW_DB_PASSWORD in .env}"
+
+psql -v ON_ERROR_STOP=1 --username "${POSTGRES_USER}" --dbname "${POSTGRES_DB}" \
+  -v airflow_password="${AIRFLOW_DB_PASSWORD}" -v mlflow_password="${MLFLOW_DB_PASSWORD}" <<'SQL'
+CREATE ROLE airflow LOGIN PASSWORD :'airflow_password';
+CREATE DATABASE airflow OWNER airflow;
+REVOKE ALL ON DATABASE airflow FROM PUBLIC;
+CREATE ROLE mlflow LOGIN PASSWORD :'mlflow_password';
+CREATE DATABASE mlflow OWNER mlflow;
+REVOKE ALL ON DATABASE mlflow FROM PUBLIC;
+SQL
