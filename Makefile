@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration serve down clean
+.PHONY: install demo chain test test-unit test-integration test-dags airflow serve down clean
 
 install: $(STAMP)
 
@@ -18,10 +18,18 @@ $(STAMP): pyproject.toml constraints.txt
 		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 
+# The main job through Airflow itself (dag.test of the three DAGs), then the lookup for user 1.
 demo: install
+	$(BIN)/python scripts/demo.py --user 1
+
+# The same chain without Airflow, straight through recsys.pipelines.
+chain: install
 	$(BIN)/recsys run
-	@echo "--- recsys lookup --user 1 ---"
 	$(BIN)/recsys lookup --user 1
+
+# Airflow UI on http://127.0.0.1:8081 (RECSYS_AIRFLOW_PORT); Ctrl-C stops it.
+airflow: install
+	bash scripts/airflow.sh
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -31,6 +39,9 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest -q -m integration
+
+test-dags: install
+	$(BIN)/python -m pytest -q -m dags
 
 serve: install
 	$(BIN)/recsys serve

@@ -180,3 +180,97 @@ def scratch_dir(settings: Settings) -> Path:
     base = settings.paths.home / "tmp"
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=base))
+
+
+# --- Steps the Airflow DAGs need beside the ones above (appended; the functions above are unchanged).
+
+
+def validate_prepared(settings: Settings, prepared_dir: str) -> dict:
+    """Re-run suite interactions on the prepared data in place; raises ValidationFailed."""
+    from recsys.validation import validate_interactions
+
+    prepared = data_mod.load_prepared(Path(prepared_dir))
+    return validate_interactions(prepared, settings.data.rating_threshold)
+
+
+def locate_prepared(settings: Settings) -> dict:
+    """The current prepared data of ``data.dataset`` and its DVC version (DataError if none)."""
+    from recsys import ingest as ingest_mod
+
+    folder = ingest_mod.prepared_dir(settings)
+    return {"dataset": settings.data.dataset, "prepared_dir": str(folder),
+            "data_version": ingest_mod.data_version(folder)}
+
+
+def compare(settings: Settings, version: str) -> dict:
+    """Validation NDCG@10 of ``version`` beside the champion's and MostPop's (from its MLflow run).
+
+    ``champion`` is None when no version holds the alias; raises ModelNotFoundError for ``version``.
+    """
+    import mlflow
+
+    from recsys import registry
+
+    registry.configure(settings)
+    candidate = registry.resolve(settings, version)
+    metrics = mlflow.get_run(candidate.run_id).data.metrics
+    current = registry.champion_version(settings)
+    out = {"version": str(version), registry.GATE_METRIC: float(candidate.tags[registry.GATE_METRIC]),
+           "mostpop": metrics.get(f"mostpop_{registry.GATE_METRIC}"), "champion": current,
+           "champion_" + registry.GATE_METRIC: None}
+    if current is not None:
+        out["champion_" + registry.GATE_METRIC] = float(
+            registry.resolve(settings, current).tags[registry.GATE_METRIC])
+    out["beats_mostpop"] = out["mostpop"] is not None and out[registry.GATE_METRIC] > out["mostpop"]
+    return out
+
+
+def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25_000) -> dict:
+    """Pin the version behind ``ref`` and split its users into shards of at most ``shard_size``."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    version, model = load_serving_model(settings, ref)
+    n_users = len(model.user_index)
+    return {"model_version": version, "n_users": n_users,
+            "n_shards": max(1, -(-n_users // shard_size))}
+
+
+def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
+    """Concatenate scored shard files (one model version) into recommendations.parquet beside them.
+
+    Raises DataError when the shards mix model versions or folders, or repeat a user.
+    """
+    from recsys.errors import DataError
+    from recsys.scoring import read_recommendations, write_recommendations
+
+    paths = [Path(p) for p in shards]
+    if not paths or len({p.parent for p in paths}) != 1:
+        raise DataError(f"expected shard files of one scoring folder, got {shards}")
+    recs = pd.concat([read_recommendations(p) for p in paths], ignore_index=True)
+    if recs["model_version"].nunique() != 1 or recs["user_id"].duplicated().any():
+        raise DataError(f"shards {shards} mix model versions or repeat users; score them again")
+    recs = recs.sort_values("user_id", ignore_index=True)
+    path = write_recommendations(recs, paths[0].parent / "recommendations.parquet")
+    return {"recommendations": str(path), "model_version": str(recs["model_version"].iat[0]),
+            "n_users": len(recs), "n_shards": len(paths)}
+
+
+def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -> dict:
+    """Read a fixed sample of users through the fast lookup path and compare with the scored lists.
+
+    Raises StoreError naming the first user whose served list differs.
+    """
+    from recsys.errors import StoreError
+    from recsys.lookup import MAX_K, lookup_many
+    from recsys.scoring import read_recommendations
+
+    recs = read_recommendations(Path(recommendations))
+    chosen = recs.sample(n=min(sample, len(recs)), random_state=1) if sample > 0 else recs.iloc[:0]
+    k = min(MAX_K, settings.score.k)
+    served = lookup_many(chosen["user_id"].tolist(), k, settings) if len(chosen) else {}
+    for user_id, items in zip(chosen["user_id"], chosen["item_ids"]):
+        got = [m for m, _, _ in served[int(user_id)]]
+        if got != [int(i) for i in items[:k]]:
+            raise StoreError(f"user {user_id}: the served list differs from {recommendations}; "
+                             "re-run publish")
+    return {"checked": len(chosen), "k": k}

@@ -1,0 +1,87 @@
+"""What the recsys DAGs share: the assets that chain them, retry defaults, settings and error mapping.
+
+Not a DAG file. Tasks import recsys inside their bodies, so parsing a DAG file stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pendulum
+from airflow.sdk import Asset, BaseOperatorLink, get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+if TYPE_CHECKING:
+    from recsys.config import Settings
+
+START_DATE = pendulum.datetime(2025, 1, 1, tz="UTC")
+
+# Emitted by recsys_ingest when new prepared data passed validation; schedules recsys_retrain.
+PREPARED_DATA = Asset(name="recsys_prepared_data", uri="recsys://data/prepared", group="recsys")
+# Emitted by recsys_retrain only when the champion alias moved; schedules recsys_score_nightly.
+CHAMPION_MODEL = Asset(name="recsys_champion_model", uri="recsys://models/two_tower/champion",
+                       group="recsys")
+
+# Transient failures (Redis restarting, MLflow server busy, a DVC push) get retried with backoff;
+# failures that retrying cannot fix raise AirflowFailException (see fail_fast_on_bad_input).
+DEFAULT_ARGS = {
+    "owner": "recsys",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def load(**overrides: object) -> Settings:
+    """Settings from the environment, plus this run's Params (None means "keep the setting").
+
+    ``overrides`` maps a dotted settings key to a value, e.g. ``load(**{"score.k": params["k"]})``.
+    """
+    from recsys.config import load_settings
+
+    return load_settings([f"{key}={value}" for key, value in overrides.items() if value is not None])
+
+
+def params() -> dict:
+    """The current run's Params (defaults merged with the trigger's conf)."""
+    return dict(get_current_context()["params"])
+
+
+@contextmanager
+def fail_fast_on_bad_input() -> Iterator[None]:
+    """Turn errors that a retry cannot fix into AirflowFailException (no retries are spent).
+
+    Failed validation, bad settings, malformed data and a missing model fail at once; Redis,
+    MLflow, DVC and OS errors propagate unchanged and get the task's retries.
+    """
+    from recsys.errors import (ConfigError, DataError, IngestError, InvalidRequestError,
+                               ModelNotFoundError, ValidationFailed)
+
+    try:
+        yield
+    except IngestError:
+        raise  # a download or DVC failure may pass on the next try
+    except (ValidationFailed, ConfigError, DataError, ModelNotFoundError, InvalidRequestError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """"MLflow run" button on a training task: opens the run its return value names.
+
+    Computed on the worker when the task finishes and stored in XCom, so the API server needs
+    no recsys code. The UI address comes from RECSYS_MLFLOW_UI_URL (default: `mlflow ui` on 5000).
+    """
+
+    name = "MLflow run"
+
+    def get_link(self, operator, *, ti_key) -> str:  # noqa: ANN001
+        result = ti_key.xcom_pull(task_ids=operator.task_id) or {}
+        if not result.get("run_id"):
+            return ""
+        base = os.environ.get("RECSYS_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+        return f"{base}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"

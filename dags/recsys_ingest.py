@@ -1,0 +1,85 @@
+"""
+### recsys_ingest: snapshot MovieLens with DVC, validate it, prepare it by the protocol
+
+`ingest` -> `validate_raw` -> `prepare` -> `validate_prepared` -> asset **recsys_prepared_data**
+(which schedules `recsys_retrain`).
+
+Nothing served is replaced by data that failed validation: `ingest` runs suite `ratings_raw` on the
+*staged* snapshot before it swaps in (a bad snapshot fails there and the previous one stays),
+`validate_raw` then re-runs the suite on the snapshot now in place and reports its summary, and
+`prepare` validates suite `interactions` before swapping the prepared folder in. A failed
+validation fails the task at once (no retries) and emits no asset event, so nothing downstream runs.
+
+Params: `dataset` (empty = the `data.dataset` setting). Settings come from the environment
+(`RECSYS_HOME`, `RECSYS__SECTION__KEY`).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task, get_current_context
+
+from _common import DEFAULT_ARGS, PREPARED_DATA, START_DATE, fail_fast_on_bad_input, load, params
+
+
+def _settings():  # noqa: ANN202
+    return load(**{"data.dataset": params()["dataset"]})
+
+
+@dag(
+    dag_id="recsys_ingest",
+    schedule="@daily",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["recsys", "data"],
+    doc_md=__doc__,
+    params={
+        "dataset": Param(None, type=["null", "string"], enum=[None, "ml-latest-small", "ml-20m"],
+                         description="MovieLens release to ingest; empty = the data.dataset setting"),
+    },
+)
+def recsys_ingest() -> None:
+    @task
+    def ingest() -> dict:
+        """DVC snapshot of the raw release, validated while staged (the current one stays if it fails)."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.ingest(_settings(), validate=True)
+
+    @task
+    def validate_raw(snapshot: dict) -> dict:
+        """Suite ratings_raw on the snapshot in place; its summary becomes this task's result."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            summary = pipelines.validate_raw(_settings(), snapshot["raw_dir"])
+        return {"raw_dir": snapshot["raw_dir"], "data_version": snapshot["data_version"],
+                "validation": summary}
+
+    @task
+    def prepare(snapshot: dict) -> dict:
+        """Protocol split, id maps, catalogue; validated (suite interactions) before it swaps in."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.prepare(_settings(), snapshot["raw_dir"], snapshot["data_version"])
+
+    @task(outlets=[PREPARED_DATA])
+    def validate_prepared(prepared: dict) -> dict:
+        """Suite interactions on the prepared data in place, then announce it to recsys_retrain."""
+        from recsys import pipelines
+
+        settings = _settings()
+        with fail_fast_on_bad_input():
+            summary = pipelines.validate_prepared(settings, prepared["prepared_dir"])
+        get_current_context()["outlet_events"][PREPARED_DATA].extra = {
+            "dataset": settings.data.dataset, "prepared_dir": prepared["prepared_dir"],
+            "data_version": prepared["data_version"]}
+        return {**prepared, "validation": summary}
+
+    validate_prepared(prepare(validate_raw(ingest())))
+
+
+recsys_ingest()

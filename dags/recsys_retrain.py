@@ -1,0 +1,117 @@
+"""
+### recsys_retrain: train the two-tower model, compare it, and move `champion` only if it wins
+
+Runs when `recsys_ingest` announces new prepared data (asset **recsys_prepared_data**) and weekly
+(Sunday 03:00 UTC) whatever happens upstream.
+
+`locate_prepared` -> `train` -> `compare` -> `promotion_gate` -> `announce_champion` (asset
+**recsys_champion_model**, which schedules `recsys_score_nightly`).
+
+- `train`: one MLflow run in experiment `two-tower` (params, per-epoch metrics, plots, artefacts),
+  evaluated on validation and test with MostPop beside it, registered as a new version of
+  `two_tower` with alias `challenger`. Its "MLflow run" button opens the run.
+- `compare`: validation NDCG@10 of the new version beside the champion's and MostPop's.
+- `promotion_gate`: `champion` moves only if the new version beats it (or `force_promotion`).
+- `announce_champion`: emits the model asset only when `champion` moved; otherwise it is skipped
+  and the served lists stay as they are.
+
+Params: `force_promotion`, `dataset`, `k` (list length baked into the ONNX graph), `max_epochs`
+(empty = the setting). A failed training never touches the champion or the served lists.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task, get_current_context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from _common import (CHAMPION_MODEL, DEFAULT_ARGS, PREPARED_DATA, START_DATE, MlflowRunLink,
+                     fail_fast_on_bad_input, load, params)
+
+
+def _settings(dataset: str | None = None):  # noqa: ANN202
+    p = params()
+    return load(**{"data.dataset": dataset or p["dataset"], "score.k": p["k"],
+                   "train.max_epochs": p["max_epochs"]})
+
+
+@dag(
+    dag_id="recsys_retrain",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=PREPARED_DATA),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["recsys", "training"],
+    doc_md=__doc__,
+    params={
+        "force_promotion": Param(False, type="boolean",
+                                 description="make the new version champion even if it does not win"),
+        "dataset": Param(None, type=["null", "string"], enum=[None, "ml-latest-small", "ml-20m"],
+                         description="prepared dataset to train on; empty = the triggering "
+                                     "asset event's, else the data.dataset setting"),
+        "k": Param(None, type=["null", "integer"], minimum=1, maximum=1000,
+                   description="top-K list length of the exported graph; empty = score.k"),
+        "max_epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500,
+                            description="training epochs; empty = train.max_epochs"),
+    },
+)
+def recsys_retrain() -> None:
+    @task
+    def locate_prepared() -> dict:
+        """The prepared data to train on: the triggering asset event's, else the settings'."""
+        from recsys import pipelines
+
+        events = get_current_context()["triggering_asset_events"].get(PREPARED_DATA, [])
+        if events and not params()["dataset"]:
+            extra = events[-1].extra
+            return {k: extra[k] for k in ("dataset", "prepared_dir", "data_version")}
+        with fail_fast_on_bad_input():
+            return pipelines.locate_prepared(_settings())
+
+    @task(retries=1)  # a training costs minutes: one retry covers a lost MLflow connection
+    def train(prepared: dict) -> dict:
+        """Train, evaluate (valid + test, MostPop beside it), log to MLflow, register @challenger."""
+        import mlflow
+
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            result = pipelines.train(_settings(prepared["dataset"]), prepared["prepared_dir"],
+                                     prepared["data_version"])
+        experiment_id = mlflow.get_run(result["run_id"]).info.experiment_id
+        return {**result, "experiment_id": experiment_id, "dataset": prepared["dataset"]}
+
+    @task
+    def compare(trained: dict) -> dict:
+        """Validation NDCG@10 of the new version beside the champion's and MostPop's."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.compare(_settings(trained["dataset"]), trained["version"])
+
+    @task
+    def promotion_gate(comparison: dict) -> dict:
+        """Move alias champion to the new version only if it wins (or force_promotion is set)."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.promote(_settings(), comparison["version"],
+                                     force=bool(params()["force_promotion"]))
+
+    @task(outlets=[CHAMPION_MODEL])
+    def announce_champion(promotion: dict) -> dict:
+        """Emit the model asset (scoring follows) only when the champion changed."""
+        if not promotion["promoted"]:
+            raise AirflowSkipException(f"champion stays at v{promotion['champion']}: {promotion['reason']}")
+        get_current_context()["outlet_events"][CHAMPION_MODEL].extra = {
+            "model_version": promotion["version"], "previous": promotion["previous"],
+            "reason": promotion["reason"]}
+        return promotion
+
+    trained = train(locate_prepared())
+    trained.operator.operator_extra_links = [MlflowRunLink()]
+    announce_champion(promotion_gate(compare(trained)))
+
+
+recsys_retrain()

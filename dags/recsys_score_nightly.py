@@ -1,0 +1,118 @@
+"""
+### recsys_score_nightly: score every user with the champion and publish the lists to Redis
+
+Runs nightly (01:30 UTC) and whenever `recsys_retrain` moves the champion (asset
+**recsys_champion_model**).
+
+`resolve_champion` -> `plan_shards` -> `score_shard` (mapped, one task per shard: Celery or Kubernetes
+workers take shards in parallel) -> `merge_shards` -> `validate_recommendations` -> `publish`
+(Feast -> Redis, with a read-back) -> `verify_lookups` (the fast lookup path) -> `report`.
+
+The champion's version is pinned once, so every shard is scored by the same model even if the
+alias moves during the run. Lists that fail suite `recommendations` fail the run at once (no
+retries) before anything is written, so the lists being served stay. Publishing is idempotent (last
+write wins), so a retried `publish` leaves the same lists.
+
+Params: `shard_size` (users per scoring task).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from _common import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, fail_fast_on_bad_input, load, params
+
+
+@dag(
+    dag_id="recsys_score_nightly",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=CHAMPION_MODEL),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["recsys", "serving"],
+    doc_md=__doc__,
+    params={
+        "shard_size": Param(25_000, type="integer", minimum=1,
+                            description="users per scoring task (mapped over shards)"),
+    },
+)
+def recsys_score_nightly() -> None:
+    @task
+    def resolve_champion() -> dict:
+        """Pin the version behind alias champion and count its users."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.plan_scoring(load(), "champion", int(params()["shard_size"]))
+
+    @task
+    def plan_shards(champion: dict) -> list[dict]:
+        """One entry per scoring task: this shard's index and the shard count."""
+        n = champion["n_shards"]
+        return [{"shard": i, "n_shards": n, "model_version": champion["model_version"]}
+                for i in range(n)]
+
+    @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
+    def score_shard(spec: dict) -> dict:
+        """Score one shard of users with ONNX Runtime (seen items masked) into a parquet file."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.score(load(), spec["model_version"], spec["shard"], spec["n_shards"])
+
+    @task
+    def merge_shards(scored: list[dict]) -> dict:
+        """One recommendations parquet from every shard's file."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.merge_recommendations(load(), [s["recommendations"] for s in scored])
+
+    @task
+    def validate_recommendations(merged: dict) -> dict:
+        """Suite recommendations: K per user, no duplicates, no seen item, sorted scores."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            summary = pipelines.validate_recommendations(load(), merged["recommendations"])
+        return {**merged, "validation": summary}
+
+    @task
+    def publish(validated: dict) -> dict:
+        """Write the lists and titles into Redis through Feast; read a sample back through Feast."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return {**pipelines.publish(load(), validated["recommendations"]),
+                    "recommendations": validated["recommendations"]}
+
+    @task
+    def verify_lookups(published: dict) -> dict:
+        """Read a fixed sample of users the way `recsys lookup` and the HTTP endpoint do."""
+        from recsys import pipelines
+
+        settings = load()
+        with fail_fast_on_bad_input():
+            return pipelines.verify_lookups(settings, published["recommendations"],
+                                            settings.score.verify_sample)
+
+    @task
+    def report(validated: dict, published: dict, verified: dict) -> dict:
+        """Counts for the run's log and XCom."""
+        counts = {"model_version": validated["model_version"], "users": validated["n_users"],
+                  "shards": validated["n_shards"], "written": published["written"],
+                  "feast_read_back": published["verified"], "lookups_checked": verified["checked"],
+                  "recommendations": validated["recommendations"]}
+        print(f"nightly scoring: {counts}")
+        return counts
+
+    champion = resolve_champion()
+    scored = score_shard.expand(spec=plan_shards(champion))
+    validated = validate_recommendations(merge_shards(scored))
+    published = publish(validated)
+    report(validated, published, verify_lookups(published))
+
+
+recsys_score_nightly()

@@ -1,0 +1,167 @@
+"""Each DAG run with ``dag.test()`` on the bundled sample, in chain order, on real DVC, GX, MLflow,
+ONNX Runtime, Feast and Redis; then a corrupted sample and a retried publish.
+
+The three runs share one module-scoped chain (ingest -> retrain -> nightly scoring in 3 shards);
+the later tests build on what it served.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys import pipelines, registry
+from recsys.config import PROJECT_ROOT, load_settings
+from recsys.errors import StoreError, ValidationFailed
+from recsys.lookup import lookup_many
+
+pytestmark = pytest.mark.dags
+
+
+@pytest.fixture(scope="module")
+def chain(run_dag, recsys_env):
+    """The three DAGs, each run once with dag.test() in the order their assets chain them."""
+    runs = {dag_id: run_dag(dag_id, **conf) for dag_id, conf in [
+        ("recsys_ingest", {}), ("recsys_retrain", {}), ("recsys_score_nightly", {"shard_size": 250})]}
+    print("\n" + ", ".join(f"{d}: {s:.1f}s" for d, (_, s) in runs.items()))
+    return {dag_id: dag_run for dag_id, (dag_run, _) in runs.items()}
+
+
+def served(settings, user_ids=None) -> dict:
+    """What `recsys lookup` returns for each user (default: all 603): (movie_id, score), best first."""
+    if user_ids is None:
+        user_ids = pd.read_parquet(settings.paths.home / "scores" / "v1" / "recommendations.parquet",
+                                   columns=["user_id"])["user_id"].tolist()
+    return {u: [(m, s) for m, s, _ in triples]
+            for u, triples in lookup_many(user_ids, 100, settings).items()}
+
+
+def states(airflow_db, dag_run) -> dict[str, list[str]]:
+    return {t: [str(ti.state) for ti in tis] for t, tis in airflow_db.task_instances(dag_run).items()}
+
+
+def test_ingest_validates_prepares_and_announces_the_data(chain, airflow_db):
+    dag_run = chain["recsys_ingest"]
+    assert dag_run.state == "success", states(airflow_db, dag_run)
+    raw = airflow_db.xcom(dag_run, "validate_raw")
+    assert raw["validation"]["suite"] == "ratings_raw" and raw["validation"]["rows"] == 100_836
+    prepared = airflow_db.xcom(dag_run, "validate_prepared")
+    assert prepared["n_users"] == 603 and prepared["n_train"] == 40_033
+    assert prepared["validation"]["suite"] == "interactions"
+    (event,) = airflow_db.asset_events("recsys_prepared_data")
+    assert event == {"dataset": "ml-latest-small", "prepared_dir": prepared["prepared_dir"],
+                     "data_version": prepared["data_version"]}
+
+
+def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db, recsys_env):
+    dag_run = chain["recsys_retrain"]
+    assert dag_run.state == "success", states(airflow_db, dag_run)
+    trained = airflow_db.xcom(dag_run, "train")
+    assert trained["version"] == "1" and trained["best_epoch"] <= 2
+    assert "mostpop_valid_ndcg_at_10" in trained["mostpop"]
+    comparison = airflow_db.xcom(dag_run, "compare")
+    assert comparison["champion"] is None and comparison["mostpop"] == pytest.approx(
+        trained["mostpop"]["mostpop_valid_ndcg_at_10"])
+    assert airflow_db.xcom(dag_run, "promotion_gate")["reason"] == "first version"
+    assert str(registry.resolve(recsys_env, "champion").version) == "1"
+    (event,) = airflow_db.asset_events("recsys_champion_model")
+    assert event["model_version"] == "1" and event["previous"] is None
+    link = airflow_db.xcom(dag_run, "train", key="_link_MlflowRunLink")
+    assert link.endswith(f"/#/experiments/{trained['experiment_id']}/runs/{trained['run_id']}")
+
+
+def test_nightly_scores_in_shards_and_serves_every_user(chain, airflow_db, recsys_env):
+    dag_run = chain["recsys_score_nightly"]
+    assert dag_run.state == "success", states(airflow_db, dag_run)
+    assert states(airflow_db, dag_run)["score_shard"] == ["success"] * 3  # 603 users / 250
+    report = airflow_db.xcom(dag_run, "report")
+    assert report["model_version"] == "1" and report["users"] == 603 and report["shards"] == 3
+    assert report["written"]["users"] == 603 and report["feast_read_back"]["mismatches"] == 0
+    recs = pd.read_parquet(report["recommendations"])
+    assert recs["user_id"].is_unique and len(recs) == 603
+    lists = served(recsys_env, [1, 42, 610])
+    by_user = recs.set_index("user_id")
+    for user_id, pairs in lists.items():
+        assert [m for m, _ in pairs] == by_user.loc[user_id, "item_ids"].tolist()
+
+
+def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
+        chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch):
+    bad = tmp_path / "ml-latest-small"
+    shutil.copytree(PROJECT_ROOT / "data" / "ml-latest-small", bad)
+    ratings = pd.read_csv(bad / "ratings.csv")
+    ratings.loc[5, "rating"] = 7.0
+    ratings.to_csv(bad / "ratings.csv", index=False)
+    raw = airflow_db.xcom(chain["recsys_ingest"], "ingest")["raw_dir"]
+    raw_before = (Path(raw) / "ratings.csv").read_bytes()
+    before = served(recsys_env)
+    monkeypatch.setenv("RECSYS__DATA__SOURCE", str(bad))
+    real_validate, raised = pipelines.validate_raw, []
+
+    def spy(*args):
+        try:
+            return real_validate(*args)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    monkeypatch.setattr(pipelines, "validate_raw", spy)
+
+    dag_run, _ = run_dag("recsys_ingest")
+
+    assert dag_run.state == "failed"
+    assert [type(e) for e in raised] == [ValidationFailed] and "rating" in str(raised[0])
+    tis = airflow_db.task_instances(dag_run)
+    (ingest,) = tis["ingest"]
+    assert ingest.state == "failed" and ingest.try_number == 1  # AirflowFailException: no retry
+    assert {t: [ti.state for ti in v] for t, v in tis.items() if t != "ingest"} == {
+        t: ["upstream_failed"] for t in ("validate_raw", "prepare", "validate_prepared")}
+    assert len(airflow_db.asset_events("recsys_prepared_data")) == 1  # retraining is not triggered
+    assert (Path(raw) / "ratings.csv").read_bytes() == raw_before
+    assert served(recsys_env) == before
+    assert str(registry.resolve(recsys_env, "champion").version) == "1"
+    assert len(registry.list_versions(recsys_env)) == 1
+    last = (recsys_env.paths.home / "airflow" / "runs.jsonl").read_text().splitlines()[-1]
+    assert '"state": "failed"' in last and dag_run.run_id in last  # recorded by the plugin's listener
+
+
+def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow_db, recsys_env,
+                                                 monkeypatch):
+    before = served(recsys_env)
+    real_publish, calls = pipelines.publish, []
+
+    def publish_then_drop_the_connection(settings, recommendations):
+        calls.append(recommendations)
+        result = real_publish(settings, recommendations)
+        if len(calls) == 1:  # the worst case: everything written, then the task dies
+            raise StoreError("Redis connection dropped after the write")
+        return result
+
+    monkeypatch.setattr(pipelines, "publish", publish_then_drop_the_connection)
+    publish_task = dagbag.dags["recsys_score_nightly"].task_dict["publish"]
+    monkeypatch.setattr(publish_task, "retry_delay", timedelta(0))
+    monkeypatch.setattr(publish_task, "retry_exponential_backoff", 0)
+
+    dag_run, _ = run_dag("recsys_score_nightly")
+
+    assert dag_run.state == "success", states(airflow_db, dag_run)
+    (publish,) = airflow_db.task_instances(dag_run)["publish"]
+    assert publish.try_number == 2 and len(calls) == 2 and calls[0] == calls[1]
+    after = served(recsys_env)
+    assert len(after) == 603 and after == before
+    assert airflow_db.xcom(dag_run, "report")["written"]["users"] == 603
+
+
+def test_the_listener_records_every_run_outcome(chain, recsys_env):
+    import json
+
+    path = recsys_env.paths.home / "airflow" / "runs.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    outcomes = [(line["dag_id"], line["state"]) for line in lines]
+    assert outcomes[:3] == [("recsys_ingest", "success"), ("recsys_retrain", "success"),
+                            ("recsys_score_nightly", "success")]
+    assert all(line["run_id"] and line["seconds"] is not None for line in lines)

@@ -1,0 +1,112 @@
+"""The DAG files parse, and each DAG is wired as the design says: order, schedules, assets, retries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+pytestmark = pytest.mark.dags
+
+DAG_IDS = {"recsys_ingest", "recsys_retrain", "recsys_score_nightly"}
+ORDER = {
+    "recsys_ingest": [("ingest", "validate_raw"), ("validate_raw", "prepare"),
+                      ("prepare", "validate_prepared")],
+    "recsys_retrain": [("locate_prepared", "train"), ("train", "compare"),
+                       ("compare", "promotion_gate"), ("promotion_gate", "announce_champion")],
+    "recsys_score_nightly": [("resolve_champion", "plan_shards"), ("plan_shards", "score_shard"),
+                             ("score_shard", "merge_shards"), ("merge_shards", "validate_recommendations"),
+                             ("validate_recommendations", "publish"), ("publish", "verify_lookups"),
+                             ("verify_lookups", "report")],
+}
+
+
+def test_dagbag_imports_every_dag_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dags) == DAG_IDS
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_dag_conventions(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.fileloc.endswith(f"/{dag_id}.py")  # file name = dag_id
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.start_date.tzinfo is not None
+    assert "recsys" in dag.tags and len(dag.tags) >= 2
+    assert dag.doc_md and dag_id in dag.doc_md
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+        assert task.retry_exponential_backoff > 1 and task.retry_delay >= timedelta(seconds=10)
+    for upstream, downstream in ORDER[dag_id]:
+        assert downstream in dag.task_dict[upstream].downstream_task_ids, (upstream, downstream)
+    assert {t.task_id for t in dag.tasks} == {name for pair in ORDER[dag_id] for name in pair}
+
+
+def test_schedules_chain_the_dags_through_assets(dagbag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    ingest, retrain, score = (dagbag.dags[d] for d in sorted(DAG_IDS))
+    assert ingest.timetable.expression == "0 0 * * *"  # @daily
+    (prepared,) = ingest.task_dict["validate_prepared"].outlets
+    assert prepared.name == "recsys_prepared_data"
+    assert isinstance(retrain.timetable, AssetOrTimeSchedule)
+    assert retrain.timetable.asset_condition == prepared
+    assert retrain.timetable.timetable.expression == "0 3 * * 0"  # weekly, Sunday 03:00 UTC
+    (model,) = retrain.task_dict["announce_champion"].outlets
+    assert model.name == "recsys_champion_model"
+    assert isinstance(score.timetable, AssetOrTimeSchedule)
+    assert score.timetable.asset_condition == model
+    assert score.timetable.timetable.expression == "30 1 * * *"  # nightly
+    outlets = {t.task_id for d in dagbag.dags.values() for t in d.tasks if t.outlets}
+    assert outlets == {"validate_prepared", "announce_champion"}
+
+
+def test_scoring_is_mapped_over_shards(dagbag):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(dagbag.dags["recsys_score_nightly"].task_dict["score_shard"], MappedOperator)
+
+
+def test_params_are_typed(dagbag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    retrain = dagbag.dags["recsys_retrain"].params
+    assert retrain["force_promotion"] is False
+    assert {k: retrain.get_param(k).schema["type"] for k in ("dataset", "k", "max_epochs")} == {
+        "dataset": ["null", "string"], "k": ["null", "integer"], "max_epochs": ["null", "integer"]}
+    score = dagbag.dags["recsys_score_nightly"].params
+    assert score["shard_size"] == 25_000
+    with pytest.raises(ParamValidationError):
+        score.get_param("shard_size").resolve(0)
+    with pytest.raises(ParamValidationError):
+        dagbag.dags["recsys_ingest"].params.get_param("dataset").resolve("ml-1b")
+
+
+def test_the_training_task_links_to_its_mlflow_run(dagbag, monkeypatch):
+    train = dagbag.dags["recsys_retrain"].task_dict["train"]
+    (link,) = train.operator_extra_links
+    assert link.name == "MLflow run"
+
+    class FakeTI:
+        def xcom_pull(self, task_ids):
+            assert task_ids == "train"
+            return {"run_id": "abc123", "experiment_id": "7"}
+
+    monkeypatch.setenv("RECSYS_MLFLOW_UI_URL", "http://127.0.0.1:5005/")
+    assert link.get_link(train, ti_key=FakeTI()) == "http://127.0.0.1:5005/#/experiments/7/runs/abc123"
+
+
+def test_errors_retrying_cannot_fix_fail_at_once(dagbag):
+    import _common  # importable: the dagbag put dags/ on sys.path, as the dag-processor does
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.errors import IngestError, StoreError, ValidationFailed
+
+    with pytest.raises(AirflowFailException, match="ratings_raw"):
+        with _common.fail_fast_on_bad_input():
+            raise ValidationFailed("ratings_raw", "rating out of range")
+    for transient in (StoreError("Redis at 127.0.0.1:1 is unreachable"), IngestError("download"),
+                      OSError("disk")):
+        with pytest.raises(type(transient)):
+            with _common.fail_fast_on_bad_input():
+                raise transient
