@@ -161,9 +161,12 @@ def list_versions(settings: Settings) -> list[dict]:
     name = settings.mlflow.model_name
     try:
         versions = client.search_model_versions(f"name='{name}'")
+        # search results leave aliases empty; the registered model holds alias -> version
+        aliases = client.get_registered_model(name).aliases
     except MlflowException:
         return []
-    rows = [{"version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
+    rows = [{"version": str(v.version), "run_id": v.run_id,
+             "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
              GATE_METRIC: v.tags.get(GATE_METRIC), "data_version": v.tags.get("data_version")}
             for v in versions]
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)

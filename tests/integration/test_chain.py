@@ -138,7 +138,8 @@ def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
     assert (raw / "ratings.csv").read_bytes() == raw_before  # the good snapshot stays
     assert lookup(1, 100, settings) == before
     assert champion(settings) == "1"
-    assert len(registry.list_versions(settings)) == 1
+    assert [(v["version"], v["aliases"]) for v in registry.list_versions(settings)] == [
+        ("1", ["challenger", "champion"])]
 
 
 def test_a_worse_model_does_not_move_the_champion(chain):
