@@ -70,8 +70,7 @@ def main() -> None:
         shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data"))
         settings = load_settings([f"store.port={free_port()}", f"paths.feature_repo={repo}"],
                                  env={"RECSYS_HOME": str(Path(tmp) / "home")})
-        redis_server.start(settings)
-        try:
+        with redis_server.running(settings):
             store.apply(settings)
             recs, catalogue = synthetic(args.users, args.items, args.k)
             publish_s = [store.publish(recs, catalogue, settings)["seconds"] for _ in range(args.repeats)]
@@ -86,8 +85,6 @@ def main() -> None:
                 features=service, entity_rows=[{"user_id": int(users[i % len(users)])}]).to_dict(),
                 min(args.lookups, 200))
             rows["feast_get_online_features_median_ms"] = med
-        finally:
-            redis_server.stop(settings)
     print(f"{args.users} users x k={args.k}, {args.repeats} publishes, {args.lookups} lookups")
     for name, value in rows.items():
         print(f"{name:40s} {value:12.3f}")

@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +223,15 @@ def stop(settings: Settings) -> bool:
         raise StoreError(f"Redis at {address} still answers after SHUTDOWN and SIGKILL of pid {pid}")
     log.info("stopped embedded Redis at %s", address)
     return True
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[str]:
+    """Start the embedded Redis for a block and always stop it after (tests, benchmarks)."""
+    try:
+        yield start(settings)
+    finally:
+        stop(settings)
 
 
 def unreachable(settings: Settings, reason: object) -> StoreError:

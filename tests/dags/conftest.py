@@ -79,11 +79,8 @@ def recsys_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         for name, value in env.items():
             mp.setenv(name, value)
         settings = load_settings()
-        try:
-            redis_server.start(settings)
+        with redis_server.running(settings):
             yield settings
-        finally:
-            redis_server.stop(settings)
 
 
 @pytest.fixture(scope="session")

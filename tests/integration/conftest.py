@@ -47,11 +47,8 @@ def feature_repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def redis_settings(tmp_path_factory: pytest.TempPathFactory, feature_repo_copy: Path) -> Iterator[Settings]:
     """Settings whose embedded Redis is running (session-wide); stopped at the end of the session."""
     settings = make_settings(tmp_path_factory.mktemp("home"), feature_repo_copy, free_port())
-    try:
-        redis_server.start(settings)
+    with redis_server.running(settings):
         yield settings
-    finally:
-        redis_server.stop(settings)
 
 
 @pytest.fixture
@@ -68,11 +65,8 @@ def isolated_settings(tmp_path: Path, feature_repo_copy: Path) -> Callable[..., 
 def own_redis(tmp_path: Path, feature_repo_copy: Path) -> Iterator[Settings]:
     """A second, per-test embedded Redis (for tests that stop and restart it); always stopped."""
     settings = make_settings(tmp_path / "home", feature_repo_copy, free_port())
-    try:
-        redis_server.start(settings)
+    with redis_server.running(settings):
         yield settings
-    finally:
-        redis_server.stop(settings)
 
 
 @pytest.fixture(scope="session")

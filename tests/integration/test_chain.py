@@ -34,11 +34,8 @@ def chain(tmp_path_factory, feature_repo_copy, port_factory):
     env = {"RECSYS_HOME": str(home), "RECSYS__STORE__PORT": str(port_factory()),
            "RECSYS__PATHS__FEATURE_REPO": str(feature_repo_copy)}
     settings = load_settings(FAST, env=env)
-    try:
-        steps = pipelines.run_all(settings)
-        yield env, settings, steps
-    finally:
-        redis_server.stop(settings)
+    with redis_server.running(settings):
+        yield env, settings, pipelines.run_all(settings)
 
 
 def champion(settings) -> str:
