@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -175,14 +174,7 @@ def run_all(settings: Settings, force_promotion: bool = False) -> dict:
     return steps
 
 
-def scratch_dir(settings: Settings) -> Path:
-    """A fresh temporary folder under the project home (same filesystem as the outputs)."""
-    base = settings.paths.home / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=base))
-
-
-# --- Steps the Airflow DAGs need beside the ones above (appended; the functions above are unchanged).
+# --- Steps only the Airflow DAGs use: re-validation in place, sharded scoring, read-back checks.
 
 
 def validate_prepared(settings: Settings, prepared_dir: str) -> dict:
