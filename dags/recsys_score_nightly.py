@@ -68,7 +68,9 @@ def recsys_score_nightly() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.merge_recommendations(load(), [s["recommendations"] for s in scored])
+            # Index by length: iterating the lazy XCom sequence probes one past the end and logs a 404.
+            shards = [scored[i]["recommendations"] for i in range(len(scored))]
+            return pipelines.merge_recommendations(load(), shards)
 
     @task
     def validate_recommendations(merged: dict) -> dict:
