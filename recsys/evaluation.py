@@ -91,3 +91,32 @@ class MostPop:
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.scores, (len(user_idx), len(self.scores)))
+
+
+class EASE:
+    """EASE (Steck 2019), a closed-form item-item baseline: B = I - P / diag(P), P = (X'X + lambda I)^-1.
+
+    ``train_pairs`` (user_idx, item_idx) fit B; ``history_pairs`` are the rows users are scored from
+    (train for validation, train + valid for test), so scores [B, N] = X_history[users] @ B.
+    """
+
+    def __init__(self, train_pairs: pd.DataFrame, history_pairs: pd.DataFrame, n_users: int,
+                 n_items: int, l2: float = 300.0) -> None:
+        if l2 <= 0:
+            raise ValueError(f"l2 must be > 0, got {l2}")
+        x = _binary_matrix(train_pairs, n_users, n_items)
+        gram = x.T @ x + l2 * np.eye(n_items)
+        p = np.linalg.inv(gram)
+        self.weights = -p / np.diag(p)
+        np.fill_diagonal(self.weights, 0.0)
+        self.history = _binary_matrix(history_pairs, n_users, n_items)
+
+    def __call__(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.history[user_idx] @ self.weights
+
+
+def _binary_matrix(pairs: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
+    """Dense 0/1 matrix [n_users, n_items] from (user_idx, item_idx) rows."""
+    out = np.zeros((n_users, n_items), dtype=np.float64)
+    out[pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()] = 1.0
+    return out
