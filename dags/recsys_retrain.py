@@ -10,8 +10,11 @@ Runs when `recsys_ingest` announces new prepared data (asset **recsys_prepared_d
 - `train`: one MLflow run in experiment `two-tower` (params, per-epoch metrics, plots, artefacts),
   evaluated on validation and test with MostPop beside it, registered as a new version of
   `two_tower` with alias `challenger`. Its "MLflow run" button opens the run.
-- `compare`: validation NDCG@10 of the new version beside the champion's and MostPop's.
-- `promotion_gate`: `champion` moves only if the new version beats it (or `force_promotion`).
+- `compare`: the new version and the champion are both scored by their own ONNX graphs on the
+  same, current validation split (histories from today's prepared data), beside MostPop; all three
+  evaluations are logged to the new version's MLflow run.
+- `promotion_gate`: `champion` moves only if the new version beats MostPop and the champion on
+  that split (or `force_promotion`); the decision is logged to the run.
 - `announce_champion`: emits the model asset only when `champion` moved; otherwise it is skipped
   and the served lists stay as they are.
 
@@ -83,12 +86,13 @@ def recsys_retrain() -> None:
         return {**result, "experiment_id": experiment_id, "dataset": prepared["dataset"]}
 
     @task
-    def compare(trained: dict) -> dict:
-        """Validation NDCG@10 of the new version beside the champion's and MostPop's."""
+    def compare(trained: dict, prepared: dict) -> dict:
+        """New version, champion and MostPop evaluated alike on today's validation split."""
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.compare(_settings(trained["dataset"]), trained["version"])
+            return pipelines.compare(_settings(trained["dataset"]), trained["version"],
+                                     prepared["prepared_dir"])
 
     @task
     def promotion_gate(comparison: dict) -> dict:
@@ -96,7 +100,7 @@ def recsys_retrain() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.promote(_settings(), comparison["version"],
+            return pipelines.promote(_settings(), comparison,
                                      force=bool(params()["force_promotion"]))
 
     @task(outlets=[CHAMPION_MODEL])
@@ -109,9 +113,10 @@ def recsys_retrain() -> None:
             "reason": promotion["reason"]}
         return promotion
 
-    trained = train(locate_prepared())
+    prepared = locate_prepared()
+    trained = train(prepared)
     trained.operator.operator_extra_links = [MlflowRunLink()]
-    announce_champion(promotion_gate(compare(trained)))
+    announce_champion(promotion_gate(compare(trained, prepared)))
 
 
 recsys_retrain()

@@ -8,8 +8,12 @@ Runs nightly (01:30 UTC) and whenever `recsys_retrain` moves the champion (asset
 workers take shards in parallel) -> `merge_shards` -> `validate_recommendations` -> `publish`
 (Feast -> Redis, with a read-back) -> `verify_lookups` (the fast lookup path) -> `report`.
 
-The champion's version is pinned once, so every shard is scored by the same model even if the
-alias moves during the run. Lists that fail suite `recommendations` fail the run at once (no
+The champion's version and today's prepared data are pinned once, so every shard is scored by the
+same model on the same data even if the alias moves or a new ingest lands during the run. No retrain
+is needed for fresh lists: each user's history and seen set come from the latest prepared data, so
+ratings given since training change tonight's lists, and new users get personalised lists. The
+lists, the recent histories (Feast view `user_history`) and the report carry both the model version
+and the data version. Lists that fail suite `recommendations` fail the run at once (no
 retries) before anything is written, so the lists being served stay. Publishing is idempotent (last
 write wins), so a retried `publish` leaves the same lists.
 
@@ -41,7 +45,7 @@ from _common import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, fail_fast_on_bad_i
 def recsys_score_nightly() -> None:
     @task
     def resolve_champion() -> dict:
-        """Pin the version behind alias champion and count its users."""
+        """Pin the version behind alias champion and today's prepared data; count the users."""
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
@@ -51,8 +55,8 @@ def recsys_score_nightly() -> None:
     def plan_shards(champion: dict) -> list[dict]:
         """One entry per scoring task: this shard's index and the shard count."""
         n = champion["n_shards"]
-        return [{"shard": i, "n_shards": n, "model_version": champion["model_version"]}
-                for i in range(n)]
+        pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version")}
+        return [{"shard": i, "n_shards": n, **pinned} for i in range(n)]
 
     @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
     def score_shard(spec: dict) -> dict:
@@ -60,7 +64,8 @@ def recsys_score_nightly() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.score(load(), spec["model_version"], spec["shard"], spec["n_shards"])
+            return pipelines.score(load(), spec["model_version"], spec["shard"], spec["n_shards"],
+                                   spec["prepared_dir"], spec["data_version"])
 
     @task
     def merge_shards(scored: list[dict]) -> dict:
@@ -103,7 +108,9 @@ def recsys_score_nightly() -> None:
     @task
     def report(validated: dict, published: dict, verified: dict) -> dict:
         """Counts for the run's log and XCom."""
-        counts = {"model_version": validated["model_version"], "users": validated["n_users"],
+        counts = {"model_version": validated["model_version"],
+                  "data_version": validated["data_version"], "users": validated["n_users"],
+                  "popular_lists": validated["n_popular"],
                   "shards": validated["n_shards"], "written": published["written"],
                   "feast_read_back": published["verified"], "lookups_checked": verified["checked"],
                   "recommendations": validated["recommendations"]}

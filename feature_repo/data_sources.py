@@ -19,3 +19,12 @@ movie_source = FileSource(
     owner="recsys@example.com",
     tags={"team": "recsys"},
 )
+
+user_history_source = FileSource(
+    name="user_history_source",
+    path="data/user_history.parquet",
+    timestamp_field="event_timestamp",
+    description="Each user's recent positive movies as published (one row per user and run).",
+    owner="recsys@example.com",
+    tags={"team": "recsys"},
+)

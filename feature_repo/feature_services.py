@@ -1,13 +1,20 @@
-"""Feature services: the versioned contract downstream callers fetch by name."""
+"""Feature services: the versioned contract downstream callers fetch by name.
+
+recommendations_v1 takes only ``movie_ids`` from user_history: both views carry ``data_version``,
+and Feast refuses colliding short names unless callers ask for full ("view__feature") names.
+"""
 
 from feast import FeatureService
 
-from feature_views import user_recommendations
+from feature_views import user_history, user_recommendations
 
 recommendations_v1 = FeatureService(
     name="recommendations_v1",
-    features=[user_recommendations],
-    description="Top-K movie ids, scores and model version per user (lookup and HTTP serving).",
+    features=[user_recommendations, user_history[["movie_ids"]]],
+    description=(
+        "Top-K movie ids, scores, model and data versions, and recent history per user "
+        "(lookup and HTTP serving)."
+    ),
     owner="recsys@example.com",
     tags={"team": "recsys"},
 )

@@ -9,7 +9,7 @@ from datetime import timedelta
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 
-from data_sources import movie_source, user_recommendations_source
+from data_sources import movie_source, user_history_source, user_recommendations_source
 from entities import movie, user
 
 user_recommendations = FeatureView(
@@ -21,12 +21,29 @@ user_recommendations = FeatureView(
         Field(name="item_ids", dtype=Array(Int64), description="Movie ids, best first."),
         Field(name="scores", dtype=Array(Float32), description="Model scores, same order."),
         Field(name="model_version", dtype=String, description="Registered two_tower version."),
+        Field(name="data_version", dtype=String, description="DVC version of the prepared data."),
     ],
     online=True,
     source=user_recommendations_source,
     description="Each user's top-K movies from the nightly two-tower scoring run.",
     owner="recsys@example.com",
     tags={"team": "recsys", "model": "two_tower"},
+)
+
+user_history = FeatureView(
+    name="user_history",
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="movie_ids", dtype=Array(Int64), description="Recent positive movie ids, newest last."),
+        Field(name="data_version", dtype=String, description="DVC version of the prepared data."),
+    ],
+    online=True,
+    source=user_history_source,
+    description="Each user's most recent positively rated movies, for sequence models and serving.",
+    owner="recsys@example.com",
+    tags={"team": "recsys"},
 )
 
 movie_features = FeatureView(

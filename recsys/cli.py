@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from recsys.config import Settings, load_settings
 from recsys.errors import RecsysError
+from recsys.lookup import MAX_K
 
 log = logging.getLogger("recsys")
 
@@ -59,7 +60,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = _settings(args)
     prepared = ingest.prepared_dir(settings)
     result = pipelines.train(settings, str(prepared), ingest.data_version(prepared))
-    result["promotion"] = pipelines.promote(settings, result["version"], force=args.force_promotion)
+    result["comparison"] = pipelines.compare(settings, result["version"], str(prepared))
+    result["promotion"] = pipelines.promote(settings, result["comparison"],
+                                            force=args.force_promotion)
     _print_json(result)
 
 
@@ -97,8 +100,10 @@ def cmd_publish(args: argparse.Namespace) -> None:
     path = args.recommendations
     if path is None:
         registry.configure(settings)
-        version = registry.champion_version(settings) or registry.resolve(settings, "champion").version
-        path = str(settings.paths.home / "scores" / f"v{version}" / "recommendations.parquet")
+        version = str(registry.resolve(settings, "champion").version)
+        located = pipelines.locate_prepared(settings)
+        folder = pipelines.scoring_dir(settings, version, located["data_version"])
+        path = str(folder / "recommendations.parquet")
     pipelines.validate_recommendations(settings, path)
     _print_json(pipelines.publish(settings, path))
 
@@ -159,9 +164,9 @@ def _k(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be an integer in 1..100, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"k must be an integer in 1..100, got {text!r}")
+        raise argparse.ArgumentTypeError(f"k must be an integer in 1..{MAX_K}, got {text!r}") from None
+    if not 1 <= value <= MAX_K:
+        raise argparse.ArgumentTypeError(f"k must be an integer in 1..{MAX_K}, got {text!r}")
     return value
 
 
@@ -199,10 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
     p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
-    p.add_argument("--recommendations", help="parquet to publish (default: the champion's)")
+    p.add_argument("--recommendations",
+                   help="parquet to publish (default: the champion's lists for today's data)")
     p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
-    p.add_argument("--k", type=_k, default=10, help="list length, 1..100 (default 10)")
+    p.add_argument("--k", type=_k, default=10, help=f"list length, 1..{MAX_K} (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON list of triples")
     add("up", cmd_up, "start the embedded Redis on 127.0.0.1 (idempotent)")
     add("down", cmd_down, "stop the services the project started")

@@ -46,23 +46,51 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     embedding_dim: int = Field(64, ge=1)
-    temperature: float = Field(1.0, gt=0.0)  # logits = dot / temperature (chosen on validation)
-    user_tower: Literal["id", "history"] = "id"  # id: user embedding; history: id + mean of recent items
-    history_length: int = Field(50, ge=1)  # recent train positives the history tower reads
-    logq_correction: bool = True  # subtract log p(item) from in-batch logits
-    num_sampled_negatives: int = Field(256, ge=0)  # uniform catalogue negatives mixed into each batch
+    # sasrec: causal self-attention over the recent positives (last position = user vector);
+    # mean: mean of the recent positives' embeddings; id: the seed's user-id embedding.
+    user_tower: Literal["sasrec", "mean", "id"] = "sasrec"
+    history_length: int = Field(50, ge=1)  # recent positives the history towers read
+    num_blocks: int = Field(2, ge=1)  # sasrec: pre-LN transformer blocks
+    num_heads: int = Field(1, ge=1)  # sasrec: attention heads (embedding_dim must divide by it)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # sasrec: on embeddings, attention and FFN
+    temperature: float = Field(1.0, gt=0.0)  # logits = dot / temperature
+    # full: softmax over the whole catalogue; sampled: in-batch + catalogue negatives;
+    # auto: full while the catalogue has <= full_softmax_max_items items.
+    softmax: Literal["auto", "full", "sampled"] = "auto"
+    full_softmax_max_items: int = Field(10_000, ge=2)
+    logq_correction: bool = True  # sampled: subtract log(expected count) of each negative source
+    num_sampled_negatives: int = Field(256, ge=0)  # sampled: catalogue negatives per batch
+    negative_distribution: Literal["uniform", "popularity"] = "uniform"  # popularity: ~ count^0.75
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "ModelConfig":
+        if self.embedding_dim % self.num_heads:
+            raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by "
+                             f"num_heads {self.num_heads}")
+        return self
 
 
 class TrainConfig(_Section):
-    max_epochs: int = Field(30, ge=1)
-    batch_size: int = Field(1024, ge=2)  # positives per step (in-batch negatives = batch_size - 1)
-    learning_rate: float = Field(3e-3, gt=0.0)
+    max_epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=2)  # per step: sequences (history towers) or pairs (id tower)
+    learning_rate: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    max_interactions: int = Field(1_000_000, ge=1)  # positive pairs sampled afresh per epoch
-    patience: int = Field(4, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    max_interactions: int = Field(1_000_000, ge=1)  # predicted positives per epoch, sampled afresh
+    patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping
     seed: int = 42
+    threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = leave torch's default
     progress_bar: bool = True
     eval_batch_size: int = Field(1024, ge=1)  # users per scoring batch during evaluation
+    # Hard negatives (sampled softmax): items of the current champion's list for the user, below
+    # its top hard_negative_skip (false negatives live at the very top), down to position
+    # hard_negative_pool. hard_negative_ratio of num_sampled_negatives are hard, the rest naive.
+    hard_negative_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    hard_negative_skip: int = Field(20, ge=0)
+    hard_negative_pool: int = Field(200, ge=1)
+    # Distillation (full softmax): KL from EASE's scores (the teacher) added to the label loss.
+    distill_weight: float = Field(0.0, ge=0.0)
+    distill_temperature: float = Field(1.0, gt=0.0)  # teacher softmax temperature
+    distill_ease_l2: float = Field(30.0, gt=0.0)  # the teacher's ridge penalty
 
 
 class ScoreConfig(_Section):

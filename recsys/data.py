@@ -5,8 +5,9 @@ movies.csv: movieId,title,genres), so one loader reads either.
 
 Prepared data product (one folder): ``interactions.parquet`` (every kept positive with its split),
 ``catalogue.parquet`` (train items with ``item_idx``), ``users.parquet`` (``user_idx`` map),
-``rated.parquet`` (every catalogue item each user rated, whatever the rating: excluded when serving)
-and ``meta.json`` (counts and the settings that made it).
+``activity.parquet`` (every rating of every user, unfiltered, ordered by user, time and movie: the
+nightly scoring builds each user's history and seen set from it, so lists follow today's data
+without a retrain) and ``meta.json`` (counts and the settings that made it).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def split_by_time(positives: pd.DataFrame) -> pd.DataFrame:
 
 
 def index_splits(split: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Protocol step 5: id maps from train; drop held-out rows whose item is not in train.
+    """Protocol step 5: id maps from train; a held-out row whose item is not in train keeps
+    ``item_idx == -1`` (it cannot be ranked, so it counts as a miss).
 
     Returns (interactions with user_idx/item_idx, users map, items map), indices dense from 0 in
     ascending id order.
@@ -89,7 +91,8 @@ def index_splits(split: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     movie_ids = np.sort(train["movie_id"].unique())
     users = pd.DataFrame({"user_idx": np.arange(len(user_ids)), "user_id": user_ids})
     items = pd.DataFrame({"item_idx": np.arange(len(movie_ids)), "movie_id": movie_ids})
-    out = split.merge(users, on="user_id").merge(items, on="movie_id")
+    out = split.merge(users, on="user_id").merge(items, on="movie_id", how="left")
+    out["item_idx"] = out["item_idx"].fillna(-1).astype(np.int64)
     out = out.sort_values(["user_idx", "timestamp", "movie_id"], kind="mergesort")
     cols = ["user_id", "movie_id", "user_idx", "item_idx", "rating", "timestamp", "split"]
     return out[cols].reset_index(drop=True), users, items
@@ -102,7 +105,7 @@ class Prepared:
     interactions: pd.DataFrame
     catalogue: pd.DataFrame
     users: pd.DataFrame
-    rated: pd.DataFrame
+    activity: pd.DataFrame
     meta: dict
 
     @property
@@ -130,17 +133,20 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, cfg: DataConfig) -> Pre
     catalogue = items.merge(movies, on="movie_id", how="left").merge(counts, on="item_idx")
     catalogue["title"] = catalogue["title"].fillna(catalogue["movie_id"].map("movie {}".format))
     catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
-    rated = ratings.merge(users, on="user_id").merge(items, on="movie_id")
-    rated = rated[["user_id", "movie_id", "user_idx", "item_idx"]]
-    rated = rated.sort_values(["user_idx", "item_idx"]).reset_index(drop=True)
+    activity = ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
+    unknown = interactions["item_idx"] < 0
     meta = {
         "n_users": len(users),
         "n_items": len(items),
         **{f"n_{s}": int((interactions["split"] == s).sum()) for s in SPLITS},
+        **{f"n_{s}_unknown_items": int((unknown & (interactions["split"] == s)).sum())
+           for s in SPLITS[1:]},
+        "n_activity_users": int(ratings["user_id"].nunique()),
+        "n_activity_ratings": len(ratings),
         "settings": cfg.model_dump(mode="json", exclude={"source"}),
     }
     log.info("prepared %s", {k: v for k, v in meta.items() if k != "settings"})
-    return Prepared(interactions, catalogue, users, rated, meta)
+    return Prepared(interactions, catalogue, users, activity.reset_index(drop=True), meta)
 
 
 def save_prepared(prepared: Prepared, folder: Path) -> None:
@@ -149,13 +155,13 @@ def save_prepared(prepared: Prepared, folder: Path) -> None:
     prepared.interactions.to_parquet(folder / "interactions.parquet", index=False)
     prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     prepared.users.to_parquet(folder / "users.parquet", index=False)
-    prepared.rated.to_parquet(folder / "rated.parquet", index=False)
+    prepared.activity.to_parquet(folder / "activity.parquet", index=False)
     (folder / "meta.json").write_text(json.dumps(prepared.meta, indent=2, sort_keys=True))
 
 
 def load_prepared(folder: Path) -> Prepared:
     """Read a prepared data product written by :func:`save_prepared` (raises DataError)."""
-    names = ["interactions", "catalogue", "users", "rated"]
+    names = ["interactions", "catalogue", "users", "activity"]
     missing = [n for n in names if not (folder / f"{n}.parquet").is_file()]
     if missing or not (folder / "meta.json").is_file():
         raise DataError(f"prepared data in {folder} is incomplete (missing {missing or ['meta.json']}); "

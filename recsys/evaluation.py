@@ -2,7 +2,8 @@
 
 For a held-out (user, item+): score every catalogue item, exclude the user's already-seen positives,
 rank = number of items scoring strictly higher than item+. Recall@K = mean 1[rank < K];
-NDCG@K = mean 1[rank < K] / log2(rank + 2).
+NDCG@K = mean 1[rank < K] / log2(rank + 2). A held-out row whose item is unknown to train
+(``item_idx == -1``, protocol step 5) cannot be ranked: it gets rank N (a miss at every K).
 """
 
 from __future__ import annotations
@@ -45,14 +46,18 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, f
 def ranks_of_targets(scores: np.ndarray, targets: np.ndarray, seen: Sequence[np.ndarray]) -> np.ndarray:
     """Rank of each row's target among unseen items: scores [B, N], targets [B] -> ranks [B].
 
-    ``seen[b]`` holds item indices excluded for row b (never the target itself).
+    ``seen[b]`` holds item indices excluded for row b (never the target itself). A target of -1
+    (an item unknown to the model) gets rank N, a miss at every k <= N.
     """
     scores = np.array(scores, dtype=np.float64, copy=True)
     rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
     if len(rows):
         scores[rows, np.concatenate(seen).astype(np.int64)] = -np.inf
-    target_scores = scores[np.arange(len(targets)), targets]
-    return (scores > target_scores[:, None]).sum(axis=1)
+    targets = np.asarray(targets, dtype=np.int64)
+    known = targets >= 0
+    target_scores = scores[np.arange(len(targets)), np.where(known, targets, 0)]
+    ranks = (scores > target_scores[:, None]).sum(axis=1)
+    return np.where(known, ranks, scores.shape[1])
 
 
 def evaluate_ranks(score_fn: ScoreFn, heldout: pd.DataFrame, seen: Sequence[np.ndarray],
@@ -102,21 +107,27 @@ class EASE:
 
     def __init__(self, train_pairs: pd.DataFrame, history_pairs: pd.DataFrame, n_users: int,
                  n_items: int, l2: float = 300.0) -> None:
-        if l2 <= 0:
-            raise ValueError(f"l2 must be > 0, got {l2}")
-        x = _binary_matrix(train_pairs, n_users, n_items)
-        gram = x.T @ x + l2 * np.eye(n_items)
-        p = np.linalg.inv(gram)
-        self.weights = -p / np.diag(p)
-        np.fill_diagonal(self.weights, 0.0)
+        self.weights = ease_weights(train_pairs, n_users, n_items, l2)
         self.history = _binary_matrix(history_pairs, n_users, n_items)
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
         return self.history[user_idx] @ self.weights
 
 
+def ease_weights(train_pairs: pd.DataFrame, n_users: int, n_items: int, l2: float) -> np.ndarray:
+    """EASE's item-item matrix B [N, N] (zero diagonal) fit on (user_idx, item_idx) rows."""
+    if l2 <= 0:
+        raise ValueError(f"l2 must be > 0, got {l2}")
+    x = _binary_matrix(train_pairs, n_users, n_items)
+    p = np.linalg.inv(x.T @ x + l2 * np.eye(n_items))
+    weights = -p / np.diag(p)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
 def _binary_matrix(pairs: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
-    """Dense 0/1 matrix [n_users, n_items] from (user_idx, item_idx) rows."""
+    """Dense 0/1 matrix [n_users, n_items] from (user_idx, item_idx) rows (item_idx -1 skipped)."""
     out = np.zeros((n_users, n_items), dtype=np.float64)
-    out[pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()] = 1.0
+    known = pairs["item_idx"].to_numpy() >= 0
+    out[pairs["user_idx"].to_numpy()[known], pairs["item_idx"].to_numpy()[known]] = 1.0
     return out

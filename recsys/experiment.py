@@ -12,16 +12,22 @@ import numpy as np
 import torch
 import yaml
 
+import mlflow.data
+import pandas as pd
+
+from recsys import bundle as bundle_mod
 from recsys import registry
-from recsys.config import Settings
+from recsys.bundle import pad_lists
+from recsys.config import PROJECT_ROOT, Settings
 from recsys.data import Prepared, seen_lists
 from recsys.evaluation import MostPop, bootstrap_interval, evaluate_ranks, metrics_from_ranks, ndcg_at_k
 from recsys.export import export_onnx
-from recsys.model import checkpoint
+from recsys.model import TwoTower, checkpoint
 from recsys.reporting import plot_curves
-from recsys.training import TrainResult, evaluate_model, serving_histories, train
+from recsys.training import TrainResult, evaluate_model, train
 
 log = logging.getLogger(__name__)
+PYFUNC_ENTRY = PROJECT_ROOT / "recsys" / "pyfunc_model.py"  # "models from code" entry point
 
 
 def mostpop_metrics(prepared: Prepared) -> dict[str, float]:
@@ -35,46 +41,81 @@ def mostpop_metrics(prepared: Prepared) -> dict[str, float]:
     return out
 
 
-def _write_artifacts(result: TrainResult, prepared: Prepared, settings: Settings,
-                     folder: Path) -> dict[str, Path]:
-    """Weights with config, item embeddings, id maps, catalogue, exclusions, ONNX graph."""
-    model = result.model
+def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder: Path) -> Path:
+    """The model version's bundle (recsys.bundle): ONNX graph, catalogue, users, bundle.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        "checkpoint": folder / "checkpoint.pt",
-        "item_embeddings": folder / "item_embeddings.npy",
-        "users": folder / "users.parquet",
-        "catalogue": folder / "catalogue.parquet",
-        "rated": folder / "rated.parquet",
-        "config": folder / "config.yaml",
-        "onnx": folder / "model.onnx",
-    }
+    export_onnx(model, folder / "model.onnx", settings.score.k)
+    prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
+    prepared.users.to_parquet(folder / "users.parquet", index=False)
+    meta = {"format": bundle_mod.FORMAT, "user_tower": model.cfg.user_tower,
+            "k": min(settings.score.k, model.n_items), "history_length": model.cfg.history_length,
+            "rating_threshold": settings.data.rating_threshold, "n_items": model.n_items,
+            "n_users": model.n_users, "embedding_dim": model.cfg.embedding_dim}
+    (folder / bundle_mod.BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def _write_training_files(result: TrainResult, settings: Settings, folder: Path) -> None:
+    """Weights with their config, item embeddings and the resolved settings (run artefacts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = result.model
     torch.save(checkpoint(model, {"settings": settings.model_dump(mode="json"),
-                                  "best_epoch": result.best_epoch}), files["checkpoint"])
-    np.save(files["item_embeddings"], model.item_vectors().detach().numpy())
-    prepared.users.to_parquet(files["users"], index=False)
-    prepared.catalogue.to_parquet(files["catalogue"], index=False)
-    prepared.rated.to_parquet(files["rated"], index=False)
-    files["config"].write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
-    if model.cfg.user_tower == "history":
-        files["histories"] = folder / "histories.npy"
-        np.save(files["histories"], serving_histories(
-            prepared, model.cfg.history_length, ("train", "valid", "test")).numpy())
-    export_onnx(model, files["onnx"], settings.score.k)
-    return files
+                                  "best_epoch": result.best_epoch}), folder / "checkpoint.pt")
+    np.save(folder / "item_embeddings.npy", model.item_vectors().detach().numpy())
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings.model_dump(mode="json"),
+                                                       sort_keys=False))
 
 
-def run_training(settings: Settings, prepared: Prepared, data_version: str = "") -> dict:
+def log_dataset(prepared: Prepared, settings: Settings, data_version: str, folder: str) -> None:
+    """Record the training data as an MLflow dataset input, its DVC version as the digest."""
+    train_df = prepared.split("train")[["user_id", "movie_id", "rating", "timestamp"]]
+    dataset = mlflow.data.from_pandas(train_df, source=folder or None,
+                                      name=f"{settings.data.dataset}-train",
+                                      digest=(data_version or "unversioned")[:36])
+    mlflow.log_input(dataset, context="training",
+                     tags={"data_version": data_version, "split": "train"})
+
+
+def champion_hard_lists(settings: Settings, prepared: Prepared) -> np.ndarray | None:
+    """Per user_idx: item_idx of the champion's list at positions [skip, pool) (pad n_items).
+
+    The champion scores each train user from the train history with its own graph, so its lists
+    are today's; None when there is no champion yet.
+    """
+    from recsys.bundle import ModelBundle
+    from recsys.scoring import score_users, user_inputs
+
+    if settings.train.hard_negative_ratio <= 0 or registry.champion_version(settings) is None:
+        return None
+    version, folder = registry.download_bundle(settings, registry.CHAMPION)
+    champion = ModelBundle.load(folder)
+    train_df = prepared.split("train")
+    recs = score_users(champion, user_inputs(train_df, champion), version, "train")
+    lo, hi = settings.train.hard_negative_skip, settings.train.hard_negative_pool
+    catalogue = pd.Index(prepared.catalogue["movie_id"].to_numpy())
+    rows = {uid: catalogue.get_indexer(np.asarray(items[lo:hi], dtype=np.int64))
+            for uid, items in zip(recs["user_id"], recs["item_ids"])}
+    lists = [rows.get(uid, np.empty(0, np.int64)) for uid in prepared.users["user_id"]]
+    lists = [np.where(r >= 0, r, prepared.n_items) for r in lists]
+    log.info("hard negatives from champion v%s: positions %d..%d of its lists", version, lo, hi)
+    return pad_lists(lists, prepared.n_items, min_width=1)
+
+
+def run_training(settings: Settings, prepared: Prepared, data_version: str = "",
+                 prepared_dir: str = "") -> dict:
     """Train and evaluate in an MLflow run, register the model; returns ids and metrics."""
     registry.configure(settings)
     log.info("resolved settings: %s", json.dumps(settings.model_dump(mode="json"), default=str))
+    hard_lists = champion_hard_lists(settings, prepared)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(settings.flat())
         mlflow.set_tags({"data_version": data_version, "dataset": settings.data.dataset,
                          "raw_data_version": str(prepared.meta.get("raw_data_version", "")),
-                         "user_tower": settings.model.user_tower})
+                         "user_tower": settings.model.user_tower,
+                         "hard_negatives_from": "champion" if hard_lists is not None else "none"})
+        log_dataset(prepared, settings, data_version, prepared_dir)
         result = train(prepared, settings, on_epoch=lambda row: mlflow.log_metrics(
-            {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]))
+            {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]), hard_lists=hard_lists)
         test, test_ranks = evaluate_model(result.model, prepared, "test",
                                           settings.train.eval_batch_size)
         low, high = bootstrap_interval(test_ranks, ndcg_at_k, 10, seed=settings.train.seed)
@@ -86,11 +127,13 @@ def run_training(settings: Settings, prepared: Prepared, data_version: str = "")
         folder = Path(tmp)
         for png in plot_curves(result.epochs, folder / "plots", result.best_epoch):
             mlflow.log_artifact(str(png), "plots")
-        files = _write_artifacts(result, prepared, settings, folder / "model")
-        mlflow.log_artifacts(str(folder / "model"), "training")
+        _write_training_files(result, settings, folder / "training")
+        mlflow.log_artifacts(str(folder / "training"), "training")
+        bundle = write_bundle(result.model, prepared, settings, folder / "bundle")
         gate = {registry.GATE_METRIC: result.valid_metrics["ndcg_at_10"]}
-        version = registry.log_model(settings, files, gate,
-                                     {"data_version": data_version, "run_id": run.info.run_id})
+        version = registry.log_model(settings, bundle, PYFUNC_ENTRY, gate,
+                                     {"data_version": data_version, "run_id": run.info.run_id,
+                                      "user_tower": settings.model.user_tower})
     return {"run_id": run.info.run_id, "version": version, "best_epoch": result.best_epoch,
             "valid": result.valid_metrics, "test": test,
             "mostpop": {k: v for k, v in metrics.items() if k.startswith("mostpop_")}}

@@ -1,10 +1,12 @@
 """Export a trained two-tower as an ONNX graph that does retrieval end to end.
 
-Graph inputs: ``user_idx`` int64 [B]; ``seen`` int64 [B, S] - each user's already-seen item indices,
-right-padded with ``n_items``; and, for the history tower, ``history`` int64 [B, H] padded with
-``n_items``. Outputs: ``item_idx`` int64 [B, K] and ``scores`` float32 [B, K], best first; seen items
-are masked to -inf inside the graph, so they never appear unless a user has seen almost everything
-(then the tail holds -inf scores, which callers drop).
+Graph inputs: ``history`` int64 [B, H] for the history towers (each user's most recent positives,
+oldest first, left-padded with ``n_items``) or ``user_idx`` int64 [B] for the id tower; and
+``seen`` int64 [B, S] - each user's already-seen item indices, right-padded with ``n_items``.
+Outputs: ``item_idx`` int64 [B, K] and ``scores`` float32 [B, K], best first; seen items are
+masked to -inf inside the graph, so they never appear unless a user has seen almost everything
+(then the tail holds -inf scores, which callers drop). A history tower's graph needs no
+training-time user index: it scores anyone from today's history.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class TopKRetrieval(nn.Module):
-    """Wrap a TwoTower: users -> dot-product scores over the catalogue -> mask seen -> top-K."""
+    """Wrap a TwoTower: user input -> dot-product scores over the catalogue -> mask seen -> top-K."""
 
     def __init__(self, model: TwoTower, k: int) -> None:
         super().__init__()
@@ -31,9 +32,12 @@ class TopKRetrieval(nn.Module):
             raise ValueError(f"k must be in 1..{model.n_items} (catalogue size), got {k}")
         self.model, self.k = model, k
 
-    def forward(self, user_idx: Tensor, seen: Tensor, history: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
-        scores = self.model.score_all(user_idx, history)
+    def forward(self, user: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
+        """user: history [B, H] (history towers) or user_idx [B] (id tower); seen [B, S]."""
+        if self.model.reads_history:
+            scores = self.model.score_all(history=user)
+        else:
+            scores = self.model.score_all(user_idx=user)
         # One extra column absorbs the padding index, then is cut off again.
         padded = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)
         padded = padded.scatter(1, seen, torch.full_like(seen, 0, dtype=scores.dtype) - torch.inf)
@@ -41,16 +45,21 @@ class TopKRetrieval(nn.Module):
         return indices, values
 
 
-def example_inputs(model: TwoTower, batch: int = 4, n_seen: int = 3) -> tuple[Tensor, ...]:
-    """Small valid inputs for tracing and tests."""
-    user_idx = torch.arange(batch, dtype=torch.long) % model.n_users
+def input_name(model: TwoTower) -> str:
+    """Name of the graph's user input: ``history`` or ``user_idx``."""
+    return "history" if model.reads_history else "user_idx"
+
+
+def example_inputs(model: TwoTower, batch: int = 4, n_seen: int = 3) -> tuple[Tensor, Tensor]:
+    """Small valid inputs for tracing and tests: (history [B, H] or user_idx [B], seen [B, S])."""
     seen = torch.full((batch, n_seen), model.n_items, dtype=torch.long)
     seen[:, 0] = 0
-    if model.cfg.user_tower == "history":
+    if model.reads_history:
         history = torch.full((batch, model.cfg.history_length), model.n_items, dtype=torch.long)
         history[:, -1] = 1
-        return user_idx, seen, history
-    return user_idx, seen
+        history[0, -3:] = torch.tensor([2, 3, 1]) % model.n_items
+        return history, seen
+    return torch.arange(batch, dtype=torch.long) % model.n_users, seen
 
 
 def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
@@ -59,11 +68,9 @@ def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
     k = min(k, model.n_items)
     wrapper = TopKRetrieval(model, k).eval()
     inputs = example_inputs(model)
-    names = ["user_idx", "seen"] + (["history"] if len(inputs) == 3 else [])
+    names = [input_name(model), "seen"]
     batch, n_seen = torch.export.Dim("batch"), torch.export.Dim("n_seen")
-    shapes: dict = {"user_idx": {0: batch}, "seen": {0: batch, 1: n_seen}}
-    if len(inputs) == 3:
-        shapes["history"] = {0: batch}
+    shapes: dict = {"user": {0: batch}, "seen": {0: batch, 1: n_seen}}
     path.parent.mkdir(parents=True, exist_ok=True)
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
@@ -78,14 +85,5 @@ def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
     finally:
         exporter_log.setLevel(level)
     program.save(str(path), external_data=False)
-    log.info("exported ONNX retrieval graph (k=%d) to %s", k, path)
+    log.info("exported ONNX retrieval graph (k=%d, input %s) to %s", k, names[0], path)
     return path
-
-
-def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
-    """Right-pad variable-length int arrays into [len(lists), max(len, min_width)] with ``pad``."""
-    width = max([min_width] + [len(x) for x in lists])
-    out = np.full((len(lists), width), pad, dtype=np.int64)
-    for row, values in enumerate(lists):
-        out[row, : len(values)] = values
-    return out

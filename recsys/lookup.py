@@ -1,4 +1,4 @@
-"""Fast lookup: a user's top-K list with titles, read straight from Feast's Redis layout.
+"""Fast lookup: a user's top-K list with titles, or history, read straight from Feast's Redis layout.
 
 ``import feast`` costs 7-8 s, so this module never imports it. It reads the keys Feast's Redis
 online store writes (feast/infra/online_stores/redis.py, entity_key_serialization_version 3):
@@ -11,6 +11,8 @@ online store writes (feast/infra/online_stores/redis.py, entity_key_serializatio
 Only three Value cases occur here, so a dozen lines of protobuf wire decoding replace the
 generated classes: ``string_val`` (field 2), ``int64_list_val`` (14) and ``float_list_val`` (16),
 each list being a message whose field 1 holds the values (packed, or repeated one by one).
+Feast writes an empty list as the list field with length 0 (bytes ``72 00`` for int64), which decodes
+to ``[]``; a field Redis does not hold decodes to None.
 The integration tests write through Feast and read through this module, pinning the layout.
 """
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import mmh3
 import redis
@@ -27,7 +30,7 @@ import redis
 from recsys import redis_server
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
-from recsys.store import MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
+from recsys.store import HISTORY_VIEW, MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ def entity_key(join_key: str, value: int) -> bytes:
 
 USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
 TITLE_FIELD = field_key(MOVIE_VIEW, "title")
+HISTORY_FIELD = field_key(HISTORY_VIEW, "movie_ids")
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -118,9 +122,8 @@ def decode_value(buf: bytes | None) -> Any:
     raise StoreError(f"Feast value {buf[:16]!r} is not a string, int64 list or float list")
 
 
-def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidRequestError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+def _check_ids(user_ids: Iterable[Any]) -> list[int]:
+    """The ids as ints; InvalidRequestError naming the first one that is not a positive integer."""
     checked = []
     for user_id in user_ids:
         if isinstance(user_id, bool) or not hasattr(user_id, "__index__") or int(user_id) < 1:
@@ -129,10 +132,27 @@ def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
     return checked
 
 
+def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidRequestError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+    return _check_ids(user_ids)
+
+
 @functools.lru_cache(maxsize=8)
 def _client(connection_string: str) -> redis.Redis:
     """One pooled client per connection string, reused across lookups (saves the TCP handshake)."""
     return redis_server.client(connection_string)
+
+
+@contextmanager
+def _store_errors(settings: Settings) -> Iterator[None]:
+    """Turn redis-py failures inside the block into StoreError (unreachable or failed command)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise redis_server.unreachable(settings, exc) from exc
+    except redis.RedisError as exc:
+        raise StoreError(f"Redis at {settings.store.connection_string} failed the lookup: {exc}") from exc
 
 
 def _hmget_all(conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]) -> list[list[Any]]:
@@ -178,15 +198,10 @@ def lookup_many(
     """
     ids = _check(user_ids, k)
     settings = settings or load_settings()
-    address = settings.store.connection_string or ""
-    conn = _client(address)
-    try:
+    conn = _client(settings.store.connection_string or "")
+    with _store_errors(settings):
         lists = _lists(conn, ids, settings)
         titles = _titles(conn, {m for items, _ in lists.values() for m in items[:k]})
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise redis_server.unreachable(settings, exc) from exc
-    except redis.RedisError as exc:
-        raise StoreError(f"Redis at {address} failed the lookup: {exc}") from exc
     return {
         u: [(m, s, titles[m]) for m, s in zip(items[:k], scores[:k])] for u, (items, scores) in lists.items()
     }
@@ -196,3 +211,40 @@ def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[
     """Top-``k`` [movie_id, score, title] triples for one user, best first (errors as lookup_many)."""
     ids = _check([user_id], k)
     return lookup_many(ids, k, settings)[ids[0]]
+
+
+def _histories(user_ids: Iterable[Any], settings: Settings | None) -> dict[int, list[int] | None]:
+    """Each user's stored movie_ids (None where Redis holds none) in one pipelined round trip."""
+    ids = _check_ids(user_ids)
+    settings = settings or load_settings()
+    conn = _client(settings.store.connection_string or "")
+    with _store_errors(settings):
+        replies = _hmget_all(conn, [(entity_key(USER_KEY, u), [HISTORY_FIELD]) for u in ids])
+    return {u: decode_value(reply[0]) for u, reply in zip(ids, replies)}
+
+
+def history_many(user_ids: Iterable[int], settings: Settings | None = None) -> dict[int, list[int]]:
+    """Recent positive movie ids, newest last, per user (one round trip).
+
+    A user without a stored history maps to ``[]``, as does one whose stored history is empty: a
+    batch caller wants a row per id. Raises InvalidRequestError for a non-positive or non-integer
+    id, StoreError when Redis is unreachable.
+    """
+    return {u: movie_ids or [] for u, movie_ids in _histories(user_ids, settings).items()}
+
+
+def history(user_id: int, settings: Settings | None = None) -> list[int]:
+    """One user's recent positive movie ids, newest last (``[]`` when the stored history is empty).
+
+    Raises UnknownUserError when no history is stored for the user, InvalidRequestError for a bad
+    id, StoreError when Redis is unreachable.
+    """
+    ids = _check_ids([user_id])
+    settings = settings or load_settings()
+    movie_ids = _histories(ids, settings)[ids[0]]
+    if movie_ids is None:
+        raise UnknownUserError(
+            f"user {ids[0]} has no history in the online store (project {PROJECT} at "
+            f"{settings.store.connection_string}); check the id or run the nightly publish"
+        )
+    return movie_ids

@@ -1,17 +1,21 @@
 """The two-tower model: user tower and item tower, score = dot product of their embeddings.
 
-Seed variant: user ID embedding and item ID embedding (dim 64), trained with in-batch negatives and a
-softmax cross-entropy over logits ``dot / temperature``. Options (all settings in ModelConfig):
-logQ correction (subtract log of each negative's sampling probability, so popular items are not
-over-penalised), uniform catalogue negatives mixed into the batch, and a history-based user tower
-(user ID embedding plus the mean embedding of the user's recent items) that can score users whose
-history changed since training.
+Item tower: an item-id embedding (row ``n_items`` is padding), shared with the history user towers.
+User towers (``model.user_tower``):
+
+- ``sasrec`` (default): causal self-attention over the user's most recent positives in time order
+  (SASRec-style: learned positions, pre-LN blocks, dropout); the output at the last position is the
+  user vector. Trained on every position: each prefix predicts the next positive.
+- ``mean``: a linear map of the mean embedding of the recent positives (prefix means in training).
+- ``id``: the seed's user-id embedding (needs the training-time user index; cannot score new users).
+
+Histories are ``[B, H]`` item indices, oldest first, LEFT-padded with ``n_items`` so that the last
+column is always the most recent positive.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,18 +23,61 @@ from torch import Tensor, nn
 
 from recsys.config import ModelConfig
 
+HISTORY_TOWERS = ("sasrec", "mean")
 
-@dataclass
-class Batch:
-    """One training batch. Shapes: user_idx [B], item_idx [B], history [B, H] (pad = n_items)."""
 
-    user_idx: Tensor
-    item_idx: Tensor
-    history: Tensor | None = None
+class Block(nn.Module):
+    """One pre-LN transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        """x [B, H, D]; allowed [B, 1, H, H] (query may attend key) -> [B, H, D]."""
+        b, h, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, h, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, H, d_head]
+        logits = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
+        weights = self.drop(logits.masked_fill(~allowed, -1e9).softmax(dim=-1))
+        x = x + self.drop(self.out((weights @ v).transpose(1, 2).reshape(b, h, d)))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class SasrecEncoder(nn.Module):
+    """Causal self-attention over a left-padded sequence of item embeddings."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        dim = cfg.embedding_dim
+        self.position = nn.Embedding(cfg.history_length, dim)
+        nn.init.normal_(self.position.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(dim, cfg.num_heads, cfg.dropout)
+                                    for _ in range(cfg.num_blocks))
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, items: Tensor, real: Tensor) -> Tensor:
+        """items [B, H, D] embeddings, real [B, H] (False = padding) -> outputs [B, H, D]."""
+        b, h, d = items.shape
+        keep = real.unsqueeze(-1).to(items.dtype)
+        x = self.drop(items * math.sqrt(d) + self.position.weight[-h:]) * keep
+        causal = torch.ones(h, h, dtype=torch.bool, device=items.device).tril()
+        # Each position sees itself, so rows of padding never softmax over nothing.
+        allowed = (causal & real.unsqueeze(1)) | torch.eye(h, dtype=torch.bool, device=items.device)
+        allowed = allowed.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed) * keep
+        return self.norm(x)
 
 
 class TwoTower(nn.Module):
-    """User tower and item tower over dense indices ``user_idx`` in [0, n_users), ``item_idx`` in [0, n_items)."""
+    """User tower and item tower over ``user_idx`` in [0, n_users) and ``item_idx`` in [0, n_items)."""
 
     def __init__(self, n_users: int, n_items: int, cfg: ModelConfig,
                  item_log_prob: Tensor | None = None) -> None:
@@ -38,68 +85,104 @@ class TwoTower(nn.Module):
         if n_users < 1 or n_items < 2:
             raise ValueError(f"need >= 1 user and >= 2 items, got {n_users} users, {n_items} items")
         self.n_users, self.n_items, self.cfg = n_users, n_items, cfg
-        self.user_emb = nn.Embedding(n_users, cfg.embedding_dim)
-        self.item_emb = nn.Embedding(n_items, cfg.embedding_dim)
-        if cfg.user_tower == "history":
-            # Index n_items is padding: it contributes nothing to the mean.
-            self.history_emb = nn.Embedding(n_items + 1, cfg.embedding_dim, padding_idx=n_items)
-            nn.init.normal_(self.history_emb.weight, std=0.05)
-            with torch.no_grad():
-                self.history_emb.weight[n_items].zero_()
-        nn.init.normal_(self.user_emb.weight, std=0.05)
+        dim = cfg.embedding_dim
+        self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
         nn.init.normal_(self.item_emb.weight, std=0.05)
+        with torch.no_grad():
+            self.item_emb.weight[n_items].zero_()
+        if cfg.user_tower == "id":
+            self.user_emb = nn.Embedding(n_users, dim)
+            nn.init.normal_(self.user_emb.weight, std=0.05)
+        elif cfg.user_tower == "sasrec":
+            self.encoder = SasrecEncoder(cfg)
+        else:
+            self.project = nn.Linear(dim, dim)
         if item_log_prob is None:
             item_log_prob = torch.full((n_items,), -math.log(n_items))
         self.register_buffer("item_log_prob", item_log_prob.float(), persistent=True)
 
-    def user_vectors(self, user_idx: Tensor, history: Tensor | None = None) -> Tensor:
-        """User tower: [B] (and [B, H] history for the history tower) -> [B, D]."""
-        vectors = self.user_emb(user_idx)
-        if self.cfg.user_tower == "history":
+    @property
+    def reads_history(self) -> bool:
+        return self.cfg.user_tower in HISTORY_TOWERS
+
+    def sequence_vectors(self, history: Tensor) -> Tensor:
+        """History towers, every prefix at once: [B, H] -> [B, H, D] (position t reads items <= t)."""
+        real = history != self.n_items
+        items = self.item_emb(history)
+        if self.cfg.user_tower == "sasrec":
+            return self.encoder(items, real)
+        counts = real.cumsum(dim=1).clamp(min=1).unsqueeze(-1).to(items.dtype)
+        return self.project(items.cumsum(dim=1) / counts)
+
+    def user_vectors(self, user_idx: Tensor | None = None, history: Tensor | None = None) -> Tensor:
+        """User tower: user_idx [B] (id tower) or history [B, H] (history towers) -> [B, D]."""
+        if self.reads_history:
             if history is None:
-                raise ValueError("the history user tower needs a history tensor [B, H]")
-            mask = (history != self.n_items).unsqueeze(-1).to(vectors.dtype)
-            summed = (self.history_emb(history) * mask).sum(dim=1)
-            vectors = vectors + summed / mask.sum(dim=1).clamp(min=1.0)
-        return vectors
+                raise ValueError(f"the {self.cfg.user_tower} user tower needs a history [B, H]")
+            return self.sequence_vectors(history)[:, -1]
+        if user_idx is None:
+            raise ValueError("the id user tower needs user_idx [B]")
+        return self.user_emb(user_idx)
 
     def item_vectors(self, item_idx: Tensor | None = None) -> Tensor:
         """Item tower: [M] -> [M, D]; all catalogue items [N, D] when item_idx is None."""
-        return self.item_emb.weight if item_idx is None else self.item_emb(item_idx)
+        return self.item_emb.weight[: self.n_items] if item_idx is None else self.item_emb(item_idx)
 
-    def score_all(self, user_idx: Tensor, history: Tensor | None = None) -> Tensor:
-        """Dot-product scores of users against the whole catalogue: [B] -> [B, N]."""
+    def score_all(self, user_idx: Tensor | None = None, history: Tensor | None = None) -> Tensor:
+        """Dot-product scores of users against the whole catalogue: -> [B, N]."""
         return self.user_vectors(user_idx, history) @ self.item_vectors().T
-
-    def forward(self, batch: Batch, sampled: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return (logits [B, B + M], loss) for a batch of positives and M sampled negatives."""
-        users = self.user_vectors(batch.user_idx, batch.history)
-        columns = batch.item_idx if sampled is None else torch.cat([batch.item_idx, sampled])
-        logits = users @ self.item_vectors(columns).T / self.cfg.temperature
-        if self.cfg.logq_correction:
-            logits = logits - self._log_q(batch.item_idx.numel(), columns, sampled)
-        # Another row's positive that is this row's own item is not a negative (accidental hit).
-        same = batch.item_idx.unsqueeze(1) == columns.unsqueeze(0)
-        diagonal = torch.zeros_like(same)
-        diagonal[:, : batch.item_idx.numel()] = torch.eye(batch.item_idx.numel(), dtype=torch.bool)
-        logits = logits.masked_fill(same & ~diagonal, float("-inf"))
-        target = torch.arange(batch.item_idx.numel(), device=logits.device)
-        return logits, F.cross_entropy(logits, target)
-
-    def _log_q(self, batch_size: int, columns: Tensor, sampled: Tensor | None) -> Tensor:
-        """Log expected count of each column's item among the negatives: [B + M]."""
-        in_batch = self.item_log_prob[columns[:batch_size]] + math.log(batch_size)
-        if sampled is None:
-            return in_batch
-        uniform = torch.full((sampled.numel(),), math.log(sampled.numel() / self.n_items),
-                             device=columns.device)
-        return torch.cat([in_batch, uniform])
 
 
 def item_log_prob_from_counts(counts: Tensor) -> Tensor:
     """Log of each item's share of train positives: counts [N] (all >= 1) -> [N]."""
     counts = counts.double()
     return (counts / counts.sum()).log().float()
+
+
+def full_softmax_loss(model: TwoTower, queries: Tensor, targets: Tensor,
+                      teacher: Tensor | None = None, distill_weight: float = 0.0,
+                      distill_temperature: float = 1.0) -> Tensor:
+    """Cross-entropy over the whole catalogue: queries [Q, D], targets [Q] -> scalar.
+
+    With a ``teacher`` [Q, N] (e.g. EASE scores of the same prefix), adds ``distill_weight`` x
+    KL(softmax(teacher / distill_temperature) || softmax(logits)).
+    """
+    logits = queries @ model.item_vectors().T / model.cfg.temperature
+    loss = F.cross_entropy(logits, targets)
+    if teacher is not None and distill_weight > 0:
+        soft = (teacher / distill_temperature).softmax(dim=1)
+        loss = loss + distill_weight * F.kl_div(logits.log_softmax(dim=1), soft, reduction="batchmean")
+    return loss
+
+
+def sampled_softmax_loss(model: TwoTower, queries: Tensor, targets: Tensor,
+                         sampled: Tensor | None = None, sampled_log_q: Tensor | None = None,
+                         hard: Tensor | None = None) -> Tensor:
+    """Sampled softmax: in-batch targets + shared catalogue negatives + per-row hard negatives.
+
+    queries [Q, D], targets [Q]; sampled [M] with ``sampled_log_q`` [M] = log of each sample's
+    probability under the sampling distribution; hard [Q, R] (pad = n_items, ignored).
+    logQ correction (``model.cfg.logq_correction``) subtracts log(expected count among the
+    negatives) of each in-batch and sampled column; hard negatives are chosen, not sampled, and
+    are left uncorrected. Another row's positive equal to a row's own target is masked.
+    """
+    t = model.cfg.temperature
+    columns = targets if sampled is None else torch.cat([targets, sampled])
+    logits = queries @ model.item_vectors(columns).T / t
+    if model.cfg.logq_correction:
+        log_q = model.item_log_prob[targets] + math.log(len(targets))
+        if sampled is not None:
+            assert sampled_log_q is not None
+            log_q = torch.cat([log_q, sampled_log_q + math.log(len(sampled))])
+        logits = logits - log_q
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[:, : len(targets)] = torch.eye(len(targets), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill((targets.unsqueeze(1) == columns.unsqueeze(0)) & ~own, float("-inf"))
+    if hard is not None:
+        hard_logits = (queries.unsqueeze(1) * model.item_vectors(hard)).sum(-1) / t
+        invalid = (hard == targets.unsqueeze(1)) | (hard == model.n_items)
+        logits = torch.cat([logits, hard_logits.masked_fill(invalid, float("-inf"))], dim=1)
+    return F.cross_entropy(logits, torch.arange(len(targets), device=logits.device))
 
 
 def checkpoint(model: TwoTower, extra: dict | None = None) -> dict:

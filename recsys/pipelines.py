@@ -81,82 +81,163 @@ def train(settings: Settings, prepared_dir: str, data_version: str = "") -> dict
     """Train, evaluate (valid + test, with MostPop beside it), log to MLflow, register a version."""
     from recsys.experiment import run_training
 
-    return run_training(settings, data_mod.load_prepared(Path(prepared_dir)), data_version)
+    return run_training(settings, data_mod.load_prepared(Path(prepared_dir)), data_version,
+                        prepared_dir)
 
 
-def promote(settings: Settings, version: str, force: bool = False) -> dict:
-    """The promotion gate: ``champion`` moves only if ``version`` wins (or ``force``)."""
-    from recsys import registry
+def compare(settings: Settings, version: str, prepared_dir: str | None = None) -> dict:
+    """Evaluate ``version``, the champion and MostPop alike on the current validation split.
 
-    registry.configure(settings)
-    outcome = registry.promote_if_better(settings, version, force=force)
-    return {"version": outcome.version, "promoted": outcome.promoted,
-            "champion": outcome.version if outcome.promoted else outcome.previous,
-            "previous": outcome.previous, "reason": outcome.reason}
+    Both versions are scored by their own graphs from today's data (recsys.gate); the results are
+    logged to the challenger's MLflow run. ``champion`` is None when no version holds the alias.
+    """
+    import mlflow
 
-
-def load_serving_model(settings: Settings, ref: str = "champion"):  # noqa: ANN201
-    """(version, RecommenderModel with its context loaded) for a version number or alias."""
-    import mlflow.pyfunc
-
-    from recsys import registry
+    from recsys import gate, registry
+    from recsys.bundle import ModelBundle
 
     registry.configure(settings)
-    mv = registry.resolve(settings, ref)
-    model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
-    return str(mv.version), model.unwrap_python_model()
+    located = locate_prepared(settings) if prepared_dir is None else {
+        "prepared_dir": prepared_dir, "data_version": _data_version(Path(prepared_dir))}
+    prepared = data_mod.load_prepared(Path(located["prepared_dir"]))
+    candidate = registry.resolve(settings, version)
+    out: dict = {"version": str(version), "data_version": located["data_version"],
+                 "prepared_dir": located["prepared_dir"], "champion": None, "champion_metrics": None}
+    out["metrics"] = gate.evaluate_bundle(ModelBundle.load(registry.download_bundle(settings, version)[1]),
+                                          prepared)
+    out["mostpop_metrics"] = gate.mostpop_valid(prepared)
+    current = registry.champion_version(settings)
+    if current is not None and current != str(version):
+        out["champion"] = current
+        champion = ModelBundle.load(registry.download_bundle(settings, current)[1])
+        out["champion_metrics"] = gate.evaluate_bundle(champion, prepared)
+    logged = {f"gate_challenger_valid_{k}": v for k, v in out["metrics"].items()}
+    logged.update({f"gate_mostpop_valid_{k}": v for k, v in out["mostpop_metrics"].items()})
+    logged.update({f"gate_champion_valid_{k}": v for k, v in (out["champion_metrics"] or {}).items()})
+    with mlflow.start_run(run_id=candidate.run_id):
+        mlflow.log_metrics(logged)
+        mlflow.set_tags({"gate_data_version": located["data_version"],
+                         "gate_champion": str(out["champion"])})
+    return out
 
 
-def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: int = 1) -> dict:
-    """Score shard ``shard`` of ``n_shards`` of the model's users with ONNX Runtime; write parquet."""
-    from recsys.scoring import score_users, write_recommendations
+def promote(settings: Settings, comparison: dict, force: bool = False) -> dict:
+    """The promotion gate on a :func:`compare` result: ``champion`` moves only if the challenger
+    beats MostPop and the champion on the same split (or ``force``). The decision is logged to
+    the challenger's MLflow run and set as version tags."""
+    import mlflow
+
+    from recsys import gate, registry
+
+    registry.configure(settings)
+    metric = gate.GATE_METRIC
+    champion = comparison["champion_metrics"][metric] if comparison["champion"] else None
+    decision = gate.decide(comparison["metrics"][metric], champion,
+                           comparison["mostpop_metrics"][metric], force, comparison["champion"])
+    version = comparison["version"]
+    previous = registry.champion_version(settings)
+    if decision.promote and previous != version:
+        registry.promote(settings, version, reason=decision.reason)
+    candidate = registry.resolve(settings, version)
+    with mlflow.start_run(run_id=candidate.run_id):
+        mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept_champion",
+                         "gate_reason": decision.reason})
+    log.info("promotion gate for version %s: %s", version, decision.reason)
+    return {"version": version, "promoted": decision.promote,
+            "champion": version if decision.promote else previous,
+            "previous": previous, "reason": decision.reason}
+
+
+def _data_version(folder: Path) -> str:
+    from recsys import ingest as ingest_mod
+
+    return ingest_mod.data_version(folder)
+
+
+def scoring_dir(settings: Settings, model_version: str, data_version: str) -> Path:
+    """Where one model version's lists for one data version are written (the layout, once)."""
+    return settings.paths.home / "scores" / f"v{model_version}" / data_version.replace(".dir", "")[:16]
+
+
+def _pinned_prepared(settings: Settings, prepared_dir: str | None,
+                     data_version: str | None) -> tuple[Path, str]:
+    """The prepared folder and its version; DataError if it moved away from the pinned version."""
+    from recsys.errors import DataError
+
+    folder = Path(prepared_dir) if prepared_dir else Path(locate_prepared(settings)["prepared_dir"])
+    current = _data_version(folder)
+    if data_version and current != data_version:
+        raise DataError(f"prepared data in {folder} is now version {current}, not the pinned "
+                        f"{data_version}: a new ingest landed during this run; run the scoring again")
+    return folder, current
+
+
+def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: int = 1,
+          prepared_dir: str | None = None, data_version: str | None = None) -> dict:
+    """Score shard ``shard`` of ``n_shards`` of today's users with the model's ONNX graph.
+
+    Histories and seen sets come from the latest prepared activity (not from the model version):
+    users who rated since training, and new users, get lists that reflect it.
+    """
+    from recsys import registry
+    from recsys.bundle import ModelBundle
+    from recsys.scoring import score_users, user_inputs, write_recommendations
 
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in 0..{n_shards - 1}, got {shard}")
-    version, model = load_serving_model(settings, ref)
-    users = np.array(sorted(model.user_index.values()))[shard::n_shards]
-    user_ids = np.array(list(model.user_index.keys()))[np.argsort(list(model.user_index.values()))]
-    recs = score_users(model.retriever, users, user_ids[users], model.rated, model.movie_ids,
-                       version, model.histories, settings.score.batch_size,
-                       progress=settings.train.progress_bar)
-    folder = settings.paths.home / "scores" / f"v{version}"
+    folder, data_version = _pinned_prepared(settings, prepared_dir, data_version)
+    registry.configure(settings)
+    version, bundle_dir = registry.download_bundle(settings, ref)
+    bundle = ModelBundle.load(bundle_dir)
+    activity = pd.read_parquet(folder / "activity.parquet")
+    users = np.unique(activity["user_id"].to_numpy())[shard::n_shards]
+    recs = score_users(bundle, user_inputs(activity, bundle, users), version, data_version,
+                       settings.score.batch_size, progress=settings.train.progress_bar)
+    out = scoring_dir(settings, version, data_version)
     name = "recommendations.parquet" if n_shards == 1 else f"shard-{shard:04d}-of-{n_shards:04d}.parquet"
-    path = write_recommendations(recs, folder / name)
-    model.catalogue[["movie_id", "title", "train_count"]].to_parquet(folder / "catalogue.parquet")
-    _rated_pairs(model).to_parquet(folder / "rated.parquet")
-    return {"recommendations": str(path), "model_version": version, "n_users": len(recs)}
-
-
-def _rated_pairs(model) -> pd.DataFrame:  # noqa: ANN001
-    ids = {idx: uid for uid, idx in model.user_index.items()}
-    rows = [(ids[u], int(model.movie_ids[i])) for u, items in enumerate(model.rated) for i in items]
-    return pd.DataFrame(rows, columns=["user_id", "movie_id"])
+    path = write_recommendations(recs, out / name)
+    bundle.catalogue[["movie_id", "title", "train_count"]].to_parquet(out / "catalogue.parquet")
+    (out / "scoring.json").write_text(json.dumps({
+        "model_version": version, "data_version": data_version, "prepared_dir": str(folder),
+        "k": bundle.k, "user_tower": bundle.user_tower}, indent=2))
+    return {"recommendations": str(path), "model_version": version, "data_version": data_version,
+            "n_users": len(recs), "n_popular": int((recs["source"] == "popular").sum())}
 
 
 def validate_recommendations(settings: Settings, recommendations: str) -> dict:
-    """Run suite recommendations (K per user, no duplicates, no seen item, sorted scores)."""
+    """Run suite recommendations (K per user, no duplicates, no rated item, sorted scores).
+
+    The rated pairs are today's activity of the prepared data the lists were built from.
+    """
     from recsys.scoring import read_recommendations
     from recsys.validation import validate_recommendations as check
 
     path = Path(recommendations)
     recs = read_recommendations(path)
-    rated = pd.read_parquet(path.parent / "rated.parquet")
+    meta = json.loads((path.parent / "scoring.json").read_text())
+    folder, _ = _pinned_prepared(settings, meta["prepared_dir"], meta["data_version"])
+    rated = pd.read_parquet(folder / "activity.parquet", columns=["user_id", "movie_id"])
     n_items = len(pd.read_parquet(path.parent / "catalogue.parquet"))
-    return check(recs, rated, min(settings.score.k, n_items))
+    return check(recs, rated, min(int(meta["k"]), n_items))
 
 
 def publish(settings: Settings, recommendations: str) -> dict:
-    """Write validated lists (and titles) into Redis through Feast, then read a sample back."""
+    """Write validated lists, recent histories and titles into Redis through Feast; read back."""
     from recsys import redis_server, store
     from recsys.scoring import read_recommendations
 
     path = Path(recommendations)
     recs = read_recommendations(path)
+    histories = recs[["user_id", "history", "data_version", "event_timestamp"]].rename(
+        columns={"history": "movie_ids"})
     redis_server.ensure_running(settings)
     store.apply(settings)
-    written = store.publish(recs, pd.read_parquet(path.parent / "catalogue.parquet"), settings)
-    verified = store.verify(recs, settings, settings.score.verify_sample)
-    return {"written": written, "verified": verified}
+    written = store.publish(recs, pd.read_parquet(path.parent / "catalogue.parquet"), settings,
+                            histories=histories)
+    verified = store.verify(recs, settings, settings.score.verify_sample, histories=histories)
+    return {"written": written, "verified": verified,
+            "model_version": str(recs["model_version"].iat[0]) if len(recs) else None,
+            "data_version": str(recs["data_version"].iat[0]) if len(recs) else None}
 
 
 def run_all(settings: Settings, force_promotion: bool = False) -> dict:
@@ -165,8 +246,9 @@ def run_all(settings: Settings, force_promotion: bool = False) -> dict:
     steps["ingest"] = ingest(settings, validate=True)
     steps["prepare"] = prepare(settings, steps["ingest"]["raw_dir"], steps["ingest"]["data_version"])
     steps["train"] = train(settings, steps["prepare"]["prepared_dir"], steps["prepare"]["data_version"])
-    steps["promote"] = promote(settings, steps["train"]["version"], force=force_promotion)
-    steps["score"] = score(settings, "champion")
+    steps["compare"] = compare(settings, steps["train"]["version"], steps["prepare"]["prepared_dir"])
+    steps["promote"] = promote(settings, steps["compare"], force=force_promotion)
+    steps["score"] = score(settings, "champion", prepared_dir=steps["prepare"]["prepared_dir"])
     steps["validate_recommendations"] = validate_recommendations(
         settings, steps["score"]["recommendations"])
     steps["publish"] = publish(settings, steps["score"]["recommendations"])
@@ -194,36 +276,18 @@ def locate_prepared(settings: Settings) -> dict:
             "data_version": ingest_mod.data_version(folder)}
 
 
-def compare(settings: Settings, version: str) -> dict:
-    """Validation NDCG@10 of ``version`` beside the champion's and MostPop's (from its MLflow run).
-
-    ``champion`` is None when no version holds the alias; raises ModelNotFoundError for ``version``.
-    """
-    import mlflow
-
+def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25_000) -> dict:
+    """Pin the version behind ``ref`` and today's prepared data; split its users into shards."""
     from recsys import registry
 
-    registry.configure(settings)
-    candidate = registry.resolve(settings, version)
-    metrics = mlflow.get_run(candidate.run_id).data.metrics
-    current = registry.champion_version(settings)
-    out = {"version": str(version), registry.GATE_METRIC: float(candidate.tags[registry.GATE_METRIC]),
-           "mostpop": metrics.get(f"mostpop_{registry.GATE_METRIC}"), "champion": current,
-           "champion_" + registry.GATE_METRIC: None}
-    if current is not None:
-        out["champion_" + registry.GATE_METRIC] = float(
-            registry.resolve(settings, current).tags[registry.GATE_METRIC])
-    out["beats_mostpop"] = out["mostpop"] is not None and out[registry.GATE_METRIC] > out["mostpop"]
-    return out
-
-
-def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25_000) -> dict:
-    """Pin the version behind ``ref`` and split its users into shards of at most ``shard_size``."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    version, model = load_serving_model(settings, ref)
-    n_users = len(model.user_index)
-    return {"model_version": version, "n_users": n_users,
+    registry.configure(settings)
+    version = str(registry.resolve(settings, ref).version)
+    located = locate_prepared(settings)
+    activity = pd.read_parquet(Path(located["prepared_dir"]) / "activity.parquet", columns=["user_id"])
+    n_users = int(activity["user_id"].nunique())
+    return {"model_version": version, "n_users": n_users, **located,
             "n_shards": max(1, -(-n_users // shard_size))}
 
 
@@ -239,12 +303,14 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
     if not paths or len({p.parent for p in paths}) != 1:
         raise DataError(f"expected shard files of one scoring folder, got {shards}")
     recs = pd.concat([read_recommendations(p) for p in paths], ignore_index=True)
-    if recs["model_version"].nunique() != 1 or recs["user_id"].duplicated().any():
-        raise DataError(f"shards {shards} mix model versions or repeat users; score them again")
+    mixed = recs["model_version"].nunique() != 1 or recs["data_version"].nunique() != 1
+    if mixed or recs["user_id"].duplicated().any():
+        raise DataError(f"shards {shards} mix model or data versions, or repeat users; score them again")
     recs = recs.sort_values("user_id", ignore_index=True)
     path = write_recommendations(recs, paths[0].parent / "recommendations.parquet")
     return {"recommendations": str(path), "model_version": str(recs["model_version"].iat[0]),
-            "n_users": len(recs), "n_shards": len(paths)}
+            "data_version": str(recs["data_version"].iat[0]), "n_users": len(recs),
+            "n_popular": int((recs["source"] == "popular").sum()), "n_shards": len(paths)}
 
 
 def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -> dict:

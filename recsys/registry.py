@@ -1,8 +1,8 @@
 """MLflow tracking and the model registry: runs, registered model ``two_tower``, aliases.
 
 Aliases: ``challenger`` always points at the newest registered version; ``champion`` (the served
-model) moves only when a version beats the current champion's validation NDCG@10, or by hand with
-:func:`promote`. Stages are deprecated in MLflow and never used.
+model) moves only through the promotion gate (recsys.gate, run by recsys.pipelines.promote) or by
+hand with :func:`promote`. Stages are deprecated in MLflow and never used.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from recsys.errors import ModelNotFoundError  # noqa: E402
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
 GATE_METRIC = "valid_ndcg_at_10"
 
 
@@ -55,9 +56,10 @@ def configure(settings: Settings) -> MlflowClient:
     return client
 
 
-def log_model(settings: Settings, artifacts: dict[str, Path], metrics: dict[str, float],
+def log_model(settings: Settings, bundle: Path, python_model: Path, metrics: dict[str, float],
               tags: dict[str, str]) -> str:
-    """Log the pyfunc serving model from ``artifacts`` in the active run and register it.
+    """Log the pyfunc serving model (code ``python_model``, artefact ``bundle`` = the model bundle
+    folder of recsys.bundle) in the active run and register it.
 
     The new version gets alias ``challenger`` and the given metrics/tags as version tags.
     Returns the new version number as a string.
@@ -65,13 +67,11 @@ def log_model(settings: Settings, artifacts: dict[str, Path], metrics: dict[str,
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from recsys import pyfunc_model
-
     signature = ModelSignature(inputs=Schema([ColSpec("long", "user_id"),
                                               ColSpec("long", "k", required=False)]))
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=pyfunc_model.__file__, signature=signature,
-        artifacts={k: str(v) for k, v in artifacts.items()},
+        name="model", python_model=str(python_model), signature=signature,
+        artifacts={BUNDLE_ARTIFACT: str(bundle)},
         registered_model_name=settings.mlflow.model_name,
         pip_requirements=_pip_requirements(),
     )
@@ -114,29 +114,6 @@ def champion_version(settings: Settings) -> str | None:
         return None
 
 
-def _gate_value(settings: Settings, version: str) -> float:
-    tags = resolve(settings, version).tags
-    if GATE_METRIC not in tags:
-        raise ModelNotFoundError(f"version {version} lacks tag {GATE_METRIC}; cannot compare it")
-    return float(tags[GATE_METRIC])
-
-
-def promote_if_better(settings: Settings, version: str, force: bool = False) -> Promotion:
-    """The promotion gate: move ``champion`` to ``version`` only if it wins on validation NDCG@10."""
-    current = champion_version(settings)
-    new = _gate_value(settings, version)
-    if current is None or force:
-        return promote(settings, version, reason="forced" if force else "first version")
-    if current == version:
-        return Promotion(version, False, current, "already champion")
-    old = _gate_value(settings, current)
-    if new > old:
-        return promote(settings, version, reason=f"{GATE_METRIC} {new:.4f} > {old:.4f}")
-    reason = f"{GATE_METRIC} {new:.4f} <= champion v{current}'s {old:.4f}"
-    log.info("champion stays at version %s: %s", current, reason)
-    return Promotion(version, False, current, reason)
-
-
 def promote(settings: Settings, version: str, reason: str = "manual") -> Promotion:
     """Point ``champion`` at ``version`` (must exist); report what it replaced."""
     resolve(settings, version)
@@ -153,6 +130,31 @@ def download(settings: Settings, ref: str, dst: Path) -> tuple[str, Path]:
     local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}",
                                                 dst_path=str(dst))
     return mv.version, Path(local)
+
+
+def download_bundle(settings: Settings, ref: str) -> tuple[str, Path]:
+    """(version, local bundle folder) of a version/alias, cached under ``paths.home/models``.
+
+    A version's artefacts never change, so each is downloaded once (to a temp folder, then renamed).
+    """
+    import tempfile
+
+    mv = resolve(settings, ref)
+    cache = settings.paths.home / "models" / settings.mlflow.model_name / f"v{mv.version}"
+    if not (cache / "bundle.json").is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+            _, local = download(settings, str(mv.version), Path(tmp) / "model")
+            found = [p.parent for p in local.rglob("bundle.json")]
+            if len(found) != 1:
+                raise ModelNotFoundError(f"version {mv.version} of {mv.name} holds no model bundle; "
+                                         "it was registered by an older recsys: retrain")
+            try:
+                found[0].rename(cache)
+            except OSError:  # another task (a parallel shard) renamed its copy first
+                if not (cache / "bundle.json").is_file():
+                    raise
+    return str(mv.version), cache
 
 
 def list_versions(settings: Settings) -> list[dict]:

@@ -1,98 +1,147 @@
 """Batch scoring with ONNX Runtime: every user's top-K list over the whole catalogue.
 
+Inputs come from TODAY's data, not from the model version: each user's history (most recent
+positives, time order) and seen set (everything rated, whatever the rating) are built from the
+latest prepared ``activity`` and mapped into the model's item index (movies unknown to the model are
+skipped). A user with a usable history (history towers) or a training-time index (id tower) gets a
+personalised list; anyone else with ratings gets the popular list minus what they rated.
+
 Output (the recommendations data product, one row per user): ``user_id`` int64, ``item_ids``
-list[int64] (MovieLens movie ids, best first), ``scores`` list[float32], ``model_version`` str,
-``event_timestamp`` UTC timestamp.
+list[int64] (MovieLens movie ids, best first), ``scores`` list[float32], ``source`` str ("model"
+or "popular"), ``history`` list[int64] (the user's recent positive movie ids, newest last),
+``model_version`` str, ``data_version`` str, ``event_timestamp`` UTC timestamp.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 from tqdm.auto import tqdm
 
+from recsys.bundle import ModelBundle
 from recsys.errors import DataError
-from recsys.export import pad_lists
 
 log = logging.getLogger(__name__)
+ACTIVITY_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
 
 
-class OnnxRetriever:
-    """An ONNX Runtime session over the retrieval graph written by :func:`recsys.export.export_onnx`."""
+@dataclass
+class UserInputs:
+    """What the graph reads per user, in the model's item index."""
 
-    def __init__(self, onnx_path: Path, n_items: int, threads: int | None = None) -> None:
-        if not Path(onnx_path).is_file():
-            raise DataError(f"ONNX model {onnx_path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.n_items = n_items
-
-    @property
-    def needs_history(self) -> bool:
-        return "history" in self.inputs
-
-    def recommend(self, user_idx: np.ndarray, seen: list[np.ndarray],
-                  history: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K for a batch: user_idx [B], seen lists (item_idx), history [B, H] -> ([B, K], [B, K])."""
-        feeds = {"user_idx": np.asarray(user_idx, dtype=np.int64),
-                 "seen": pad_lists(seen, self.n_items)}
-        if self.needs_history:
-            if history is None:
-                raise ValueError("this model's user tower needs a history [B, H]")
-            feeds["history"] = np.asarray(history, dtype=np.int64)
-        item_idx, scores = self.session.run(["item_idx", "scores"], feeds)
-        return item_idx, scores
+    user_ids: np.ndarray  # [U] int64
+    user: np.ndarray  # history [U, H] (pad n_items) or training-time user_idx [U] (-1: unknown)
+    seen: list[np.ndarray]  # per user: item_idx of every rated movie the model knows
+    recent: list[np.ndarray]  # per user: the last H positive movie ids, newest last
+    personal: np.ndarray  # [U] bool: the model can score this user
 
 
-def to_rows(user_ids: np.ndarray, item_idx: np.ndarray, scores: np.ndarray,
-            movie_ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Map item indices to movie ids per row, dropping masked (-inf) tail entries."""
-    item_lists, score_lists = [], []
-    for row in range(len(user_ids)):
-        keep = np.isfinite(scores[row])
-        item_lists.append(movie_ids[item_idx[row][keep]].astype(np.int64))
-        score_lists.append(scores[row][keep].astype(np.float32))
-    return item_lists, score_lists
+def _left_pad(rows: list[np.ndarray], length: int, pad: int) -> np.ndarray:
+    out = np.full((len(rows), length), pad, dtype=np.int64)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, length - len(row):] = row
+    return out
 
 
-def score_users(retriever: OnnxRetriever, user_idx: np.ndarray, user_ids: np.ndarray,
-                rated: list[np.ndarray], movie_ids: np.ndarray, model_version: str,
-                histories: np.ndarray | None = None, batch_size: int = 1024,
-                progress: bool = False) -> pd.DataFrame:
-    """Score the given users (a shard or all) in batches; ``rated`` is indexed by user_idx.
+def _inputs(bundle: ModelBundle, user_ids: np.ndarray, seen: list[np.ndarray],
+            history: list[np.ndarray], recent: list[np.ndarray]) -> UserInputs:
+    if bundle.reads_history:
+        user = _left_pad(history, bundle.history_length, bundle.n_items)
+        personal = np.array([len(h) > 0 for h in history], dtype=bool)
+    else:
+        user = bundle.user_index(user_ids)
+        personal = user >= 0
+    return UserInputs(np.asarray(user_ids, dtype=np.int64), user, seen, recent, personal)
 
-    Returns the recommendations frame described in the module docstring.
+
+def user_inputs(activity: pd.DataFrame, bundle: ModelBundle,
+                user_ids: np.ndarray | None = None) -> UserInputs:
+    """Inputs of every user in ``activity`` (or of ``user_ids`` among them), ascending user_id.
+
+    ``activity``: every rating (user_id, movie_id, rating, timestamp). Positives are ratings >=
+    the model's rating threshold. Raises DataError when a column is missing.
     """
-    if len(user_idx) != len(user_ids):
-        raise ValueError("user_idx and user_ids must have the same length")
-    items_out: list[np.ndarray] = []
-    scores_out: list[np.ndarray] = []
-    starts = range(0, len(user_idx), batch_size)
+    missing = [c for c in ACTIVITY_COLUMNS if c not in activity.columns]
+    if missing:
+        raise DataError(f"activity frame lacks column(s) {missing}; expected {ACTIVITY_COLUMNS}")
+    if user_ids is not None:
+        activity = activity[activity["user_id"].isin(user_ids)]
+    activity = activity.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
+    users = activity["user_id"].to_numpy(dtype=np.int64)
+    movies = activity["movie_id"].to_numpy(dtype=np.int64)
+    items = bundle.item_index(movies)
+    positive = activity["rating"].to_numpy() >= bundle.rating_threshold
+    ids, starts = np.unique(users, return_index=True)
+    bounds = np.append(starts, len(users))
+    h = bundle.history_length
+    seen, history, recent = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        it, pos = items[a:b], positive[a:b]
+        seen.append(np.unique(it[it >= 0]))
+        history.append(it[pos & (it >= 0)][-h:])
+        recent.append(movies[a:b][pos][-h:])
+    return _inputs(bundle, ids, seen, history, recent)
+
+
+def inputs_from_histories(bundle: ModelBundle, user_ids: list[int],
+                          histories: list[list[int]]) -> UserInputs:
+    """Inputs from stored recent histories (movie ids, newest last); seen = those movies."""
+    history, seen, recent = [], [], []
+    for movies in histories:
+        movies = np.asarray(movies, dtype=np.int64)
+        items = bundle.item_index(movies)
+        known = items[items >= 0]
+        history.append(known[-bundle.history_length:])
+        seen.append(np.unique(known))
+        recent.append(movies[-bundle.history_length:])
+    return _inputs(bundle, np.asarray(user_ids, dtype=np.int64), seen, history, recent)
+
+
+def _model_lists(bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int,
+                 progress: bool) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
-        batch = user_idx[start:start + batch_size]
-        hist = None if histories is None else histories[batch]
-        idx, sc = retriever.recommend(batch, [rated[u] for u in batch], hist)
-        items, scores = to_rows(user_ids[start:start + batch_size], idx, sc, movie_ids)
-        items_out.extend(items)
-        scores_out.extend(scores)
-    now = pd.Timestamp(datetime.now(timezone.utc))
-    log.info("scored %d users with model %s", len(user_idx), model_version)
+        batch = rows[start:start + batch_size]
+        idx, sc = bundle.retriever.recommend(inputs.user[batch], [inputs.seen[r] for r in batch])
+        for row, items, scores in zip(batch, idx, sc):
+            keep = np.isfinite(scores)
+            out[int(row)] = (items[keep], scores[keep])
+    return out
+
+
+def score_users(bundle: ModelBundle, inputs: UserInputs, model_version: str, data_version: str,
+                batch_size: int = 1024, progress: bool = False) -> pd.DataFrame:
+    """Every user's top-K list (the frame in the module docstring), in ``inputs`` order."""
+    personal = np.flatnonzero(inputs.personal)
+    lists = _model_lists(bundle, inputs, personal, batch_size, progress)
+    items_out, scores_out, sources = [], [], []
+    for row in range(len(inputs.user_ids)):
+        if row in lists:
+            items, scores = lists[row]
+            sources.append("model")
+        else:
+            items, scores = bundle.popular_for(inputs.seen[row], bundle.k)
+            sources.append("popular")
+        items_out.append(bundle.movie_ids[items].astype(np.int64))
+        scores_out.append(np.asarray(scores, dtype=np.float32))
+    log.info("scored %d users with model %s on data %s (%d popular)", len(inputs.user_ids),
+             model_version, data_version, len(inputs.user_ids) - len(personal))
     return pd.DataFrame({
-        "user_id": np.asarray(user_ids, dtype=np.int64),
+        "user_id": inputs.user_ids,
         "item_ids": items_out,
         "scores": scores_out,
+        "source": sources,
+        "history": [np.asarray(r, dtype=np.int64) for r in inputs.recent],
         "model_version": str(model_version),
-        "event_timestamp": now,
+        "data_version": str(data_version),
+        "event_timestamp": pd.Timestamp(datetime.now(timezone.utc)),
     })
 
 

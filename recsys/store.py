@@ -1,4 +1,4 @@
-"""Feast online store I/O: register the repo, publish nightly lists and titles, read them back.
+"""Feast online store I/O: register the repo, publish nightly lists, histories and titles, read them back.
 
 With :mod:`recsys.redis_server` this is the only module that touches Feast or Redis writes.
 ``import feast`` costs 7-8 s (it pulls in torch and cloud SDKs), and :mod:`recsys.lookup` imports
@@ -6,7 +6,10 @@ the names below, so feast and pandas are imported inside the functions that need
 
 Publish frames:
 - recs: one row per user - ``user_id`` int64, ``item_ids`` list[int64] (movie ids, best first),
-  ``scores`` list[float32] (same length), ``model_version`` str, ``event_timestamp`` tz-aware UTC.
+  ``scores`` list[float32] (same length), ``model_version`` str, ``data_version`` str (DVC version of
+  the prepared data), ``event_timestamp`` tz-aware UTC.
+- histories (optional): one row per user - ``user_id`` int64, ``movie_ids`` list[int64] (recent
+  positive movies, newest last; may be empty), ``data_version`` str, ``event_timestamp`` tz-aware UTC.
 - catalogue: ``movie_id`` int64, ``title`` str.
 """
 
@@ -38,10 +41,13 @@ MOVIE_KEY = "movie_id"
 USER_VIEW = "user_recommendations"
 MOVIE_VIEW = "movie"
 FEATURE_SERVICE = "recommendations_v1"
-USER_FEATURES = ("item_ids", "scores", "model_version")
+HISTORY_VIEW = "user_history"
+USER_FEATURES = ("item_ids", "scores", "model_version", "data_version")
+HISTORY_FEATURES = ("movie_ids", "data_version")
 MOVIE_FEATURES = ("title",)
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
 RECS_COLUMNS = (USER_KEY, *USER_FEATURES, "event_timestamp")
+HISTORY_COLUMNS = (USER_KEY, *HISTORY_FEATURES, "event_timestamp")
 CATALOGUE_COLUMNS = (MOVIE_KEY, "title")
 BATCH_SIZE = 10_000  # rows per write_to_online_store call: bounds the proto rows held in memory
 
@@ -150,6 +156,7 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
         item_ids=[np.asarray(items, dtype=np.int64) for items in recs["item_ids"]],
         scores=[np.asarray(scores, dtype=np.float32) for scores in recs["scores"]],
         model_version=recs["model_version"].astype(str),
+        data_version=recs["data_version"].astype(str),
         event_timestamp=stamp,
     )
     run_time = stamp.max() if len(stamp) else pd.Timestamp.now(tz="UTC")
@@ -157,77 +164,156 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
     return users, movies.assign(event_timestamp=run_time)
 
 
+def _int64_array(user_id: Any, values: Any) -> Any:
+    """One history as a 1-D int64 array; DataError naming the user when it is not a list of ids."""
+    import numpy as np
+
+    try:
+        array = np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"histories frame: movie_ids of user {user_id} is not a list of ints: {exc}") from exc
+    if array.ndim != 1:
+        raise DataError(f"histories frame: movie_ids of user {user_id} must be a flat list, got {values!r}")
+    return array
+
+
+def _prepare_histories(histories: pd.DataFrame) -> pd.DataFrame:
+    """Typed copy of the histories frame (shape in the module docstring); DataError names the problem."""
+    import pandas as pd
+
+    _check_columns(histories, HISTORY_COLUMNS, "histories")
+    duplicated = histories[USER_KEY][histories[USER_KEY].duplicated()]
+    if len(duplicated):
+        first = duplicated.iat[0]
+        raise DataError(f"histories frame has duplicate user_id rows (e.g. user {first}); one per user")
+    return histories[list(HISTORY_COLUMNS)].assign(
+        user_id=histories[USER_KEY].astype("int64"),
+        movie_ids=[_int64_array(u, ids) for u, ids in zip(histories[USER_KEY], histories["movie_ids"])],
+        data_version=histories["data_version"].astype(str),
+        event_timestamp=pd.to_datetime(histories["event_timestamp"], utc=True),
+    )
+
+
 def publish(
-    recs: pd.DataFrame, catalogue: pd.DataFrame, settings: Settings, batch_size: int = BATCH_SIZE
+    recs: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    settings: Settings,
+    histories: pd.DataFrame | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, Any]:
-    """Write every user's list and every title into the online store through Feast.
+    """Write every user's list, every title and (when given) every user's history through Feast.
 
     Shapes in the module docstring. Last write wins (``skip_dedup`` in feature_store.yaml), so
-    publishing the same frames twice leaves the same data. Returns counts and timing.
+    publishing the same frames twice leaves the same data. Returns counts ("users", "movies",
+    "histories": 0 without histories, "batches") and "seconds".
     Raises DataError for malformed frames, StoreError when Redis is unreachable.
     """
     users, movies = _prepare(recs, catalogue)
+    frames = {USER_VIEW: users, MOVIE_VIEW: movies}
+    if histories is not None:
+        frames[HISTORY_VIEW] = _prepare_histories(histories)
     redis_server.require(settings)
     started = time.perf_counter()
     store = feature_store(settings)
-    repo = settings.paths.feature_repo
-    _write_record(users, repo, USER_VIEW)
-    _write_record(movies, repo, MOVIE_VIEW)
-    batches = _write_online(store, USER_VIEW, users, batch_size)
-    batches += _write_online(store, MOVIE_VIEW, movies, batch_size)
+    batches = 0
+    for view, frame in frames.items():
+        _write_record(frame, settings.paths.feature_repo, view)
+        batches += _write_online(store, view, frame, batch_size)
     seconds = time.perf_counter() - started
-    log.info("published %d lists and %d titles in %.1fs", len(users), len(movies), seconds)
-    return {"users": len(users), "movies": len(movies), "batches": batches, "seconds": round(seconds, 3)}
+    n_histories = len(frames.get(HISTORY_VIEW, ()))
+    log.info("published %d lists, %d histories and %d titles in %.1fs",
+             len(users), n_histories, len(movies), seconds)
+    return {"users": len(users), "movies": len(movies), "histories": n_histories, "batches": batches,
+            "seconds": round(seconds, 3)}
+
+
+def _read_online(
+    features: str | list[str], columns: Sequence[str], user_ids: Sequence[int], settings: Settings
+) -> pd.DataFrame:
+    """``get_online_features`` of a feature service (by name) or feature refs for ``user_ids``.
+
+    One row per requested id, in order, cut to ``columns``. Raises StoreError when Redis is unreachable.
+    """
+    redis_server.require(settings)
+    store = feature_store(settings)
+    wanted = store.get_feature_service(features) if isinstance(features, str) else features
+    rows = [{USER_KEY: int(u)} for u in user_ids]
+    return store.get_online_features(features=wanted, entity_rows=rows).to_df()[list(columns)]
 
 
 def read_lists(user_ids: Sequence[int], settings: Settings) -> pd.DataFrame:
     """Read users' lists through Feast ``get_online_features`` (feature service recommendations_v1).
 
-    Returns one row per requested id, in order: user_id, item_ids, scores, model_version
-    (None for users without a list). Raises StoreError when Redis is unreachable.
+    Returns one row per requested id, in order: user_id, item_ids, scores, model_version,
+    data_version (None for users without a list). Raises StoreError when Redis is unreachable.
     """
-    redis_server.require(settings)
-    store = feature_store(settings)
-    service = store.get_feature_service(FEATURE_SERVICE)
-    rows = [{USER_KEY: int(u)} for u in user_ids]
-    frame = store.get_online_features(features=service, entity_rows=rows).to_df()
-    return frame[[USER_KEY, *USER_FEATURES]]
+    return _read_online(FEATURE_SERVICE, (USER_KEY, *USER_FEATURES), user_ids, settings)
 
 
-def _mismatch(expected: Any, got: Any) -> str | None:
-    """Name of the first field that differs between a written row and a read-back row."""
+def read_histories(user_ids: Sequence[int], settings: Settings) -> pd.DataFrame:
+    """Read users' histories through Feast ``get_online_features`` on the user_history view.
+
+    Returns one row per requested id, in order: user_id, movie_ids (newest last), data_version
+    (None for users without a history). Raises StoreError when Redis is unreachable.
+    """
+    refs = [f"{HISTORY_VIEW}:{name}" for name in HISTORY_FEATURES]
+    return _read_online(refs, (USER_KEY, *HISTORY_FEATURES), user_ids, settings)
+
+
+def _same_ids(expected: Any, got: Any) -> bool:
+    return got is not None and [int(i) for i in got] == [int(i) for i in expected]
+
+
+def _list_mismatch(expected: Any, got: Any) -> str | None:
+    """Name of the first field that differs between a written list and its read-back row."""
     import numpy as np
 
-    if got["item_ids"] is None or list(got["item_ids"]) != [int(i) for i in expected["item_ids"]]:
+    if not _same_ids(expected["item_ids"], got["item_ids"]):
         return "item_ids"
     want = np.asarray(expected["scores"], dtype=np.float32)
     have = np.asarray(got["scores"], dtype=np.float32)
     if want.shape != have.shape or not np.array_equal(want, have):
         return "scores"
-    if got["model_version"] != str(expected["model_version"]):
-        return "model_version"
+    for field in ("model_version", "data_version"):
+        if got[field] != str(expected[field]):
+            return field
     return None
 
 
-def verify(recs: pd.DataFrame, settings: Settings, sample: int) -> dict[str, int]:
-    """Read ``sample`` users of ``recs`` back through Feast and compare with what was written.
+def _history_mismatch(expected: Any, got: Any) -> str | None:
+    """Name of the first field that differs between a written history and its read-back row."""
+    if not _same_ids(expected["movie_ids"], got["movie_ids"]):
+        return "movie_ids"
+    return "data_version" if got["data_version"] != str(expected["data_version"]) else None
 
-    The sample is fixed (random_state 0) so a failure reproduces. Returns {"checked", "mismatches"}.
-    Raises StoreError naming the first user and field that differ.
-    """
-    if sample <= 0 or recs.empty:
-        return {"checked": 0, "mismatches": 0}
-    chosen = recs.sample(n=min(sample, len(recs)), random_state=0)
-    read = read_lists(chosen[USER_KEY].tolist(), settings)
-    bad = []
-    for (_, want), (_, got) in zip(chosen.iterrows(), read.iterrows()):
-        field = _mismatch(want, got)
-        if field:
-            bad.append((int(want[USER_KEY]), field))
+
+def _compare(frame: pd.DataFrame, sample: int, settings: Settings, what: str) -> int:
+    """Read a fixed sample of ``frame`` (lists or histories) back; StoreError on the first difference."""
+    if sample <= 0 or frame.empty:
+        return 0
+    chosen = frame.sample(n=min(sample, len(frame)), random_state=0)
+    read, mismatch = (read_lists, _list_mismatch) if what == "lists" else (read_histories, _history_mismatch)
+    got = read(chosen[USER_KEY].tolist(), settings)
+    bad = [(int(w[USER_KEY]), field) for (_, w), (_, g) in zip(chosen.iterrows(), got.iterrows())
+           if (field := mismatch(w, g))]
     if bad:
         user_id, field = bad[0]
         raise StoreError(
-            f"online store differs from the published lists for {len(bad)} of {len(chosen)} sampled users "
+            f"online store differs from the published {what} for {len(bad)} of {len(chosen)} sampled users "
             f"(first: user {user_id}, field {field}); re-run publish"
         )
-    return {"checked": len(chosen), "mismatches": 0}
+    return len(chosen)
+
+
+def verify(
+    recs: pd.DataFrame, settings: Settings, sample: int, histories: pd.DataFrame | None = None
+) -> dict[str, int]:
+    """Read ``sample`` users of ``recs`` (and of ``histories``) back through Feast and compare.
+
+    The sample is fixed (random_state 0) so a failure reproduces. Returns {"checked" (lists),
+    "histories_checked" (0 without histories), "mismatches" (always 0: a difference raises)}.
+    Raises StoreError naming the first user and field that differ.
+    """
+    checked = _compare(recs, sample, settings, "lists")
+    histories_checked = 0 if histories is None else _compare(histories, sample, settings, "histories")
+    return {"checked": checked, "histories_checked": histories_checked, "mismatches": 0}

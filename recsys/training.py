@@ -1,4 +1,10 @@
-"""Train the two-tower model: sampled epochs, per-epoch validation, early stopping on NDCG@10."""
+"""Train the two-tower model: sampled epochs, per-epoch validation, early stopping on NDCG@10.
+
+History towers (sasrec, mean) train on windows that cover each user's whole train sequence: every
+position of every window predicts the next positive, so a user is many examples per epoch. The id
+tower trains on (user, item) pairs. Both go through one loss: full softmax over the catalogue, or
+sampled softmax (in-batch + catalogue negatives with logQ correction, optional hard negatives).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,11 @@ from tqdm.auto import tqdm
 
 from recsys.config import Settings
 from recsys.data import Prepared, seen_lists
-from recsys.evaluation import evaluate, evaluate_ranks, metrics_from_ranks
-from recsys.model import Batch, TwoTower, item_log_prob_from_counts
+from recsys.errors import ConfigError
+from recsys.evaluation import ease_weights, evaluate, evaluate_ranks, metrics_from_ranks
+from recsys.model import (TwoTower, full_softmax_loss, item_log_prob_from_counts,
+                          sampled_softmax_loss)
+from recsys.sequences import Examples, build_histories, id_examples, window_examples
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "ndcg_at_10"
@@ -39,19 +48,10 @@ def set_seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def build_histories(pairs: np.ndarray, n_users: int, n_items: int, length: int) -> torch.Tensor:
-    """Each user's last ``length`` items, time-ordered rows of (user_idx, item_idx) -> [n_users, length].
-
-    Padded on the left with ``n_items`` (the history tower's padding index).
-    """
-    out = np.full((n_users, length), n_items, dtype=np.int64)
-    users, items = pairs[:, 0], pairs[:, 1]
-    bounds = np.searchsorted(users, np.arange(n_users + 1))
-    for u in range(n_users):
-        recent = items[bounds[u]:bounds[u + 1]][-length:]
-        if len(recent):
-            out[u, length - len(recent):] = recent
-    return torch.from_numpy(out)
+def uses_full_softmax(settings: Settings, n_items: int) -> bool:
+    """model.softmax resolved: 'auto' is full while the catalogue is small enough."""
+    mode = settings.model.softmax
+    return mode == "full" or (mode == "auto" and n_items <= settings.model.full_softmax_max_items)
 
 
 class Scorer:
@@ -67,74 +67,158 @@ class Scorer:
         return self.model.score_all(users, history).numpy()
 
 
-def _history_for(model: TwoTower, histories: torch.Tensor, users: torch.Tensor,
-                 items: torch.Tensor) -> torch.Tensor | None:
-    if model.cfg.user_tower != "history":
+class NegativeSampler:
+    """Catalogue negatives, uniform or proportional to count^0.75, with their log-probabilities."""
+
+    def __init__(self, counts: np.ndarray, distribution: str, gen: torch.Generator) -> None:
+        weights = np.ones(len(counts)) if distribution == "uniform" else np.power(counts, 0.75)
+        self.probs = torch.as_tensor(weights / weights.sum(), dtype=torch.float64)
+        self.log_probs = self.probs.log().float()
+        self.gen = gen
+
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n item indices (with replacement) and the log of each one's sampling probability."""
+        items = torch.multinomial(self.probs, n, replacement=True, generator=self.gen)
+        return items, self.log_probs[items]
+
+
+@dataclass
+class LossContext:
+    """What a training step needs besides the batch: sampler, hard-negative lists, EASE teacher."""
+
+    full: bool
+    sampler: NegativeSampler | None = None
+    hard_lists: torch.Tensor | None = None  # [n_users, P] item_idx, padded with n_items
+    teacher: torch.Tensor | None = None  # [n_items + 1, n_items] EASE rows (last row zero)
+
+
+def _hard_negatives(ctx: LossContext, owners: torch.Tensor, n: int,
+                    gen: torch.Generator) -> torch.Tensor | None:
+    if ctx.hard_lists is None or n == 0:
         return None
-    history = histories[users]
-    # Hide the target from its own history so the tower cannot just look it up.
-    return history.masked_fill(history == items.unsqueeze(1), model.n_items)
+    pool = ctx.hard_lists[owners]
+    picks = torch.randint(0, pool.shape[1], (len(owners), n), generator=gen)
+    return pool.gather(1, picks)
 
 
-def epoch_sample(n_pairs: int, max_interactions: int, gen: torch.Generator) -> torch.Tensor:
-    """Indices of at most ``max_interactions`` of ``n_pairs`` pairs, drawn afresh (shuffled) each call."""
-    return torch.randperm(n_pairs, generator=gen)[:max_interactions]
-
-
-def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, pairs: torch.Tensor,
-                 histories: torch.Tensor, settings: Settings, gen: torch.Generator,
-                 desc: str) -> tuple[float, int]:
-    """One pass over a fresh sample of train pairs; returns (mean loss, pairs used)."""
+def _step_loss(model: TwoTower, ex: Examples, idx: torch.Tensor, settings: Settings,
+               ctx: LossContext, gen: torch.Generator) -> torch.Tensor:
+    """Loss of the examples ``idx``: every real target position is one query."""
+    rows, targets = ex.inputs[idx], ex.targets[idx]
+    if model.reads_history:
+        mask = targets != model.n_items
+        queries, tgt = model.sequence_vectors(rows)[mask], targets[mask]
+        owners = ex.users[idx].unsqueeze(1).expand_as(targets)[mask]
+    else:
+        queries, tgt, owners = model.user_vectors(rows), targets, ex.users[idx]
     cfg = settings.train
-    order = epoch_sample(len(pairs), cfg.max_interactions, gen)
-    n = len(order)
+    if ctx.full:
+        teacher = None
+        if ctx.teacher is not None and ex.teacher_base is not None:
+            prefix = ex.teacher_base[idx].unsqueeze(1) + ctx.teacher[rows].cumsum(dim=1)
+            teacher = prefix[mask]
+        return full_softmax_loss(model, queries, tgt, teacher, cfg.distill_weight,
+                                 cfg.distill_temperature)
     n_neg = settings.model.num_sampled_negatives
+    n_hard = int(round(n_neg * cfg.hard_negative_ratio)) if ctx.hard_lists is not None else 0
+    sampled = log_q = None
+    if n_neg - n_hard > 0 and ctx.sampler is not None:
+        sampled, log_q = ctx.sampler.draw(n_neg - n_hard)
+    return sampled_softmax_loss(model, queries, tgt, sampled, log_q,
+                                _hard_negatives(ctx, owners, n_hard, gen))
+
+
+def _epoch_order(ex: Examples, max_targets: int, gen: torch.Generator) -> torch.Tensor:
+    """Shuffled example indices, cut once ``max_targets`` predicted positives are covered."""
+    order = torch.randperm(len(ex.inputs), generator=gen)
+    covered = ex.n_targets[order].cumsum(0)
+    return order[: int(torch.searchsorted(covered, max_targets, right=True)) or 1]
+
+
+def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, ex: Examples,
+                 settings: Settings, ctx: LossContext, gen: torch.Generator,
+                 desc: str) -> tuple[float, int]:
+    """One pass over a fresh sample of examples; returns (mean loss, predicted positives)."""
+    cfg = settings.train
+    order = _epoch_order(ex, cfg.max_interactions, gen)
     model.train()
     losses = []
-    steps = range(0, n - 1, cfg.batch_size)
+    steps = range(0, len(order), cfg.batch_size)
     for start in tqdm(steps, desc=desc, disable=not cfg.progress_bar, leave=False):
-        chunk = pairs[order[start:start + cfg.batch_size]]
-        if len(chunk) < 2:
-            continue
-        users, items = chunk[:, 0], chunk[:, 1]
-        batch = Batch(users, items, _history_for(model, histories, users, items))
-        sampled = torch.randint(0, model.n_items, (n_neg,), generator=gen) if n_neg else None
-        _, loss = model(batch, sampled)
+        idx = order[start:start + cfg.batch_size]
+        loss = _step_loss(model, ex, idx, settings, ctx, gen)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    return float(np.mean(losses)), n
+    return float(np.mean(losses)), int(ex.n_targets[order].sum())
 
 
-def train(prepared: Prepared, settings: Settings,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+def _loss_context(prepared: Prepared, settings: Settings, model: TwoTower, ex: Examples,
+                  gen: torch.Generator, hard_lists: np.ndarray | None) -> LossContext:
+    """Resolve softmax mode, sampler, hard negatives and the distillation teacher."""
+    cfg, full = settings.train, uses_full_softmax(settings, model.n_items)
+    if cfg.distill_weight > 0 and not (full and model.reads_history):
+        raise ConfigError("train.distill_weight > 0 needs a history tower with the full softmax "
+                          "(model.user_tower=sasrec|mean, model.softmax=full or auto on a small catalogue)")
+    if cfg.hard_negative_ratio > 0 and full:
+        raise ConfigError("train.hard_negative_ratio > 0 needs model.softmax=sampled: the full "
+                          "softmax already uses every item as a negative")
+    ctx = LossContext(full=full)
+    if not full:
+        counts = prepared.catalogue["train_count"].to_numpy(dtype=np.float64)
+        ctx.sampler = NegativeSampler(counts, settings.model.negative_distribution, gen)
+    if cfg.hard_negative_ratio > 0:
+        if hard_lists is None:
+            log.warning("train.hard_negative_ratio=%s but no champion lists: naive negatives only",
+                        cfg.hard_negative_ratio)
+        else:
+            ctx.hard_lists = torch.as_tensor(hard_lists, dtype=torch.long)
+    if cfg.distill_weight > 0:
+        weights = ease_weights(prepared.split("train"), prepared.n_users, prepared.n_items,
+                               cfg.distill_ease_l2)
+        teacher = np.vstack([weights, np.zeros((1, model.n_items))]).astype(np.float32)
+        ctx.teacher = torch.from_numpy(teacher)
+        ex.attach_teacher_base(ctx.teacher)
+    return ctx
+
+
+def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], None] | None = None,
+          hard_lists: np.ndarray | None = None) -> TrainResult:
     """Train on ``prepared``; return the epoch with the best validation NDCG@10.
 
     ``on_epoch`` receives {"epoch", "loss", "valid_<metric>"...} after each epoch (for MLflow).
+    ``hard_lists`` [n_users, P]: item_idx of the champion's list below its top, per user_idx
+    (padded with n_items), for ``train.hard_negative_ratio``.
+    Raises ConfigError for settings that cannot go together.
     """
+    if settings.train.threads:
+        torch.set_num_threads(settings.train.threads)
     gen = set_seed(settings.train.seed)
     train_df = prepared.split("train")
     pairs_np = train_df[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
     counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
     model = TwoTower(prepared.n_users, prepared.n_items, settings.model,
                      item_log_prob_from_counts(counts))
-    histories = build_histories(pairs_np, prepared.n_users, prepared.n_items,
-                                settings.model.history_length)
+    length = settings.model.history_length
+    ex = (window_examples(pairs_np, prepared.n_items, length) if model.reads_history
+          else id_examples(pairs_np))
+    ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.train.learning_rate,
                                  weight_decay=settings.train.weight_decay)
+    histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
     seen = seen_lists(train_df, prepared.n_users)
     valid = prepared.split("valid")
-    pairs = torch.from_numpy(pairs_np)
     result = TrainResult(model=model, best_epoch=0, valid_metrics={SELECTION_METRIC: -1.0})
     best_state, waited = copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, settings.train.max_epochs + 1):
-        loss, n_pairs = _train_epoch(model, optimizer, pairs, histories, settings, gen,
-                            f"epoch {epoch}/{settings.train.max_epochs}")
+        loss, n_pairs = _train_epoch(model, optimizer, ex, settings, ctx, gen,
+                                     f"epoch {epoch}/{settings.train.max_epochs}")
         model.eval()
-        metrics = evaluate(Scorer(model, _eval_histories(model, histories)), valid, seen,
+        metrics = evaluate(Scorer(model, histories if model.reads_history else None), valid, seen,
                            settings.train.eval_batch_size)
-        row = {"epoch": epoch, "loss": loss, "pairs": n_pairs, **{f"valid_{k}": v for k, v in metrics.items()}}
+        row = {"epoch": epoch, "loss": loss, "pairs": n_pairs,
+               **{f"valid_{k}": v for k, v in metrics.items()}}
         result.epochs.append(row)
         log.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f", epoch, loss,
                  metrics["ndcg_at_10"], metrics["recall_at_10"])
@@ -153,13 +237,10 @@ def train(prepared: Prepared, settings: Settings,
     return result
 
 
-def _eval_histories(model: TwoTower, histories: torch.Tensor) -> torch.Tensor | None:
-    return histories if model.cfg.user_tower == "history" else None
-
-
 def serving_histories(prepared: Prepared, length: int, splits: tuple[str, ...]) -> torch.Tensor:
     """Histories from the given splits (time-ordered), e.g. ("train", "valid") for test scoring."""
     frame = prepared.interactions[prepared.interactions["split"].isin(splits)]
+    frame = frame[frame["item_idx"] >= 0]
     frame = frame.sort_values(["user_idx", "timestamp", "movie_id"], kind="mergesort")
     pairs = frame[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
     return build_histories(pairs, prepared.n_users, prepared.n_items, length)
@@ -170,9 +251,9 @@ def evaluate_model(model: TwoTower, prepared: Prepared, split: str,
     """Metrics and per-user ranks of ``model`` on 'valid' (seen = train) or 'test' (seen = train+valid)."""
     before = ("train",) if split == "valid" else ("train", "valid")
     seen_pairs = prepared.interactions[prepared.interactions["split"].isin(before)]
-    seen = seen_lists(seen_pairs, prepared.n_users)
+    seen = seen_lists(seen_pairs[seen_pairs["item_idx"] >= 0], prepared.n_users)
     histories = None
-    if model.cfg.user_tower == "history":
+    if model.reads_history:
         histories = serving_histories(prepared, model.cfg.history_length, before)
     ranks = evaluate_ranks(Scorer(model, histories), prepared.split(split), seen, batch_size)
     return metrics_from_ranks(ranks), ranks

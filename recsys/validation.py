@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 SUITES = ("ratings_raw", "interactions", "recommendations")
-RECOMMENDATION_COLUMNS = ["user_id", "item_ids", "scores", "model_version", "event_timestamp"]
+RECOMMENDATION_COLUMNS = ["user_id", "item_ids", "scores", "model_version", "data_version",
+                          "event_timestamp"]
 MAX_EXAMPLES = 5  # bad values / rows quoted per failed expectation
 # Columns that name a failing row in the report (when present), instead of the bare frame index.
 _ROW_KEYS = {
@@ -248,8 +249,8 @@ def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFra
     """Derive one row of list checks per recommendation row (GX has no list expectations).
 
     ``recs``: one row per user with user_id, item_ids (movie ids, best first), scores, model_version,
-    event_timestamp. ``rated``: (user_id, movie_id) pairs of everything each user rated. Returns
-    user_id, model_version, event_timestamp, n_items, n_scores, n_unique_items, n_seen_items (listed
+    data_version, event_timestamp. ``rated``: (user_id, movie_id) pairs of everything each user rated. Returns
+    user_id, model_version, data_version, event_timestamp, n_items, n_scores, n_unique_items, n_seen_items (listed
     items the user already rated), scores_sorted (non-increasing) and scores_finite, in ``recs`` order.
     Raises DataError when a required column is missing.
     """
@@ -267,7 +268,8 @@ def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFra
     owner = np.repeat(np.arange(n), n_scores)
     rising = (np.diff(flat) > 0) & (owner[1:] == owner[:-1])
     return pd.DataFrame({
-        **{c: recs[c].reset_index(drop=True) for c in ["user_id", "model_version", "event_timestamp"]},
+        **{c: recs[c].reset_index(drop=True)
+           for c in ["user_id", "model_version", "data_version", "event_timestamp"]},
         "n_items": n_items,
         "n_scores": n_scores,
         "n_unique_items": n_unique,

@@ -1,4 +1,8 @@
-"""The online store end to end: real redis-server, real Feast apply/write/read, and the fast lookup."""
+"""The online store end to end: real redis-server, real Feast apply/write/read, and the fast lookup.
+
+Lists and histories are written through Feast and read back both through Feast and through the
+hand-written decoder in recsys.lookup, which pins that decoder to Feast's writer.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ import pytest
 from recsys import lookup as fast
 from recsys import redis_server, store
 from recsys.config import PROJECT_ROOT, Settings
-from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
+from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownUserError
 
 pytestmark = pytest.mark.integration
 
 N_USERS, LIST_LENGTH, N_MOVIES = 40, 25, 300
 BIG_MOVIE_ID = 193_609  # the largest ml-latest-small id: a multi-byte varint on the wire
+LONG_HISTORY = 50
+STAMP = pd.Timestamp("2026-11-23 02:00", tz="UTC")
 
 
 def synthetic_catalogue() -> pd.DataFrame:
@@ -27,7 +33,7 @@ def synthetic_catalogue() -> pd.DataFrame:
     return pd.DataFrame({"movie_id": np.array(ids, dtype="int64"), "title": titles})
 
 
-def synthetic_recs(seed: int = 0, model_version: str = "7") -> pd.DataFrame:
+def synthetic_recs(seed: int = 0, model_version: str = "7", data_version: str = "d41d8cd") -> pd.DataFrame:
     """One list per user: distinct movie ids, best first, strictly decreasing float32 scores."""
     rng = np.random.default_rng(seed)
     ids = synthetic_catalogue()["movie_id"].to_numpy()
@@ -40,18 +46,41 @@ def synthetic_recs(seed: int = 0, model_version: str = "7") -> pd.DataFrame:
             "item_ids": items,
             "scores": scores,
             "model_version": model_version,
-            "event_timestamp": pd.Timestamp("2026-11-23 02:00", tz="UTC"),
+            "data_version": data_version,
+            "event_timestamp": STAMP,
         }
     )
 
 
+def synthetic_histories(seed: int = 0) -> pd.DataFrame:
+    """Histories of every recs user but the last: the first empty, the second 50 long (newest last).
+
+    Unsorted ids, so a reader that reorders them fails; the big id pins multi-byte varints.
+    """
+    rng = np.random.default_rng(seed)
+    ids = synthetic_catalogue()["movie_id"].to_numpy()
+    users = synthetic_recs()["user_id"].to_numpy()[:-1]
+    lengths = [0, LONG_HISTORY, *rng.integers(1, 20, size=len(users) - 2)]
+    movie_ids = [rng.choice(ids, n, replace=False).astype("int64") for n in lengths]
+    movie_ids[2][-1] = BIG_MOVIE_ID if BIG_MOVIE_ID not in movie_ids[2] else movie_ids[2][-1]
+    return pd.DataFrame(
+        {"user_id": users, "movie_ids": movie_ids, "data_version": "d41d8cd", "event_timestamp": STAMP}
+    )
+
+
 @pytest.fixture(scope="module")
-def published(redis_settings: Settings) -> pd.DataFrame:
-    """Apply the repo and publish the synthetic lists once for the module; returns the recs frame."""
+def histories() -> pd.DataFrame:
+    return synthetic_histories()
+
+
+@pytest.fixture(scope="module")
+def published(redis_settings: Settings, histories: pd.DataFrame) -> pd.DataFrame:
+    """Apply the repo and publish the synthetic lists and histories once for the module; returns recs."""
     store.apply(redis_settings)
     recs = synthetic_recs()
-    counts = store.publish(recs, synthetic_catalogue(), redis_settings)
+    counts = store.publish(recs, synthetic_catalogue(), redis_settings, histories)
     assert counts["users"] == N_USERS and counts["movies"] == N_MOVIES
+    assert counts["histories"] == N_USERS - 1
     return recs
 
 
@@ -73,26 +102,141 @@ def test_apply_registers_the_repo_objects(published: pd.DataFrame, redis_setting
     fs = store.feature_store(redis_settings)
     assert fs.project == store.PROJECT
     service = fs.get_feature_service(store.FEATURE_SERVICE)
-    assert [p.name for p in service.feature_view_projections] == [store.USER_VIEW]
+    projections = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+    assert projections == {store.USER_VIEW: list(store.USER_FEATURES), store.HISTORY_VIEW: ["movie_ids"]}
     views = {fv.name: [f.name for f in fv.features] for fv in fs.list_feature_views()}
-    assert views == {store.USER_VIEW: list(store.USER_FEATURES), store.MOVIE_VIEW: ["title"]}
+    assert views == {
+        store.USER_VIEW: list(store.USER_FEATURES),
+        store.HISTORY_VIEW: list(store.HISTORY_FEATURES),
+        store.MOVIE_VIEW: ["title"],
+    }
     assert store.apply(redis_settings) == store.apply(redis_settings)  # re-applying changes nothing
     repo = redis_settings.paths.feature_repo
     assert repo != PROJECT_ROOT / "feature_repo" and (repo / "data" / "registry.db").is_file()
+    record = pd.read_parquet(repo / "data" / f"{store.HISTORY_VIEW}.parquet")
+    assert record.columns.tolist() == list(store.HISTORY_COLUMNS) and len(record) == N_USERS - 1
     assert (repo / "data" / f"{store.USER_VIEW}.parquet").is_file()
 
 
 def test_feast_reads_back_exactly_what_was_written(
-    published: pd.DataFrame, redis_settings: Settings
+    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
 ) -> None:
     read = store.read_lists([*published["user_id"], 999_999], redis_settings)
     assert read["user_id"].tolist() == [*published["user_id"], 999_999]
     for (_, want), (_, got) in zip(published.iterrows(), read.iterrows()):
         assert list(got["item_ids"]) == want["item_ids"].tolist()
         np.testing.assert_array_equal(np.asarray(got["scores"], dtype=np.float32), want["scores"])
-        assert got["model_version"] == "7"
-    assert read.iloc[-1][["item_ids", "scores", "model_version"]].isna().all()
-    assert store.verify(published, redis_settings, sample=10) == {"checked": 10, "mismatches": 0}
+        assert got["model_version"] == "7" and got["data_version"] == "d41d8cd"
+    assert read.iloc[-1][list(store.USER_FEATURES)].isna().all()
+    assert store.verify(published, redis_settings, sample=10, histories=histories) == {
+        "checked": 10, "histories_checked": 10, "mismatches": 0}
+
+
+def test_feature_service_serves_lists_and_histories(
+    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
+) -> None:
+    fs = store.feature_store(redis_settings)
+    users = [*published["user_id"], 999_999]
+    rows = [{"user_id": int(u)} for u in users]
+    got = fs.get_online_features(features=fs.get_feature_service("recommendations_v1"), entity_rows=rows)
+    served = got.to_dict()
+    assert set(served) == {"user_id", "item_ids", "scores", "model_version", "data_version", "movie_ids"}
+    want_history = dict(zip(histories["user_id"], histories["movie_ids"]))
+    for i, (_, want) in enumerate(published.iterrows()):
+        assert served["item_ids"][i] == want["item_ids"].tolist()
+        assert served["data_version"][i] == "d41d8cd" and served["model_version"][i] == "7"
+        expected = want_history.get(want["user_id"])
+        assert served["movie_ids"][i] == (None if expected is None else expected.tolist())
+    assert served["movie_ids"][0] == [] and len(served["movie_ids"][1]) == LONG_HISTORY
+    assert all(served[name][-1] is None for name in served if name != "user_id")
+
+
+def test_read_histories_through_feast(histories: pd.DataFrame, published: pd.DataFrame,
+                                      redis_settings: Settings) -> None:
+    users = [*histories["user_id"], int(published["user_id"].iat[-1])]
+    read = store.read_histories(users, redis_settings)
+    assert read.columns.tolist() == ["user_id", "movie_ids", "data_version"]
+    assert read["user_id"].tolist() == users
+    assert [list(m) for m in read["movie_ids"][:-1]] == [m.tolist() for m in histories["movie_ids"]]
+    assert (read["data_version"][:-1] == "d41d8cd").all()
+    assert read.iloc[-1][["movie_ids", "data_version"]].isna().all()
+
+
+def test_history_lookup_matches_feast(histories: pd.DataFrame, published: pd.DataFrame,
+                                      redis_settings: Settings) -> None:
+    users = histories["user_id"].tolist()
+    by_feast = store.read_histories(users, redis_settings)
+    many = fast.history_many(users, settings=redis_settings)
+    assert list(many) == users
+    for user, feast_ids, want in zip(users, by_feast["movie_ids"], histories["movie_ids"]):
+        got = fast.history(user, settings=redis_settings)
+        assert got == list(feast_ids) == want.tolist() == many[user]
+        assert all(type(m) is int for m in got)
+    assert many[users[0]] == [] and len(many[users[1]]) == LONG_HISTORY
+    assert BIG_MOVIE_ID in many[users[2]]
+
+
+def test_empty_history_is_an_empty_int64_list_on_the_wire(
+    histories: pd.DataFrame, published: pd.DataFrame, redis_settings: Settings
+) -> None:
+    empty_user = int(histories["user_id"].iat[0])
+    conn = redis_server.client(redis_settings.store.connection_string or "")
+    try:
+        raw = conn.hget(fast.entity_key("user_id", empty_user), fast.HISTORY_FIELD)
+    finally:
+        conn.close()
+    assert raw == b"r\x00"  # Value.int64_list_val (field 14) holding nothing; not an unset Value
+    assert fast.decode_value(raw) == []
+    assert fast.decode_value(None) is None
+
+
+def test_history_of_unknown_user(published: pd.DataFrame, histories: pd.DataFrame,
+                                 redis_settings: Settings) -> None:
+    without = int(published["user_id"].iat[-1])  # has a list but no history
+    assert without not in set(histories["user_id"])
+    for user in (without, 999_999):
+        with pytest.raises(UnknownUserError, match=f"user {user} has no history"):
+            fast.history(user, settings=redis_settings)
+    assert fast.history_many([without, 999_999], settings=redis_settings) == {without: [], 999_999: []}
+    with pytest.raises(InvalidRequestError, match="got 0"):
+        fast.history(0, settings=redis_settings)
+    with pytest.raises(InvalidRequestError, match="got '7'"):
+        fast.history_many([1, "7"], settings=redis_settings)  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("change", "text"),
+    [
+        (lambda h: pd.concat([h, h.iloc[[3]]]), "duplicate user_id rows .e.g. user 10."),
+        (lambda h: h.drop(columns="data_version"), r"lacks column\(s\) \['data_version'\]"),
+        (lambda h: h.assign(movie_ids=[None, *h["movie_ids"][1:]]), "movie_ids of user 1 is not a list"),
+    ],
+)
+def test_publish_rejects_bad_histories_before_writing(
+    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings,
+    change: Callable[[pd.DataFrame], pd.DataFrame], text: str,
+) -> None:
+    before = redis_dump(redis_settings)
+    other = synthetic_recs(seed=1, model_version="8")
+    with pytest.raises(DataError, match=text):
+        store.publish(other, synthetic_catalogue(), redis_settings, change(histories))
+    assert redis_dump(redis_settings) == before
+
+
+def test_verify_raises_when_histories_or_data_version_differ(
+    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
+) -> None:
+    reversed_ = histories.assign(movie_ids=[m[::-1] for m in histories["movie_ids"]])
+    try:
+        store.publish(published, synthetic_catalogue(), redis_settings, reversed_)
+        with pytest.raises(StoreError, match=r"published histories .* field movie_ids"):
+            store.verify(published, redis_settings, sample=N_USERS, histories=histories)
+        store.publish(published.assign(data_version="v2"), synthetic_catalogue(), redis_settings)
+        with pytest.raises(StoreError, match=r"published lists for 40 of 40 .* field data_version"):
+            store.verify(published, redis_settings, sample=N_USERS)
+    finally:
+        store.publish(published, synthetic_catalogue(), redis_settings, histories)
+    assert store.verify(published, redis_settings, N_USERS, histories)["histories_checked"] == N_USERS - 1
 
 
 def test_lookup_matches_feast_with_titles_best_first(
@@ -122,11 +266,13 @@ def test_lookup_truncates_to_k_and_lookup_many_equals_single(
         assert all(isinstance(m, int) and isinstance(s, float) and isinstance(t, str) for m, s, t in single)
 
 
-def test_publishing_twice_is_idempotent(published: pd.DataFrame, redis_settings: Settings) -> None:
+def test_publishing_twice_is_idempotent(
+    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
+) -> None:
     before = redis_dump(redis_settings)
-    store.publish(published, synthetic_catalogue(), redis_settings)
+    store.publish(published, synthetic_catalogue(), redis_settings, histories)
     assert redis_dump(redis_settings) == before
-    assert len(before) == N_USERS + N_MOVIES
+    assert len(before) == N_USERS + N_MOVIES  # histories live in the users' hashes
 
 
 def test_verify_raises_when_the_store_differs(published: pd.DataFrame, redis_settings: Settings) -> None:
@@ -175,11 +321,12 @@ def test_unreachable_redis_raises_store_error(isolated_settings: Callable[..., S
 
 
 def test_stop_closes_the_port_and_restart_keeps_the_lists(
-    published: pd.DataFrame, own_redis: Settings
+    published: pd.DataFrame, histories: pd.DataFrame, own_redis: Settings
 ) -> None:
-    store.publish(published, synthetic_catalogue(), own_redis)
+    store.publish(published, synthetic_catalogue(), own_redis, histories)
     user = int(published["user_id"][3])
     expected = fast.lookup(user, k=5, settings=own_redis)
+    assert fast.history(user, settings=own_redis) == histories["movie_ids"][3].tolist()
     assert redis_server.start(own_redis) == own_redis.store.connection_string  # reuses the running one
     assert redis_server.stop(own_redis) is True
     assert not port_open(own_redis)
@@ -188,6 +335,7 @@ def test_stop_closes_the_port_and_restart_keeps_the_lists(
         fast.lookup(user, k=5, settings=own_redis)
     redis_server.ensure_running(own_redis)
     assert fast.lookup(user, k=5, settings=own_redis) == expected
+    assert fast.history(user, settings=own_redis) == histories["movie_ids"][3].tolist()
     conn = redis_server.client(own_redis.store.connection_string or "")
     assert conn.config_get("bind")["bind"] == "127.0.0.1"
     assert conn.config_get("protected-mode")["protected-mode"] == "yes"

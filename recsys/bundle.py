@@ -1,0 +1,139 @@
+"""A model version as its consumers see it: ONNX graph, id maps, catalogue, K and tower kind.
+
+The one reader of a version's artefacts: nightly scoring, the HTTP pyfunc and the promotion gate all
+load a :class:`ModelBundle` from a folder, so none reaches into another's objects. The folder holds
+``model.onnx`` (see recsys.export), ``catalogue.parquet`` (item_idx, movie_id, title, genres,
+train_count), ``users.parquet`` (user_idx, user_id: the id tower's training-time users) and
+``bundle.json``. This module imports neither torch nor MLflow: serving needs ONNX Runtime only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.errors import DataError
+
+BUNDLE_FILE = "bundle.json"
+FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
+FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
+HISTORY_TOWERS = ("sasrec", "mean")
+
+
+def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
+    """Right-pad variable-length int arrays into [len(lists), max(len, min_width)] with ``pad``."""
+    width = max([min_width] + [len(x) for x in lists])
+    out = np.full((len(lists), width), pad, dtype=np.int64)
+    for row, values in enumerate(lists):
+        out[row, : len(values)] = values
+    return out
+
+
+class OnnxRetriever:
+    """An ONNX Runtime session over the retrieval graph written by :func:`recsys.export.export_onnx`."""
+
+    def __init__(self, onnx_path: Path, n_items: int, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        if not Path(onnx_path).is_file():
+            raise DataError(f"ONNX model {onnx_path} does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.user_input = self.session.get_inputs()[0].name  # "history" or "user_idx"
+        self.n_items = n_items
+
+    def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
+        feeds = {self.user_input: np.asarray(user, dtype=np.int64),
+                 "seen": pad_lists(seen, self.n_items)}
+        item_idx, scores = self.session.run(["item_idx", "scores"], feeds)
+        return item_idx, scores
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model version (see the module docstring); use :meth:`load`."""
+
+    folder: Path
+    user_tower: str  # sasrec | mean | id
+    k: int  # list length the graph returns
+    history_length: int
+    rating_threshold: float  # rating >= this is a positive (history input)
+    catalogue: pd.DataFrame
+    users: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ModelBundle":
+        """Read a bundle folder; raises DataError naming a missing file or an unknown format."""
+        folder = Path(folder)
+        missing = [name for name in FILES if not (folder / name).is_file()]
+        if missing:
+            raise DataError(f"model bundle {folder} lacks {missing}; was it written by this "
+                            "version of recsys? Retrain to get a current bundle")
+        meta = json.loads((folder / BUNDLE_FILE).read_text())
+        if meta.get("format") != FORMAT:
+            raise DataError(f"model bundle {folder} has format {meta.get('format')!r}, this recsys "
+                            f"reads format {FORMAT}; retrain the model")
+        catalogue = pd.read_parquet(folder / "catalogue.parquet").sort_values("item_idx")
+        return cls(folder, meta["user_tower"], int(meta["k"]), int(meta["history_length"]),
+                   float(meta["rating_threshold"]), catalogue.reset_index(drop=True),
+                   pd.read_parquet(folder / "users.parquet"), meta)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalogue)
+
+    @property
+    def reads_history(self) -> bool:
+        return self.user_tower in HISTORY_TOWERS
+
+    @cached_property
+    def movie_ids(self) -> np.ndarray:
+        """item_idx -> movie_id, [N] int64."""
+        return self.catalogue["movie_id"].to_numpy(dtype=np.int64)
+
+    @cached_property
+    def _item_lookup(self) -> pd.Index:
+        return pd.Index(self.movie_ids)
+
+    @cached_property
+    def _user_lookup(self) -> pd.Index:
+        return pd.Index(self.users.sort_values("user_idx")["user_id"].to_numpy(dtype=np.int64))
+
+    def item_index(self, movie_ids: np.ndarray) -> np.ndarray:
+        """movie ids -> item_idx, -1 for a movie unknown to this model."""
+        return self._item_lookup.get_indexer(np.asarray(movie_ids, dtype=np.int64))
+
+    def user_index(self, user_ids: np.ndarray) -> np.ndarray:
+        """user ids -> training-time user_idx (the id tower's input), -1 for a user it never saw."""
+        return self._user_lookup.get_indexer(np.asarray(user_ids, dtype=np.int64))
+
+    @cached_property
+    def popular(self) -> np.ndarray:
+        """item_idx by train popularity, most popular first (ties by item_idx)."""
+        counts = self.catalogue["train_count"].to_numpy()
+        return np.lexsort((np.arange(len(counts)), -counts))
+
+    @cached_property
+    def titles(self) -> dict[int, str]:
+        return dict(zip(self.movie_ids.tolist(), self.catalogue["title"].astype(str).tolist()))
+
+    @cached_property
+    def retriever(self) -> OnnxRetriever:
+        return OnnxRetriever(self.folder / "model.onnx", self.n_items)
+
+    def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most popular items not in ``seen`` (item_idx) and their train counts as scores."""
+        order = self.popular[~np.isin(self.popular, seen)][:k]
+        return order, self.catalogue["train_count"].to_numpy()[order].astype(np.float32)
