@@ -1,62 +1,127 @@
-"""Quality by the protocol of DESIGN.md: MostPop, EASE and two-tower variants, several seeds.
+"""Quality by the protocol of DESIGN.md: MostPop, EASE, iALS and two-tower variants, several seeds.
 
-Models are chosen on validation; test is reported. For each variant: mean over seeds of every
-metric, and a 95% bootstrap interval over users (pooled over seeds) for NDCG@10 and Recall@10.
+Models are chosen on validation; test is reported. For each two-tower variant: the mean over seeds
+of every metric, and a 95% bootstrap interval over users (pooled over seeds) for NDCG@10 and
+Recall@10 and Recall@50. EASE and iALS choose their hyper-parameters on validation NDCG@10.
+Variants train in parallel worker processes, one torch thread each.
 
-    .venv/bin/python benchmarks/quality.py --seeds 0 1 2 --variant seed="" \
-        --variant logq="model.logq_correction=true"
-Prints a table and writes JSON to benchmarks/results/quality.json.
+    .venv/bin/python benchmarks/quality.py --seeds 0 1 2 --workers 2
+    .venv/bin/python benchmarks/quality.py --seeds 0 --variant quick="train.max_epochs=2"
+
+A variant is ``name=overrides``; ``hard_from=<variant name>`` among the overrides trains that
+variant first (same seed) and uses its lists below their top as the hard-negative "champion".
+Prints a table and writes JSON (default benchmarks/results/quality-<dataset>.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from recsys.config import load_settings
-from recsys.data import load_movies, load_ratings, prepare
-from recsys.data import seen_lists
-from recsys.evaluation import (EASE, bootstrap_interval, evaluate_ranks, metrics_from_ranks, ndcg_at_k,
-                               recall_at_k)
+from recsys.data import Prepared, load_movies, load_ratings, prepare, seen_lists
+from recsys.evaluation import (EASE, bootstrap_interval, evaluate_ranks, metrics_from_ranks,
+                               ndcg_at_k, recall_at_k)
 from recsys.experiment import mostpop_metrics
-from recsys.training import evaluate_model, train
 
+SAMPLED = "model.softmax=sampled"
+ID_SEED = "model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
 DEFAULT_VARIANTS = {
-    "two-tower seed (ID towers, in-batch only)": "model.logq_correction=false model.num_sampled_negatives=0",
-    "two-tower + logQ": "model.num_sampled_negatives=0",
-    "two-tower + logQ + 256 uniform negs (default)": "",
-    "two-tower + logQ + history tower": "model.user_tower=history model.num_sampled_negatives=0",
+    "sasrec, full softmax (default)": "",
+    "sasrec, sampled: in-batch + 256 uniform, logQ": SAMPLED,
+    "sasrec, sampled: in-batch + 256 uniform, no logQ": f"{SAMPLED} model.logq_correction=false",
+    "sasrec, sampled: in-batch + 256 count^0.75, logQ": f"{SAMPLED} model.negative_distribution=popularity",
+    "sasrec, sampled: 25% hard (champion 20..100) + 75% uniform":
+        f"{SAMPLED} train.hard_negative_ratio=0.25 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ",
+    "sasrec, sampled: 50% hard (champion 20..100) + 50% uniform":
+        f"{SAMPLED} train.hard_negative_ratio=0.5 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ",
+    "sasrec, full softmax + EASE distillation (w=0.5)": "train.distill_weight=0.5",
+    "mean-pool tower, full softmax": "model.user_tower=mean",
+    "id tower (seed: in-batch only)": f"{ID_SEED} {SAMPLED} model.logq_correction=false "
+                                      "model.num_sampled_negatives=0",
+    "id tower + logQ + 256 uniform (previous default)": f"{ID_SEED} {SAMPLED}",
 }
+COLUMNS = ["valid_recall_at_10", "valid_recall_at_50", "valid_recall_at_100", "valid_ndcg_at_10",
+           "test_recall_at_10", "test_recall_at_50", "test_recall_at_100", "test_ndcg_at_10"]
 
 
-def run_variant(prepared, overrides: list[str], seeds: list[int]) -> dict:
-    rows, valid_ranks, test_ranks, seconds = [], [], [], []
-    for seed in seeds:
-        settings = load_settings(["train.progress_bar=false", f"train.seed={seed}", *overrides])
-        start = time.perf_counter()
-        result = train(prepared, settings)
-        seconds.append(time.perf_counter() - start)
-        valid, vr = evaluate_model(result.model, prepared, "valid")
-        test, tr = evaluate_model(result.model, prepared, "test")
-        valid_ranks.append(vr)
-        test_ranks.append(tr)
-        rows.append({"seed": seed, "best_epoch": result.best_epoch,
-                     **{f"valid_{k}": v for k, v in valid.items()},
-                     **{f"test_{k}": v for k, v in test.items()}})
-    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}
-    pooled = np.concatenate(test_ranks)
+@lru_cache(maxsize=1)
+def load_prepared(dataset: str) -> Prepared:
+    settings = load_settings([f"data.dataset={dataset}"])
+    folder = settings.paths.datasets / dataset
+    return prepare(load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv"),
+                   settings.data)
+
+
+def _split_overrides(text: str) -> tuple[list[str], str | None]:
+    """Settings overrides and the optional ``hard_from=<variant>`` (which may contain spaces)."""
+    if "hard_from=" in text:
+        head, _, champion = text.partition("hard_from=")
+        return head.split(), champion.strip()
+    return text.split(), None
+
+
+def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa: ANN001
+    """The champion stand-in's top lists for train users, positions [skip, pool) (pad n_items)."""
+    from recsys.training import Scorer, serving_histories
+
+    histories = serving_histories(prepared, model.cfg.history_length, ("train",)) \
+        if model.reads_history else None
+    scores = Scorer(model, histories)(np.arange(prepared.n_users))
+    for user, items in enumerate(seen_lists(prepared.split("train"), prepared.n_users)):
+        scores[user, items] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : settings.train.hard_negative_pool]
+    return top[:, settings.train.hard_negative_skip:]
+
+
+def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> dict:
+    """Train variant ``name`` with ``seed`` (its champion first, if it has one); evaluate it."""
+    from recsys.training import evaluate_model, train
+
+    logging.basicConfig(level=logging.WARNING)
+    prepared = load_prepared(dataset)
+    overrides, champion = _split_overrides(variants[name])
+    base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1",
+            f"train.seed={seed}"]
+    settings = load_settings([*base, *overrides])
+    hard = None
+    if champion:
+        champion_settings = load_settings([*base, *_split_overrides(variants[champion])[0]])
+        hard = _champion_lists(prepared, train(prepared, champion_settings).model, settings)
+    start = time.perf_counter()
+    result = train(prepared, settings, hard_lists=hard)
+    seconds = time.perf_counter() - start
+    valid, valid_ranks = evaluate_model(result.model, prepared, "valid")
+    test, test_ranks = evaluate_model(result.model, prepared, "test")
+    return {"name": name, "seed": seed, "best_epoch": result.best_epoch,
+            "epochs": len(result.epochs), "train_seconds": seconds,
+            **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()},
+            "test_ranks": test_ranks.tolist()}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean over seeds, pooled bootstrap intervals, per-seed rows."""
+    keys = [k for k in runs[0] if k.startswith(("valid_", "test_")) and k != "test_ranks"]
+    out = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    pooled = np.concatenate([np.asarray(r["test_ranks"]) for r in runs])
     out["test_ndcg_at_10_ci"] = bootstrap_interval(pooled, ndcg_at_k, 10)
     out["test_recall_at_10_ci"] = bootstrap_interval(pooled, recall_at_k, 10)
-    out["train_seconds_median"] = float(np.median(seconds))
-    out["per_seed"] = rows
+    out["test_recall_at_50_ci"] = bootstrap_interval(pooled, recall_at_k, 50)
+    out["train_seconds_median"] = float(np.median([r["train_seconds"] for r in runs]))
+    out["per_seed"] = [{k: v for k, v in r.items() if k not in ("test_ranks", "name")}
+                       for r in sorted(runs, key=lambda r: r["seed"])]
     return out
 
 
-def run_ease(prepared, l2_grid: list[float]) -> dict:
+def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
     """EASE with l2 chosen on validation NDCG@10 (deterministic: no seeds)."""
     inter = prepared.interactions
     train, before_test = prepared.split("train"), inter[inter["split"].isin(["train", "valid"])]
@@ -73,41 +138,77 @@ def run_ease(prepared, l2_grid: list[float]) -> dict:
     best.update({f"test_{k}": v for k, v in metrics_from_ranks(ranks).items()})
     best["test_ndcg_at_10_ci"] = bootstrap_interval(ranks, ndcg_at_k, 10)
     best["test_recall_at_10_ci"] = bootstrap_interval(ranks, recall_at_k, 10)
+    best["test_recall_at_50_ci"] = bootstrap_interval(ranks, recall_at_k, 50)
     return best
+
+
+def baselines(prepared: Prepared) -> dict[str, dict]:
+    """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits)."""
+    from recsys.baselines import tune_ials
+
+    rows = {"MostPop": {k.replace("mostpop_", ""): v for k, v in mostpop_metrics(prepared).items()}}
+    if prepared.n_items <= 30_000:
+        rows["EASE (l2 chosen on validation)"] = run_ease(
+            prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])
+    started = time.perf_counter()
+    ials = tune_ials(prepared)
+    ials["grid"] = ials.get("grid", [])
+    ials["tune_seconds"] = time.perf_counter() - started
+    rows["iALS (implicit; chosen on validation)"] = ials
+    return rows
+
+
+def print_table(results: dict[str, dict], seeds: list[int]) -> None:
+    print(f"{'model':62s} " + " ".join(f"{c.replace('_at_', '@'):>14s}" for c in COLUMNS))
+    for name, row in results.items():
+        print(f"{name:62s} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
+    for name, row in results.items():
+        if "test_ndcg_at_10_ci" in row:
+            lo, hi = row["test_ndcg_at_10_ci"]
+            lo50, hi50 = row["test_recall_at_50_ci"]
+            print(f"{name}: test NDCG@10 95% CI [{lo:.4f}, {hi:.4f}], Recall@50 [{lo50:.4f}, {hi50:.4f}]")
+    print(f"(two-tower rows: mean over seeds {seeds}; intervals pooled over seeds)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="ml-latest-small")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2, help="parallel training processes")
     parser.add_argument("--variant", action="append", default=[],
                         help='name="override override ..." (default: the built-in variants)')
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quality.json")
+    parser.add_argument("--no-baselines", action="store_true", help="skip MostPop/EASE/iALS")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     variants = dict(v.split("=", 1) for v in args.variant) if args.variant else DEFAULT_VARIANTS
-    settings = load_settings()
-    folder = settings.paths.datasets / settings.data.dataset
-    prepared = prepare(load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv"),
-                       settings.data)
-    results = {"MostPop": mostpop_metrics(prepared)}
-    results["MostPop"] = {k.replace("mostpop_", ""): v for k, v in results["MostPop"].items()}
-    if prepared.n_items <= 30_000:  # dense item-item inverse: fine for ml-latest-small and ml-20m
-        grid = [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
-        results["EASE (l2 chosen on validation)"] = run_ease(prepared, grid)
-    for name, overrides in variants.items():
-        results[name] = run_variant(prepared, overrides.split(), args.seeds)
-    cols = ["valid_recall_at_10", "valid_recall_at_50", "valid_recall_at_100", "valid_ndcg_at_10",
-            "test_recall_at_10", "test_recall_at_50", "test_recall_at_100", "test_ndcg_at_10"]
-    print(f"{'model':44s} " + " ".join(f"{c.replace('_at_', '@'):>14s}" for c in cols))
-    for name, row in results.items():
-        print(f"{name:44s} " + " ".join(f"{row[c]:14.4f}" for c in cols))
-    for name, row in results.items():
-        if "test_ndcg_at_10_ci" in row:
-            lo, hi = row["test_ndcg_at_10_ci"]
-            print(f"{name}: test NDCG@10 95% CI [{lo:.4f}, {hi:.4f}] (seeds {args.seeds})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"dataset": settings.data.dataset, "seeds": args.seeds,
-                                    "users": prepared.n_users, "results": results}, indent=2))
-    print(f"wrote {args.out}")
+    for name, text in variants.items():
+        champion = _split_overrides(text)[1]
+        if champion and champion not in variants:
+            parser.error(f"variant {name!r}: hard_from={champion!r} is not a variant")
+        load_settings(_split_overrides(text)[0])  # fail now on a bad key, not after an hour
+    out = args.out or Path(__file__).parent / "results" / f"quality-{args.dataset}.json"
+    prepared = load_prepared(args.dataset)
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        futures = [pool.submit(train_one, args.dataset, name, variants, seed)
+                   for name in variants for seed in args.seeds]
+        results = {} if args.no_baselines else baselines(prepared)
+        runs = [f.result() for f in futures]
+    for name in variants:
+        results[name] = {"overrides": variants[name],
+                         **summarise([r for r in runs if r["name"] == name])}
+    print_table(results, args.seeds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "dataset": args.dataset, "seeds": args.seeds, "users": prepared.n_users,
+        "items": prepared.n_items, "n_valid": int(prepared.meta["n_valid"]),
+        "n_test": int(prepared.meta["n_test"]),
+        "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
+        "command": "benchmarks/quality.py " + " ".join(
+            f"--seeds {' '.join(map(str, args.seeds))}".split()),
+        "wall_seconds": time.perf_counter() - started, "results": results}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class TrainConfig(_Section):
     # hard_negative_pool. hard_negative_ratio of num_sampled_negatives are hard, the rest naive.
     hard_negative_ratio: float = Field(0.0, ge=0.0, le=1.0)
     hard_negative_skip: int = Field(20, ge=0)
-    hard_negative_pool: int = Field(200, ge=1)
+    hard_negative_pool: int = Field(100, ge=1)
     # Distillation (full softmax): KL from EASE's scores (the teacher) added to the label loss.
     distill_weight: float = Field(0.0, ge=0.0)
     distill_temperature: float = Field(1.0, gt=0.0)  # teacher softmax temperature

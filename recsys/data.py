@@ -171,8 +171,11 @@ def load_prepared(folder: Path) -> Prepared:
 
 
 def seen_lists(pairs: pd.DataFrame, n_users: int) -> list[np.ndarray]:
-    """Group (user_idx, item_idx) pairs into one sorted item array per user index 0..n_users-1."""
-    pairs = pairs.sort_values(["user_idx", "item_idx"])
+    """Group (user_idx, item_idx) pairs into one sorted item array per user index 0..n_users-1.
+
+    Rows with item_idx -1 (held-out items unknown to train) are left out.
+    """
+    pairs = pairs[pairs["item_idx"] >= 0].sort_values(["user_idx", "item_idx"])
     bounds = np.searchsorted(pairs["user_idx"].to_numpy(), np.arange(n_users + 1))
     items = pairs["item_idx"].to_numpy()
     return [np.unique(items[bounds[u]:bounds[u + 1]]) for u in range(n_users)]

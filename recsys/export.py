@@ -57,7 +57,7 @@ def example_inputs(model: TwoTower, batch: int = 4, n_seen: int = 3) -> tuple[Te
     if model.reads_history:
         history = torch.full((batch, model.cfg.history_length), model.n_items, dtype=torch.long)
         history[:, -1] = 1
-        history[0, -3:] = torch.tensor([2, 3, 1]) % model.n_items
+        history[0, -min(3, history.shape[1]):] = 1
         return history, seen
     return torch.arange(batch, dtype=torch.long) % model.n_users, seen
 

@@ -29,8 +29,8 @@ def test_override_order_file_env_cli(tmp_path):
 
 
 def test_seed_style_overrides():
-    s = load_settings(["model.temperature=0.1", "train.max_epochs=7", "model.user_tower=history"], env={})
-    assert (s.model.temperature, s.train.max_epochs, s.model.user_tower) == (0.1, 7, "history")
+    s = load_settings(["model.temperature=0.1", "train.max_epochs=7", "model.user_tower=mean"], env={})
+    assert (s.model.temperature, s.train.max_epochs, s.model.user_tower) == (0.1, 7, "mean")
     assert s.flat()["train.max_epochs"] == 7
 
 

@@ -4,33 +4,36 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data import seen_lists
-from recsys.export import TopKRetrieval, export_onnx, pad_lists
-from recsys.model import TwoTower
+from recsys.bundle import OnnxRetriever, pad_lists
 from recsys.config import ModelConfig
-from recsys.scoring import OnnxRetriever, score_users
-from recsys.training import serving_histories
+from recsys.export import TopKRetrieval, export_onnx, input_name
+from recsys.model import TwoTower
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("tower", ["id", "history"])
+@pytest.mark.parametrize("tower", ["sasrec", "mean", "id"])
 def test_onnx_matches_pytorch(tmp_path, tower):
     torch.manual_seed(0)
-    n_users, n_items, k = 300, 500, 50
-    cfg = ModelConfig(embedding_dim=16, user_tower=tower, history_length=6)
+    n_users, n_items, k, h = 300, 500, 50, 6
+    cfg = ModelConfig(embedding_dim=16, user_tower=tower, history_length=h)
     model = TwoTower(n_users, n_items, cfg).eval()
     rng = np.random.default_rng(0)
     seen = [rng.choice(n_items, size=rng.integers(0, 40), replace=False) for _ in range(n_users)]
-    history = torch.from_numpy(rng.integers(0, n_items + 1, size=(n_users, 6)))
-    hist = history if tower == "history" else None
+    # left-padded histories of every length 1..h (an empty history is never scored: it gets
+    # the popular list, see recsys.scoring)
+    history = np.full((n_users, h), n_items)
+    for u in range(n_users):
+        n = 1 + u % h
+        history[u, h - n:] = rng.integers(0, n_items, size=n)
+    user = history if tower != "id" else np.arange(n_users)
     path = export_onnx(model, tmp_path / "m.onnx", k)
-    users = np.arange(n_users)
-    onnx_idx, onnx_scores = OnnxRetriever(path, n_items).recommend(
-        users, seen, None if hist is None else hist.numpy())
+    retriever = OnnxRetriever(path, n_items)
+    assert retriever.user_input == input_name(model) == ("user_idx" if tower == "id" else "history")
+    onnx_idx, onnx_scores = retriever.recommend(user, seen)
     with torch.no_grad():
-        ref_idx, ref_scores = TopKRetrieval(model, k)(torch.from_numpy(users),
-                                                      torch.from_numpy(pad_lists(seen, n_items)), hist)
+        ref_idx, ref_scores = TopKRetrieval(model, k)(torch.from_numpy(user),
+                                                      torch.from_numpy(pad_lists(seen, n_items)))
     overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(onnx_idx, ref_idx.numpy())])
     assert overlap >= 0.999
     assert np.abs(onnx_scores - ref_scores.numpy()).max() < 1e-4
@@ -39,33 +42,30 @@ def test_onnx_matches_pytorch(tmp_path, tower):
     assert (np.diff(onnx_scores, axis=1) <= 0).all()
     # and the scores are the plain dot products of the two towers
     with torch.no_grad():
-        full = model.score_all(torch.from_numpy(users), hist).numpy()
-    np.testing.assert_allclose(onnx_scores[:, 0], full[users, onnx_idx[:, 0]], atol=1e-4)
+        t = torch.from_numpy(user)
+        full = (model.score_all(history=t) if tower != "id" else model.score_all(user_idx=t)).numpy()
+    np.testing.assert_allclose(onnx_scores[:, 0], full[np.arange(n_users), onnx_idx[:, 0]], atol=1e-4)
 
 
-def test_batch_equals_single_user_rows(tmp_path, tiny):
-    model = TwoTower(tiny.n_users, tiny.n_items, ModelConfig(embedding_dim=8)).eval()
-    path = export_onnx(model, tmp_path / "m.onnx", 10)
-    retriever = OnnxRetriever(path, tiny.n_items)
-    rated = seen_lists(tiny.rated, tiny.n_users)
-    users = np.arange(tiny.n_users)
-    recs = score_users(retriever, users, tiny.users["user_id"].to_numpy(), rated,
-                       tiny.catalogue["movie_id"].to_numpy(), "7", batch_size=7)
-    assert len(recs) == tiny.n_users and (recs["model_version"] == "7").all()
-    one = score_users(retriever, users[3:4], tiny.users["user_id"].to_numpy()[3:4], rated,
-                      tiny.catalogue["movie_id"].to_numpy(), "7")
-    assert one["item_ids"][0].tolist() == recs["item_ids"][3].tolist()
-    rated_movies = set(tiny.rated[tiny.rated["user_idx"] == 3]["movie_id"])
-    assert not set(recs["item_ids"][3]) & rated_movies
+def test_batch_size_does_not_change_a_row(tmp_path):
+    torch.manual_seed(1)
+    model = TwoTower(5, 40, ModelConfig(embedding_dim=8, history_length=4)).eval()
+    retriever = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", 10), 40)
+    history = np.array([[40, 1, 2, 3], [40, 40, 5, 6], [7, 8, 9, 10]])
+    seen = [np.array([1, 2]), np.array([], dtype=int), np.array([4])]
+    batch_idx, batch_scores = retriever.recommend(history, seen)
+    one_idx, one_scores = retriever.recommend(history[1:2], seen[1:2])
+    assert one_idx[0].tolist() == batch_idx[1].tolist()
+    np.testing.assert_allclose(one_scores[0], batch_scores[1], atol=1e-5)
 
 
-def test_fully_seen_users_get_no_masked_items(tmp_path):
-    model = TwoTower(2, 5, ModelConfig(embedding_dim=4)).eval()
-    path = export_onnx(model, tmp_path / "m.onnx", 5)
-    recs = score_users(OnnxRetriever(path, 5), np.array([0, 1]), np.array([10, 11]),
-                       [np.array([0, 1, 2, 3]), np.array([], dtype=int)], np.arange(100, 105), "1")
-    assert recs["item_ids"][0].tolist() == [104]  # only the unseen item survives
-    assert len(recs["item_ids"][1]) == 5
+def test_fully_seen_users_get_masked_tail(tmp_path):
+    model = TwoTower(2, 5, ModelConfig(embedding_dim=4, history_length=2)).eval()
+    retriever = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", 5), 5)
+    idx, scores = retriever.recommend(np.array([[5, 0], [5, 5]]), [np.array([0, 1, 2, 3]),
+                                                                   np.array([], dtype=int)])
+    assert idx[0][np.isfinite(scores[0])].tolist() == [4]  # only the unseen item survives
+    assert np.isfinite(scores[1]).all()
 
 
 def test_k_larger_than_catalogue_is_rejected():

@@ -1,58 +1,168 @@
-"""The two-tower model and its training loop on tiny data with a known answer."""
+"""The two-tower model, its losses and its training loop on tiny data with a known answer."""
 
 import numpy as np
 import pytest
 import torch
 
 from recsys.config import ModelConfig, load_settings
-from recsys.model import Batch, TwoTower, checkpoint, from_checkpoint
-from recsys.training import build_histories, epoch_sample, evaluate_model, train
+from recsys.errors import ConfigError
+from recsys.model import (TwoTower, checkpoint, from_checkpoint, full_softmax_loss,
+                          sampled_softmax_loss)
+from recsys.sequences import build_histories, window_examples
+from recsys.training import NegativeSampler, evaluate_model, train, uses_full_softmax
 
 pytestmark = pytest.mark.unit
 
 
 def settings(*extra):
-    return load_settings(["train.progress_bar=false", "train.batch_size=64", "train.max_epochs=15",
-                          "train.learning_rate=0.05", "train.patience=20", *extra], env={})
+    return load_settings(["train.progress_bar=false", "train.batch_size=16", "train.max_epochs=25",
+                          "train.learning_rate=0.02", "train.patience=30", "model.embedding_dim=16",
+                          "model.history_length=8", "model.dropout=0.0", *extra], env={})
 
 
-def test_forward_shapes_and_accidental_hits_masked():
-    model = TwoTower(3, 5, ModelConfig(embedding_dim=4, logq_correction=False))
-    batch = Batch(torch.tensor([0, 1, 2]), torch.tensor([1, 1, 3]))
-    logits, loss = model(batch, sampled=torch.tensor([0, 4]))
-    assert logits.shape == (3, 5)
-    # row 0's positive is item 1; column 1 is row 1's copy of item 1 -> not a negative
-    assert torch.isinf(logits[0, 1]) and torch.isinf(logits[1, 0])
-    assert torch.isfinite(logits[0, 0]) and torch.isfinite(loss)
+def sasrec(n_items=10, **kw):
+    cfg = ModelConfig(embedding_dim=8, history_length=5, dropout=0.0, **kw)
+    return TwoTower(4, n_items, cfg).eval()
+
+
+def test_sasrec_is_causal_and_ignores_padding():
+    torch.manual_seed(0)
+    model = sasrec()
+    pad = model.n_items
+    history = torch.tensor([[pad, 1, 2, 3, 4]])
+    with torch.no_grad():
+        base = model.sequence_vectors(history)
+        later = model.sequence_vectors(torch.tensor([[pad, 1, 2, 3, 7]]))
+    # changing the newest item changes only the last position: position t reads items <= t
+    assert torch.allclose(base[0, :4], later[0, :4], atol=1e-6)
+    assert not torch.allclose(base[0, 4], later[0, 4])
+    # the user vector is the last position, and the padding row embeds to zero
+    with torch.no_grad():
+        assert torch.allclose(model.user_vectors(history=history), base[:, -1])
+        assert model.item_emb.weight[pad].abs().sum() == 0
+
+
+def test_mean_tower_prefix_means():
+    model = TwoTower(2, 6, ModelConfig(embedding_dim=4, user_tower="mean", history_length=3)).eval()
+    with torch.no_grad():
+        out = model.sequence_vectors(torch.tensor([[6, 1, 2]]))
+        expected = model.project(model.item_emb.weight[[1, 2]].mean(0))
+    assert torch.allclose(out[0, -1], expected, atol=1e-6)
+
+
+def test_id_tower_needs_user_idx_and_history_towers_need_history():
+    with pytest.raises(ValueError, match="needs a history"):
+        sasrec().user_vectors(user_idx=torch.tensor([0]))
+    with pytest.raises(ValueError, match="needs user_idx"):
+        TwoTower(2, 5, ModelConfig(user_tower="id")).user_vectors(history=torch.zeros(1, 3).long())
+
+
+def test_sampled_softmax_masks_accidental_hits_and_bad_hard_negatives():
+    model = TwoTower(3, 5, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=False))
+    queries, targets = model.user_vectors(torch.tensor([0, 1, 2])), torch.tensor([1, 1, 3])
+    hard = torch.tensor([[1, 5, 2], [0, 0, 4], [3, 2, 5]])  # own target / pad must not count
+    loss = sampled_softmax_loss(model, queries, targets, torch.tensor([1, 4]),
+                                torch.log(torch.full((2,), 0.2)), hard)
+    assert torch.isfinite(loss)
+    # the same loss by hand: row 0 keeps columns {own 0, in-batch 2, sampled 4, hard 2}
+    with torch.no_grad():
+        items = model.item_vectors()
+        row = queries[0] @ items[[1, 3, 4, 2]].T
+        expected0 = -torch.log_softmax(row, 0)[0]
+        row1 = queries[1] @ items[[1, 3, 4, 0, 0, 4]].T
+        expected1 = -torch.log_softmax(row1, 0)[0]
+        row2 = queries[2] @ items[[3, 1, 1, 1, 4, 2]].T
+        expected2 = -torch.log_softmax(row2, 0)[0]
+    assert float(loss.detach()) == pytest.approx(float((expected0 + expected1 + expected2) / 3), rel=1e-5)
 
 
 def test_logq_correction_lowers_popular_items_logits():
     log_prob = torch.log(torch.tensor([0.7, 0.1, 0.1, 0.1]))
-    plain = TwoTower(2, 4, ModelConfig(embedding_dim=4, logq_correction=False), log_prob)
-    corrected = TwoTower(2, 4, ModelConfig(embedding_dim=4, logq_correction=True), log_prob)
-    corrected.load_state_dict(plain.state_dict())
-    batch = Batch(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    plain = TwoTower(2, 4, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=False), log_prob)
+    fixed = TwoTower(2, 4, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=True), log_prob)
+    fixed.load_state_dict(plain.state_dict())
+    queries, targets = plain.user_vectors(torch.tensor([0, 1])), torch.tensor([0, 1])
     with torch.no_grad():
-        diff = plain(batch)[0] - corrected(batch)[0]
-    # the correction lowers the popular item's logit more than the rare item's
-    assert diff[0, 0] > diff[0, 1]
-    assert float(diff[0, 0] - diff[0, 1]) == pytest.approx(float(np.log(0.7) - np.log(0.1)), abs=1e-5)
+        # with logQ, row 1's negative (popular item 0) is pushed down, so row 1's loss is lower
+        # iff the item-0 logit shrank by log(0.7/0.1) relative to the own column
+        a = sampled_softmax_loss(plain, queries, targets)
+        b = sampled_softmax_loss(fixed, queries, targets)
+    assert float(a) != pytest.approx(float(b))
+    logits = queries @ plain.item_vectors(targets).T
+    corrected = logits - (plain.item_log_prob[targets] + np.log(2))
+    manual = torch.nn.functional.cross_entropy(corrected, torch.arange(2))
+    assert float(b) == pytest.approx(float(manual), rel=1e-5)
+
+
+def test_full_softmax_distillation_adds_the_teacher_term():
+    model = TwoTower(3, 6, ModelConfig(embedding_dim=4, user_tower="id"))
+    queries, targets = model.user_vectors(torch.tensor([0, 1])), torch.tensor([2, 3])
+    teacher = torch.randn(2, 6)
+    plain = full_softmax_loss(model, queries, targets)
+    with_teacher = full_softmax_loss(model, queries, targets, teacher, distill_weight=1.0)
+    with torch.no_grad():
+        log_p = (queries @ model.item_vectors().T).log_softmax(1)
+        kl = torch.nn.functional.kl_div(log_p, teacher.softmax(1), reduction="batchmean")
+    assert float(with_teacher - plain) == pytest.approx(float(kl), rel=1e-4)
+
+
+def test_negative_sampler_follows_count_power():
+    gen = torch.Generator().manual_seed(0)
+    sampler = NegativeSampler(np.array([1.0, 16.0]), "popularity", gen)
+    items, log_q = sampler.draw(20_000)
+    share = float((items == 1).float().mean())
+    assert share == pytest.approx(8 / 9, abs=0.01)  # 16^0.75 = 8
+    assert torch.allclose(log_q[items == 1][:1], torch.log(torch.tensor([8 / 9])), atol=1e-6)
+    uniform, _ = NegativeSampler(np.array([1.0, 16.0]), "uniform", gen).draw(20_000)
+    assert float((uniform == 1).float().mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_windows_cover_every_target_once():
+    pairs = np.array([[0, i] for i in range(7)] + [[1, 3], [1, 4]])
+    ex = window_examples(pairs, n_items=9, length=3)
+    targets = {(int(u), int(t)) for u, row in zip(ex.users, ex.targets) for t in row if t != 9}
+    assert targets == {(0, i) for i in range(1, 7)} | {(1, 4)}
+    assert int(ex.n_targets.sum()) == 7
+    # each target is predicted from the items before it, right-aligned
+    assert ex.inputs[0].tolist() == [3, 4, 5] and ex.targets[0].tolist() == [4, 5, 6]
+    assert ex.inputs[1].tolist() == [0, 1, 2] and ex.targets[1].tolist() == [1, 2, 3]
+    assert ex.before[0].tolist() == [0, 1, 2]
+
+
+def test_softmax_mode_resolves_on_catalogue_size():
+    s = load_settings(["model.full_softmax_max_items=100"], env={})
+    assert uses_full_softmax(s, 100) and not uses_full_softmax(s, 101)
+    assert not uses_full_softmax(load_settings(["model.softmax=sampled"], env={}), 10)
 
 
 @pytest.mark.parametrize("extra", [
     [],
-    ["model.logq_correction=false"],
-    ["model.num_sampled_negatives=16"],
-    ["model.user_tower=history", "model.history_length=8"],
+    ["model.user_tower=mean"],
+    ["model.softmax=sampled", "model.num_sampled_negatives=8"],
+    ["model.softmax=sampled", "model.negative_distribution=popularity", "model.num_sampled_negatives=8"],
+    ["train.distill_weight=0.5", "train.distill_ease_l2=10"],
+    ["model.user_tower=id", "model.softmax=sampled", "train.batch_size=64"],
 ])
 def test_loss_decreases_and_learns_the_checkerboard(tiny, extra):
     result = train(tiny, settings(*extra))
     losses = [row["loss"] for row in result.epochs]
     assert losses[-1] < losses[0] * 0.9
-    # users of each parity should rank their held-out item far better than chance (~half the catalogue)
+    # users of each parity rank their held-out item far better than chance (~half the catalogue)
     metrics, ranks = evaluate_model(result.model, tiny, "test")
     assert np.median(ranks) < tiny.n_items / 4
     assert metrics["recall_at_10"] > 0.5
+
+
+def test_hard_negatives_train_and_bad_combinations_are_refused(tiny):
+    rng = np.random.default_rng(0)
+    hard = rng.integers(0, tiny.n_items, size=(tiny.n_users, 5))
+    result = train(tiny, settings("model.softmax=sampled", "model.num_sampled_negatives=8",
+                                  "train.hard_negative_ratio=0.5"), hard_lists=hard)
+    assert result.epochs[-1]["loss"] < result.epochs[0]["loss"]
+    with pytest.raises(ConfigError, match="needs model.softmax=sampled"):
+        train(tiny, settings("train.hard_negative_ratio=0.5"), hard_lists=hard)
+    with pytest.raises(ConfigError, match="history tower with the full softmax"):
+        train(tiny, settings("train.distill_weight=0.5", "model.user_tower=id"))
 
 
 def test_training_is_reproducible(tiny):
@@ -63,21 +173,14 @@ def test_training_is_reproducible(tiny):
     assert [r["loss"] for r in a.epochs] != [r["loss"] for r in c.epochs]
 
 
-def test_max_interactions_caps_each_epoch(tiny):
-    n_train = len(tiny.split("train"))
+def test_every_position_is_trained_and_max_interactions_caps_an_epoch(tiny):
+    train_df = tiny.split("train")
+    # every train positive but each user's first is predicted once per epoch
+    expected = len(train_df) - train_df["user_idx"].nunique()
     full = train(tiny, settings("train.max_epochs=1"))
+    assert full.epochs[0]["pairs"] == expected
     capped = train(tiny, settings("train.max_epochs=2", "train.max_interactions=64"))
-    assert full.epochs[0]["pairs"] == n_train
-    assert [row["pairs"] for row in capped.epochs] == [64, 64]
-
-
-def test_epoch_sample_is_fresh_and_not_the_first_rows():
-    gen = torch.Generator().manual_seed(0)
-    first, second = epoch_sample(1000, 100, gen), epoch_sample(1000, 100, gen)
-    assert len(first) == len(set(first.tolist())) == 100
-    assert set(first.tolist()) != set(second.tolist())
-    assert set(first.tolist()) != set(range(100))
-    assert sorted(epoch_sample(50, 100, gen).tolist()) == list(range(50))
+    assert all(0 < row["pairs"] <= 64 for row in capped.epochs)
 
 
 def test_early_stopping_keeps_the_best_epoch(tiny):
@@ -90,8 +193,9 @@ def test_early_stopping_keeps_the_best_epoch(tiny):
 def test_checkpoint_round_trip(tiny):
     result = train(tiny, settings("train.max_epochs=2"))
     again = from_checkpoint(checkpoint(result.model))
-    users = torch.arange(tiny.n_users)
-    assert torch.allclose(again.score_all(users), result.model.score_all(users))
+    history = torch.full((3, 8), tiny.n_items)
+    history[:, -1] = torch.tensor([0, 1, 2])
+    assert torch.allclose(again.score_all(history=history), result.model.score_all(history=history))
 
 
 def test_histories_are_left_padded_recent_items():
@@ -100,6 +204,8 @@ def test_histories_are_left_padded_recent_items():
     assert hist.tolist() == [[2, 3], [9, 4], [9, 9]]
 
 
-def test_bad_sizes_raise():
+def test_bad_sizes_and_settings_raise():
     with pytest.raises(ValueError, match="need >= 1 user"):
         TwoTower(0, 5, ModelConfig())
+    with pytest.raises(ConfigError, match="divisible by num_heads"):
+        load_settings(["model.embedding_dim=10", "model.num_heads=3"], env={})

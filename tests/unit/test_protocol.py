@@ -48,16 +48,38 @@ def test_users_with_two_or_fewer_positives_stay_in_train():
     assert sorted(split[split["user_id"] == 2]["split"]) == ["test", "train", "valid"]
 
 
-def test_heldout_items_missing_from_train_are_dropped():
+def test_heldout_items_missing_from_train_are_kept_as_misses():
     rows = [(1, 10, 5.0, 1), (1, 11, 5.0, 2), (1, 12, 5.0, 3), (2, 11, 5.0, 1), (2, 12, 5.0, 2),
             (2, 10, 5.0, 3)]
     split = split_by_time(ratings(rows))
     inter, users, items = index_splits(split)
     # item 12 is only ever valid/test... user 1: 10 train, 11 valid, 12 test; user 2: 11 train,
-    # 12 valid, 10 test. Train items = {10, 11}; so both rows with movie 12 are dropped.
+    # 12 valid, 10 test. Train items = {10, 11}; both rows with movie 12 stay, as misses (-1).
     assert list(items["movie_id"]) == [10, 11]
-    assert 12 not in set(inter["movie_id"])
+    unknown = inter[inter["movie_id"] == 12]
+    assert len(unknown) == 2 and (unknown["item_idx"] == -1).all()
+    assert set(unknown["split"]) == {"valid", "test"}
+    assert (inter.loc[inter["split"] == "train", "item_idx"] >= 0).all()
     assert list(users["user_idx"]) == [0, 1]
+
+
+def test_unknown_heldout_items_count_as_misses_and_are_reported():
+    from recsys.evaluation import ranks_of_targets
+
+    ranks = ranks_of_targets(np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]]), np.array([-1, 0]),
+                             [np.array([], dtype=int), np.array([], dtype=int)])
+    assert ranks.tolist() == [3, 0]  # rank N: a miss at every k
+    ratings = pd.DataFrame({"user_id": [1] * 5 + [2] * 5,
+                            "movie_id": [10, 11, 12, 13, 14, 10, 11, 12, 13, 15],
+                            "rating": 5.0, "timestamp": list(range(5)) * 2})
+    movies = pd.DataFrame({"movie_id": range(10, 16), "title": "t", "genres": "g"})
+    prepared = prepare(ratings, movies, DataConfig(min_user_interactions=1, min_item_interactions=1))
+    # train = {10, 11, 12}; 13 is both users' validation item, 14 and 15 their test items
+    assert prepared.meta["n_valid_unknown_items"] == 2
+    assert prepared.meta["n_test_unknown_items"] == 2
+    assert (prepared.interactions["item_idx"] == -1).sum() == 4
+    seen = seen_lists(prepared.interactions, prepared.n_users)
+    assert all((s >= 0).all() for s in seen)
 
 
 def test_ml_latest_small_figures_are_pinned():
@@ -68,8 +90,10 @@ def test_ml_latest_small_figures_are_pinned():
     assert counts == {"train": 40033, "valid": 603, "test": 603}
     assert prepared.catalogue["title"].notna().all()
     assert (prepared.catalogue["train_count"] >= 1).all()
-    # serving exclusions hold every rated catalogue item, whatever the rating
-    assert len(prepared.rated) > len(prepared.interactions)
+    assert prepared.meta["n_valid_unknown_items"] == prepared.meta["n_test_unknown_items"] == 0
+    # the activity the nightly scoring reads holds every rating of every user, unfiltered
+    assert len(prepared.activity) == 100_836 and prepared.activity["user_id"].nunique() == 610
+    assert prepared.activity["user_id"].is_monotonic_increasing
 
 
 def test_prepared_round_trip(tmp_path):

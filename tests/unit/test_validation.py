@@ -132,7 +132,7 @@ def test_prepared_sample_passes(prepared: Prepared) -> None:
 def test_item_idx_out_of_range_fails(prepared: Prepared) -> None:
     bad = prepared.interactions.copy()
     bad.loc[0, "item_idx"] = prepared.n_items  # one past the last catalogue index
-    broken = Prepared(bad, prepared.catalogue, prepared.users, prepared.rated, prepared.meta)
+    broken = Prepared(bad, prepared.catalogue, prepared.users, prepared.activity, prepared.meta)
     with pytest.raises(ValidationFailed) as info:
         validation.validate_interactions(broken, rating_threshold=4.0)
     assert failed(info.value) == {("expect_column_values_to_be_between", "item_idx")}
@@ -148,7 +148,7 @@ def test_second_test_row_for_a_user_fails(prepared: Prepared) -> None:
     bad = prepared.interactions.copy()
     first_train = bad.index[bad["split"] == "train"][0]
     bad.loc[first_train, "split"] = "test"
-    broken = Prepared(bad, prepared.catalogue, prepared.users, prepared.rated, prepared.meta)
+    broken = Prepared(bad, prepared.catalogue, prepared.users, prepared.activity, prepared.meta)
     with pytest.raises(ValidationFailed) as info:
         validation.validate_interactions(broken, rating_threshold=4.0)
     assert failed(info.value) == {("expect_compound_columns_to_be_unique", "user_idx, split")}
@@ -167,6 +167,7 @@ def make_recs(items: list[list[int]] | None = None, scores: list[list[float]] | 
         "item_ids": [np.array(i, dtype=np.int64) for i in items],
         "scores": [np.array(s, dtype=np.float32) for s in scores],
         "model_version": ["3", "3"],
+        "data_version": ["d1", "d1"],
         "event_timestamp": pd.Timestamp("2024-05-01", tz="UTC"),
     })
 
