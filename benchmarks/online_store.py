@@ -40,7 +40,7 @@ def synthetic(n_users: int, n_items: int, k: int) -> tuple[pd.DataFrame, pd.Data
     items = [rng.choice(n_items, size=k, replace=False) + 1 for _ in range(n_users)]
     scores = [np.sort(rng.random(k).astype(np.float32))[::-1] for _ in range(n_users)]
     recs = pd.DataFrame({"user_id": np.arange(1, n_users + 1), "item_ids": items, "scores": scores,
-                         "model_version": "1", "event_timestamp": pd.Timestamp.now(tz="UTC")})
+                         "model_version": "1", "data_version": "synthetic", "event_timestamp": pd.Timestamp.now(tz="UTC")})
     catalogue = pd.DataFrame({"movie_id": np.arange(1, n_items + 1),
                               "title": [f"Movie {i}" for i in range(1, n_items + 1)]})
     return recs, catalogue

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from recsys.config import ModelConfig
-from recsys.export import TopKRetrieval, export_onnx, pad_lists
+from recsys.bundle import OnnxRetriever, pad_lists
+from recsys.export import TopKRetrieval, export_onnx
 from recsys.model import TwoTower
-from recsys.scoring import OnnxRetriever
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -43,12 +43,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seen", type=int, default=100, help="seen items per user (masked)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tower", choices=["sasrec", "mean", "id"], default="sasrec",
+                        help="user tower; history towers read a full 50-item history per user")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = TwoTower(args.users, args.items, ModelConfig()).eval()
+    model = TwoTower(args.users, args.items, ModelConfig(user_tower=args.tower)).eval()
     rng = np.random.default_rng(0)
     seen = [rng.choice(args.items, size=args.seen, replace=False) for _ in range(args.users)]
+    if model.reads_history:
+        inputs = np.stack([s[-model.cfg.history_length:] for s in seen])  # [U, H]
+    else:
+        inputs = np.arange(args.users)
     with tempfile.TemporaryDirectory() as tmp:
         retriever = OnnxRetriever(export_onnx(model, Path(tmp) / "m.onnx", args.k), args.items)
         wrapper = TopKRetrieval(model, args.k).eval()
@@ -57,12 +63,13 @@ def main() -> None:
 
         def onnx_all() -> None:
             for b in batches:
-                retriever.recommend(b, [seen[u] for u in b])
+                retriever.recommend(inputs[b], [seen[u] for u in b])
 
         @torch.no_grad()
         def torch_all() -> None:
             for b in batches:
-                wrapper(torch.from_numpy(b), torch.from_numpy(pad_lists([seen[u] for u in b], args.items)))
+                wrapper(torch.from_numpy(inputs[b]),
+                        torch.from_numpy(pad_lists([seen[u] for u in b], args.items)))
 
         onnx_s, torch_s = timed(onnx_all, args.repeats), timed(torch_all, args.repeats)
     rows = {
@@ -71,7 +78,7 @@ def main() -> None:
         "onnx_users_per_s": args.users / statistics.median(onnx_s),
         "ratio_onnx_over_pytorch": statistics.median(o / t for o, t in zip(onnx_s, torch_s)),
     }
-    print(f"{args.users} users x {args.items} items, k={args.k}, batch {args.batch_size}, "
+    print(f"{args.tower} tower, {args.users} users x {args.items} items, k={args.k}, batch {args.batch_size}, "
           f"{args.repeats} repeats, torch threads {torch.get_num_threads()}")
     for name, value in rows.items():
         print(f"{name:28s} {value:12.3f}")

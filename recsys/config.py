@@ -73,7 +73,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     max_epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=2)  # per step: sequences (history towers) or pairs (id tower)
-    learning_rate: float = Field(1e-3, gt=0.0)
+    learning_rate: float = Field(2e-3, gt=0.0)  # chosen on validation (benchmarks/results/sweep-*)
     weight_decay: float = Field(0.0, ge=0.0)
     max_interactions: int = Field(1_000_000, ge=1)  # predicted positives per epoch, sampled afresh
     patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping

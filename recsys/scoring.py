@@ -84,7 +84,10 @@ def user_inputs(activity: pd.DataFrame, bundle: ModelBundle,
     for a, b in zip(bounds[:-1], bounds[1:]):
         it, pos = items[a:b], positive[a:b]
         seen.append(np.unique(it[it >= 0]))
-        history.append(it[pos & (it >= 0)][-h:])
+        # The last H positives, then movies unknown to the model skipped: the same history the
+        # HTTP endpoint rebuilds from the stored recent movie ids.
+        last = it[pos][-h:]
+        history.append(last[last >= 0])
         recent.append(movies[a:b][pos][-h:])
     return _inputs(bundle, ids, seen, history, recent)
 
@@ -94,12 +97,12 @@ def inputs_from_histories(bundle: ModelBundle, user_ids: list[int],
     """Inputs from stored recent histories (movie ids, newest last); seen = those movies."""
     history, seen, recent = [], [], []
     for movies in histories:
-        movies = np.asarray(movies, dtype=np.int64)
+        movies = np.asarray(movies, dtype=np.int64)[-bundle.history_length:]
         items = bundle.item_index(movies)
         known = items[items >= 0]
-        history.append(known[-bundle.history_length:])
+        history.append(known)
         seen.append(np.unique(known))
-        recent.append(movies[-bundle.history_length:])
+        recent.append(movies)
     return _inputs(bundle, np.asarray(user_ids, dtype=np.int64), seen, history, recent)
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import pipelines, registry
+from recsys import pipelines, registry, store
+from recsys.bundle import ModelBundle
 from recsys.config import PROJECT_ROOT, load_settings
 from recsys.errors import StoreError, ValidationFailed
-from recsys.lookup import lookup_many
+from recsys.lookup import history, lookup_many
 
 pytestmark = pytest.mark.dags
 
@@ -31,11 +32,16 @@ def chain(run_dag, recsys_env):
     return {dag_id: dag_run for dag_id, (dag_run, _) in runs.items()}
 
 
+def first_lists(settings) -> Path:
+    """The recommendations the chain's nightly run wrote (model v1, the first data version)."""
+    return min((settings.paths.home / "scores" / "v1").glob("*/recommendations.parquet"),
+               key=lambda p: p.stat().st_mtime)
+
+
 def served(settings, user_ids=None) -> dict:
-    """What `recsys lookup` returns for each user (default: all 603): (movie_id, score), best first."""
+    """What `recsys lookup` returns for each user (default: all 610): (movie_id, score), best first."""
     if user_ids is None:
-        user_ids = pd.read_parquet(settings.paths.home / "scores" / "v1" / "recommendations.parquet",
-                                   columns=["user_id"])["user_id"].tolist()
+        user_ids = pd.read_parquet(first_lists(settings), columns=["user_id"])["user_id"].tolist()
     return {u: [(m, s) for m, s, _ in triples]
             for u, triples in lookup_many(user_ids, 100, settings).items()}
 
@@ -61,12 +67,14 @@ def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db
     dag_run = chain["recsys_retrain"]
     assert dag_run.state == "success", states(airflow_db, dag_run)
     trained = airflow_db.xcom(dag_run, "train")
-    assert trained["version"] == "1" and trained["best_epoch"] <= 2
+    assert trained["version"] == "1" and trained["best_epoch"] <= 6
     assert "mostpop_valid_ndcg_at_10" in trained["mostpop"]
     comparison = airflow_db.xcom(dag_run, "compare")
-    assert comparison["champion"] is None and comparison["mostpop"] == pytest.approx(
+    assert comparison["champion"] is None and comparison["mostpop_metrics"]["ndcg_at_10"] == pytest.approx(
         trained["mostpop"]["mostpop_valid_ndcg_at_10"])
-    assert airflow_db.xcom(dag_run, "promotion_gate")["reason"] == "first version"
+    # the gate scored the version through its ONNX graph: the same figure as training's evaluation
+    assert comparison["metrics"]["ndcg_at_10"] == pytest.approx(trained["valid"]["ndcg_at_10"], abs=1e-6)
+    assert airflow_db.xcom(dag_run, "promotion_gate")["reason"].startswith("first version")
     assert str(registry.resolve(recsys_env, "champion").version) == "1"
     (event,) = airflow_db.asset_events("recsys_champion_model")
     assert event["model_version"] == "1" and event["previous"] is None
@@ -77,12 +85,15 @@ def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db
 def test_nightly_scores_in_shards_and_serves_every_user(chain, airflow_db, recsys_env):
     dag_run = chain["recsys_score_nightly"]
     assert dag_run.state == "success", states(airflow_db, dag_run)
-    assert states(airflow_db, dag_run)["score_shard"] == ["success"] * 3  # 603 users / 250
+    assert states(airflow_db, dag_run)["score_shard"] == ["success"] * 3  # 610 users / 250
     report = airflow_db.xcom(dag_run, "report")
-    assert report["model_version"] == "1" and report["users"] == 603 and report["shards"] == 3
-    assert report["written"]["users"] == 603 and report["feast_read_back"]["mismatches"] == 0
+    prepared = airflow_db.xcom(chain["recsys_ingest"], "validate_prepared")
+    assert report["model_version"] == "1" and report["users"] == 610 and report["shards"] == 3
+    assert report["data_version"] == prepared["data_version"]
+    assert report["written"]["users"] == 610 and report["feast_read_back"]["mismatches"] == 0
     recs = pd.read_parquet(report["recommendations"])
-    assert recs["user_id"].is_unique and len(recs) == 603
+    assert recs["user_id"].is_unique and len(recs) == 610
+    assert (recs["data_version"] == prepared["data_version"]).all()
     lists = served(recsys_env, [1, 42, 610])
     by_user = recs.set_index("user_id")
     for user_id, pairs in lists.items():
@@ -152,8 +163,8 @@ def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow
     (publish,) = airflow_db.task_instances(dag_run)["publish"]
     assert publish.try_number == 2 and len(calls) == 2 and calls[0] == calls[1]
     after = served(recsys_env)
-    assert len(after) == 603 and after == before
-    assert airflow_db.xcom(dag_run, "report")["written"]["users"] == 603
+    assert len(after) == 610 and after == before
+    assert airflow_db.xcom(dag_run, "report")["written"]["users"] == 610
 
 
 def test_the_listener_records_every_run_outcome(chain, recsys_env):
@@ -165,3 +176,48 @@ def test_the_listener_records_every_run_outcome(chain, recsys_env):
     assert outcomes[:3] == [("recsys_ingest", "success"), ("recsys_retrain", "success"),
                             ("recsys_score_nightly", "success")]
     assert all(line["run_id"] and line["seconds"] is not None for line in lines)
+
+
+def test_new_ratings_reach_tonights_lists_without_a_retrain(
+        chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch):
+    """Ingest a copy of the sample with new positives, then run only recsys_score_nightly."""
+    old = pd.read_parquet(first_lists(recsys_env)).set_index("user_id")
+    newly_rated = [int(m) for m in old.loc[1, "item_ids"][:3]]  # user 1 rates its top three
+    new_user, new_movies = 100_000, [1, 260, 1196, 1210, 2571]  # Toy Story, Star Wars IV-VI, Matrix
+    folder = tmp_path / "ml-latest-small"
+    shutil.copytree(PROJECT_ROOT / "data" / "ml-latest-small", folder)
+    ratings = pd.read_csv(folder / "ratings.csv")
+    later = int(ratings["timestamp"].max()) + 1
+    extra = [(1, m, 5.0, later + i) for i, m in enumerate(newly_rated)]
+    extra += [(new_user, m, 4.5, later + i) for i, m in enumerate(new_movies)]
+    pd.concat([ratings, pd.DataFrame(extra, columns=ratings.columns)]).to_csv(
+        folder / "ratings.csv", index=False)
+    monkeypatch.setenv("RECSYS__DATA__SOURCE", str(folder))
+
+    ingest_run, _ = run_dag("recsys_ingest")
+    nightly_run, _ = run_dag("recsys_score_nightly")
+
+    assert ingest_run.state == "success", states(airflow_db, ingest_run)
+    assert nightly_run.state == "success", states(airflow_db, nightly_run)
+    assert len(registry.list_versions(recsys_env)) == 1  # no retrain happened
+    new_version = airflow_db.xcom(ingest_run, "validate_prepared")["data_version"]
+    report = airflow_db.xcom(nightly_run, "report")
+    assert report["model_version"] == "1" and report["data_version"] == new_version
+    assert new_version != old["data_version"].iat[0] and report["users"] == 611
+    recs = pd.read_parquet(report["recommendations"]).set_index("user_id")
+    served_now = {u: [m for m, _ in pairs] for u, pairs in served(recsys_env, [1, new_user]).items()}
+    # the existing user's list changed and holds none of the movies rated since training
+    assert served_now[1] != old.loc[1, "item_ids"][:100].tolist()
+    assert not set(served_now[1]) & set(newly_rated)
+    # the new user (unknown at training time) gets a personalised list, not the popular one
+    assert recs.loc[new_user, "source"] == "model"
+    bundle = ModelBundle.load(registry.download_bundle(recsys_env, "1")[1])
+    items, _ = bundle.popular_for(bundle.item_index(new_movies), bundle.k)
+    assert served_now[new_user] != bundle.movie_ids[items].tolist()
+    assert not set(served_now[new_user]) & set(new_movies)
+    # the recent history is in the feature store, newest last, with the data version on both views
+    assert history(new_user, recsys_env) == new_movies
+    assert history(1, recsys_env)[-3:] == newly_rated
+    rows = store.read_lists([1, new_user], recsys_env)
+    assert rows["data_version"].tolist() == [new_version] * 2
+    assert rows["model_version"].tolist() == ["1", "1"]

@@ -12,7 +12,7 @@ DAG_IDS = {"recsys_ingest", "recsys_retrain", "recsys_score_nightly"}
 ORDER = {
     "recsys_ingest": [("ingest", "validate_raw"), ("validate_raw", "prepare"),
                       ("prepare", "validate_prepared")],
-    "recsys_retrain": [("locate_prepared", "train"), ("train", "compare"),
+    "recsys_retrain": [("locate_prepared", "train"), ("train", "compare"), ("locate_prepared", "compare"),
                        ("compare", "promotion_gate"), ("promotion_gate", "announce_champion")],
     "recsys_score_nightly": [("resolve_champion", "plan_shards"), ("plan_shards", "score_shard"),
                              ("score_shard", "merge_shards"), ("merge_shards", "validate_recommendations"),

@@ -24,7 +24,9 @@ from recsys.lookup import lookup
 
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
-FAST = ["train.max_epochs=3", "train.progress_bar=false", "score.verify_sample=50"]
+# Six epochs at a higher learning rate: the sasrec default then beats MostPop, as the gate requires.
+FAST = ["train.max_epochs=6", "train.learning_rate=0.003", "train.progress_bar=false",
+        "score.verify_sample=50"]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +55,15 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     _, settings, steps = chain
     assert steps["prepare"]["n_users"] == 603 and steps["prepare"]["n_train"] == 40033
     assert steps["train"]["version"] == "1"
-    assert steps["promote"]["promoted"] and steps["promote"]["reason"] == "first version"
+    assert steps["promote"]["promoted"] and steps["promote"]["reason"].startswith("first version")
     assert champion(settings) == "1"
     assert str(registry.resolve(settings, "challenger").version) == "1"
-    assert steps["publish"]["written"]["users"] == 603
+    # every user with a rating gets a list (610), not only the 603 the model was trained on
+    assert steps["publish"]["written"]["users"] == 610
     recs = pd.read_parquet(steps["score"]["recommendations"])
-    assert len(recs) == 603 and recs["item_ids"].map(len).eq(100).all()
+    assert len(recs) == 610 and recs["item_ids"].map(len).eq(100).all()
+    assert (recs["data_version"] == steps["prepare"]["data_version"]).all()
+    assert set(recs["source"]) <= {"model", "popular"} and (recs["source"] == "model").sum() >= 603
     # MLflow run: params, per-epoch metrics, artefacts and the data version
     import mlflow
 
@@ -68,10 +73,21 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     assert run.data.tags["raw_data_version"] == steps["ingest"]["data_version"] != ""
     assert "mostpop_valid_ndcg_at_10" in run.data.metrics and "test_recall_at_100" in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg_at_10")
-    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "training")}
-    assert {"training/model.onnx", "training/checkpoint.pt", "training/item_embeddings.npy",
-            "training/users.parquet", "training/catalogue.parquet"} <= names
+    assert {"training/checkpoint.pt", "training/item_embeddings.npy", "training/config.yaml"} <= names
+    # the training data is a dataset input, its DVC version the digest
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "ml-latest-small-train"
+    assert dataset_input.dataset.digest == steps["prepare"]["data_version"][:36]
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
+    # the gate's evaluations and decision are on the run
+    for name in ("gate_challenger_valid_ndcg_at_10", "gate_mostpop_valid_ndcg_at_10"):
+        assert name in run.data.metrics
+    assert run.data.metrics["gate_challenger_valid_ndcg_at_10"] == pytest.approx(
+        steps["train"]["valid"]["ndcg_at_10"], abs=1e-6)
+    assert run.data.tags["gate_decision"] == "promoted"
+    assert run.data.tags["gate_data_version"] == steps["prepare"]["data_version"]
     assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")} == {
         "plots/loss.png", "plots/valid_metrics.png"}
 
@@ -145,6 +161,15 @@ def test_a_worse_model_does_not_move_the_champion(chain):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["version"] == "2" and not result["promotion"]["promoted"]
+    # compared like with like: the champion was re-scored on the same split by its own graph
+    assert result["comparison"]["champion"] == "1"
+    assert result["comparison"]["champion_metrics"]["ndcg_at_10"] == pytest.approx(
+        chain[2]["train"]["valid"]["ndcg_at_10"], abs=1e-6)
+    import mlflow
+
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.tags["gate_decision"] == "kept_champion"
+    assert "gate_champion_valid_ndcg_at_10" in run.data.metrics
     assert champion(settings) == "1"
     assert str(registry.resolve(settings, "challenger").version) == "2"
     promoted = cli(env, "promote", "2")
@@ -189,7 +214,7 @@ def _wait_for_server(port: int, proc: subprocess.Popen, timeout_s: float = 180) 
 def test_http_endpoint_answers_the_seed_request(chain, port_factory):
     import signal
 
-    from recsys.lookup import entity_key
+    from recsys.lookup import USER_FIELDS, entity_key, history
 
     env, settings, _ = chain
     port = port_factory()
@@ -206,18 +231,63 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         assert row["user_id"] == 1 and row["source"] == "online_store"
         assert [tuple(t) for t in row["recommendations"]] == [
             (m, pytest.approx(s, abs=1e-6), t) for m, s, t in lookup(1, 10, settings)]
-        # a user the model knows but whose stored list is gone: computed on the spot, same list
-        stored = lookup(3, 5, settings)
-        redis_server.client(settings.store.connection_string).delete(entity_key("user_id", 3))
-        status, body = _post(port, [[3, 5], [999999, 4]])
+        # a user whose stored list is gone but whose history is stored: scored on the spot
+        key = entity_key("user_id", 3)
+        stored = {m: s for m, s, _ in lookup(3, 100, settings)}
+        kept = history(3, settings)
+        conn = redis_server.client(settings.store.connection_string)
+        conn.hdel(key, *USER_FIELDS)
+        status, body = _post(port, [[3, 100], [999999, 4]])
         assert status == 200, body
         computed, unknown = body["predictions"]
-        assert computed["source"] == "computed"
-        assert [t[0] for t in computed["recommendations"]] == [t[0] for t in stored]
+        assert computed["source"] == "computed" and len(computed["recommendations"]) == 100
+        assert not {t[0] for t in computed["recommendations"]} & set(kept)
+        # same history -> same user vector: every movie in both lists has the same score
+        common = [(t[1], stored[t[0]]) for t in computed["recommendations"] if t[0] in stored]
+        assert len(common) >= 50
+        assert all(abs(a - b) < 1e-4 for a, b in common)
         assert unknown["source"] == "popular" and len(unknown["recommendations"]) == 4
+        # nothing stored at all: the popular list
+        conn.delete(key)
+        status, body = _post(port, [[3, 5]])
+        assert body["predictions"][0]["source"] == "popular"
         status, _ = _post(port, [[1, 0]])
         assert status >= 400
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_hard_negatives_come_from_the_champions_lists(chain):
+    import mlflow
+
+    from recsys.bundle import ModelBundle
+    from recsys.data import load_prepared
+    from recsys.experiment import champion_hard_lists
+    from recsys.scoring import score_users, user_inputs
+
+    env, settings, steps = chain
+    hard_settings = load_settings([*FAST, "model.softmax=sampled", "train.hard_negative_ratio=0.5"],
+                                  env={"RECSYS_HOME": str(settings.paths.home),
+                                       "RECSYS__STORE__PORT": str(settings.store.port),
+                                       "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo)})
+    prepared = load_prepared(Path(steps["prepare"]["prepared_dir"]))
+    lists = champion_hard_lists(hard_settings, prepared)
+    # positions 20..100 of the champion's list for each user, as the challenger's item indices
+    assert lists.shape == (prepared.n_users, 80)
+    # the champion scores user 1 from the train history with its own graph; its list from rank
+    # 20 on, in the challenger's item index, never holds a train positive of the user
+    bundle = ModelBundle.load(registry.download_bundle(settings, "champion")[1])
+    train = prepared.split("train")
+    ranked = score_users(bundle, user_inputs(train[train["user_id"] == 1], bundle), "1", "t")
+    user_idx = int(prepared.users.set_index("user_id").loc[1, "user_idx"])
+    expected = prepared.catalogue.set_index("movie_id").loc[ranked["item_ids"][0][20:], "item_idx"]
+    assert lists[user_idx].tolist() == expected.tolist()
+    assert not set(lists[user_idx]) & set(train.loc[train["user_id"] == 1, "item_idx"])
+    out = cli(env, "train", "model.softmax=sampled", "train.hard_negative_ratio=0.5",
+              "train.max_epochs=1", "train.progress_bar=false")
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = mlflow.get_run(json.loads(out.stdout)["run_id"])
+    assert run.data.tags["hard_negatives_from"] == "champion"
+    assert run.data.params["train.hard_negative_ratio"] == "0.5"

@@ -1,0 +1,129 @@
+"""Fresh scoring from today's activity through a model bundle, and the promotion gate's logic."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys.bundle import BUNDLE_FILE, ModelBundle
+from recsys.config import load_settings
+from recsys.errors import DataError
+from recsys.experiment import write_bundle
+from recsys.gate import decide, evaluate_bundle, list_ranks
+from recsys.model import TwoTower
+from recsys.scoring import inputs_from_histories, score_users, user_inputs
+from recsys.training import evaluate_model
+
+pytestmark = pytest.mark.unit
+
+
+def make_bundle(tiny, tmp_path, tower="sasrec", k=10):
+    torch.manual_seed(0)
+    settings = load_settings([f"model.user_tower={tower}", "model.embedding_dim=8",
+                              "model.history_length=4", f"score.k={k}"], env={})
+    model = TwoTower(tiny.n_users, tiny.n_items, settings.model).eval()
+    return model, ModelBundle.load(write_bundle(model, tiny, settings, tmp_path / tower))
+
+
+def activity(rows):
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+
+
+def test_inputs_come_from_todays_activity(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path)
+    pad = bundle.n_items
+    today = activity([
+        (7, 2, 5.0, 30), (7, 4, 4.0, 10), (7, 999, 5.0, 20), (7, 6, 1.0, 40),  # 999 unknown
+        (500, 3, 4.5, 1),  # a user the model never saw
+        (501, 5, 2.0, 1),  # ratings but no positive
+    ])
+    inputs = user_inputs(today, bundle)
+    assert inputs.user_ids.tolist() == [7, 500, 501]
+    idx = bundle.item_index(np.array([4, 2, 6, 3, 5]))
+    # history: positives in time order, unknown movie skipped, left-padded to H=4
+    assert inputs.user[0].tolist() == [pad, pad, idx[0], idx[1]]
+    assert inputs.user[1].tolist() == [pad, pad, pad, idx[3]]
+    # seen: everything rated, whatever the rating (known movies only)
+    assert sorted(inputs.seen[0].tolist()) == sorted(idx[:3].tolist())
+    # the stored recent history keeps the unknown movie: it is today's behaviour
+    assert inputs.recent[0].tolist() == [4, 999, 2]
+    assert inputs.personal.tolist() == [True, True, False]
+
+
+def test_scoring_personalises_new_users_and_excludes_everything_rated(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path)
+    today = activity([(7, 2, 5.0, 1), (7, 4, 1.0, 2), (500, 3, 4.5, 1), (501, 5, 2.0, 1)])
+    recs = score_users(bundle, user_inputs(today, bundle), "4", "abc.dir", batch_size=2)
+    assert recs["source"].tolist() == ["model", "model", "popular"]
+    assert (recs["model_version"] == "4").all() and (recs["data_version"] == "abc.dir").all()
+    rated = today.groupby("user_id")["movie_id"].apply(set)
+    for user, items in zip(recs["user_id"], recs["item_ids"]):
+        assert len(items) == 10 and not set(items.tolist()) & rated[user]
+    popular = bundle.movie_ids[bundle.popular].tolist()
+    assert recs["item_ids"][2].tolist() == [m for m in popular if m != 5][:10]
+    # a batch row equals the single-user call
+    one = score_users(bundle, user_inputs(today, bundle, np.array([500])), "4", "abc.dir")
+    assert one["item_ids"][0].tolist() == recs["item_ids"][1].tolist()
+
+
+def test_a_new_positive_changes_the_list_without_a_retrain(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path)
+    before = activity([(7, 2, 5.0, 1), (7, 4, 5.0, 2)])
+    first = score_users(bundle, user_inputs(before, bundle), "1", "d1")["item_ids"][0]
+    newly = int(first[0])  # the user now rates the top recommendation
+    after = pd.concat([before, activity([(7, newly, 5.0, 3)])])
+    second = score_users(bundle, user_inputs(after, bundle), "1", "d2")["item_ids"][0]
+    assert newly not in second.tolist()
+    assert second.tolist() != first.tolist()
+
+
+def test_id_tower_scores_known_users_and_gives_others_the_popular_list(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path, tower="id")
+    known = int(tiny.users["user_id"].iloc[0])
+    recs = score_users(bundle, user_inputs(activity([(known, 2, 5.0, 1), (999, 2, 5.0, 1)]),
+                                           bundle), "1", "d")
+    assert recs.set_index("user_id")["source"].to_dict() == {known: "model", 999: "popular"}
+
+
+def test_inputs_from_stored_histories_match_activity(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path)
+    stored = inputs_from_histories(bundle, [7], [[4, 999, 2]])
+    fresh = user_inputs(activity([(7, 4, 5.0, 1), (7, 999, 5.0, 2), (7, 2, 5.0, 3)]), bundle)
+    assert stored.user.tolist() == fresh.user.tolist()
+    assert stored.personal.tolist() == [True]
+    assert inputs_from_histories(bundle, [8], [[]]).personal.tolist() == [False]
+
+
+def test_gate_evaluation_through_the_graph_matches_pytorch(tiny, tmp_path):
+    model, bundle = make_bundle(tiny, tmp_path, k=tiny.n_items)
+    graph = evaluate_bundle(bundle, tiny, "valid")
+    torch_metrics, _ = evaluate_model(model, tiny, "valid")
+    for name, value in graph.items():
+        assert value == pytest.approx(torch_metrics[name], abs=1e-9), name
+
+
+def test_list_ranks_and_decisions():
+    recs = pd.DataFrame({"user_id": [1, 2], "item_ids": [np.array([5, 6, 7]), np.array([8])]})
+    heldout = pd.DataFrame({"user_id": [1, 2, 3], "movie_id": [7, 9, 5]})
+    assert list_ranks(recs, heldout, miss=1000).tolist() == [2, 1000, 1000]
+    assert decide(0.05, None, 0.02).promote
+    assert not decide(0.01, None, 0.02).promote  # must beat MostPop even as the first version
+    assert "MostPop" in decide(0.01, 0.005, 0.02).reason
+    assert not decide(0.04, 0.05, 0.02, champion_version="3").promote
+    assert "champion v3" in decide(0.06, 0.05, 0.02, champion_version="3").reason
+    assert decide(0.0, 0.05, 0.02, force=True).promote
+
+
+def test_bundle_refuses_missing_files_and_unknown_formats(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path)
+    meta = json.loads((bundle.folder / BUNDLE_FILE).read_text())
+    (bundle.folder / BUNDLE_FILE).write_text(json.dumps({**meta, "format": 1}))
+    with pytest.raises(DataError, match="format 1"):
+        ModelBundle.load(bundle.folder)
+    (bundle.folder / "model.onnx").unlink()
+    with pytest.raises(DataError, match="model.onnx"):
+        ModelBundle.load(bundle.folder)
+    with pytest.raises(DataError, match="lacks column"):
+        user_inputs(pd.DataFrame({"user_id": [1]}), bundle)
