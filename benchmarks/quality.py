@@ -30,7 +30,7 @@ from recsys.config import load_settings
 from recsys.data import Prepared, load_movies, load_ratings, prepare, seen_lists
 from recsys.evaluation import (EASE, bootstrap_interval, evaluate_ranks, metrics_from_ranks,
                                ndcg_at_k, recall_at_k)
-from recsys.experiment import mostpop_metrics
+from recsys.gate import mostpop_metrics
 
 SAMPLED = "model.softmax=sampled"
 ID_SEED = "model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
@@ -43,7 +43,9 @@ DEFAULT_VARIANTS = {
         f"{SAMPLED} train.hard_negative_ratio=0.25 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ",
     "sasrec, sampled: 50% hard (champion 20..100) + 50% uniform":
         f"{SAMPLED} train.hard_negative_ratio=0.5 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ",
-    "sasrec, full softmax + EASE distillation (w=0.5)": "train.distill_weight=0.5",
+    "sasrec, full softmax + EASE distillation (w=0.5, T=0.05)": "train.distill_weight=0.5",
+    "sasrec, full softmax + EASE distillation (w=0.5, T=0.02)":
+        "train.distill_weight=0.5 train.distill_temperature=0.02",
     "mean-pool tower, full softmax": "model.user_tower=mean",
     "id tower (seed: in-batch only)": f"{ID_SEED} {SAMPLED} model.logq_correction=false "
                                       "model.num_sampled_negatives=0",
@@ -146,7 +148,8 @@ def baselines(prepared: Prepared) -> dict[str, dict]:
     """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits)."""
     from recsys.baselines import tune_ials
 
-    rows = {"MostPop": {k.replace("mostpop_", ""): v for k, v in mostpop_metrics(prepared).items()}}
+    rows = {"MostPop": {f"{split}_{k}": v for split, metrics in mostpop_metrics(prepared).items()
+                        for k, v in metrics.items()}}
     if prepared.n_items <= 30_000:
         rows["EASE (l2 chosen on validation)"] = run_ease(
             prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])

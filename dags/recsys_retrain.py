@@ -53,7 +53,7 @@ def _settings(dataset: str | None = None):  # noqa: ANN202
         "dataset": Param(None, type=["null", "string"], enum=[None, "ml-latest-small", "ml-20m"],
                          description="prepared dataset to train on; empty = the triggering "
                                      "asset event's, else the data.dataset setting"),
-        "k": Param(None, type=["null", "integer"], minimum=1, maximum=1000,
+        "k": Param(None, type=["null", "integer"], minimum=10, maximum=1000,
                    description="top-K list length of the exported graph; empty = score.k"),
         "max_epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500,
                             description="training epochs; empty = train.max_epochs"),

@@ -55,7 +55,8 @@ def recsys_score_nightly() -> None:
     def plan_shards(champion: dict) -> list[dict]:
         """One entry per scoring task: this shard's index and the shard count."""
         n = champion["n_shards"]
-        pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version")}
+        pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version",
+                                           "prepared_id")}
         return [{"shard": i, "n_shards": n, **pinned} for i in range(n)]
 
     @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
@@ -65,7 +66,7 @@ def recsys_score_nightly() -> None:
 
         with fail_fast_on_bad_input():
             return pipelines.score(load(), spec["model_version"], spec["shard"], spec["n_shards"],
-                                   spec["prepared_dir"], spec["data_version"])
+                                   spec["prepared_dir"], spec["data_version"], spec["prepared_id"])
 
     @task
     def merge_shards(scored: list[dict]) -> dict:

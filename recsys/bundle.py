@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.config import HISTORY_TOWERS
 from recsys.errors import DataError
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
-HISTORY_TOWERS = ("sasrec", "mean")
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:

@@ -19,6 +19,7 @@ from recsys.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "RECSYS__"
+HISTORY_TOWERS = ("sasrec", "mean")  # user towers that read a history (no user index needed)
 
 
 def _default_home() -> Path:
@@ -89,12 +90,13 @@ class TrainConfig(_Section):
     hard_negative_pool: int = Field(100, ge=1)
     # Distillation (full softmax): KL from EASE's scores (the teacher) added to the label loss.
     distill_weight: float = Field(0.0, ge=0.0)
-    distill_temperature: float = Field(1.0, gt=0.0)  # teacher softmax temperature
+    distill_temperature: float = Field(0.05, gt=0.0)  # teacher softmax temperature (EASE scale)
     distill_ease_l2: float = Field(30.0, gt=0.0)  # the teacher's ridge penalty
 
 
 class ScoreConfig(_Section):
-    k: int = Field(100, ge=1, le=1000)  # list length written to the online store
+    k: int = Field(100, ge=10, le=1000)  # list length written to the online store (>= 10: the
+    # promotion gate reads NDCG@10 off the graph's lists)
     batch_size: int = Field(1024, ge=1)  # users per ONNX Runtime call
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
 

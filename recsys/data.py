@@ -170,6 +170,19 @@ def load_prepared(folder: Path) -> Prepared:
     return Prepared(**frames, meta=json.loads((folder / "meta.json").read_text()))
 
 
+def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:
+    """The last ``length`` items of each sequence, right-aligned: -> [len(sequences), length].
+
+    The history layout of every user tower (training, evaluation, export and serving).
+    """
+    out = np.full((len(sequences), length), pad, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        recent = seq[-length:]
+        if len(recent):
+            out[row, length - len(recent):] = recent
+    return out
+
+
 def seen_lists(pairs: pd.DataFrame, n_users: int) -> list[np.ndarray]:
     """Group (user_idx, item_idx) pairs into one sorted item array per user index 0..n_users-1.
 

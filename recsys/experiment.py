@@ -16,11 +16,12 @@ import mlflow.data
 import pandas as pd
 
 from recsys import bundle as bundle_mod
-from recsys import registry
+from recsys import gate, registry
 from recsys.bundle import pad_lists
 from recsys.config import PROJECT_ROOT, Settings
-from recsys.data import Prepared, seen_lists
-from recsys.evaluation import MostPop, bootstrap_interval, evaluate_ranks, metrics_from_ranks, ndcg_at_k
+from recsys.data import Prepared
+from recsys.errors import DataError, ModelNotFoundError
+from recsys.evaluation import bootstrap_interval, ndcg_at_k
 from recsys.export import export_onnx
 from recsys.model import TwoTower, checkpoint
 from recsys.reporting import plot_curves
@@ -31,14 +32,9 @@ PYFUNC_ENTRY = PROJECT_ROOT / "recsys" / "pyfunc_model.py"  # "models from code"
 
 
 def mostpop_metrics(prepared: Prepared) -> dict[str, float]:
-    """MostPop on validation (seen = train) and test (seen = train + valid), same code as the model."""
-    baseline = MostPop(prepared.catalogue["train_count"].to_numpy())
-    out = {}
-    for split, before in (("valid", ("train",)), ("test", ("train", "valid"))):
-        pairs = prepared.interactions[prepared.interactions["split"].isin(before)]
-        ranks = evaluate_ranks(baseline, prepared.split(split), seen_lists(pairs, prepared.n_users))
-        out.update({f"mostpop_{split}_{k}": v for k, v in metrics_from_ranks(ranks).items()})
-    return out
+    """MostPop's metrics as flat run metrics: ``mostpop_<split>_<metric>``."""
+    return {f"mostpop_{split}_{k}": v for split, metrics in gate.mostpop_metrics(prepared).items()
+            for k, v in metrics.items()}
 
 
 def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder: Path) -> Path:
@@ -87,8 +83,12 @@ def champion_hard_lists(settings: Settings, prepared: Prepared) -> np.ndarray | 
 
     if settings.train.hard_negative_ratio <= 0 or registry.champion_version(settings) is None:
         return None
-    version, folder = registry.download_bundle(settings, registry.CHAMPION)
-    champion = ModelBundle.load(folder)
+    try:
+        version, folder = registry.download_bundle(settings, registry.CHAMPION)
+        champion = ModelBundle.load(folder)
+    except (ModelNotFoundError, DataError) as exc:
+        log.warning("no hard negatives: the champion cannot be read (%s)", exc)
+        return None
     train_df = prepared.split("train")
     recs = score_users(champion, user_inputs(train_df, champion), version, "train")
     lo, hi = settings.train.hard_negative_skip, settings.train.hard_negative_pool
@@ -130,8 +130,8 @@ def run_training(settings: Settings, prepared: Prepared, data_version: str = "",
         _write_training_files(result, settings, folder / "training")
         mlflow.log_artifacts(str(folder / "training"), "training")
         bundle = write_bundle(result.model, prepared, settings, folder / "bundle")
-        gate = {registry.GATE_METRIC: result.valid_metrics["ndcg_at_10"]}
-        version = registry.log_model(settings, bundle, PYFUNC_ENTRY, gate,
+        valid = {registry.TRAIN_VALID_TAG: result.valid_metrics["ndcg_at_10"]}
+        version = registry.log_model(settings, bundle, PYFUNC_ENTRY, valid,
                                      {"data_version": data_version, "run_id": run.info.run_id,
                                       "user_tower": settings.model.user_tower})
     return {"run_id": run.info.run_id, "version": version, "best_epoch": result.best_epoch,

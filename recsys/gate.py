@@ -48,12 +48,15 @@ def evaluate_bundle(bundle: ModelBundle, prepared: Prepared, split: str = "valid
     return metrics_from_ranks(list_ranks(recs, heldout, miss=max(KS) + bundle.n_items), ks)
 
 
-def mostpop_valid(prepared: Prepared) -> dict[str, float]:
-    """MostPop (today's train counts) on today's validation split, seen = train."""
-    train = prepared.split("train")
-    ranks = evaluate_ranks(MostPop(prepared.catalogue["train_count"].to_numpy()),
-                           prepared.split("valid"), seen_lists(train, prepared.n_users))
-    return metrics_from_ranks(ranks)
+def mostpop_metrics(prepared: Prepared) -> dict[str, dict[str, float]]:
+    """MostPop (train counts) on "valid" (seen = train) and "test" (seen = train + valid)."""
+    baseline = MostPop(prepared.catalogue["train_count"].to_numpy())
+    inter = prepared.interactions
+    out = {}
+    for split, before in (("valid", ("train",)), ("test", ("train", "valid"))):
+        seen = seen_lists(inter[inter["split"].isin(before)], prepared.n_users)
+        out[split] = metrics_from_ranks(evaluate_ranks(baseline, prepared.split(split), seen))
+    return out
 
 
 @dataclass

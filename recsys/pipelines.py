@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     prepared = data_mod.prepare(data_mod.load_ratings(raw / "ratings.csv"),
                                 data_mod.load_movies(raw / "movies.csv"), settings.data)
     prepared.meta["raw_data_version"] = data_version
+    prepared.meta["prepared_id"] = uuid.uuid4().hex  # pins this folder's content for scoring runs
     validate_interactions(prepared, settings.data.rating_threshold)
     target = ingest_mod.prepared_dir(settings)
     staging = target.with_name(target.name + ".staging")
@@ -95,6 +97,7 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
 
     from recsys import gate, registry
     from recsys.bundle import ModelBundle
+    from recsys.errors import DataError, ModelNotFoundError
 
     registry.configure(settings)
     located = locate_prepared(settings) if prepared_dir is None else {
@@ -105,12 +108,19 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
                  "prepared_dir": located["prepared_dir"], "champion": None, "champion_metrics": None}
     out["metrics"] = gate.evaluate_bundle(ModelBundle.load(registry.download_bundle(settings, version)[1]),
                                           prepared)
-    out["mostpop_metrics"] = gate.mostpop_valid(prepared)
+    out["mostpop_metrics"] = gate.mostpop_metrics(prepared)["valid"]
     current = registry.champion_version(settings)
     if current is not None and current != str(version):
         out["champion"] = current
-        champion = ModelBundle.load(registry.download_bundle(settings, current)[1])
-        out["champion_metrics"] = gate.evaluate_bundle(champion, prepared)
+        try:
+            champion = ModelBundle.load(registry.download_bundle(settings, current)[1])
+        except (ModelNotFoundError, DataError) as exc:
+            # A champion from an older recsys cannot be re-scored; the challenger then has to beat
+            # MostPop only, and the run says so.
+            log.warning("champion v%s cannot be evaluated (%s); gating on MostPop only", current, exc)
+            out["champion_unreadable"] = str(exc)
+        else:
+            out["champion_metrics"] = gate.evaluate_bundle(champion, prepared)
     logged = {f"gate_challenger_valid_{k}": v for k, v in out["metrics"].items()}
     logged.update({f"gate_mostpop_valid_{k}": v for k, v in out["mostpop_metrics"].items()})
     logged.update({f"gate_champion_valid_{k}": v for k, v in (out["champion_metrics"] or {}).items()})
@@ -124,24 +134,33 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
 def promote(settings: Settings, comparison: dict, force: bool = False) -> dict:
     """The promotion gate on a :func:`compare` result: ``champion`` moves only if the challenger
     beats MostPop and the champion on the same split (or ``force``). The decision is logged to
-    the challenger's MLflow run and set as version tags."""
+    the challenger's MLflow run and set as version tags. Raises ModelNotFoundError when the
+    champion moved since the comparison (someone promoted by hand in between)."""
     import mlflow
 
     from recsys import gate, registry
 
+    from recsys.errors import ModelNotFoundError
+
     registry.configure(settings)
     metric = gate.GATE_METRIC
-    champion = comparison["champion_metrics"][metric] if comparison["champion"] else None
-    decision = gate.decide(comparison["metrics"][metric], champion,
+    evaluated = comparison.get("champion_metrics")
+    decision = gate.decide(comparison["metrics"][metric], evaluated[metric] if evaluated else None,
                            comparison["mostpop_metrics"][metric], force, comparison["champion"])
     version = comparison["version"]
     previous = registry.champion_version(settings)
+    if previous not in (comparison["champion"], version):
+        raise ModelNotFoundError(
+            f"the champion moved to v{previous} after version {version} was compared with "
+            f"v{comparison['champion']}; run the comparison again")
     if decision.promote and previous != version:
         registry.promote(settings, version, reason=decision.reason)
+    tags = {"gate_decision": "promoted" if decision.promote else "kept_champion",
+            "gate_reason": decision.reason}
     candidate = registry.resolve(settings, version)
     with mlflow.start_run(run_id=candidate.run_id):
-        mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept_champion",
-                         "gate_reason": decision.reason})
+        mlflow.set_tags(tags)
+    registry.tag_version(settings, version, tags)
     log.info("promotion gate for version %s: %s", version, decision.reason)
     return {"version": version, "promoted": decision.promote,
             "champion": version if decision.promote else previous,
@@ -159,21 +178,32 @@ def scoring_dir(settings: Settings, model_version: str, data_version: str) -> Pa
     return settings.paths.home / "scores" / f"v{model_version}" / data_version.replace(".dir", "")[:16]
 
 
-def _pinned_prepared(settings: Settings, prepared_dir: str | None,
-                     data_version: str | None) -> tuple[Path, str]:
-    """The prepared folder and its version; DataError if it moved away from the pinned version."""
+def _prepared_id(folder: Path) -> str:
+    """The id ``prepare`` wrote into meta.json before swapping the folder in (changes atomically)."""
+    return str(json.loads((folder / "meta.json").read_text()).get("prepared_id", ""))
+
+
+def _pinned_prepared(settings: Settings, prepared_dir: str | None, data_version: str | None,
+                     prepared_id: str | None = None) -> tuple[Path, str]:
+    """The prepared folder and its DVC version; DataError if it moved away from the pinned one.
+
+    The DVC version is recorded just after the folder is swapped in, so the id in meta.json (part of
+    the swapped folder) is checked as well: together they catch a prepare landing mid-run.
+    """
     from recsys.errors import DataError
 
     folder = Path(prepared_dir) if prepared_dir else Path(locate_prepared(settings)["prepared_dir"])
-    current = _data_version(folder)
-    if data_version and current != data_version:
-        raise DataError(f"prepared data in {folder} is now version {current}, not the pinned "
-                        f"{data_version}: a new ingest landed during this run; run the scoring again")
+    current, current_id = _data_version(folder), _prepared_id(folder)
+    if (data_version and current != data_version) or (prepared_id and current_id != prepared_id):
+        raise DataError(f"prepared data in {folder} is now version {current} ({current_id}), not the "
+                        f"pinned {data_version} ({prepared_id}): a new ingest landed during this run; "
+                        "run the scoring again")
     return folder, current
 
 
 def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: int = 1,
-          prepared_dir: str | None = None, data_version: str | None = None) -> dict:
+          prepared_dir: str | None = None, data_version: str | None = None,
+          prepared_id: str | None = None) -> dict:
     """Score shard ``shard`` of ``n_shards`` of today's users with the model's ONNX graph.
 
     Histories and seen sets come from the latest prepared activity (not from the model version):
@@ -181,25 +211,30 @@ def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: i
     """
     from recsys import registry
     from recsys.bundle import ModelBundle
-    from recsys.scoring import score_users, user_inputs, write_recommendations
+    from recsys.scoring import read_activity, score_users, user_inputs, write_recommendations
 
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in 0..{n_shards - 1}, got {shard}")
-    folder, data_version = _pinned_prepared(settings, prepared_dir, data_version)
+    folder, data_version = _pinned_prepared(settings, prepared_dir, data_version, prepared_id)
+    prepared_id = prepared_id or _prepared_id(folder)
     registry.configure(settings)
     version, bundle_dir = registry.download_bundle(settings, ref)
     bundle = ModelBundle.load(bundle_dir)
-    activity = pd.read_parquet(folder / "activity.parquet")
+    activity = read_activity(folder)
     users = np.unique(activity["user_id"].to_numpy())[shard::n_shards]
     recs = score_users(bundle, user_inputs(activity, bundle, users), version, data_version,
                        settings.score.batch_size, progress=settings.train.progress_bar)
     out = scoring_dir(settings, version, data_version)
     name = "recommendations.parquet" if n_shards == 1 else f"shard-{shard:04d}-of-{n_shards:04d}.parquet"
     path = write_recommendations(recs, out / name)
-    bundle.catalogue[["movie_id", "title", "train_count"]].to_parquet(out / "catalogue.parquet")
-    (out / "scoring.json").write_text(json.dumps({
-        "model_version": version, "data_version": data_version, "prepared_dir": str(folder),
-        "k": bundle.k, "user_tower": bundle.user_tower}, indent=2))
+    # Every shard writes the same two files: atomic replaces, so a reader never sees half a file.
+    write_recommendations(bundle.catalogue[["movie_id", "title", "train_count"]],
+                          out / "catalogue.parquet")
+    meta = {"model_version": version, "data_version": data_version, "prepared_dir": str(folder),
+            "prepared_id": prepared_id, "k": bundle.k, "user_tower": bundle.user_tower}
+    tmp = out / f"scoring.json.{shard}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(out / "scoring.json")
     return {"recommendations": str(path), "model_version": version, "data_version": data_version,
             "n_users": len(recs), "n_popular": int((recs["source"] == "popular").sum())}
 
@@ -209,14 +244,15 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
 
     The rated pairs are today's activity of the prepared data the lists were built from.
     """
-    from recsys.scoring import read_recommendations
+    from recsys.scoring import read_activity, read_recommendations
     from recsys.validation import validate_recommendations as check
 
     path = Path(recommendations)
     recs = read_recommendations(path)
     meta = json.loads((path.parent / "scoring.json").read_text())
-    folder, _ = _pinned_prepared(settings, meta["prepared_dir"], meta["data_version"])
-    rated = pd.read_parquet(folder / "activity.parquet", columns=["user_id", "movie_id"])
+    folder, _ = _pinned_prepared(settings, meta["prepared_dir"], meta["data_version"],
+                                 meta.get("prepared_id"))
+    rated = read_activity(folder, ["user_id", "movie_id"])
     n_items = len(pd.read_parquet(path.parent / "catalogue.parquet"))
     return check(recs, rated, min(int(meta["k"]), n_items))
 
@@ -279,13 +315,15 @@ def locate_prepared(settings: Settings) -> dict:
 def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25_000) -> dict:
     """Pin the version behind ``ref`` and today's prepared data; split its users into shards."""
     from recsys import registry
+    from recsys.scoring import read_activity
 
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     registry.configure(settings)
     version = str(registry.resolve(settings, ref).version)
     located = locate_prepared(settings)
-    activity = pd.read_parquet(Path(located["prepared_dir"]) / "activity.parquet", columns=["user_id"])
+    located["prepared_id"] = _prepared_id(Path(located["prepared_dir"]))
+    activity = read_activity(Path(located["prepared_dir"]), ["user_id"])
     n_users = int(activity["user_id"].nunique())
     return {"model_version": version, "n_users": n_users, **located,
             "n_shards": max(1, -(-n_users // shard_size))}

@@ -24,7 +24,7 @@ from recsys.errors import ModelNotFoundError  # noqa: E402
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
-GATE_METRIC = "valid_ndcg_at_10"
+TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
 
 
 @dataclass
@@ -132,15 +132,24 @@ def download(settings: Settings, ref: str, dst: Path) -> tuple[str, Path]:
     return mv.version, Path(local)
 
 
+def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a registered version (e.g. the promotion gate's decision)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.mlflow.model_name, str(version), key, value)
+
+
 def download_bundle(settings: Settings, ref: str) -> tuple[str, Path]:
     """(version, local bundle folder) of a version/alias, cached under ``paths.home/models``.
 
-    A version's artefacts never change, so each is downloaded once (to a temp folder, then renamed).
+    A version's artefacts never change, so each is downloaded once (to a temp folder, then renamed);
+    the cache key holds the run id too, so another registry under the same home never collides.
     """
     import tempfile
 
     mv = resolve(settings, ref)
-    cache = settings.paths.home / "models" / settings.mlflow.model_name / f"v{mv.version}"
+    cache = (settings.paths.home / "models" / settings.mlflow.model_name
+             / f"v{mv.version}-{(mv.run_id or 'norun')[:12]}")
     if not (cache / "bundle.json").is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
@@ -169,6 +178,7 @@ def list_versions(settings: Settings) -> list[dict]:
         return []
     rows = [{"version": str(v.version), "run_id": v.run_id,
              "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
-             GATE_METRIC: v.tags.get(GATE_METRIC), "data_version": v.tags.get("data_version")}
+             TRAIN_VALID_TAG: v.tags.get(TRAIN_VALID_TAG), "data_version": v.tags.get("data_version"),
+             "gate_decision": v.tags.get("gate_decision")}
             for v in versions]
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)

@@ -8,13 +8,14 @@ personalised list; anyone else with ratings gets the popular list minus what the
 
 Output (the recommendations data product, one row per user): ``user_id`` int64, ``item_ids``
 list[int64] (MovieLens movie ids, best first), ``scores`` list[float32], ``source`` str ("model"
-or "popular"), ``history`` list[int64] (the user's recent positive movie ids, newest last),
+or "popular"), ``history`` list[int64] (the user's last 2 x H positive movie ids, newest last),
 ``model_version`` str, ``data_version`` str, ``event_timestamp`` UTC timestamp.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,10 +25,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recsys.bundle import ModelBundle
+from recsys.data import left_pad
 from recsys.errors import DataError
 
 log = logging.getLogger(__name__)
 ACTIVITY_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
+# The stored recent history holds the last 2 x H positives, so the HTTP endpoint can rebuild the
+# model's H-item history after skipping movies the model does not know.
+RECENT_FACTOR = 2
 
 
 @dataclass
@@ -41,18 +46,10 @@ class UserInputs:
     personal: np.ndarray  # [U] bool: the model can score this user
 
 
-def _left_pad(rows: list[np.ndarray], length: int, pad: int) -> np.ndarray:
-    out = np.full((len(rows), length), pad, dtype=np.int64)
-    for i, row in enumerate(rows):
-        if len(row):
-            out[i, length - len(row):] = row
-    return out
-
-
 def _inputs(bundle: ModelBundle, user_ids: np.ndarray, seen: list[np.ndarray],
             history: list[np.ndarray], recent: list[np.ndarray]) -> UserInputs:
     if bundle.reads_history:
-        user = _left_pad(history, bundle.history_length, bundle.n_items)
+        user = left_pad(history, bundle.history_length, bundle.n_items)
         personal = np.array([len(h) > 0 for h in history], dtype=bool)
     else:
         user = bundle.user_index(user_ids)
@@ -84,23 +81,24 @@ def user_inputs(activity: pd.DataFrame, bundle: ModelBundle,
     for a, b in zip(bounds[:-1], bounds[1:]):
         it, pos = items[a:b], positive[a:b]
         seen.append(np.unique(it[it >= 0]))
-        # The last H positives, then movies unknown to the model skipped: the same history the
-        # HTTP endpoint rebuilds from the stored recent movie ids.
-        last = it[pos][-h:]
-        history.append(last[last >= 0])
-        recent.append(movies[a:b][pos][-h:])
+        history.append(it[pos & (it >= 0)][-h:])  # as in training: H known items
+        recent.append(movies[a:b][pos][-RECENT_FACTOR * h:])
     return _inputs(bundle, ids, seen, history, recent)
 
 
 def inputs_from_histories(bundle: ModelBundle, user_ids: list[int],
                           histories: list[list[int]]) -> UserInputs:
-    """Inputs from stored recent histories (movie ids, newest last); seen = those movies."""
+    """Inputs from stored recent histories (movie ids, newest last); seen = those movies.
+
+    The same rule as :func:`user_inputs` (the last H movies the model knows), applied to the
+    stored tail of RECENT_FACTOR x H positives.
+    """
     history, seen, recent = [], [], []
     for movies in histories:
-        movies = np.asarray(movies, dtype=np.int64)[-bundle.history_length:]
+        movies = np.asarray(movies, dtype=np.int64)
         items = bundle.item_index(movies)
         known = items[items >= 0]
-        history.append(known)
+        history.append(known[-bundle.history_length:])
         seen.append(np.unique(known))
         recent.append(movies)
     return _inputs(bundle, np.asarray(user_ids, dtype=np.int64), seen, history, recent)
@@ -151,10 +149,19 @@ def score_users(bundle: ModelBundle, inputs: UserInputs, model_version: str, dat
 def write_recommendations(recs: pd.DataFrame, path: Path) -> Path:
     """Write the recommendations parquet atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # parallel writers never share it
     recs.to_parquet(tmp, index=False)
     tmp.replace(path)
     return path
+
+
+def read_activity(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The prepared data's activity (every rating); DataError when it is missing."""
+    path = Path(folder) / "activity.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: the prepared data predates fresh scoring or is "
+                        "incomplete; run `recsys ingest` and `recsys prepare` again")
+    return pd.read_parquet(path, columns=columns)
 
 
 def read_recommendations(path: Path) -> pd.DataFrame:

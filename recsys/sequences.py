@@ -11,15 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:
-    """The last ``length`` items of each sequence, right-aligned: -> [len(sequences), length]."""
-    out = np.full((len(sequences), length), pad, dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        recent = seq[-length:]
-        if len(recent):
-            out[row, length - len(recent):] = recent
-    return out
+from recsys.data import left_pad
 
 
 def split_by_user(pairs: np.ndarray, n_users: int) -> list[np.ndarray]:
@@ -47,14 +39,21 @@ class Examples:
     n_targets: torch.Tensor  # [W] predicted positives per example
     before: list[np.ndarray] | None = None  # per window: the user's items before its inputs
     teacher_base: torch.Tensor | None = None  # [W, N] teacher scores of ``before``
+    before_mask: torch.Tensor | None = None  # [W, N] bool: items in ``before``
 
     def attach_teacher_base(self, teacher: torch.Tensor) -> None:
         """Sum of the teacher rows [N + 1, N] of each window's earlier items (distillation)."""
         if self.before is None:
             raise ValueError("teacher bases need window examples")
-        rows = [teacher[torch.as_tensor(b, dtype=torch.long)].sum(0) if len(b)
-                else torch.zeros(teacher.shape[1]) for b in self.before]
-        self.teacher_base = torch.stack(rows)
+        n = teacher.shape[1]
+        base = torch.zeros(len(self.before), n)
+        mask = torch.zeros(len(self.before), n, dtype=torch.bool)
+        for row, items in enumerate(self.before):
+            if len(items):
+                index = torch.as_tensor(items, dtype=torch.long)
+                base[row] = teacher[index].sum(0)
+                mask[row, index] = True
+        self.teacher_base, self.before_mask = base, mask
 
 
 def window_examples(pairs: np.ndarray, n_items: int, length: int) -> Examples:

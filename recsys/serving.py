@@ -79,7 +79,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             except UnknownUserError:
                 pass
         except StoreError as exc:
-            log.warning("online store unavailable, computing on the spot: %s", exc)
+            log.warning("online store unavailable (%s): no stored list or history; the id tower "
+                        "can still score a known user, a history tower falls back to popular", exc)
         computed = self._computed(user_id, stored, k)
         if computed is not None:
             return "computed", computed

@@ -92,6 +92,20 @@ class LossContext:
     teacher: torch.Tensor | None = None  # [n_items + 1, n_items] EASE rows (last row zero)
 
 
+def teacher_scores(ex: Examples, idx: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """EASE scores of every prefix of windows ``idx``: [B, H, N], the prefix's own items -inf.
+
+    Position t's prefix is the window's earlier items (``before``) plus its inputs up to t, so
+    its score row is base + cumulative sum of the teacher rows [N + 1, N] (pad row zero).
+    """
+    assert ex.teacher_base is not None and ex.before_mask is not None
+    rows, n = ex.inputs[idx], teacher.shape[1]
+    scores = ex.teacher_base[idx].unsqueeze(1) + teacher[rows].cumsum(dim=1)
+    seen = torch.nn.functional.one_hot(rows, n + 1)[..., :n].cumsum(dim=1) > 0
+    seen = seen | ex.before_mask[idx].unsqueeze(1)
+    return scores.masked_fill(seen, float("-inf"))
+
+
 def _hard_negatives(ctx: LossContext, owners: torch.Tensor, n: int,
                     gen: torch.Generator) -> torch.Tensor | None:
     if ctx.hard_lists is None or n == 0:
@@ -114,9 +128,8 @@ def _step_loss(model: TwoTower, ex: Examples, idx: torch.Tensor, settings: Setti
     cfg = settings.train
     if ctx.full:
         teacher = None
-        if ctx.teacher is not None and ex.teacher_base is not None:
-            prefix = ex.teacher_base[idx].unsqueeze(1) + ctx.teacher[rows].cumsum(dim=1)
-            teacher = prefix[mask]
+        if ctx.teacher is not None:
+            teacher = teacher_scores(ex, idx, ctx.teacher)[mask]
         return full_softmax_loss(model, queries, tgt, teacher, cfg.distill_weight,
                                  cfg.distill_temperature)
     n_neg = settings.model.num_sampled_negatives

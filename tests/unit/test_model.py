@@ -40,6 +40,12 @@ def test_sasrec_is_causal_and_ignores_padding():
     with torch.no_grad():
         assert torch.allclose(model.user_vectors(history=history), base[:, -1])
         assert model.item_emb.weight[pad].abs().sum() == 0
+    # left padding is invisible: the same items without it give the same outputs (positions
+    # count from the right, so they line up)
+    with torch.no_grad():
+        padded = model.sequence_vectors(torch.tensor([[pad, pad, 1, 2, 3]]))[:, 2:]
+        bare = model.sequence_vectors(torch.tensor([[1, 2, 3]]))
+    assert torch.allclose(padded, bare, atol=1e-5)
 
 
 def test_mean_tower_prefix_means():
@@ -104,6 +110,22 @@ def test_full_softmax_distillation_adds_the_teacher_term():
         log_p = (queries @ model.item_vectors().T).log_softmax(1)
         kl = torch.nn.functional.kl_div(log_p, teacher.softmax(1), reduction="batchmean")
     assert float(with_teacher - plain) == pytest.approx(float(kl), rel=1e-4)
+
+
+def test_teacher_scores_are_prefix_sums_with_the_prefix_masked():
+    from recsys.training import teacher_scores
+
+    pairs = np.array([[0, i] for i in (0, 1, 2, 3, 4)])
+    ex = window_examples(pairs, n_items=6, length=2)  # windows: [2,3]->[3,4], [0,1]->[1,2]
+    teacher = torch.cat([torch.randn(6, 6), torch.zeros(1, 6)])  # pad row zero
+    ex.attach_teacher_base(teacher)
+    scores = teacher_scores(ex, torch.tensor([0]), teacher)[0]  # the window reading items 2, 3
+    # position 1 reads items 0, 1 (before the window), 2, 3: their rows summed, themselves masked
+    expected = teacher[[0, 1, 2, 3]].sum(0)
+    assert torch.isinf(scores[1, :4]).all() and (scores[1, :4] < 0).all()
+    assert torch.allclose(scores[1, 4:], expected[4:])
+    assert torch.allclose(scores[0, 3:], teacher[[0, 1, 2]].sum(0)[3:])
+    assert torch.isfinite(scores[0, 3]) and torch.isinf(scores[0, 2])
 
 
 def test_negative_sampler_follows_count_power():
