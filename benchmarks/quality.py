@@ -20,7 +20,7 @@ import json
 import logging
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from pathlib import Path
 
@@ -166,10 +166,11 @@ def print_table(results: dict[str, dict], seeds: list[int]) -> None:
     for name, row in results.items():
         print(f"{name:62s} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
     for name, row in results.items():
-        if "test_ndcg_at_10_ci" in row:
-            lo, hi = row["test_ndcg_at_10_ci"]
-            lo50, hi50 = row["test_recall_at_50_ci"]
-            print(f"{name}: test NDCG@10 95% CI [{lo:.4f}, {hi:.4f}], Recall@50 [{lo50:.4f}, {hi50:.4f}]")
+        intervals = [f"{label} [{row[key][0]:.4f}, {row[key][1]:.4f}]"
+                     for label, key in (("NDCG@10", "test_ndcg_at_10_ci"),
+                                        ("Recall@50", "test_recall_at_50_ci")) if key in row]
+        if intervals:
+            print(f"{name}: test 95% CI " + ", ".join(intervals))
     print(f"(two-tower rows: mean over seeds {seeds}; intervals pooled over seeds)")
 
 
@@ -180,10 +181,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="parallel training processes")
     parser.add_argument("--variant", action="append", default=[],
                         help='name="override override ..." (default: the built-in variants)')
+    parser.add_argument("--drop", action="append", default=[],
+                        help="leave out this built-in variant (repeatable)")
     parser.add_argument("--no-baselines", action="store_true", help="skip MostPop/EASE/iALS")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    variants = dict(v.split("=", 1) for v in args.variant) if args.variant else DEFAULT_VARIANTS
+    variants = dict(v.split("=", 1) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)
+    for name in args.drop:
+        if variants.pop(name, None) is None:
+            parser.error(f"--drop {name!r}: not a variant")
     for name, text in variants.items():
         champion = _split_overrides(text)[1]
         if champion and champion not in variants:
@@ -193,24 +199,34 @@ def main() -> None:
     prepared = load_prepared(args.dataset)
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs_log = out.with_suffix(".runs.jsonl")  # every finished run, as it lands (a crash loses none)
+    runs_log.unlink(missing_ok=True)
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures = [pool.submit(train_one, args.dataset, name, variants, seed)
                    for name in variants for seed in args.seeds]
         results = {} if args.no_baselines else baselines(prepared)
-        runs = [f.result() for f in futures]
+        runs = []
+        for future in as_completed(futures):
+            run = future.result()
+            runs.append(run)
+            with runs_log.open("a") as fh:
+                fh.write(json.dumps(run) + "\n")
+            print(f"[{len(runs)}/{len(futures)}] {run['name']} seed {run['seed']}: valid NDCG@10 "
+                  f"{run['valid_ndcg_at_10']:.4f}, {run['train_seconds']:.0f} s", flush=True)
     for name in variants:
         results[name] = {"overrides": variants[name],
                          **summarise([r for r in runs if r["name"] == name])}
-    print_table(results, args.seeds)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "dataset": args.dataset, "seeds": args.seeds, "users": prepared.n_users,
         "items": prepared.n_items, "n_valid": int(prepared.meta["n_valid"]),
         "n_test": int(prepared.meta["n_test"]),
         "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
-        "command": "benchmarks/quality.py " + " ".join(
-            f"--seeds {' '.join(map(str, args.seeds))}".split()),
+        "command": "benchmarks/quality.py --seeds " + " ".join(map(str, args.seeds))
+                   + "".join(f" --drop {name!r}" for name in args.drop),
         "wall_seconds": time.perf_counter() - started, "results": results}, indent=2))
+    runs_log.unlink()
+    print_table(results, args.seeds)
     print(f"wrote {out}")
 
 

@@ -88,7 +88,7 @@ def tune_ials(prepared, grid: list[dict] | None = None, seed: int = 0) -> dict:
 
     Validation: fit on train, score from train, exclude train. Test: fit on train, score from
     train + valid, exclude train + valid. Returns the chosen params, ``valid_<metric>``,
-    ``test_<metric>``, bootstrap CIs of test NDCG@10 / Recall@10 and ``grid`` (every config tried
+    ``test_<metric>``, bootstrap CIs of test NDCG@10 / Recall@10 / Recall@50 and ``grid`` (every config tried
     with its ``valid_ndcg_at_10``).
     """
     grid = DEFAULT_GRID if grid is None else grid
@@ -114,5 +114,6 @@ def tune_ials(prepared, grid: list[dict] | None = None, seed: int = 0) -> dict:
     best.update({f"test_{k}": v for k, v in metrics_from_ranks(ranks).items()})
     best["test_ndcg_at_10_ci"] = bootstrap_interval(ranks, ndcg_at_k, 10)
     best["test_recall_at_10_ci"] = bootstrap_interval(ranks, recall_at_k, 10)
+    best["test_recall_at_50_ci"] = bootstrap_interval(ranks, recall_at_k, 50)
     best["grid"] = tried
     return best
