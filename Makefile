@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job through Airflow itself (dag.test of the three DAGs), then the lookup for user 1.
 demo: install
-	$(BIN)/python scripts/demo.py --user 1
+	$(BIN)/python scripts/demo.py --user 1 $(DEMO_ARGS)
 
 # The same chain without Airflow, straight through recsys.pipelines.
 chain: install

@@ -47,6 +47,7 @@ DEFAULT_VARIANTS = {
     "sasrec, full softmax + EASE distillation (w=0.5, T=0.02)":
         "train.distill_weight=0.5 train.distill_temperature=0.02",
     "mean-pool tower, full softmax": "model.user_tower=mean",
+    "mean-pool tower, full softmax, temperature 0.1": "model.user_tower=mean model.temperature=0.1",
     "id tower (seed: in-batch only)": f"{ID_SEED} {SAMPLED} model.logq_correction=false "
                                       "model.num_sampled_negatives=0",
     "id tower + logQ + 256 uniform (previous default)": f"{ID_SEED} {SAMPLED}",
