@@ -184,6 +184,8 @@ def main() -> None:
                         help='name="override override ..." (default: the built-in variants)')
     parser.add_argument("--drop", action="append", default=[],
                         help="leave out this built-in variant (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished runs of an interrupted run (<out>.runs.jsonl)")
     parser.add_argument("--no-baselines", action="store_true", help="skip MostPop/EASE/iALS")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -202,19 +204,26 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     out.parent.mkdir(parents=True, exist_ok=True)
     runs_log = out.with_suffix(".runs.jsonl")  # every finished run, as it lands (a crash loses none)
-    runs_log.unlink(missing_ok=True)
+    runs = []
+    if args.resume and runs_log.exists():
+        runs = [r for r in map(json.loads, runs_log.read_text().splitlines())
+                if r["name"] in variants and r["seed"] in args.seeds]
+        print(f"resuming: {len(runs)} finished runs from {runs_log}", flush=True)
+    else:
+        runs_log.unlink(missing_ok=True)
+    done = {(r["name"], r["seed"]) for r in runs}
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures = [pool.submit(train_one, args.dataset, name, variants, seed)
-                   for name in variants for seed in args.seeds]
+                   for name in variants for seed in args.seeds if (name, seed) not in done]
         results = {} if args.no_baselines else baselines(prepared)
-        runs = []
         for future in as_completed(futures):
             run = future.result()
             runs.append(run)
             with runs_log.open("a") as fh:
                 fh.write(json.dumps(run) + "\n")
-            print(f"[{len(runs)}/{len(futures)}] {run['name']} seed {run['seed']}: valid NDCG@10 "
-                  f"{run['valid_ndcg_at_10']:.4f}, {run['train_seconds']:.0f} s", flush=True)
+            print(f"[{len(runs)}/{len(futures) + len(done)}] {run['name']} seed {run['seed']}: "
+                  f"valid NDCG@10 {run['valid_ndcg_at_10']:.4f}, {run['train_seconds']:.0f} s",
+                  flush=True)
     for name in variants:
         results[name] = {"overrides": variants[name],
                          **summarise([r for r in runs if r["name"] == name])}
@@ -225,7 +234,8 @@ def main() -> None:
         "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
         "command": "benchmarks/quality.py --seeds " + " ".join(map(str, args.seeds))
                    + "".join(f" --drop {name!r}" for name in args.drop),
-        "wall_seconds": time.perf_counter() - started, "results": results}, indent=2))
+        "wall_seconds": time.perf_counter() - started, "resumed_runs": len(done),
+        "results": results}, indent=2))
     runs_log.unlink()
     print_table(results, args.seeds)
     print(f"wrote {out}")
