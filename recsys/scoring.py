@@ -42,7 +42,7 @@ class UserInputs:
     user_ids: np.ndarray  # [U] int64
     user: np.ndarray  # history [U, H] (pad n_items) or training-time user_idx [U] (-1: unknown)
     seen: list[np.ndarray]  # per user: item_idx of every rated movie the model knows
-    recent: list[np.ndarray]  # per user: the last 2 x H positive movie ids (known or not), newest last
+    recent: list[np.ndarray]  # per user: last 2 x H positive movie ids, newest last
     personal: np.ndarray  # [U] bool: the model can score this user
 
 
