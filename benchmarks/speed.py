@@ -1,10 +1,19 @@
-"""Speed of the serving path: ONNX Runtime batch scoring vs PyTorch, and the online lookup.
+"""Speed of nightly scoring against its hardware floor, in one run.
 
-Synthetic model at MovieLens-20M scale by default (138,493 users x 26,744 items, dim 64), random
-weights (speed does not depend on training). Figures are medians over --repeats runs, plus the ratio
-ONNX/PyTorch measured in the same run (these machines are shared and noisy).
+Synthetic model at MovieLens-20M scale by default (138,493 users x 26,744 items, dim 64, K=100,
+100 seen items masked per user), random weights (speed does not depend on training). Each repeat
+times, over the same batches:
 
-    .venv/bin/python benchmarks/speed.py --users 138493 --items 26744 --repeats 3
+- floor: the bare ONNX Runtime MatMul of all user vectors against all item vectors;
+- retrieval: that MatMul + the seen mask + the exact top-K (recsys.topk), i.e. what scoring adds;
+- tower: the user tower alone (history -> user vectors);
+- nightly: the whole call nightly scoring makes (FastRetriever.recommend: tower + retrieval);
+- graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path.
+
+Ratios are taken per repeat (both sides measured back to back), then the median, min and max.
+The nightly lists are checked to equal the end-to-end graph's on every user.
+
+    .venv/bin/python benchmarks/speed.py --repeats 5
 Prints a table and writes benchmarks/results/speed.json.
 """
 
@@ -12,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -20,19 +31,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys.config import ModelConfig
-from recsys.bundle import OnnxRetriever, pad_lists
-from recsys.export import TopKRetrieval, export_onnx
+from recsys.bundle import FastRetriever, OnnxRetriever
+from recsys.config import ModelConfig, ScoreConfig
+from recsys.export import export_onnx, export_scoring
 from recsys.model import TwoTower
+from recsys.topk import masked_topk
 
 
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def main() -> None:
@@ -40,9 +53,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=138_493)
     parser.add_argument("--items", type=int, default=26_744)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=ScoreConfig().batch_size)
     parser.add_argument("--seen", type=int, default=100, help="seen items per user (masked)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tower", choices=["sasrec", "mean", "id"], default="sasrec",
                         help="user tower; history towers read a full 50-item history per user")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
@@ -55,36 +68,61 @@ def main() -> None:
         inputs = np.stack([s[-model.cfg.history_length:] for s in seen])  # [U, H]
     else:
         inputs = np.arange(args.users)
+    batches = [np.arange(s, min(s + args.batch_size, args.users))
+               for s in range(0, args.users, args.batch_size)]
+    seen_of = [[seen[u] for u in b] for b in batches]
     with tempfile.TemporaryDirectory() as tmp:
-        retriever = OnnxRetriever(export_onnx(model, Path(tmp) / "m.onnx", args.k), args.items)
-        wrapper = TopKRetrieval(model, args.k).eval()
-        batches = [np.arange(s, min(s + args.batch_size, args.users))
-                   for s in range(0, args.users, args.batch_size)]
+        graph = OnnxRetriever(export_onnx(model, Path(tmp) / "m.onnx", args.k), args.items)
+        fast = FastRetriever(*export_scoring(model, Path(tmp)), args.k)
+        vectors = [fast.user_vectors(inputs[b]) for b in batches]
+        fast.recommend(inputs[batches[0]], seen_of[0])  # compile (or load) the top-K kernel
 
-        def onnx_all() -> None:
+        def floor() -> None:
+            for v in vectors:
+                fast.scores(v)
+
+        def retrieval() -> None:
+            for v, s in zip(vectors, seen_of):
+                masked_topk(fast.scores(v), s, fast.k)
+
+        def tower() -> None:
             for b in batches:
-                retriever.recommend(inputs[b], [seen[u] for u in b])
+                fast.user_vectors(inputs[b])
 
-        @torch.no_grad()
-        def torch_all() -> None:
-            for b in batches:
-                wrapper(torch.from_numpy(inputs[b]),
-                        torch.from_numpy(pad_lists([seen[u] for u in b], args.items)))
+        def nightly() -> list:
+            return [fast.recommend(inputs[b], s) for b, s in zip(batches, seen_of)]
 
-        onnx_s, torch_s = timed(onnx_all, args.repeats), timed(torch_all, args.repeats)
-    rows = {
-        "onnxruntime_all_users_s": statistics.median(onnx_s),
-        "pytorch_all_users_s": statistics.median(torch_s),
-        "onnx_users_per_s": args.users / statistics.median(onnx_s),
-        "ratio_onnx_over_pytorch": statistics.median(o / t for o, t in zip(onnx_s, torch_s)),
+        def previous() -> list:
+            return [graph.recommend(inputs[b], s) for b, s in zip(batches, seen_of)]
+
+        runs: dict[str, list[float]] = {name: [] for name in
+                                        ("floor", "retrieval", "tower", "nightly", "graph")}
+        for _ in range(args.repeats):
+            for name, fn in (("floor", floor), ("retrieval", retrieval), ("tower", tower),
+                             ("nightly", nightly), ("graph", previous)):
+                runs[name].append(timed(fn))
+        same = all(np.array_equal(a[0], b[0]) for a, b in zip(nightly(), previous()))
+    ratios = {
+        "retrieval_over_floor": summary([r / f for r, f in zip(runs["retrieval"], runs["floor"])]),
+        "nightly_over_floor": summary([n / f for n, f in zip(runs["nightly"], runs["floor"])]),
+        "graph_over_nightly": summary([g / n for g, n in zip(runs["graph"], runs["nightly"])]),
     }
-    print(f"{args.tower} tower, {args.users} users x {args.items} items, k={args.k}, batch {args.batch_size}, "
-          f"{args.repeats} repeats, torch threads {torch.get_num_threads()}")
-    for name, value in rows.items():
-        print(f"{name:28s} {value:12.3f}")
+    seconds = {name: summary(values) for name, values in runs.items()}
+    print(f"{args.tower} tower, {args.users} users x {args.items} items, k={args.k}, batch "
+          f"{args.batch_size}, {args.seen} seen, {args.repeats} repeats, {os.cpu_count()} cores")
+    print(f"{'stage':34s} {'median s':>9s} {'min':>8s} {'max':>8s} {'users/s':>10s}")
+    for name, s in seconds.items():
+        print(f"{name:34s} {s['median']:9.3f} {s['min']:8.3f} {s['max']:8.3f} "
+              f"{args.users / s['median']:10.0f}")
+    for name, r in ratios.items():
+        print(f"{name:34s} {r['median']:9.3f} {r['min']:8.3f} {r['max']:8.3f}")
+    print(f"nightly lists equal the end-to-end graph's: {same}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                    "onnx_runs_s": onnx_s, "torch_runs_s": torch_s, **rows}, indent=2))
+    args.out.write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "runs_s": runs, "seconds": seconds, "ratios": ratios,
+        "nightly_equals_graph": same}, indent=2))
     print(f"wrote {args.out}")
 
 

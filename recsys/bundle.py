@@ -4,7 +4,10 @@ The one reader of a version's artefacts: nightly scoring, the HTTP pyfunc and th
 load a :class:`ModelBundle` from a folder, so none reaches into another's objects. The folder holds
 ``model.onnx`` (see recsys.export), ``catalogue.parquet`` (item_idx, movie_id, title, genres,
 train_count), ``users.parquet`` (user_idx, user_id: the id tower's training-time users) and
-``bundle.json``. This module imports neither torch nor MLflow: serving needs ONNX Runtime only.
+``bundle.json``; versions trained since issue 7 also hold ``user_tower.onnx`` and
+``item_vectors.npy`` (recsys.export.export_scoring), which :class:`FastRetriever` uses: same lists,
+several times faster. This module imports neither torch nor MLflow: serving needs ONNX Runtime
+(and numba for the top-K kernel) only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from recsys.errors import DataError
 BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
+SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
@@ -36,19 +40,23 @@ def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarr
     return out
 
 
+def _session(model: Path | bytes, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRetriever:
     """An ONNX Runtime session over the retrieval graph written by :func:`recsys.export.export_onnx`."""
 
     def __init__(self, onnx_path: Path, n_items: int, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         if not Path(onnx_path).is_file():
             raise DataError(f"ONNX model {onnx_path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = _session(Path(onnx_path), threads)
         self.user_input = self.session.get_inputs()[0].name  # "history" or "user_idx"
         self.n_items = n_items
 
@@ -58,6 +66,61 @@ class OnnxRetriever:
                  "seen": pad_lists(seen, self.n_items)}
         item_idx, scores = self.session.run(["item_idx", "scores"], feeds)
         return item_idx, scores
+
+
+def matmul_graph(items: np.ndarray) -> bytes:
+    """An ONNX graph ``user_vectors`` [B, D] -> ``scores`` [B, N]: one MatMul by ``items``.T.
+
+    The item matrix is an initializer, stored transposed ([D, N]) so nothing is transposed per call.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, d = items.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["user_vectors", "items_t"], ["scores"])], "scores",
+        [helper.make_tensor_value_info("user_vectors", TensorProto.FLOAT, ["batch", d])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n])],
+        [numpy_helper.from_array(np.ascontiguousarray(items.T, dtype=np.float32), "items_t")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9  # readable by every onnxruntime this project supports
+    return model.SerializeToString()
+
+
+class FastRetriever:
+    """The nightly scoring path: user tower (ONNX) -> MatMul (ONNX) -> fused masked top-K.
+
+    Returns what :class:`OnnxRetriever` returns for the same version (tests/unit/test_export.py):
+    the top-K of the same float32 dot products, ties to the lower item index.
+    """
+
+    def __init__(self, tower_path: Path, items_path: Path, k: int, threads: int | None = None) -> None:
+        for path in (tower_path, items_path):
+            if not Path(path).is_file():
+                raise DataError(f"scoring file {path} does not exist")
+        self.tower = _session(Path(tower_path), threads)
+        self.user_input = self.tower.get_inputs()[0].name  # "history" or "user_idx"
+        items = np.load(items_path)
+        if items.ndim != 2:
+            raise DataError(f"{items_path} must hold an [items, dim] matrix, got shape {items.shape}")
+        self.n_items, self.k = items.shape[0], min(k, items.shape[0])
+        self.matmul = _session(matmul_graph(items), threads)
+
+    def user_vectors(self, user: np.ndarray) -> np.ndarray:
+        """history [B, H] or user_idx [B] -> user vectors [B, D] float32."""
+        return self.tower.run(["user_vectors"], {self.user_input: np.asarray(user, dtype=np.int64)})[0]
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """user vectors [B, D] -> every item's score [B, N] (the bare MatMul: the floor)."""
+        return self.matmul.run(["scores"], {"user_vectors": vectors})[0]
+
+    def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
+        from recsys.topk import masked_topk
+
+        scores = self.scores(self.user_vectors(user))
+        if not scores.flags.writeable:  # onnxruntime hands back its own buffer: writable today
+            scores = scores.copy()
+        return masked_topk(scores, seen, self.k)
 
 
 @dataclass
@@ -129,8 +192,17 @@ class ModelBundle:
     def titles(self) -> dict[int, str]:
         return dict(zip(self.movie_ids.tolist(), self.catalogue["title"].astype(str).tolist()))
 
+    @property
+    def fast_scoring(self) -> bool:
+        """True when the version holds the fast scoring files (trained since issue 7)."""
+        return all((self.folder / name).is_file() for name in SCORING_FILES)
+
     @cached_property
-    def retriever(self) -> OnnxRetriever:
+    def retriever(self) -> OnnxRetriever | FastRetriever:
+        """:class:`FastRetriever` when the version has its files, else the end-to-end graph."""
+        if self.fast_scoring:
+            return FastRetriever(self.folder / SCORING_FILES[0], self.folder / SCORING_FILES[1],
+                                 self.k)
         return OnnxRetriever(self.folder / "model.onnx", self.n_items)
 
     def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

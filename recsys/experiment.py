@@ -22,7 +22,7 @@ from recsys.config import PROJECT_ROOT, Settings
 from recsys.data import Prepared
 from recsys.errors import DataError, ModelNotFoundError
 from recsys.evaluation import bootstrap_interval, ndcg_at_k
-from recsys.export import export_onnx
+from recsys.export import export_onnx, export_scoring
 from recsys.model import TwoTower, checkpoint
 from recsys.reporting import plot_curves
 from recsys.training import TrainResult, evaluate_model, train
@@ -38,9 +38,10 @@ def mostpop_metrics(prepared: Prepared) -> dict[str, float]:
 
 
 def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder: Path) -> Path:
-    """The model version's bundle (recsys.bundle): ONNX graph, catalogue, users, bundle.json."""
+    """The model version's bundle (recsys.bundle): ONNX graphs, item vectors, catalogue, users, bundle.json."""
     folder.mkdir(parents=True, exist_ok=True)
     export_onnx(model, folder / "model.onnx", settings.score.k)
+    export_scoring(model, folder)
     prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     prepared.users.to_parquet(folder / "users.parquet", index=False)
     meta = {"format": bundle_mod.FORMAT, "user_tower": model.cfg.user_tower,

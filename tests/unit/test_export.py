@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.bundle import OnnxRetriever, pad_lists
+from recsys.bundle import FastRetriever, OnnxRetriever, pad_lists
 from recsys.config import ModelConfig
-from recsys.export import TopKRetrieval, export_onnx, input_name
+from recsys.export import TopKRetrieval, export_onnx, export_scoring, input_name
 from recsys.model import TwoTower
 
 pytestmark = pytest.mark.unit
@@ -71,3 +71,30 @@ def test_fully_seen_users_get_masked_tail(tmp_path):
 def test_k_larger_than_catalogue_is_rejected():
     with pytest.raises(ValueError, match="k must be in"):
         TopKRetrieval(TwoTower(2, 5, ModelConfig(embedding_dim=4)), 6)
+
+
+@pytest.mark.parametrize("tower", ["sasrec", "id"])
+def test_fast_scoring_path_returns_the_end_to_end_graphs_lists(tmp_path, tower):
+    """user_tower.onnx + MatMul + fused top-K == the retrieval graph's TopK, exactly."""
+    torch.manual_seed(2)
+    n_users, n_items, k, h = 200, 3_000, 100, 6
+    model = TwoTower(n_users, n_items, ModelConfig(embedding_dim=16, user_tower=tower,
+                                                   history_length=h)).eval()
+    rng = np.random.default_rng(2)
+    seen = [rng.choice(n_items, size=rng.integers(0, 200), replace=False) for _ in range(n_users)]
+    history = rng.integers(0, n_items, size=(n_users, h))
+    history[::3, :2] = n_items  # some left padding
+    user = history if tower != "id" else np.arange(n_users)
+    graph = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", k), n_items)
+    fast = FastRetriever(*export_scoring(model, tmp_path), k)
+    want_idx, want_scores = graph.recommend(user, seen)
+    idx, scores = fast.recommend(user, seen)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
+    # and the float32 reference on the path's own MatMul: a stable sort of the masked scores
+    full = fast.scores(fast.user_vectors(user))
+    for row, items in enumerate(seen):
+        full[row, items] = -np.inf
+    order = np.argsort(-full, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(scores, np.take_along_axis(full, order, axis=1))
