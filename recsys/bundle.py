@@ -106,8 +106,18 @@ class FastRetriever:
         self.matmul = _session(matmul_graph(items), threads)
 
     def user_vectors(self, user: np.ndarray) -> np.ndarray:
-        """history [B, H] or user_idx [B] -> user vectors [B, D] float32."""
-        return self.tower.run(["user_vectors"], {self.user_input: np.asarray(user, dtype=np.int64)})[0]
+        """history [B, H] or user_idx [B] -> user vectors [B, D] float32.
+
+        Columns that are padding in every row of a history batch are cut first (the encoder's
+        positions count from the end and padding is masked, so the vectors stay the same): a batch
+        of short histories costs less. Batch users of similar history length together.
+        """
+        user = np.asarray(user, dtype=np.int64)
+        if user.ndim == 2 and user.shape[1] > 2:
+            real = (user != self.n_items).any(axis=0)
+            first = min(int(real.argmax()) if real.any() else user.shape[1], user.shape[1] - 2)
+            user = user[:, first:]
+        return self.tower.run(["user_vectors"], {self.user_input: user})[0]
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """user vectors [B, D] -> every item's score [B, N] (the bare MatMul: the floor)."""

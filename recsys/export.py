@@ -9,7 +9,8 @@ masked to -inf inside the graph, so they never appear unless a user has seen alm
 training-time user index: it scores anyone from today's history.
 
 Nightly scoring reads a faster pair beside it (:func:`export_scoring`): ``user_tower.onnx`` (the
-same user input -> ``user_vectors`` float32 [B, D]) and ``item_vectors.npy`` (float32 [N, D]);
+same user input -> ``user_vectors`` float32 [B, D]; a history may be cut to its last L <= H
+columns, 2 <= L, when the cut columns are padding) and ``item_vectors.npy`` (float32 [N, D]);
 recsys.bundle multiplies the two with an ONNX Runtime MatMul and selects the top K with the fused
 kernel of recsys.topk, which returns what the end-to-end graph returns, several times faster.
 """
@@ -98,8 +99,11 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
     """Write ``user_tower.onnx`` and ``item_vectors.npy`` (see the module docstring) into ``folder``."""
     model = model.eval()
     tower = folder / "user_tower.onnx"
+    dims = {0: torch.export.Dim("batch")}
+    if model.reads_history:  # callers may cut the columns that are padding in every row
+        dims[1] = torch.export.Dim("length", min=2, max=model.cfg.history_length)
     _export(UserTower(model).eval(), example_inputs(model)[:1], [input_name(model)],
-            ["user_vectors"], {"user": {0: torch.export.Dim("batch")}}, tower)
+            ["user_vectors"], {"user": dims}, tower)
     items = folder / "item_vectors.npy"
     with torch.no_grad():
         np.save(items, model.item_vectors().float().numpy())

@@ -36,14 +36,20 @@ class Block(nn.Module):
                                  nn.Linear(dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
-        """x [B, H, D]; allowed [B, 1, H, H] (query may attend key) -> [B, H, D]."""
+    def forward(self, x: Tensor, allowed: Tensor, last_only: bool = False) -> Tensor:
+        """x [B, H, D]; allowed [B, 1, H, H] (query may attend key) -> [B, H, D].
+
+        ``last_only``: only the last position's output, [B, 1, D] (keys and values still read every
+        position): the user vector needs nothing else, and it saves most of the block's work.
+        """
         b, h, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, h, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, H, d_head]
+        if last_only:
+            q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
         logits = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
         weights = self.drop(logits.masked_fill(~allowed, -1e9).softmax(dim=-1))
-        x = x + self.drop(self.out((weights @ v).transpose(1, 2).reshape(b, h, d)))
+        x = x + self.drop(self.out((weights @ v).transpose(1, 2).reshape(b, q.shape[2], d)))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -60,8 +66,9 @@ class SasrecEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, items: Tensor, real: Tensor) -> Tensor:
-        """items [B, H, D] embeddings, real [B, H] (False = padding) -> outputs [B, H, D]."""
+    def forward(self, items: Tensor, real: Tensor, last_only: bool = False) -> Tensor:
+        """items [B, H, D] embeddings, real [B, H] (False = padding) -> outputs [B, H, D]
+        ([B, 1, D]: the last position only, with ``last_only``)."""
         b, h, d = items.shape
         keep = real.unsqueeze(-1).to(items.dtype)
         x = self.drop(items * math.sqrt(d) + self.position.weight[-h:]) * keep
@@ -69,8 +76,9 @@ class SasrecEncoder(nn.Module):
         # Each position sees itself, so rows of padding never softmax over nothing.
         allowed = (causal & real.unsqueeze(1)) | torch.eye(h, dtype=torch.bool, device=items.device)
         allowed = allowed.unsqueeze(1)
-        for block in self.blocks:
-            x = block(x, allowed) * keep
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            x = block(x, allowed, last_only=last) * (keep[:, -1:] if last else keep)
         return self.norm(x)
 
 
@@ -103,12 +111,15 @@ class TwoTower(nn.Module):
     def reads_history(self) -> bool:
         return self.cfg.user_tower in HISTORY_TOWERS
 
-    def sequence_vectors(self, history: Tensor) -> Tensor:
-        """History towers, every prefix at once: [B, H] -> [B, H, D] (position t reads items <= t)."""
+    def sequence_vectors(self, history: Tensor, last_only: bool = False) -> Tensor:
+        """History towers, every prefix at once: [B, H] -> [B, H, D] (position t reads items <= t).
+
+        ``last_only``: the sasrec encoder computes the last position only (-> [B, 1, D]).
+        """
         real = history != self.n_items
         items = self.item_emb(history)
         if self.cfg.user_tower == "sasrec":
-            return self.encoder(items, real)
+            return self.encoder(items, real, last_only=last_only)
         counts = real.cumsum(dim=1).clamp(min=1).unsqueeze(-1).to(items.dtype)
         return self.project(items.cumsum(dim=1) / counts)
 
@@ -117,7 +128,7 @@ class TwoTower(nn.Module):
         if self.reads_history:
             if history is None:
                 raise ValueError(f"the {self.cfg.user_tower} user tower needs a history [B, H]")
-            return self.sequence_vectors(history)[:, -1]
+            return self.sequence_vectors(history, last_only=True)[:, -1]
         if user_idx is None:
             raise ValueError("the id user tower needs user_idx [B]")
         return self.user_emb(user_idx)
