@@ -1,12 +1,15 @@
 """The online store end to end: real redis-server, real Feast apply/write/read, and the fast lookup.
 
-Lists and histories are written through Feast and read back both through Feast and through the
-hand-written decoder in recsys.lookup, which pins that decoder to Feast's writer.
+Lists, histories and titles are published with the default (fast) writer and read back both through
+Feast and through the hand-written decoder in recsys.lookup. The fast writer is compared byte for
+byte with Feast's own ``write_to_online_store``, which pins writer and decoder to Feast's layout.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -79,7 +82,7 @@ def published(redis_settings: Settings, histories: pd.DataFrame) -> pd.DataFrame
     store.apply(redis_settings)
     recs = synthetic_recs()
     counts = store.publish(recs, synthetic_catalogue(), redis_settings, histories)
-    assert counts["users"] == N_USERS and counts["movies"] == N_MOVIES
+    assert counts["users"] == N_USERS and counts["movies"] == N_MOVIES and counts["writer"] == "fast"
     assert counts["histories"] == N_USERS - 1
     return recs
 
@@ -340,3 +343,108 @@ def test_stop_closes_the_port_and_restart_keeps_the_lists(
     assert conn.config_get("bind")["bind"] == "127.0.0.1"
     assert conn.config_get("protected-mode")["protected-mode"] == "yes"
     conn.close()
+
+
+def repo_variant(source: Path, folder: Path, *online: str) -> Path:
+    """A copy of the Feast repo whose ``skip_dedup: true`` line becomes the ``online`` settings lines."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    config = folder / "feature_store.yaml"
+    text = config.read_text()
+    assert "\n  skip_dedup: true\n" in text
+    config.write_text(text.replace("\n  skip_dedup: true\n", "".join(f"\n  {line}" for line in online) + "\n"))
+    return folder
+
+
+def harder_recs() -> pd.DataFrame:
+    """synthetic_recs with per-row times to the nanosecond, an empty list, an id past 2**32, non-ASCII."""
+    recs = synthetic_recs(model_version="7-é")
+    items, scores = list(recs["item_ids"]), list(recs["scores"])
+    items[-1], scores[-1] = np.array([], dtype="int64"), np.array([], dtype="float32")
+    return recs.assign(
+        user_id=[*recs["user_id"][:-1], 2**33 + 1], item_ids=items, scores=scores,
+        event_timestamp=STAMP + pd.to_timedelta(np.arange(N_USERS) * 1_234_567_891, unit="ns"),
+    )
+
+
+def publish_with_each_writer(settings: Settings, recs: pd.DataFrame, histories: pd.DataFrame
+                             ) -> dict[str, tuple[dict, set[int]]]:
+    """{writer: (HGETALL of every key, the set of key TTLs)}, each written into an emptied database."""
+    conn = redis_server.client(settings.store.connection_string or "")
+    written = {}
+    try:
+        for writer in ("feast", "fast"):
+            conn.flushdb()
+            counts = store.publish(recs, synthetic_catalogue(), settings, histories, writer=writer)
+            assert counts["writer"] == writer and counts["histories"] == len(histories)
+            written[writer] = (redis_dump(settings), {conn.ttl(key) for key in conn.scan_iter()})
+    finally:
+        conn.close()
+    return written
+
+
+def test_fast_writer_writes_the_bytes_feast_writes(own_redis: Settings, histories: pd.DataFrame) -> None:
+    store.apply(own_redis)
+    recs = harder_recs()
+    written = publish_with_each_writer(own_redis, recs, histories)
+    assert written["fast"] == written["feast"]
+    contents, ttls = written["fast"]
+    assert len(contents) == N_USERS + N_MOVIES and ttls == {-1}  # feature_store.yaml sets no key TTL
+    first, big = (fast.entity_key("user_id", int(u)) for u in recs["user_id"].iloc[[0, -1]])
+    assert len(contents[first]) == 2 + len(store.USER_FEATURES) + len(store.HISTORY_FEATURES)  # + 2 _ts
+    assert contents[big][fast.USER_FIELDS[0]] == b"r\x00"  # the empty list, on an id past 2**32
+
+
+def test_fast_writer_takes_the_key_ttl_from_feature_store_yaml(
+    own_redis: Settings, isolated_settings: Callable[..., Settings], tmp_path: Path, histories: pd.DataFrame
+) -> None:
+    repo = repo_variant(own_redis.paths.feature_repo, tmp_path / "ttl_repo", "skip_dedup: true",
+                        "key_ttl_seconds: 3600")
+    settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
+    store.apply(settings)
+    assert store.view_layout(store.feature_store(settings), store.USER_VIEW).ttl_seconds == 3600
+    written = publish_with_each_writer(settings, synthetic_recs(), histories)
+    assert written["fast"][0] == written["feast"][0] and len(written["fast"][0]) == N_USERS + N_MOVIES
+    for writer in ("feast", "fast"):
+        assert written[writer][1] <= set(range(3590, 3601)), writer
+
+
+def test_fast_writer_refuses_an_online_store_it_does_not_reproduce(
+    own_redis: Settings, isolated_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    repo = repo_variant(own_redis.paths.feature_repo, tmp_path / "dedup_repo", "skip_dedup: false")
+    settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
+    store.apply(settings)
+    recs, catalogue = synthetic_recs(), synthetic_catalogue()
+    with pytest.raises(StoreError, match="does not implement online_store.skip_dedup false; publish with "
+                                         "writer='feast'"):
+        store.publish(recs, catalogue, settings)
+    with pytest.raises(StoreError, match="writer must be 'fast' or 'feast', got 'raw'"):
+        store.publish(recs, catalogue, settings, writer="raw")  # type: ignore[arg-type]
+    assert redis_dump(settings) == {} and not (repo / "data" / f"{store.USER_VIEW}.parquet").exists()
+    assert store.publish(recs, catalogue, settings, writer="feast")["users"] == N_USERS
+    assert list(store.read_lists([1], settings)["item_ids"][0]) == recs["item_ids"][0].tolist()
+
+
+def test_feast_reads_every_field_the_fast_writer_wrote(own_redis: Settings, histories: pd.DataFrame) -> None:
+    store.apply(own_redis)
+    recs, catalogue = synthetic_recs(), synthetic_catalogue()
+    store.publish(recs, catalogue, own_redis, histories, writer="fast")
+    fs = store.feature_store(own_redis)
+    refs = [f"{store.USER_VIEW}:{f}" for f in store.USER_FEATURES]
+    refs += [f"{store.HISTORY_VIEW}:{f}" for f in store.HISTORY_FEATURES]
+    rows = [{"user_id": int(u)} for u in recs["user_id"]]
+    served = fs.get_online_features(features=refs, entity_rows=rows, full_feature_names=True).to_dict()
+    history = dict(zip(histories["user_id"], histories["movie_ids"]))
+    for i, want in enumerate(recs.itertuples()):
+        assert served["user_recommendations__item_ids"][i] == want.item_ids.tolist()
+        assert served["user_recommendations__scores"][i] == want.scores.tolist()  # float32, exact
+        assert served["user_recommendations__model_version"][i] == "7"
+        assert served["user_recommendations__data_version"][i] == "d41d8cd"
+        expected = history.get(want.user_id)
+        assert served["user_history__movie_ids"][i] == (None if expected is None else expected.tolist())
+        assert served["user_history__data_version"][i] == (None if expected is None else "d41d8cd")
+    assert BIG_MOVIE_ID in served["user_recommendations__item_ids"][0]
+    assert served["user_history__movie_ids"][0] == [] and len(served["user_history__movie_ids"][1]) == LONG_HISTORY
+    movies = [{"movie_id": int(m)} for m in catalogue["movie_id"]]
+    titles = fs.get_online_features(features=[f"{store.MOVIE_VIEW}:title"], entity_rows=movies).to_dict()["title"]
+    assert titles == catalogue["title"].tolist() and "Amélie 7 (2001)" in titles
