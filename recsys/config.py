@@ -77,6 +77,7 @@ class TrainConfig(_Section):
     learning_rate: float = Field(2e-3, gt=0.0)  # chosen on validation (benchmarks/results/sweep-*)
     weight_decay: float = Field(0.0, ge=0.0)
     max_interactions: int = Field(1_000_000, ge=1)  # predicted positives per epoch, sampled afresh
+    max_minutes: float = Field(0.0, ge=0.0)  # stop after the epoch that spends it; 0 = no limit
     patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping
     seed: int = 42
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = leave torch's default

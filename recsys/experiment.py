@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -115,8 +116,12 @@ def run_training(settings: Settings, prepared: Prepared, data_version: str = "",
                          "user_tower": settings.model.user_tower,
                          "hard_negatives_from": "champion" if hard_lists is not None else "none"})
         log_dataset(prepared, settings, data_version, prepared_dir)
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
         result = train(prepared, settings, on_epoch=lambda row: mlflow.log_metrics(
             {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]), hard_lists=hard_lists)
+        timings["train_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
         test, test_ranks = evaluate_model(result.model, prepared, "test",
                                           settings.train.eval_batch_size)
         low, high = bootstrap_interval(test_ranks, ndcg_at_k, 10, seed=settings.train.seed)
@@ -125,16 +130,22 @@ def run_training(settings: Settings, prepared: Prepared, data_version: str = "",
                    "test_ndcg_at_10_ci_low": low, "test_ndcg_at_10_ci_high": high,
                    "best_epoch": float(result.best_epoch), **mostpop_metrics(prepared)}
         mlflow.log_metrics(metrics)
+        timings["evaluate_s"] = time.perf_counter() - tick
         folder = Path(tmp)
         for png in plot_curves(result.epochs, folder / "plots", result.best_epoch):
             mlflow.log_artifact(str(png), "plots")
         _write_training_files(result, settings, folder / "training")
         mlflow.log_artifacts(str(folder / "training"), "training")
+        tick = time.perf_counter()
         bundle = write_bundle(result.model, prepared, settings, folder / "bundle")
+        timings["export_s"] = time.perf_counter() - tick
         valid = {registry.TRAIN_VALID_TAG: result.valid_metrics["ndcg_at_10"]}
+        tick = time.perf_counter()
         version = registry.log_model(settings, bundle, PYFUNC_ENTRY, valid,
                                      {"data_version": data_version, "run_id": run.info.run_id,
                                       "user_tower": settings.model.user_tower})
+        timings["register_s"] = time.perf_counter() - tick
     return {"run_id": run.info.run_id, "version": version, "best_epoch": result.best_epoch,
             "valid": result.valid_metrics, "test": test,
-            "mostpop": {k: v for k, v in metrics.items() if k.startswith("mostpop_")}}
+            "mostpop": {k: v for k, v in metrics.items() if k.startswith("mostpop_")},
+            "epochs": result.epochs, "timings": {k: round(v, 3) for k, v in timings.items()}}

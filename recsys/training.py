@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -224,13 +225,18 @@ def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], Non
     valid = prepared.split("valid")
     result = TrainResult(model=model, best_epoch=0, valid_metrics={SELECTION_METRIC: -1.0})
     best_state, waited = copy.deepcopy(model.state_dict()), 0
+    budget = settings.train.max_minutes * 60 if settings.train.max_minutes else None
+    started = time.perf_counter()
     for epoch in range(1, settings.train.max_epochs + 1):
+        tick = time.perf_counter()
         loss, n_pairs = _train_epoch(model, optimizer, ex, settings, ctx, gen,
                                      f"epoch {epoch}/{settings.train.max_epochs}")
         model.eval()
+        tock = time.perf_counter()
         metrics = evaluate(Scorer(model, histories if model.reads_history else None), valid, seen,
                            settings.train.eval_batch_size)
         row = {"epoch": epoch, "loss": loss, "pairs": n_pairs,
+               "train_seconds": tock - tick, "valid_seconds": time.perf_counter() - tock,
                **{f"valid_{k}": v for k, v in metrics.items()}}
         result.epochs.append(row)
         log.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f", epoch, loss,
@@ -245,6 +251,10 @@ def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], Non
             if waited >= settings.train.patience:
                 log.info("early stop after epoch %d (best %d)", epoch, result.best_epoch)
                 break
+        if budget is not None and time.perf_counter() - started >= budget:
+            log.info("time budget of %.1f min spent after epoch %d (best %d)",
+                     settings.train.max_minutes, epoch, result.best_epoch)
+            break
     model.load_state_dict(best_state)
     model.eval()
     return result

@@ -1,0 +1,341 @@
+"""The real nightly chain at MovieLens-20M scale, stage by stage: wall time and peak memory.
+
+Every stage runs the project's own code (recsys.pipelines, the CLI, the Airflow DAG) in a child
+process of its own, in a temporary RECSYS_HOME with its own embedded Redis on a free 127.0.0.1
+port, so nothing of the developer's .recsys is touched. Per stage it records the wall time, the
+peak RSS of the stage's process (and of the children it waited for: DVC, GX), and the peak of
+the summed RSS of its whole process tree sampled every 0.2 s. The Redis server (a daemon, not a
+child) is reported apart, from its INFO.
+
+Stages: synth (`recsys synth`, skipped with --source), ingest (snapshot + DVC + suite
+ratings_raw on every row), prepare (protocol split + suite interactions on every row + DVC), train
+(one epoch at the default train.max_interactions, valid and test evaluation, ONNX export,
+registration: each timed inside), promote (the gate: both versions re-scored on validation),
+score (all users, one process), validate (suite recommendations on every row), publish (lists,
+histories and titles into Redis through the fast Feast-layout writer, Feast read-back), lookups
+(`recsys.lookup` on a sample, compared with the scored lists), night (`recsys_score_nightly`
+through `dag.test()`, mapped shards; per-task times), train_budget (with --train-minutes: train
+for that long, then the validation metrics).
+
+    .venv/bin/python -P benchmarks/scale.py                   # generated ML-20M-shaped release
+    .venv/bin/python -P benchmarks/scale.py --preset small    # ~1M ratings, a few minutes
+    .venv/bin/python -P benchmarks/scale.py --source ~/ml-20m.zip --out benchmarks/results/scale-ml20m-real.json
+Prints a table and writes benchmarks/results/scale-ml20m.json (rewritten after every stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("synth", "ingest", "prepare", "train", "promote", "score", "validate", "publish",
+          "lookups", "night", "train_budget")
+GIB = 1024 ** 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- child side: one stage, reading and extending the state file ---------------------------------
+
+
+def _stage_ingest(settings, state: dict) -> dict:  # noqa: ANN001 - recsys Settings
+    from recsys import pipelines
+
+    return pipelines.ingest(settings, validate=True)
+
+
+def _stage_prepare(settings, state: dict) -> dict:  # noqa: ANN001
+    from recsys import pipelines
+
+    return pipelines.prepare(settings, state["ingest"]["raw_dir"], state["ingest"]["data_version"])
+
+
+def _train(settings, state: dict) -> dict:  # noqa: ANN001
+    from recsys import pipelines
+
+    result = pipelines.train(settings, state["prepare"]["prepared_dir"],
+                             state["prepare"]["data_version"])
+    pairs = sum(row["pairs"] for row in result["epochs"])
+    train_s = sum(row["train_seconds"] for row in result["epochs"])
+    return {**result, "n_epochs": len(result["epochs"]), "pairs": pairs,
+            "train_loop_s": train_s, "seconds_per_1m_pairs": train_s / max(pairs, 1) * 1e6}
+
+
+def _stage_train(settings, state: dict) -> dict:  # noqa: ANN001
+    return _train(settings, state)
+
+
+def _stage_train_budget(settings, state: dict) -> dict:  # noqa: ANN001
+    return _train(settings, state)
+
+
+def _stage_promote(settings, state: dict) -> dict:  # noqa: ANN001
+    from recsys import pipelines
+
+    comparison = pipelines.compare(settings, state["train"]["version"],
+                                   state["prepare"]["prepared_dir"])
+    return {"comparison": comparison, "promotion": pipelines.promote(settings, comparison, force=True)}
+
+
+def _stage_score(settings, state: dict) -> dict:  # noqa: ANN001
+    from recsys import pipelines
+
+    return pipelines.score(settings, "champion", prepared_dir=state["prepare"]["prepared_dir"])
+
+
+def _stage_validate(settings, state: dict) -> dict:  # noqa: ANN001
+    from recsys import pipelines
+
+    return pipelines.validate_recommendations(settings, state["score"]["recommendations"])
+
+
+def _stage_publish(settings, state: dict) -> dict:  # noqa: ANN001
+    from recsys import pipelines
+
+    return pipelines.publish(settings, state["score"]["recommendations"])
+
+
+def _stage_lookups(settings, state: dict) -> dict:  # noqa: ANN001
+    import statistics
+
+    import numpy as np
+
+    from recsys import pipelines
+    from recsys.lookup import lookup
+    from recsys.scoring import read_recommendations
+
+    checked = pipelines.verify_lookups(settings, state["score"]["recommendations"], sample=1000)
+    users = read_recommendations(Path(state["score"]["recommendations"]))["user_id"].to_numpy()
+    rng = np.random.default_rng(0)
+    times = []
+    for user in rng.choice(users, size=2000):
+        start = time.perf_counter()
+        lookup(int(user), 10, settings)
+        times.append(time.perf_counter() - start)
+    return {**checked, "lookup_k10_median_ms": statistics.median(times) * 1e3,
+            "lookup_k10_p99_ms": float(np.percentile(times, 99)) * 1e3}
+
+
+def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
+    """recsys_score_nightly through dag.test(): mapped shards, then per-task wall times."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    env = demo.airflow_environment()
+    env["AIRFLOW_HOME"] = str(settings.paths.home / "airflow")
+    os.environ.update(env)
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
+                   capture_output=True)
+    from airflow.dag_processing.dagbag import BundleDagBag
+    from airflow.utils.session import create_session
+
+    dags = ROOT / "dags"
+    bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder")
+    started = time.perf_counter()
+    run = bag.dags["recsys_score_nightly"].test(run_conf={"shard_size": state["shard_size"]})
+    wall = time.perf_counter() - started
+    with create_session() as session:
+        tasks = [{"task": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
+                  "seconds": (ti.end_date - ti.start_date).total_seconds()
+                  if ti.start_date and ti.end_date else None}
+                 for ti in run.get_task_instances(session=session)]
+    tasks.sort(key=lambda t: (t["task"], t["map_index"]))
+    if run.state != "success":
+        raise RuntimeError(f"recsys_score_nightly ended {run.state}: {tasks}")
+    return {"state": str(run.state), "dag_test_s": wall, "tasks": tasks,
+            "tasks_sum_s": sum(t["seconds"] or 0 for t in tasks)}
+
+
+def run_child(stage: str, state_path: Path) -> None:
+    import logging
+
+    from recsys.config import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = json.loads(state_path.read_text())
+    settings = load_settings(state["overrides"].get(stage, []))
+    result = globals()[f"_stage_{stage}"](settings, state)
+    out = state_path.with_name(f"{stage}.json")
+    out.write_text(json.dumps(result, default=str))
+
+
+# --- parent side ----------------------------------------------------------------------------------
+
+
+class TreeSampler(threading.Thread):
+    """Peak of the summed RSS of a process and its descendants, sampled every ``interval`` s."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak, self.done = pid, interval, 0, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self.done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                total = 0
+                for proc in procs:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                return
+            self.done.wait(self.interval)
+
+
+def run_stage(stage: str, state_path: Path, env: dict, log_path: Path) -> dict:
+    """Run one stage in a child process; wall time, peak RSS (own + waited children), tree peak."""
+    started = time.perf_counter()
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen([sys.executable, "-P", __file__, "--child", stage, str(state_path)],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        sampler = TreeSampler(child.pid)
+        sampler.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        sampler.done.set()
+        sampler.join()
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    return {"stage": stage, "ok": code == 0, "exit_code": code, "wall_s": round(wall, 2),
+            "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
+            "peak_tree_rss_gib": round(max(sampler.peak, usage.ru_maxrss * 1024) / GIB, 3)}
+
+
+def synth_stage(args: argparse.Namespace, folder: Path, env: dict, log_path: Path) -> dict:
+    started = time.perf_counter()
+    command = [str(Path(sys.executable).parent / "recsys"), "synth", "--preset", args.preset,
+               "--seed", str(args.seed), "--out", str(folder)]
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return {"stage": "synth", "ok": code == 0, "exit_code": code,
+            "wall_s": round(time.perf_counter() - started, 2),
+            "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
+            "peak_tree_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3)}
+
+
+def redis_memory(port: int) -> float | None:
+    import redis
+
+    try:
+        return round(redis.Redis(host="127.0.0.1", port=port).info("memory")["used_memory_rss"] / GIB, 3)
+    except redis.RedisError:
+        return None
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'stage':14s} {'wall s':>9s} {'peak RSS GiB':>13s} {'tree peak GiB':>14s}  ok")
+    for row in rows:
+        print(f"{row['stage']:14s} {row['wall_s']:9.1f} {row['peak_rss_gib']:13.2f} "
+              f"{row['peak_tree_rss_gib']:14.2f}  {row['ok']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("STAGE", "STATE"), help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default="ml-20m", help="recsys synth preset (default ml-20m)")
+    parser.add_argument("--seed", type=int, default=0, help="recsys synth seed")
+    parser.add_argument("--source", type=Path, help="a real release (ml-20m.zip or folder) instead")
+    parser.add_argument("--shard-size", type=int, default=25_000, help="users per mapped scoring task")
+    parser.add_argument("--train-minutes", type=float, default=0.0,
+                        help="also train for this long and report the validation metrics")
+    parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
+    parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "scale-ml20m.json")
+    args = parser.parse_args()
+    if args.child:
+        run_child(args.child[0], Path(args.child[1]))
+        return 0
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="recsys-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    home, repo, release = work / "home", work / "feature_repo", work / "release"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    port = free_port()
+    source = args.source or release
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RECSYS__") and k not in ("REDIS_CONNECTION_STRING", "MLFLOW_TRACKING_URI")}
+    env.update({"RECSYS_HOME": str(home), "RECSYS__STORE__PORT": str(port),
+                "RECSYS__PATHS__FEATURE_REPO": str(repo), "RECSYS__DATA__DATASET": "ml-20m",
+                "RECSYS__DATA__SOURCE": str(source), "RECSYS__TRAIN__PROGRESS_BAR": "false",
+                "PYTHONUNBUFFERED": "1"})
+    overrides = {"train": ["train.max_epochs=1"],
+                 "train_budget": ["train.max_epochs=200", f"train.max_minutes={args.train_minutes}"]}
+    state_path = work / "state.json"
+    log_path = work / "scale.log"
+    rows: list[dict] = []
+    results: dict = {}
+    report = {"args": {k: str(v) for k, v in vars(args).items() if k != "child"},
+              "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                          "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)},
+              "dataset": "real release" if args.source else f"recsys synth --preset {args.preset} --seed {args.seed}",
+              "stages": rows, "results": results, "workdir": str(work)}
+    skip = set(args.skip) | ({"synth"} if args.source else set())
+    if not args.train_minutes:
+        skip.add("train_budget")
+    print(f"work folder {work}; log {log_path}", flush=True)
+    try:
+        for stage in STAGES:
+            if stage in skip:
+                continue
+            if stage == "synth":
+                shutil.rmtree(release, ignore_errors=True)
+                row = synth_stage(args, release, env, log_path)
+            else:
+                state_path.write_text(json.dumps({"overrides": overrides, "shard_size": args.shard_size,
+                                                  **results}, default=str))
+                row = run_stage(stage, state_path, env, log_path)
+                if row["ok"]:
+                    results[stage] = json.loads((work / f"{stage}.json").read_text())
+            if stage in ("publish", "night"):
+                row["redis_rss_gib"] = redis_memory(port)
+            rows.append(row)
+            print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2, default=str))
+            if not row["ok"]:
+                print(f"stage {stage} failed (exit {row['exit_code']}); see {log_path}", file=sys.stderr)
+                return 1
+    finally:
+        subprocess.run([str(Path(sys.executable).parent / "recsys"), "down"], env=env, cwd=ROOT,
+                       capture_output=True)
+        report["peak_rss_gib_max"] = max((r["peak_tree_rss_gib"] for r in rows), default=None)
+        args.out.write_text(json.dumps(report, indent=2, default=str))
+    print()
+    print_table(rows)
+    print(f"max peak (process tree) {report['peak_rss_gib_max']} GiB; wrote {args.out}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
