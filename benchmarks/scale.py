@@ -138,12 +138,14 @@ def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
     spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    os.environ["AIRFLOW_HOME"] = str(settings.paths.home / "airflow")  # read by the next line
     env = demo.airflow_environment()
-    env["AIRFLOW_HOME"] = str(settings.paths.home / "airflow")
     os.environ.update(env)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                   capture_output=True)
+    migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                             capture_output=True, text=True)
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed: {migrate.stderr[-3000:]}")
     from airflow.dag_processing.dagbag import BundleDagBag
     from airflow.utils.session import create_session
 
@@ -250,11 +252,16 @@ def redis_memory(port: int) -> float | None:
         return None
 
 
+def print_row(row: dict, header: bool = False) -> None:
+    if header:
+        print(f"{'stage':14s} {'wall s':>9s} {'peak RSS GiB':>13s} {'tree peak GiB':>14s}  ok")
+    print(f"{row['stage']:14s} {row['wall_s']:9.1f} {row['peak_rss_gib']:13.2f} "
+          f"{row['peak_tree_rss_gib']:14.2f}  {row['ok']}", flush=True)
+
+
 def print_table(rows: list[dict]) -> None:
-    print(f"{'stage':14s} {'wall s':>9s} {'peak RSS GiB':>13s} {'tree peak GiB':>14s}  ok")
-    for row in rows:
-        print(f"{row['stage']:14s} {row['wall_s']:9.1f} {row['peak_rss_gib']:13.2f} "
-              f"{row['peak_tree_rss_gib']:14.2f}  {row['ok']}")
+    for i, row in enumerate(rows):
+        print_row(row, header=i == 0)
 
 
 def main() -> int:
@@ -318,7 +325,7 @@ def main() -> int:
             if stage in ("publish", "night"):
                 row["redis_rss_gib"] = redis_memory(port)
             rows.append(row)
-            print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
+            print_row(row, header=len(rows) == 1)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2, default=str))
             if not row["ok"]:
