@@ -3,147 +3,225 @@
 ONNX Runtime computes the scores (one MatMul of user vectors against the item matrix); this kernel
 then masks the seen items and selects the K best per row, in place and in one pass over memory.
 ONNX Runtime's TopK keeps a heap of K indices per row and costs about as much as the MatMul itself
-at K=100 over 27k items (benchmarks/speed.py); here each row costs a vectorised pass over the
-scores plus work on a few hundred candidates:
+at K=100 over 27k items (benchmarks/speed.py); here each row costs one vectorised pass over the
+scores plus branch-free work on a few hundred block maxima and candidates:
 
 1. set the row's seen items to -inf (in place: the score buffer is ours);
-2. the maximum of each block of BLOCK consecutive items (a SIMD max reduction);
-3. tau = the K-th largest block maximum (a cheap bound, then a quickselect). K blocks hold a score >= tau, so the K-th best score
-   is >= tau, and every item of the top K lies in a block whose maximum is >= tau;
-4. the candidates: items >= tau of those blocks, in ascending item order;
-5. a quickselect of the K-th best candidate, then a stable sort of the K best by descending score.
+2. block maxima in a strided layout, so that the pass is a plain vertical SIMD max with no
+   horizontal reductions: the row is cut into stripes of FOLD * nb consecutive items (nb =
+   ceil(N / BLOCK)); fine block j holds the items j, j + FOLD * nb, ... (BLOCK / FOLD of them) and
+   coarse block c the fine blocks c, c + nb, ..., i.e. the items c, c + nb, c + 2 nb, ... (BLOCK);
+3. a threshold t with at least K coarse maxima >= t (a bisection over the maxima that counts with
+   SIMD compares, started from where the previous row's threshold fell): K blocks hold a score >= t,
+   so the K-th best score is >= t and every item of the top K is >= t. Any such t gives the exact
+   answer; stopping at K .. 1.25 K maxima only keeps the candidates few;
+4. the candidates: items >= t of the fine blocks whose maximum is >= t, within the coarse blocks
+   whose maximum is >= t (branch-free appends, about 1.2 K items);
+5. their order: each candidate's rank is the number of candidates above it (a branch-free SIMD
+   count, cheaper than a comparison sort at this size). Equal scores make ranks collide; then, and
+   for large candidate sets, the candidates get unique 64-bit keys (order-preserving score bits,
+   then the inverted item index) that a partition and sort order.
 
 The result equals a full stable sort of the masked row cut at K - ties go to the lower item index,
 as in ONNX Runtime's TopK - so it is exact, not approximate; tests/unit/test_topk.py checks it
-against numpy. Rows are spread over threads (numba prange); the kernel compiles on first use and
-is cached on disk.
+against numpy. Rows are spread over threads (numba prange, one scratch set per thread); the kernel
+compiles on first use and is cached on disk.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-BLOCK = 32  # items per block maximum: 27k items -> 836 maxima per row
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _block_maxima(row: np.ndarray, maxima: np.ndarray) -> None:
-    """maxima[b] = max(row[b * BLOCK : (b + 1) * BLOCK]); a fixed-width inner loop vectorises."""
-    n = row.shape[0]
-    full = n // BLOCK
-    for b in range(full):
-        start = b * BLOCK
-        best = row[start]
-        for j in range(1, BLOCK):
-            value = row[start + j]
-            best = value if value > best else best
-        maxima[b] = best
-    if full < maxima.shape[0]:
-        best = row[full * BLOCK]
-        for j in range(full * BLOCK + 1, n):
-            best = row[j] if row[j] > best else best
-        maxima[full] = best
+BLOCK = 32  # items per coarse block: 27k items -> 836 coarse maxima per row
+FOLD = 4  # fine blocks per coarse block: fine blocks of 8 items, 3344 fine maxima (13 KB, in L1)
+RANK_LIMIT = 256  # rank candidates by counting up to this many; above, sort (count is quadratic)
 
 
 @njit(cache=True, nogil=True)
-def _kth_largest(values: np.ndarray, k: int) -> float:
-    """The k-th largest of ``values`` (1 <= k <= len), by quickselect; reorders ``values``."""
-    lo, hi, target = 0, values.shape[0] - 1, k - 1  # position in descending order
-    while lo < hi:
-        pivot = values[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while values[i] > pivot:
-                i += 1
-            while values[j] < pivot:
-                j -= 1
-            if i <= j:
-                values[i], values[j] = values[j], values[i]
-                i += 1
-                j -= 1
-        if target <= j:
-            hi = j
-        elif target >= i:
-            lo = i
-        else:
-            break
-    return values[target]
+def _block_maxima(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray) -> None:
+    """fine[j] = max(row[j::len(fine)]), coarse[c] = max(fine[c::len(coarse)]); -inf if empty."""
+    n, n_fine, n_coarse = row.shape[0], fine.shape[0], coarse.shape[0]
+    fine[:] = -np.inf
+    for start in range(0, n, n_fine):
+        stripe = row[start:start + n_fine]  # a slice: plain loop indices vectorise (no wraparound)
+        for j in range(stripe.shape[0]):
+            value, best = stripe[j], fine[j]
+            fine[j] = value if value > best else best
+    coarse[:] = fine[:n_coarse]
+    for start in range(n_coarse, n_fine, n_coarse):
+        part = fine[start:start + n_coarse]
+        for c in range(n_coarse):
+            value, best = part[c], coarse[c]
+            coarse[c] = value if value > best else best
 
 
 @njit(cache=True, nogil=True)
-def _block_threshold(maxima: np.ndarray, k: int) -> float:
-    """The k-th largest block maximum (-inf when there are at most k blocks).
+def _count_at_least(values: np.ndarray, t: np.floating) -> int:
+    count = 0
+    for i in range(values.shape[0]):  # indexed: iterating the array itself compiles to gathers
+        count += values[i] >= t
+    return count
 
-    A cheap lower bound first - split the maxima into k groups; the smallest group maximum is
-    <= the k-th largest, as the k group maxima are k distinct blocks - then an exact selection
-    among the few maxima at or above that bound.
+
+@njit(cache=True, nogil=True)
+def _threshold(coarse: np.ndarray, k: int, frac: float) -> tuple[float, float]:
+    """(t, its relative position in the maxima's range): >= k maxima are >= t, ideally <= 1.25 k.
+
+    ``frac`` (from the previous row) is the first guess, then bisection; -inf when there are at
+    most k blocks or fewer than k finite maxima.
     """
-    n_blocks = maxima.shape[0]
-    if n_blocks <= k:
-        return -np.inf
-    bound = np.inf
-    for g in range(k):
-        best = -np.inf
-        for b in range(g, n_blocks, k):
-            best = max(best, maxima[b])
-        bound = min(bound, best)
-    above = maxima[maxima >= bound]
-    return _kth_largest(above, k)
+    if coarse.shape[0] <= k:
+        return -np.inf, frac
+    lo, hi = coarse[0], coarse[0]
+    for c in range(coarse.shape[0]):
+        value = coarse[c]
+        lo = value if value < lo else lo
+        hi = value if value > hi else hi
+    if lo == -np.inf:  # whole blocks seen: bisect over the finite maxima
+        lo = hi
+        for c in range(coarse.shape[0]):
+            value = coarse[c]
+            lo = value if (value < lo) & (value > -np.inf) else lo
+        if _count_at_least(coarse, lo) < k:
+            return -np.inf, frac
+    if lo == hi:
+        return lo, frac
+    best, a, b = lo, np.float64(lo), np.float64(hi)
+    guess = np.float32(a + (frac if 0.0 <= frac <= 1.0 else 0.5) * (b - a))
+    for _ in range(64):
+        count = _count_at_least(coarse, guess)
+        if count >= k:
+            best, a = guess, np.float64(guess)
+            if count <= k + k // 4:
+                break
+        else:
+            b = np.float64(guess)
+        guess = np.float32(a + 0.5 * (b - a))
+        if not a < guess < b:
+            break
+    return best, (best - np.float64(lo)) / (np.float64(hi) - np.float64(lo))
 
 
 @njit(cache=True, nogil=True)
-def _row_topk(row: np.ndarray, seen: np.ndarray, k: int, maxima: np.ndarray, idx_out: np.ndarray,
-              val_out: np.ndarray) -> None:
+def _candidates(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray, t: float, sel: np.ndarray,
+                cand_idx: np.ndarray, cand_val: np.ndarray) -> int:
+    """Items >= t (index, value) of the blocks whose maximum is >= t; returns their count."""
+    n, n_fine, n_coarse = row.shape[0], fine.shape[0], coarse.shape[0]
+    t32 = np.float32(t)
+    m = 0
+    for c in range(n_coarse):  # branch-free appends: the tests are unpredictable
+        sel[m] = c
+        m += coarse[c] >= t32
+    m_fine = 0
+    for q in range(m):
+        for f in range(FOLD):
+            j = sel[q] + f * n_coarse
+            sel[n_coarse + m_fine] = j
+            m_fine += fine[j] >= t32
+    n_stripes = (n + n_fine - 1) // n_fine
+    rest = n - (n_stripes - 1) * n_fine  # the last stripe holds fine blocks 0 .. rest - 1
+    count = 0
+    for q in range(m_fine):
+        j = sel[n_coarse + q]
+        for i in range(n_stripes - 1 + (j < rest)):
+            item = j + i * n_fine
+            value = row[item]
+            cand_idx[count] = item
+            cand_val[count] = value
+            count += value >= t32
+    return count
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _rank_by_value(cand_idx: np.ndarray, cand_val: np.ndarray, count: int, k: int,
+                   top: np.ndarray) -> bool:
+    """top[r] = the item of rank r (descending value), r < k; False if equal values among the
+    first k + 1 ranks collide (the caller then breaks ties by index). top holds k + 2 slots."""
+    top[:] = -1
+    padded = (count + 15) // 16 * 16
+    cand_val[count:padded] = -np.inf  # whole vectors only: no scalar remainder loop
+    for i in range(count):
+        value = cand_val[i]
+        rank = np.float32(0.0)
+        for j in range(padded):  # branch-free, 16 lanes; float32 counts are exact below 2**24
+            rank += np.float32(1.0) if cand_val[j] > value else np.float32(0.0)
+        top[min(int(rank), k + 1)] = cand_idx[i]  # slot k + 1 takes the ranks beyond k
+    for r in range(min(count, k + 1)):
+        if top[r] < 0:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _keys(row: np.ndarray, cand_idx: np.ndarray, count: int, keys: np.ndarray) -> None:
+    """One unique int64 per candidate, ordered like (score, -item): the stable sort's order."""
+    bits = row.view(np.int32)
+    for c in range(count):
+        item = cand_idx[c]
+        key = np.int64(bits[item] ^ ((bits[item] >> 31) & 0x7FFFFFFF))  # float order as int order
+        key += key == -1  # -0.0 ties with +0.0
+        keys[c] = (key << 32) | (0xFFFFFFFF - item)
+
+
+@njit(cache=True, nogil=True)
+def _top_by_key(keys: np.ndarray, count: int, k: int, top: np.ndarray) -> None:
+    """top[r] = the item of the r-th largest key, r < k."""
+    if count > 2 * k:  # heavy ties or a mostly seen row: keep the k largest first
+        keys[:k] = np.partition(keys[:count], count - k)[count - k:]
+        count = k
+    if count <= RANK_LIMIT:
+        for i in range(count):
+            rank = 0
+            for j in range(count):
+                rank += keys[j] > keys[i]
+            if rank < k:
+                top[rank] = 0xFFFFFFFF - (keys[i] & 0xFFFFFFFF)
+    else:
+        ordered = np.sort(keys[:count])
+        for r in range(k):
+            top[r] = 0xFFFFFFFF - (ordered[count - 1 - r] & 0xFFFFFFFF)
+
+
+@njit(cache=True, nogil=True)
+def _row_topk(row: np.ndarray, seen: np.ndarray, k: int, frac: float, fine: np.ndarray,
+              coarse: np.ndarray, sel: np.ndarray, cand_idx: np.ndarray, cand_val: np.ndarray,
+              keys: np.ndarray, top: np.ndarray, idx_out: np.ndarray, val_out: np.ndarray) -> float:
+    """One row into idx_out/val_out; returns the threshold's relative position for the next row."""
     n = row.shape[0]
     for j in seen:
         if 0 <= j < n:
             row[j] = -np.inf
-    _block_maxima(row, maxima)
-    tau = _block_threshold(maxima, k)
-    count = 0
-    for b in range(maxima.shape[0]):
-        if maxima[b] >= tau:
-            count += min(b * BLOCK + BLOCK, n) - b * BLOCK
-    cand_idx = np.empty(count, dtype=np.int64)
-    cand_val = np.empty(count, dtype=row.dtype)
-    count = 0
-    for b in range(maxima.shape[0]):
-        if maxima[b] >= tau:
-            for j in range(b * BLOCK, min(b * BLOCK + BLOCK, n)):
-                if row[j] >= tau:
-                    cand_idx[count] = j
-                    cand_val[count] = row[j]
-                    count += 1
-    # count >= k: the k blocks at or above tau each hold their maximum. Cut to exactly k - all
-    # above the k-th value, then ties at it by ascending index - and sort those (stable).
-    kth = _kth_largest(cand_val[:count].copy(), k)
-    above = 0
-    for c in range(count):
-        above += cand_val[c] > kth
-    chosen_idx = np.empty(k, dtype=np.int64)
-    chosen_val = np.empty(k, dtype=row.dtype)
-    taken, ties = 0, k - above
-    for c in range(count):
-        if cand_val[c] > kth or (cand_val[c] == kth and ties > 0):
-            if cand_val[c] == kth:
-                ties -= 1
-            chosen_idx[taken] = cand_idx[c]
-            chosen_val[taken] = cand_val[c]
-            taken += 1
-    order = np.argsort(-chosen_val, kind="mergesort")  # stable: ties keep ascending index
+    _block_maxima(row, fine, coarse)
+    t, frac = _threshold(coarse, k, frac)
+    count = _candidates(row, fine, coarse, t, sel, cand_idx, cand_val)
+    if not (count <= RANK_LIMIT and _rank_by_value(cand_idx, cand_val, count, k, top)):
+        _keys(row, cand_idx, count, keys)
+        _top_by_key(keys, count, k, top)
     for r in range(k):
-        idx_out[r] = chosen_idx[order[r]]
-        val_out[r] = chosen_val[order[r]]
+        idx_out[r] = top[r]
+        val_out[r] = row[top[r]]
+    return frac
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _topk(scores: np.ndarray, seen: np.ndarray, offsets: np.ndarray, k: int,
+def _topk(scores: np.ndarray, seen: np.ndarray, offsets: np.ndarray, k: int, n_chunks: int,
           idx_out: np.ndarray, val_out: np.ndarray) -> None:
-    n_blocks = (scores.shape[1] + BLOCK - 1) // BLOCK
-    for r in prange(scores.shape[0]):
-        maxima = np.empty(n_blocks, dtype=scores.dtype)
-        _row_topk(scores[r], seen[offsets[r]:offsets[r + 1]], k, maxima, idx_out[r], val_out[r])
+    n_rows, n = scores.shape
+    n_coarse = (n + BLOCK - 1) // BLOCK
+    for chunk in prange(n_chunks):  # one scratch set per chunk of rows, not per row
+        fine = np.empty(n_coarse * FOLD, dtype=np.float32)
+        coarse = np.empty(n_coarse, dtype=np.float32)
+        sel = np.empty(n_coarse * (FOLD + 1), dtype=np.int64)
+        cand_idx = np.empty(n, dtype=np.int64)
+        cand_val = np.empty(n + 16, dtype=np.float32)
+        keys = np.empty(n, dtype=np.int64)
+        top = np.empty(k + 2, dtype=np.int64)
+        frac = 0.5
+        for r in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
+            frac = _row_topk(scores[r], seen[offsets[r]:offsets[r + 1]], k, frac, fine, coarse, sel,
+                             cand_idx, cand_val, keys, top, idx_out[r], val_out[r])
 
 
 def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +240,10 @@ def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k must be in 1..{scores.shape[1]}, got {k}")
     offsets = np.zeros(len(seen) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in seen], out=offsets[1:])
+    np.cumsum(np.fromiter(map(len, seen), dtype=np.int64, count=len(seen)), out=offsets[1:])
     flat = np.concatenate(seen).astype(np.int64, copy=False) if len(seen) else np.empty(0, np.int64)
     idx = np.empty((scores.shape[0], k), dtype=np.int64)
     values = np.empty((scores.shape[0], k), dtype=np.float32)
-    _topk(scores, flat, offsets, k, idx, values)
+    n_chunks = max(1, min(numba.get_num_threads(), scores.shape[0]))
+    _topk(scores, flat, offsets, k, n_chunks, idx, values)
     return idx, values

@@ -42,6 +42,25 @@ def test_ties_go_to_the_lower_index_and_seen_everything_ends_in_minus_inf():
     assert np.isneginf(val[-1]).all()
 
 
+@pytest.mark.parametrize("k", [1, 100, 1000])
+def test_equal_scores_signed_zeros_and_seen_blocks_follow_the_reference(k):
+    """Paths off the common one: value ties, -0.0 next to +0.0, rows whose blocks are all seen."""
+    rng = np.random.default_rng(k)
+    n_items = 3_001
+    scores = rng.normal(size=(6, n_items)).astype(np.float32)
+    scores[0] = 1.5  # every score equal: the threshold admits the whole row
+    scores[1] = np.where(rng.random(n_items) < 0.5, np.float32(-0.0), np.float32(0.0))
+    scores[2, ::2] = -0.0
+    scores[3] = np.round(scores[3])  # few distinct values, many ties at the cut
+    seen = [np.array([], np.int64), rng.choice(n_items, 100, replace=False),
+            np.arange(1, n_items, 2), np.arange(0, n_items, 5), np.arange(n_items - 3),
+            np.arange(0, n_items, 2)]
+    want_idx, want_val = reference(scores, seen, k)
+    idx, val = masked_topk(scores.copy(), seen, k)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(val, want_val)
+
+
 def test_out_of_range_seen_entries_are_ignored_and_scores_are_masked_in_place():
     scores = np.arange(10, dtype=np.float32)[None, :].repeat(2, axis=0)
     idx, val = masked_topk(scores, [np.array([9, 10, -1, 11]), np.array([], dtype=np.int64)], 3)
