@@ -46,6 +46,9 @@ def _session(model: Path | bytes, threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.log_severity_level = 3
+    # Idle intra-op threads would otherwise spin between calls and take the cores the top-K
+    # kernel (recsys.topk) runs on right after each MatMul.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

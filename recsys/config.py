@@ -98,7 +98,7 @@ class TrainConfig(_Section):
 class ScoreConfig(_Section):
     k: int = Field(100, ge=10, le=1000)  # list length written to the online store (>= 10: the
     # promotion gate reads NDCG@10 off the graph's lists)
-    batch_size: int = Field(1024, ge=1)  # users per ONNX Runtime call
+    batch_size: int = Field(256, ge=1)  # users per ONNX Runtime call: 256 x 27k scores fit L3
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
 
 

@@ -34,6 +34,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+# numba's OpenMP layer spins and stalls when the 2 cores are shared with ONNX Runtime's threads
+# (medians 5-10x the minimum); the plain workqueue layer does not. Chosen at the first parallel
+# call, so setting it here holds unless the process ran a parallel numba function before.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+
 BLOCK = 32  # items per coarse block: 27k items -> 836 coarse maxima per row
 FOLD = 4  # fine blocks per coarse block: fine blocks of 8 items, 3344 fine maxima (13 KB, in L1)
 RANK_LIMIT = 256  # rank candidates by counting up to this many; above, sort (count is quadratic)
