@@ -24,9 +24,12 @@ def _note(stage: str, results: dict) -> str:
                 "GX interactions on every row")
     if stage in ("train", "train_budget") and r:
         t = r["timings"]
+        pop = r["mostpop"]
         return (f"{r['n_epochs']} epoch(s), {r['pairs']:,} pairs, {r['seconds_per_1m_pairs']:.0f} s "
-                f"per 1M pairs; valid NDCG@10 {r['valid']['ndcg_at_10']:.4f}; evaluation "
-                f"{t['evaluate_s']:.0f} s, export {t['export_s']:.0f} s, register {t['register_s']:.0f} s")
+                f"per 1M pairs; NDCG@10 valid {r['valid']['ndcg_at_10']:.4f} / test "
+                f"{r['test']['ndcg_at_10']:.4f} (MostPop {pop['mostpop_valid_ndcg_at_10']:.4f} / "
+                f"{pop['mostpop_test_ndcg_at_10']:.4f}); test evaluation {t['evaluate_s']:.0f} s, "
+                f"export {t['export_s']:.0f} s, register {t['register_s']:.0f} s")
     if stage == "promote" and r:
         c = r["comparison"]
         return (f"gate on validation: model NDCG@10 {c['metrics']['ndcg_at_10']:.4f}, MostPop "

@@ -22,3 +22,18 @@ def test_readme_quality_table_matches_the_committed_json():
     # the protocol the figures claim: all held-out users, several seeds
     assert results["users"] == results["n_valid"] == results["n_test"] == 603
     assert len(results["seeds"]) >= 3
+
+
+def test_readme_scale_tables_match_the_committed_json():
+    spec = importlib.util.spec_from_file_location("scale_table",
+                                                  PROJECT_ROOT / "benchmarks" / "scale_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = json.loads((PROJECT_ROOT / "benchmarks" / "results" / "scale-ml20m.json").read_text())
+    assert module.render(report) in (PROJECT_ROOT / "README.md").read_text()
+    # the run the README quotes went through every stage of the chain, at full size
+    stages = {row["stage"]: row for row in report["stages"]}
+    assert all(row["ok"] for row in report["stages"])
+    assert {"ingest", "prepare", "train", "promote", "score", "validate", "publish", "lookups",
+            "night"} <= set(stages)
+    assert report["results"]["score"]["n_users"] == 138_493
