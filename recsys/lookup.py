@@ -88,37 +88,47 @@ def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
         yield number, wire, value
 
 
-def _int64_list(buf: bytes) -> list[int]:
+def _int64_list(buf: bytes, limit: int) -> list[int]:
     out: list[int] = []
     for _, wire, value in _fields(buf):
         if wire == 2:  # packed
             pos = 0
-            while pos < len(value):
+            while pos < len(value) and len(out) < limit:
                 item, pos = _varint(value, pos)
                 out.append(item)
         else:
             out.append(value)
+        if len(out) >= limit:
+            break
     return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
 
 
-def _float_list(buf: bytes) -> list[float]:
+def _float_list(buf: bytes, limit: int) -> list[float]:
     out: list[float] = []
     for _, _, value in _fields(buf):
-        out.extend(struct.unpack(f"<{len(value) // 4}f", value))
+        n = min(len(value) // 4, limit - len(out))
+        out.extend(struct.unpack(f"<{n}f", value[: 4 * n]))
+        if len(out) >= limit:
+            break
     return out
 
 
-def decode_value(buf: bytes | None) -> Any:
-    """Decode a serialized feast Value holding a string, an int64 list or a float list (None if unset)."""
+def decode_value(buf: bytes | None, limit: int | None = None) -> Any:
+    """Decode a serialized feast Value holding a string, an int64 list or a float list (None if unset).
+
+    ``limit``: decode only the first ``limit`` elements of a list (a lookup of the top 10 of a
+    100-item list skips 90% of the work); a string is always whole.
+    """
     if not buf:
         return None
+    limit = len(buf) if limit is None else limit  # a list never holds more values than bytes
     for number, _, value in _fields(buf):
         if number == STRING_VAL:
             return value.decode("utf-8")
         if number == INT64_LIST_VAL:
-            return _int64_list(value)
+            return _int64_list(value, limit)
         if number == FLOAT_LIST_VAL:
-            return _float_list(value)
+            return _float_list(value, limit)
     raise StoreError(f"Feast value {buf[:16]!r} is not a string, int64 list or float list")
 
 
@@ -175,17 +185,35 @@ def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
     return {m: title or "" for m, title in titles.items()}
 
 
-def _lists(conn: redis.Redis, ids: list[int], settings: Settings) -> dict[int, tuple[list[int], list[float]]]:
-    """(item_ids, scores) of each user in one pipelined round trip; UnknownUserError names the missing."""
-    replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
-    lists = {u: (decode_value(reply[0]), decode_value(reply[1])) for u, reply in zip(ids, replies)}
-    unknown = [str(u) for u, (items, _) in lists.items() if items is None]
-    if unknown:
-        raise UnknownUserError(
-            f"user {', '.join(unknown[:5])} has no recommendations in the online store (project "
-            f"{PROJECT} at {settings.store.connection_string}); check the id or run the nightly publish"
-        )
+def stored_lists(
+    user_ids: Iterable[int], k: int = MAX_K, settings: Settings | None = None
+) -> dict[int, tuple[list[int], list[float]] | None]:
+    """Each user's stored (item_ids, scores), the first ``k`` of each, best first; None for a user
+    without a stored list. One pipelined round trip for all users.
+
+    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..100,
+    StoreError when Redis is unreachable.
+    """
+    ids = _check(user_ids, k)
+    settings = settings or load_settings()
+    conn = _client(settings.store.connection_string or "")
+    with _store_errors(settings):
+        replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
+    lists = {}
+    for user_id, (items, scores) in zip(ids, replies):
+        lists[user_id] = None if items is None else (decode_value(items, k), decode_value(scores, k))
     return lists
+
+
+def titles(movie_ids: Iterable[int], settings: Settings | None = None) -> dict[int, str]:
+    """Title of each movie in one round trip ("" and a warning for a movie without a stored title).
+
+    Raises StoreError when Redis is unreachable.
+    """
+    settings = settings or load_settings()
+    conn = _client(settings.store.connection_string or "")
+    with _store_errors(settings):
+        return _titles(conn, {int(m) for m in movie_ids})
 
 
 def lookup_many(
@@ -198,13 +226,16 @@ def lookup_many(
     """
     ids = _check(user_ids, k)
     settings = settings or load_settings()
-    conn = _client(settings.store.connection_string or "")
-    with _store_errors(settings):
-        lists = _lists(conn, ids, settings)
-        titles = _titles(conn, {m for items, _ in lists.values() for m in items[:k]})
-    return {
-        u: [(m, s, titles[m]) for m, s in zip(items[:k], scores[:k])] for u, (items, scores) in lists.items()
-    }
+    lists = stored_lists(ids, k, settings)
+    unknown = [str(u) for u, found in lists.items() if found is None]
+    if unknown:
+        raise UnknownUserError(
+            f"user {', '.join(unknown[:5])} has no recommendations in the online store (project "
+            f"{PROJECT} at {settings.store.connection_string}); check the id or run the nightly publish"
+        )
+    found = {u: pair for u, pair in lists.items() if pair is not None}
+    named = titles({m for items, _ in found.values() for m in items}, settings)
+    return {u: [(m, s, named[m]) for m, s in zip(items, scores)] for u, (items, scores) in found.items()}
 
 
 def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[Triple]:
