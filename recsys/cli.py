@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from recsys.config import Settings, load_settings
 from recsys.errors import RecsysError
@@ -43,6 +44,14 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     extra += [f"data.source={args.source}"] if args.source else []
     settings = _settings(args, extra)
     _print_json(pipelines.ingest(settings, validate=True))
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from recsys import synth
+
+    params = synth.params_for(args.preset, users=args.users, movies=args.movies,
+                              ratings=args.ratings, seed=args.seed)
+    _print_json(synth.synthesize(params, args.out, force=args.force))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -132,6 +141,22 @@ def cmd_down(args: argparse.Namespace) -> None:
     print("stopped the embedded redis" if stopped else "nothing was running")
 
 
+# A worker is a process with its own copy of the model: the Python work of a request holds the GIL,
+# so one process per core. A request takes milliseconds; the timeout only bounds a stuck one.
+SERVE_WORKERS = 2
+SERVE_TIMEOUT_S = 10
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from recsys import redis_server
 
@@ -144,9 +169,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
            "REDIS_CONNECTION_STRING": str(settings.store.connection_string)}
     command = [os.path.join(bin_dir, "mlflow"), "models", "serve",
                "-m", f"models:/{settings.mlflow.model_name}@{args.model}", "--env-manager", "local",
-               "--host", args.host, "--port", str(args.port)]
-    print(f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations",
-          flush=True)
+               "--host", args.host, "--port", str(args.port),
+               "--workers", str(args.workers), "--timeout", str(args.timeout)]
+    print(f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations "
+          f"({args.workers} worker(s))", flush=True)
     os.execvpe(command[0], command, env)
 
 
@@ -195,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "snapshot a MovieLens release into the DVC workspace and validate it")
     p.add_argument("--dataset", choices=["ml-latest-small", "ml-20m"])
     p.add_argument("--source", help="local copy (ml-20m.zip or an extracted folder) instead of the network")
+    p = sub.add_parser("synth", help="write a synthetic MovieLens-shaped release (ratings.csv, "
+                       "movies.csv, README.txt) with a planted preference structure",
+                       description="Write a synthetic release in the MovieLens CSV layout, for "
+                       "`recsys ingest --dataset ml-20m --source DIR`. Numbers override the preset.")
+    p.set_defaults(func=cmd_synth)
+    p.add_argument("--preset", default="small",
+                   help="ml-20m (138,493 users, 26,744 movies, 20,000,263 ratings) or small "
+                   "(ml-1m's shape: 6,040 / 3,706 / 1,000,209); default small")
+    p.add_argument("--users", type=int, help="users (ids 1..N)")
+    p.add_argument("--movies", type=int, help="movies, each rated at least once")
+    p.add_argument("--ratings", type=int, help="ratings, at least 20 per user")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
+    p.add_argument("--out", type=Path, required=True, help="release folder to write (created)")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds files")
     add("prepare", cmd_prepare, "validate the raw snapshot, split it by the protocol, validate, track")
     p = add("train", cmd_train, "train the two-tower, log it to MLflow, register it, run the promotion gate")
     p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
@@ -216,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--workers", type=_positive, default=SERVE_WORKERS,
+                   help=f"server processes, each with the model loaded (default {SERVE_WORKERS}: "
+                   "one per core of a 2-core machine)")
+    p.add_argument("--timeout", type=_positive, default=SERVE_TIMEOUT_S,
+                   help=f"seconds before a request is answered 504 (default {SERVE_TIMEOUT_S})")
     return parser
 
 
