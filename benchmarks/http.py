@@ -27,6 +27,13 @@ from pathlib import Path
 
 # This script is named http.py: without its own folder on the path, `import http` finds the stdlib.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if __name__ == "http":
+    # A sibling script (python benchmarks/speed.py) has benchmarks/ first on its path, so its
+    # `import http.client` landed here: hand it the standard library's package instead.
+    import importlib
+
+    del sys.modules["http"]
+    sys.modules["http"] = importlib.import_module("http")
 
 import argparse  # noqa: E402 - after the path fix above
 import http.client  # noqa: E402

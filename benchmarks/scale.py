@@ -17,9 +17,9 @@ histories and titles into Redis through the fast Feast-layout writer, Feast read
 through `dag.test()`, mapped shards; per-task times), train_budget (with --train-minutes: train
 for that long, then the validation metrics).
 
-    .venv/bin/python -P benchmarks/scale.py                   # generated ML-20M-shaped release
-    .venv/bin/python -P benchmarks/scale.py --preset small    # ~1M ratings, a few minutes
-    .venv/bin/python -P benchmarks/scale.py --source ~/ml-20m.zip --out benchmarks/results/scale-ml20m-real.json
+    .venv/bin/python benchmarks/scale.py                   # generated ML-20M-shaped release
+    .venv/bin/python benchmarks/scale.py --preset small    # ~1M ratings, a few minutes
+    .venv/bin/python benchmarks/scale.py --source ~/ml-20m.zip --out benchmarks/results/scale-ml20m-real.json
 Prints a table and writes benchmarks/results/scale-ml20m.json (rewritten after every stage).
 """
 
