@@ -45,22 +45,45 @@ FOLD = 4  # fine blocks per coarse block: fine blocks of 8 items, 3344 fine maxi
 RANK_LIMIT = 256  # rank candidates by counting up to this many; above, sort (count is quadratic)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _max(a: np.float32, b: np.float32) -> np.float32:
+    return a if a > b else b
+
+
 @njit(cache=True, nogil=True)
 def _block_maxima(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray) -> None:
-    """fine[j] = max(row[j::len(fine)]), coarse[c] = max(fine[c::len(coarse)]); -inf if empty."""
+    """fine[j] = max(row[j::len(fine)]), coarse[c] = max(fine[c::len(coarse)]); -inf if empty.
+
+    A row holds at most BLOCK // FOLD = 8 stripes of len(fine) items, and at least 7 unless it is
+    short: then each fine maximum is computed in registers from the 8 stripes and stored once
+    (a read-modify-write of ``fine`` per stripe compiles to masked stores, 1.6x slower).
+    """
     n, n_fine, n_coarse = row.shape[0], fine.shape[0], coarse.shape[0]
-    fine[:] = -np.inf
+    if n >= 7 * n_fine and n_fine == 4 * n_coarse:
+        nf = n_fine
+        s0, s1, s2, s3 = row[:nf], row[nf:2 * nf], row[2 * nf:3 * nf], row[3 * nf:4 * nf]
+        s4, s5, s6, s7 = row[4 * nf:5 * nf], row[5 * nf:6 * nf], row[6 * nf:7 * nf], row[7 * nf:]
+        for j in range(s7.shape[0]):
+            fine[j] = _max(_max(_max(s0[j], s1[j]), _max(s2[j], s3[j])),
+                           _max(_max(s4[j], s5[j]), _max(s6[j], s7[j])))
+        for j in range(s7.shape[0], n_fine):
+            fine[j] = _max(_max(_max(s0[j], s1[j]), _max(s2[j], s3[j])),
+                           _max(_max(s4[j], s5[j]), s6[j]))
+        f0, f1 = fine[:n_coarse], fine[n_coarse:2 * n_coarse]
+        f2, f3 = fine[2 * n_coarse:3 * n_coarse], fine[3 * n_coarse:]
+        for c in range(n_coarse):
+            coarse[c] = _max(_max(f0[c], f1[c]), _max(f2[c], f3[c]))
+        return
+    fine[:] = -np.inf  # short rows: fewer stripes, one pass per stripe
     for start in range(0, n, n_fine):
         stripe = row[start:start + n_fine]  # a slice: plain loop indices vectorise (no wraparound)
         for j in range(stripe.shape[0]):
-            value, best = stripe[j], fine[j]
-            fine[j] = value if value > best else best
+            fine[j] = _max(stripe[j], fine[j])
     coarse[:] = fine[:n_coarse]
     for start in range(n_coarse, n_fine, n_coarse):
         part = fine[start:start + n_coarse]
         for c in range(n_coarse):
-            value, best = part[c], coarse[c]
-            coarse[c] = value if value > best else best
+            coarse[c] = _max(part[c], coarse[c])
 
 
 @njit(cache=True, nogil=True)
@@ -126,17 +149,18 @@ def _candidates(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray, t: float,
             j = sel[q] + f * n_coarse
             sel[n_coarse + m_fine] = j
             m_fine += fine[j] >= t32
-    n_stripes = (n + n_fine - 1) // n_fine
-    rest = n - (n_stripes - 1) * n_fine  # the last stripe holds fine blocks 0 .. rest - 1
+    fine_sel = sel[n_coarse:n_coarse + m_fine]
     count = 0
-    for q in range(m_fine):
-        j = sel[n_coarse + q]
-        for i in range(n_stripes - 1 + (j < rest)):
-            item = j + i * n_fine
-            value = row[item]
-            cand_idx[count] = item
+    for start in range(0, n, n_fine):  # stripe by stripe: a fixed trip count, ascending addresses
+        stripe = row[start:start + n_fine]
+        width = stripe.shape[0]
+        for q in range(m_fine):
+            j = fine_sel[q]
+            inside = j < width
+            value = stripe[j if inside else 0]
+            cand_idx[count] = start + j
             cand_val[count] = value
-            count += value >= t32
+            count += inside & (value >= t32)
     return count
 
 
