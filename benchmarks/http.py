@@ -225,7 +225,7 @@ def publish_lists(settings: Settings, rng: np.random.Generator) -> tuple[np.ndar
     print(f"chain done (version {steps['train']['version']})", file=sys.stderr)
     users = pd.read_parquet(steps["score"]["recommendations"], columns=["user_id"])["user_id"].to_numpy()
     history_only = rng.choice(users, size=HISTORY_ONLY, replace=False)
-    conn = redis_server.client(settings.store.connection_string or "")
+    conn = redis_server.client(settings.redis_connection)
     for user_id in history_only.tolist():
         conn.hdel(entity_key("user_id", user_id), *USER_FIELDS)
     return np.setdiff1d(users, history_only), history_only

@@ -63,7 +63,7 @@ def synthetic(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, pd.
 def publish_runs(frames: tuple[pd.DataFrame, ...], settings: Settings, repeats: int) -> dict[str, list]:
     """Each writer's publish results, alternating writers, each on an emptied database."""
     recs, catalogue, histories = frames
-    conn = redis_server.client(settings.store.connection_string or "")
+    conn = redis_server.client(settings.redis_connection)
     runs: dict[str, list] = {writer: [] for writer in WRITERS}
     try:
         for _ in range(repeats):

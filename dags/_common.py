@@ -41,9 +41,13 @@ def load(**overrides: object) -> Settings:
     """Settings from the environment, plus this run's Params (None means "keep the setting").
 
     ``overrides`` maps a dotted settings key to a value, e.g. ``load(**{"score.k": params["k"]})``.
+    Progress bars are off unless RECSYS__TRAIN__PROGRESS_BAR asks for them: Airflow files a task's
+    stderr as error lines, and nobody watches a task's terminal.
     """
-    from recsys.config import load_settings
+    from recsys.config import ENV_PREFIX, load_settings
 
+    if f"{ENV_PREFIX}TRAIN__PROGRESS_BAR" not in os.environ:
+        overrides = {"train.progress_bar": False, **overrides}
     return load_settings([f"{key}={value}" for key, value in overrides.items() if value is not None])
 
 

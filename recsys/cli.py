@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from recsys import checks
 from recsys.config import Settings, load_settings
-from recsys.errors import RecsysError
-from recsys.lookup import MAX_K
+from recsys.errors import InvalidRequestError, RecsysError
 
 log = logging.getLogger("recsys")
 
@@ -165,8 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     bin_dir = os.path.dirname(sys.executable)
     # mlflow starts uvicorn by name: the venv's bin must be on PATH even when it is not activated.
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-           "MLFLOW_TRACKING_URI": str(settings.mlflow.tracking_uri),
-           "REDIS_CONNECTION_STRING": str(settings.store.connection_string)}
+           "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "REDIS_CONNECTION_STRING": settings.redis_connection}
     command = [os.path.join(bin_dir, "mlflow"), "models", "serve",
                "-m", f"models:/{settings.mlflow.model_name}@{args.model}", "--env-manager", "local",
                "--host", args.host, "--port", str(args.port),
@@ -178,22 +178,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _user_id(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"user id must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"user id must be a positive integer, got {text!r}")
-    return value
+        return checks.user_id(text)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _k(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be an integer in 1..{MAX_K}, got {text!r}") from None
-    if not 1 <= value <= MAX_K:
-        raise argparse.ArgumentTypeError(f"k must be an integer in 1..{MAX_K}, got {text!r}")
-    return value
+        return checks.list_length(text)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -248,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parquet to publish (default: the champion's lists for today's data)")
     p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
-    p.add_argument("--k", type=_k, default=10, help=f"list length, 1..{MAX_K} (default 10)")
+    p.add_argument("--k", type=_k, default=10, help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON list of triples")
     add("up", cmd_up, "start the embedded Redis on 127.0.0.1 (idempotent)")
     add("down", cmd_down, "stop the services the project started")

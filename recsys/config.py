@@ -9,17 +9,19 @@ and ``REDIS_CONNECTION_STRING``), then ``section.key=value`` overrides from the 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from recsys.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "RECSYS__"
 HISTORY_TOWERS = ("sasrec", "mean")  # user towers that read a history (no user index needed)
+MAX_K = 1000  # the longest list a model version may hold; lookups and HTTP ask for at most this
 
 
 def _default_home() -> Path:
@@ -96,14 +98,15 @@ class TrainConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    k: int = Field(100, ge=10, le=1000)  # list length written to the online store (>= 10: the
+    k: int = Field(100, ge=10, le=MAX_K)  # list length written to the online store (>= 10: the
     # promotion gate reads NDCG@10 off the graph's lists)
     batch_size: int = Field(256, ge=1)  # users per ONNX Runtime call: 256 x 27k scores fit L3
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
 
 
 class MLflowConfig(_Section):
-    tracking_uri: str | None = None  # default: sqlite under paths.home; MLFLOW_TRACKING_URI wins
+    # default: sqlite under paths.home; MLFLOW_TRACKING_URI wins. A secret: a URI may carry a password.
+    tracking_uri: SecretStr | None = None
     experiment: str = "two-tower"
     model_name: str = "two_tower"
 
@@ -111,7 +114,8 @@ class MLflowConfig(_Section):
 class StoreConfig(_Section):
     host: str = "127.0.0.1"  # embedded Redis binds here; never 0.0.0.0 by default
     port: int = Field(6390, ge=1, le=65535)
-    connection_string: str | None = None  # an external Redis ("host:port"); REDIS_CONNECTION_STRING wins
+    # an external Redis ("host:port[,password=...]"); REDIS_CONNECTION_STRING wins. A secret.
+    connection_string: SecretStr | None = None
 
 
 class DvcConfig(_Section):
@@ -132,9 +136,9 @@ class Settings(_Section):
     def _fill_derived(self) -> "Settings":
         if self.mlflow.tracking_uri is None:
             db = (self.paths.home / "mlflow" / "mlflow.db").resolve()
-            self.mlflow.tracking_uri = f"sqlite:///{db}"
+            self.mlflow.tracking_uri = SecretStr(f"sqlite:///{db}")
         if self.store.connection_string is None:
-            self.store.connection_string = f"{self.store.host}:{self.store.port}"
+            self.store.connection_string = SecretStr(f"{self.store.host}:{self.store.port}")
         if self.dvc.remote_url is None:
             self.dvc.remote_url = str((self.paths.home / "dvc-remote").resolve())
         return self
@@ -146,15 +150,60 @@ class Settings(_Section):
     @property
     def uses_embedded_redis(self) -> bool:
         """True when the project should start its own Redis on ``store.host:store.port``."""
-        return self.store.connection_string == f"{self.store.host}:{self.store.port}"
+        return self.redis_connection == f"{self.store.host}:{self.store.port}"
+
+    @property
+    def redis_connection(self) -> str:
+        """The Redis connection string, password included: for clients only, never for output."""
+        secret = self.store.connection_string
+        return secret.get_secret_value() if secret is not None else ""
+
+    @property
+    def redis_address(self) -> str:
+        """The Redis connection string with its password masked: for messages and logs."""
+        return redact(self.redis_connection)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI, credentials included: for clients only, never for output."""
+        secret = self.mlflow.tracking_uri
+        return secret.get_secret_value() if secret is not None else ""
+
+    @property
+    def tracking_address(self) -> str:
+        """The MLflow tracking URI with any password masked: for messages and logs."""
+        return redact(self.tracking_uri)
+
+    def public(self) -> dict[str, Any]:
+        """Every setting by section, for logs, MLflow params and run artefacts: the secrets are
+        shown redacted (passwords masked, host and port kept)."""
+        tree = self.model_dump(mode="json")
+        tree["mlflow"]["tracking_uri"] = self.tracking_address
+        tree["store"]["connection_string"] = self.redis_address
+        return tree
 
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view of every setting (for MLflow params and logs)."""
+        """Dotted-key view of :meth:`public` (MLflow params)."""
         out: dict[str, Any] = {}
-        for section, values in self.model_dump(mode="json").items():
+        for section, values in self.public().items():
             for key, value in values.items():
                 out[f"{section}.{key}"] = value
         return out
+
+
+SECRET_SETTINGS = ("mlflow.tracking_uri", "store.connection_string")  # never echoed
+SECRET_KEYS = ("password", "username", "user", "ssl_password")  # Redis connection-string options
+
+
+def redact(text: str) -> str:
+    """A connection string or URI with its secrets masked: ``password=***`` options (Redis's
+    ``host:port,password=...``) and the password of a URI's ``user:password@`` part."""
+    parts = []
+    for part in text.split(","):
+        key, sep, _ = part.partition("=")
+        parts.append(f"{key}=***" if sep and key.strip().lower() in SECRET_KEYS else part)
+    text = ",".join(parts)
+    return re.sub(r"(?<=://)([^/@:\s]*):([^/@\s]*)@", r"\1:***@", text)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -231,4 +280,5 @@ def load_settings(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})") from exc
+        shown = "***" if where in SECRET_SETTINGS else repr(first.get("input"))
+        raise ConfigError(f"invalid setting {where}: {first['msg']} (got {shown})") from None

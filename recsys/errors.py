@@ -45,3 +45,7 @@ class UnknownUserError(RecsysError):
 
 class InvalidRequestError(RecsysError):
     """A lookup or serving request is malformed (bad user id, k out of range...)."""
+
+
+class LockedError(RecsysError):
+    """Another run holds a lock this one needs (recsys.locks); the message names the holder."""

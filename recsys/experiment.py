@@ -57,10 +57,10 @@ def _write_training_files(result: TrainResult, settings: Settings, folder: Path)
     """Weights with their config, item embeddings and the resolved settings (run artefacts)."""
     folder.mkdir(parents=True, exist_ok=True)
     model = result.model
-    torch.save(checkpoint(model, {"settings": settings.model_dump(mode="json"),
+    torch.save(checkpoint(model, {"settings": settings.public(),
                                   "best_epoch": result.best_epoch}), folder / "checkpoint.pt")
     np.save(folder / "item_embeddings.npy", model.item_vectors().detach().numpy())
-    (folder / "config.yaml").write_text(yaml.safe_dump(settings.model_dump(mode="json"),
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings.public(),
                                                        sort_keys=False))
 
 
@@ -107,7 +107,7 @@ def run_training(settings: Settings, prepared: Prepared, data_version: str = "",
                  prepared_dir: str = "") -> dict:
     """Train and evaluate in an MLflow run, register the model; returns ids and metrics."""
     registry.configure(settings)
-    log.info("resolved settings: %s", json.dumps(settings.model_dump(mode="json"), default=str))
+    log.info("resolved settings: %s", json.dumps(settings.public(), default=str))
     hard_lists = champion_hard_lists(settings, prepared)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(settings.flat())

@@ -27,14 +27,13 @@ from typing import Any, Iterable, Iterator
 import mmh3
 import redis
 
-from recsys import redis_server
+from recsys import checks, redis_server
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
 from recsys.store import HISTORY_VIEW, MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
 
 log = logging.getLogger(__name__)
 
-MAX_K = 100  # the nightly lists hold score.k (default 100) items
 VALUE_TYPE_STRING, VALUE_TYPE_INT64 = 2, 4  # feast.types.ValueType enum
 STRING_VAL, INT64_LIST_VAL, FLOAT_LIST_VAL = 2, 14, 16  # feast.types.Value field numbers
 Triple = tuple[int, float, str]
@@ -133,22 +132,15 @@ def decode_value(buf: bytes | None, limit: int | None = None) -> Any:
 
 
 def _check_ids(user_ids: Iterable[Any]) -> list[int]:
-    """The ids as ints; InvalidRequestError naming the first one that is not a positive integer."""
-    checked = []
-    for user_id in user_ids:
-        if isinstance(user_id, bool) or not hasattr(user_id, "__index__") or int(user_id) < 1:
-            raise InvalidRequestError(f"user id must be a positive integer, got {user_id!r}")
-        checked.append(int(user_id))
-    return checked
+    """The ids as ints; InvalidRequestError naming the first that is not an id (recsys.checks)."""
+    return [checks.user_id(u) for u in user_ids]
 
 
 def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidRequestError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+    checks.list_length(k)
     return _check_ids(user_ids)
 
 
-@functools.lru_cache(maxsize=8)
 def _client(connection_string: str) -> redis.Redis:
     """One pooled client per connection string, reused across lookups (saves the TCP handshake)."""
     return redis_server.client(connection_string)
@@ -162,7 +154,7 @@ def _store_errors(settings: Settings) -> Iterator[None]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise redis_server.unreachable(settings, exc) from exc
     except redis.RedisError as exc:
-        raise StoreError(f"Redis at {settings.store.connection_string} failed the lookup: {exc}") from exc
+        raise StoreError(f"Redis at {settings.redis_address} failed the lookup: {exc}") from exc
 
 
 def _hmget_all(conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]) -> list[list[Any]]:
@@ -186,17 +178,17 @@ def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
 
 
 def stored_lists(
-    user_ids: Iterable[int], k: int = MAX_K, settings: Settings | None = None
+    user_ids: Iterable[int], k: int = checks.MAX_K, settings: Settings | None = None
 ) -> dict[int, tuple[list[int], list[float]] | None]:
     """Each user's stored (item_ids, scores), the first ``k`` of each, best first; None for a user
     without a stored list. One pipelined round trip for all users.
 
-    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..100,
+    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..MAX_K,
     StoreError when Redis is unreachable.
     """
     ids = _check(user_ids, k)
     settings = settings or load_settings()
-    conn = _client(settings.store.connection_string or "")
+    conn = _client(settings.redis_connection)
     with _store_errors(settings):
         replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
     lists = {}
@@ -211,7 +203,7 @@ def titles(movie_ids: Iterable[int], settings: Settings | None = None) -> dict[i
     Raises StoreError when Redis is unreachable.
     """
     settings = settings or load_settings()
-    conn = _client(settings.store.connection_string or "")
+    conn = _client(settings.redis_connection)
     with _store_errors(settings):
         return _titles(conn, {int(m) for m in movie_ids})
 
@@ -221,7 +213,7 @@ def lookup_many(
 ) -> dict[int, list[Triple]]:
     """Top-``k`` [movie_id, score, title] triples, best first, per user (two round trips in all).
 
-    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..100,
+    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..MAX_K,
     UnknownUserError naming users without a list, StoreError when Redis is unreachable.
     """
     ids = _check(user_ids, k)
@@ -231,7 +223,7 @@ def lookup_many(
     if unknown:
         raise UnknownUserError(
             f"user {', '.join(unknown[:5])} has no recommendations in the online store (project "
-            f"{PROJECT} at {settings.store.connection_string}); check the id or run the nightly publish"
+            f"{PROJECT} at {settings.redis_address}); check the id or run the nightly publish"
         )
     found = {u: pair for u, pair in lists.items() if pair is not None}
     named = titles({m for items, _ in found.values() for m in items}, settings)
@@ -248,7 +240,7 @@ def _histories(user_ids: Iterable[Any], settings: Settings | None) -> dict[int, 
     """Each user's stored movie_ids (None where Redis holds none) in one pipelined round trip."""
     ids = _check_ids(user_ids)
     settings = settings or load_settings()
-    conn = _client(settings.store.connection_string or "")
+    conn = _client(settings.redis_connection)
     with _store_errors(settings):
         replies = _hmget_all(conn, [(entity_key(USER_KEY, u), [HISTORY_FIELD]) for u in ids])
     return {u: decode_value(reply[0]) for u, reply in zip(ids, replies)}
@@ -276,6 +268,6 @@ def history(user_id: int, settings: Settings | None = None) -> list[int]:
     if movie_ids is None:
         raise UnknownUserError(
             f"user {ids[0]} has no history in the online store (project {PROJECT} at "
-            f"{settings.store.connection_string}); check the id or run the nightly publish"
+            f"{settings.redis_address}); check the id or run the nightly publish"
         )
     return movie_ids

@@ -2,7 +2,9 @@
 
 Every function takes the resolved Settings plus paths/ids and returns a small JSON-able dict (paths
 and ids, never data frames), so tasks can pass results through Airflow XCom. Nothing that is being
-served is overwritten before the new data, model or lists have passed validation.
+served is overwritten before the new data, model or lists have passed validation. Steps that write
+shared state run one at a time (recsys.locks): ingest and prepare take the ``data`` lock, train and
+promote the ``model`` lock, publish the ``data`` and ``publish`` locks.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import pandas as pd
 
 from recsys import data as data_mod
 from recsys.config import Settings
+from recsys.locks import locked
 
 log = logging.getLogger(__name__)
 
 
+@locked("data")
 def ingest(settings: Settings, validate: bool = True) -> dict:
     """Snapshot the raw dataset into the DVC workspace.
 
@@ -48,6 +52,7 @@ def validate_raw(settings: Settings, raw_dir: str) -> dict:
     return validate_ratings(data_mod.load_ratings(Path(raw_dir) / "ratings.csv"))
 
 
+@locked("data")
 def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     """Prepare by the protocol into a staging folder, validate it, then swap it in and track it."""
     from recsys import ingest as ingest_mod
@@ -79,6 +84,7 @@ def _swap(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@locked("model")
 def train(settings: Settings, prepared_dir: str, data_version: str = "") -> dict:
     """Train, evaluate (valid + test, with MostPop beside it), log to MLflow, register a version."""
     from recsys.experiment import run_training
@@ -131,6 +137,7 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
     return out
 
 
+@locked("model")
 def promote(settings: Settings, comparison: dict, force: bool = False) -> dict:
     """The promotion gate on a :func:`compare` result: ``champion`` moves only if the challenger
     beats MostPop and the champion on the same split (or ``force``). The decision is logged to
@@ -257,6 +264,7 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
     return check(recs, rated, min(int(meta["k"]), n_items))
 
 
+@locked("data", "publish")
 def publish(settings: Settings, recommendations: str) -> dict:
     """Write validated lists, recent histories and titles into Redis through Feast; read back."""
     from recsys import redis_server, store
@@ -357,12 +365,13 @@ def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -
     Raises StoreError naming the first user whose served list differs.
     """
     from recsys.errors import StoreError
-    from recsys.lookup import MAX_K, lookup_many
+    from recsys.lookup import lookup_many
     from recsys.scoring import read_recommendations
 
-    recs = read_recommendations(Path(recommendations))
+    path = Path(recommendations)
+    recs = read_recommendations(path)
     chosen = recs.sample(n=min(sample, len(recs)), random_state=1) if sample > 0 else recs.iloc[:0]
-    k = min(MAX_K, settings.score.k)
+    k = int(json.loads((path.parent / "scoring.json").read_text())["k"])  # the model version's K
     served = lookup_many(chosen["user_id"].tolist(), k, settings) if len(chosen) else {}
     for user_id, items in zip(chosen["user_id"], chosen["item_ids"]):
         got = [m for m, _, _ in served[int(user_id)]]

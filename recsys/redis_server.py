@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from recsys.config import Settings
+from recsys.config import Settings, redact
 from recsys.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,12 @@ def parse_connection_string(connection_string: str) -> dict[str, Any]:
     parts = [p.strip() for p in connection_string.split(",") if p.strip()]
     nodes = [p for p in parts if "=" not in p]
     if len(nodes) != 1 or ":" not in nodes[0]:
-        raise StoreError(f"Redis connection string '{connection_string}' is not 'host:port[,key=value...]'")
+        raise StoreError(f"Redis connection string '{redact(connection_string)}' is not "
+                         "'host:port[,key=value...]'")
     host, _, port = nodes[0].rpartition(":")
     if not host or not port.isdigit():
-        raise StoreError(f"Redis connection string '{connection_string}' is not 'host:port[,key=value...]'")
+        raise StoreError(f"Redis connection string '{redact(connection_string)}' is not "
+                         "'host:port[,key=value...]'")
     kwargs: dict[str, Any] = {"host": host, "port": int(port)}
     for part in parts:
         if "=" in part:
@@ -236,7 +238,7 @@ def running(settings: Settings) -> Iterator[str]:
 
 def unreachable(settings: Settings, reason: object) -> StoreError:
     """The StoreError for a Redis that does not answer, on one line, saying how to fix it."""
-    address = settings.store.connection_string
+    address = settings.redis_address
     how = "start it with `recsys up` (or `make demo`)" if settings.uses_embedded_redis else "start it"
     text = " ".join(str(reason).split()).rstrip(".")
     return StoreError(f"Redis at {address} is unreachable: {text}; {how} or set REDIS_CONNECTION_STRING")
@@ -247,7 +249,7 @@ def require(settings: Settings) -> str:
 
     Raises StoreError (see :func:`unreachable`) otherwise.
     """
-    connection_string = settings.store.connection_string or ""
+    connection_string = settings.redis_connection
     conn = client(connection_string)
     try:
         conn.ping()

@@ -39,7 +39,7 @@ class Promotion:
 
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the settings' tracking URI and make sure the experiment exists."""
-    uri = settings.mlflow.tracking_uri
+    uri = settings.tracking_uri
     assert uri is not None
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -64,13 +64,11 @@ def log_model(settings: Settings, bundle: Path, python_model: Path, metrics: dic
     The new version gets alias ``challenger`` and the given metrics/tags as version tags.
     Returns the new version number as a string.
     """
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    signature = ModelSignature(inputs=Schema([ColSpec("long", "user_id"),
-                                              ColSpec("long", "k", required=False)]))
+    # No input signature: MLflow's schema enforcement would drop unknown columns without a word
+    # and answer an id beyond int64 with a conversion error; recsys.checks refuses both with a
+    # message that names the problem (the request layout is documented in recsys.serving).
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(python_model), signature=signature,
+        name="model", python_model=str(python_model),
         artifacts={BUNDLE_ARTIFACT: str(bundle)},
         registered_model_name=settings.mlflow.model_name,
         pip_requirements=_pip_requirements(),
@@ -101,7 +99,7 @@ def resolve(settings: Settings, ref: str) -> mlflow.entities.model_registry.Mode
         return client.get_model_version_by_alias(name, ref)
     except MlflowException as exc:
         raise ModelNotFoundError(
-            f"model {name!r} has no version or alias {ref!r} at {settings.mlflow.tracking_uri}; "
+            f"model {name!r} has no version or alias {ref!r} at {settings.tracking_address}; "
             "run `recsys train` (or `make demo`) first"
         ) from exc
 

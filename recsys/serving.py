@@ -1,7 +1,8 @@
 """The MLflow pyfunc model behind the HTTP endpoint (``mlflow models serve``).
 
 Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``
-(``k`` optional, default 10). Response: one row per requested user, in request order, with
+(``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
+request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per requested user, in request order, with
 ``recommendations`` = K triples [movie_id, score, title], best first, and ``source``:
 
 - ``online_store``: the list the nightly job stored in Redis through Feast;
@@ -28,47 +29,20 @@ import gc
 import logging
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 from recsys.bundle import ModelBundle, OnnxRetriever
+from recsys.checks import MAX_K, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError
-from recsys.lookup import MAX_K, history_many, stored_lists, titles
+from recsys.lookup import history_many, stored_lists, titles
 from recsys.scoring import inputs_from_histories, score_users
 
 log = logging.getLogger(__name__)
-DEFAULT_K = 10
 SOURCES = {"model": "computed", "popular": "popular"}  # score_users' source -> the response's
 Ranked = tuple[str, list[int], list[float]]  # source, movie ids best first, scores
-
-
-def _integers(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as int64; InvalidRequestError when a value is missing or not a whole number."""
-    values = frame[column].to_numpy()
-    if values.dtype.kind not in "iu":  # MLflow's schema enforcement leaves int64: this is the rare path
-        numbers = pd.to_numeric(frame[column], errors="coerce")
-        if numbers.isna().any() or (numbers != numbers.round()).any():
-            raise InvalidRequestError(f"column '{column}' must hold integers, got {frame[column].tolist()}")
-        values = numbers.to_numpy()
-    return values.astype(np.int64)
-
-
-def check_request(frame: pd.DataFrame, max_k: int) -> tuple[list[int], list[int]]:
-    """(user_ids, ks) of a request frame with column ``user_id`` and optionally ``k`` (default 10).
-
-    Raises InvalidRequestError naming the bad values: a missing user_id column, a value that is
-    not a whole number, a user_id below 1, a k outside 1..``max_k``.
-    """
-    if not isinstance(frame, pd.DataFrame) or "user_id" not in frame.columns:
-        raise InvalidRequestError("request needs a column 'user_id' (and optionally 'k')")
-    user_ids = _integers(frame, "user_id")
-    ks = _integers(frame, "k") if "k" in frame.columns else np.full(len(user_ids), DEFAULT_K)
-    if (user_ids < 1).any():
-        raise InvalidRequestError(f"user_id must be a positive integer, got {user_ids.tolist()}")
-    if ((ks < 1) | (ks > max_k)).any():
-        raise InvalidRequestError(f"k must be in 1..{max_k}, got {ks.tolist()}")
-    return user_ids.tolist(), ks.tolist()
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -136,10 +110,23 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         return named
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:  # noqa: ANN001
-        """One dict per requested user, in request order (MLflow writes them as the JSON rows)."""
+        """One dict per requested user, in request order (MLflow writes them as the JSON rows).
+
+        A bad request is an HTTP 400 whose body names the problem; any other failure an HTTP 500
+        that says to read the server log. Neither carries a stack trace (MLflow adds the
+        traceback of any other exception to the reply); the traceback goes to the server's log.
+        """
+        try:
+            return self._answer(model_input)
+        except InvalidRequestError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        except Exception:
+            log.exception("request failed")
+            raise MlflowException("recommendation failed on the server; see the server log",
+                                  error_code=INTERNAL_ERROR) from None
+
+    def _answer(self, model_input: pd.DataFrame) -> list[dict]:
         user_ids, ks = check_request(model_input, self.max_k)
-        if not user_ids:
-            return []
         unique = list(dict.fromkeys(user_ids))
         stored = self._stored(unique, max(ks))
         ranked: dict[int, Ranked] = {u: ("online_store", *pair) for u, pair in stored.items()

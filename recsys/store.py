@@ -93,7 +93,7 @@ def feature_store(settings: Settings) -> FeatureStore:
         raise StoreError(f"no feature_store.yaml in {repo}; set paths.feature_repo to the Feast repo")
     from feast import FeatureStore
 
-    with _environment("REDIS_CONNECTION_STRING", settings.store.connection_string or ""):
+    with _environment("REDIS_CONNECTION_STRING", settings.redis_connection):
         return FeatureStore(repo_path=str(repo))
 
 

@@ -110,3 +110,35 @@ def test_errors_retrying_cannot_fix_fail_at_once(dagbag):
         with pytest.raises(type(transient)):
             with _common.fail_fast_on_bad_input():
                 raise transient
+
+
+def test_the_readme_dag_table_matches_the_dags(dagbag):
+    """README's Airflow table: a row per DAG naming every task of it in the order the DAG runs."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(recsys_\w+)` \|.*$", readme, re.M)}
+    assert set(rows) == set(dagbag.dags)
+    for dag_id, dag in dagbag.dags.items():
+        row = rows[dag_id]
+        positions = {t.task_id: [m.start() for m in re.finditer(rf"\b{t.task_id}\b", row)]
+                     for t in dag.tasks}
+        assert all(positions.values()), (dag_id, [t for t, p in positions.items() if not p])
+        for task in dag.tasks:  # each task is named after the tasks it waits for
+            for upstream in task.upstream_task_ids:
+                assert min(positions[upstream]) < max(positions[task.task_id]), (upstream, task.task_id)
+        named = set(re.findall(r"\b[a-z]+(?:_[a-z]+)+\b", row.split("|")[3]))
+        assets = {"recsys_prepared_data", "recsys_champion_model"}
+        assert named - assets <= set(dag.task_dict), (dag_id, named - assets - set(dag.task_dict))
+
+
+def test_tasks_draw_no_progress_bars_unless_asked(dagbag, monkeypatch):
+    """Airflow files a task's stderr as [error] lines: tqdm bars stay off in tasks by default."""
+    import _common
+
+    monkeypatch.delenv("RECSYS__TRAIN__PROGRESS_BAR", raising=False)
+    assert _common.load().train.progress_bar is False
+    assert _common.load(**{"score.k": 20}).score.k == 20
+    monkeypatch.setenv("RECSYS__TRAIN__PROGRESS_BAR", "true")
+    assert _common.load().train.progress_bar is True

@@ -106,14 +106,17 @@ def test_lookup_command_in_a_new_process(chain):
     # the plain form prints K triples, one per line
     plain = cli(env, "lookup", "--user", "1", "--k", "3")
     assert plain.returncode == 0 and len(plain.stdout.strip().splitlines()) == 3
+    longer = cli(env, "lookup", "--user", "1", "--k", "500")  # at most what the list holds: 100
+    assert longer.returncode == 0 and len(longer.stdout.strip().splitlines()) == 100
 
 
 @pytest.mark.parametrize("args, code, message", [
     (["--user", "999999"], 1, "999999"),
-    (["--user", "abc"], 2, "positive integer"),
-    (["--user", "-4"], 2, "positive integer"),
-    (["--user", "1", "--k", "0"], 2, "1..100"),
-    (["--user", "1", "--k", "101"], 2, "1..100"),
+    (["--user", "abc"], 2, "user_id must be an integer in 1..9223372036854775807, got 'abc'"),
+    (["--user", "-4"], 2, "user_id must be an integer"),
+    (["--user", "100000000000000000000000000000"], 2, "user_id must be an integer"),
+    (["--user", "1", "--k", "0"], 2, "k must be an integer in 1..1000"),
+    (["--user", "1", "--k", "1001"], 2, "k must be an integer in 1..1000"),
 ])
 def test_lookup_bad_input_one_line_error(chain, args, code, message):
     out = cli(chain[0], "lookup", *args)
@@ -181,10 +184,14 @@ def test_a_worse_model_does_not_move_the_champion(chain):
 
 
 def _post(port: int, rows: list[list[int]]) -> tuple[int, dict]:
+    body = json.dumps({"dataframe_split": {"columns": ["user_id", "k"], "data": rows}}).encode()
+    return _post_raw(port, body)
+
+
+def _post_raw(port: int, body: bytes) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 
-    body = json.dumps({"dataframe_split": {"columns": ["user_id", "k"], "data": rows}}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
     try:
@@ -235,7 +242,7 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         key = entity_key("user_id", 3)
         stored = {m: s for m, s, _ in lookup(3, 100, settings)}
         kept = history(3, settings)
-        conn = redis_server.client(settings.store.connection_string)
+        conn = redis_server.client(settings.redis_connection)
         conn.hdel(key, *USER_FIELDS)
         status, body = _post(port, [[3, 100], [999999, 4]])
         assert status == 200, body
@@ -251,8 +258,21 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         conn.delete(key)
         status, body = _post(port, [[3, 5]])
         assert body["predictions"][0]["source"] == "popular"
-        status, _ = _post(port, [[1, 0]])
-        assert status >= 400
+        # bad input: an HTTP 400 naming the problem, never a stack trace
+        for rows, message in [([[1, 0]], "k must be an integer in 1..100"),
+                              ([[1, 1000]], "k must be an integer in 1..100"),
+                              ([[10**29, 5]], "user_id must be an integer in 1..9223372036854775807"),
+                              ([[u, 1] for u in range(1, 1002)], "at most 1000 per request"),
+                              ([], "no rows")]:
+            status, body = _post(port, rows)
+            assert status == 400 and message in body.get("message", ""), (status, body)
+            assert "stack_trace" not in body and "Traceback" not in json.dumps(body)
+        status, body = _post_raw(port, b'{"dataframe_split": {"columns": ["user_id"], "data": [[1]')
+        assert status == 400 and "stack_trace" not in body, body
+        status, body = _post_raw(port, json.dumps({"dataframe_split": {
+            "columns": ["user_id", "colour"], "data": [[1, "red"]]}}).encode())
+        assert status == 400 and "unknown column(s) ['colour']" in body["message"], body
+        assert "stack_trace" not in body
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

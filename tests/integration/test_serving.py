@@ -93,7 +93,7 @@ def served(bundle_dir: Path, own_redis: Settings, monkeypatch: pytest.MonkeyPatc
     for name in [n for n in os.environ if n.startswith("RECSYS") or n == "REDIS_CONNECTION_STRING"]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("RECSYS_HOME", str(own_redis.paths.home))
-    monkeypatch.setenv("REDIS_CONNECTION_STRING", str(own_redis.store.connection_string))
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", own_redis.redis_connection)
     model = RecommenderModel()
     model.load_context(SimpleNamespace(artifacts={"bundle": str(bundle_dir)}))
     return model
@@ -167,7 +167,7 @@ def test_stored_lists_hold_the_first_k_and_none_for_a_user_without_one(
     assert lists[UNKNOWN[0]] is None and lists[HISTORY_ONLY[0]] is None
     items, scores = recs["item_ids"][1].tolist(), recs["scores"][1].astype(float).tolist()
     assert lists[STORED[1]] == (items[:3], scores[:3])
-    assert lookup.stored_lists([STORED[1]], lookup.MAX_K, own_redis)[STORED[1]] == (items, scores)
+    assert lookup.stored_lists([STORED[1]], BUNDLE_K, own_redis)[STORED[1]] == (items, scores)
     named = lookup.titles([OUTSIDE, 7, 123_456], own_redis)
     assert named == {OUTSIDE: title(OUTSIDE), 7: title(7), 123_456: ""}
 
@@ -203,3 +203,32 @@ def test_redis_down_falls_back_with_one_warning_until_it_is_back(
         again = served.predict(None, frame)
     assert {r["source"] for r in again} == {"online_store", "computed", "popular"}
     assert "online store is back" in caplog.records[-1].getMessage()
+
+
+def test_bad_requests_are_refused_without_a_stack_trace(
+    served: RecommenderModel, published: tuple[pd.DataFrame, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    for frame, message in [
+        (pd.DataFrame({"user_id": [1], "k": [BUNDLE_K + 1]}), f"k must be an integer in 1..{BUNDLE_K}"),
+        (pd.DataFrame({"user_id": [10**29]}), "user_id must be an integer"),
+        (pd.DataFrame({"user_id": [1], "genre": ["x"]}), "unknown column"),
+        (pd.DataFrame({"user_id": pd.Series([], dtype="int64")}), "no rows"),
+    ]:
+        with pytest.raises(MlflowException, match=message) as raised:
+            served.predict(None, frame)
+        assert raised.value.get_http_status_code() == 400
+        assert "stack_trace" not in raised.value.serialize_as_json()
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(served, "_stored", broken)
+    with caplog.at_level(logging.ERROR, logger="recsys.serving"):
+        with pytest.raises(MlflowException, match="see the server log") as raised:
+            served.predict(None, pd.DataFrame({"user_id": [1]}))
+    assert raised.value.get_http_status_code() == 500
+    assert "disk on fire" not in raised.value.serialize_as_json()
+    assert "disk on fire" in caplog.text  # the traceback is in the server's log instead

@@ -88,7 +88,7 @@ def published(redis_settings: Settings, histories: pd.DataFrame) -> pd.DataFrame
 
 
 def redis_dump(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
-    conn = redis_server.client(settings.store.connection_string or "")
+    conn = redis_server.client(settings.redis_connection)
     try:
         return {key: conn.hgetall(key) for key in conn.scan_iter()}
     finally:
@@ -183,7 +183,7 @@ def test_empty_history_is_an_empty_int64_list_on_the_wire(
     histories: pd.DataFrame, published: pd.DataFrame, redis_settings: Settings
 ) -> None:
     empty_user = int(histories["user_id"].iat[0])
-    conn = redis_server.client(redis_settings.store.connection_string or "")
+    conn = redis_server.client(redis_settings.redis_connection)
     try:
         raw = conn.hget(fast.entity_key("user_id", empty_user), fast.HISTORY_FIELD)
     finally:
@@ -203,8 +203,8 @@ def test_history_of_unknown_user(published: pd.DataFrame, histories: pd.DataFram
     assert fast.history_many([without, 999_999], settings=redis_settings) == {without: [], 999_999: []}
     with pytest.raises(InvalidRequestError, match="got 0"):
         fast.history(0, settings=redis_settings)
-    with pytest.raises(InvalidRequestError, match="got '7'"):
-        fast.history_many([1, "7"], settings=redis_settings)  # type: ignore[list-item]
+    with pytest.raises(InvalidRequestError, match="got 'seven'"):
+        fast.history_many([1, "seven"], settings=redis_settings)  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_lookup_matches_feast_with_titles_best_first(
 ) -> None:
     titles = dict(zip(*synthetic_catalogue().to_dict("list").values()))
     for _, row in published.iterrows():
-        got = fast.lookup(int(row["user_id"]), k=fast.MAX_K, settings=redis_settings)
+        got = fast.lookup(int(row["user_id"]), k=100, settings=redis_settings)
         assert [m for m, _, _ in got] == row["item_ids"].tolist()
         assert [s for _, s, _ in got] == row["scores"].astype(float).tolist()  # float32 values, exact
         assert [t for _, _, t in got] == [titles[m] for m in row["item_ids"]]
@@ -296,10 +296,12 @@ def test_verify_raises_when_the_store_differs(published: pd.DataFrame, redis_set
         (999_999, 10, UnknownUserError, "user 999999 has no recommendations"),
         (0, 10, InvalidRequestError, "got 0"),
         (-3, 10, InvalidRequestError, "got -3"),
-        ("1", 10, InvalidRequestError, "got '1'"),
-        (1.0, 10, InvalidRequestError, "got 1.0"),
-        (1, 0, InvalidRequestError, "k must be an integer in 1..100, got 0"),
-        (1, 101, InvalidRequestError, "got 101"),
+        ("1.5", 10, InvalidRequestError, "got '1.5'"),
+        (1.5, 10, InvalidRequestError, "got 1.5"),
+        (True, 10, InvalidRequestError, "got True"),
+        (10**30, 10, InvalidRequestError, "user_id must be an integer in 1..9223372036854775807"),
+        (1, 0, InvalidRequestError, "k must be an integer in 1..1000, got 0"),
+        (1, 1001, InvalidRequestError, "got 1001"),
     ],
 )
 def test_lookup_rejects_bad_requests(
@@ -330,7 +332,7 @@ def test_stop_closes_the_port_and_restart_keeps_the_lists(
     user = int(published["user_id"][3])
     expected = fast.lookup(user, k=5, settings=own_redis)
     assert fast.history(user, settings=own_redis) == histories["movie_ids"][3].tolist()
-    assert redis_server.start(own_redis) == own_redis.store.connection_string  # reuses the running one
+    assert redis_server.start(own_redis) == own_redis.redis_connection  # reuses the running one
     assert redis_server.stop(own_redis) is True
     assert not port_open(own_redis)
     assert redis_server.stop(own_redis) is False
@@ -339,7 +341,7 @@ def test_stop_closes_the_port_and_restart_keeps_the_lists(
     redis_server.ensure_running(own_redis)
     assert fast.lookup(user, k=5, settings=own_redis) == expected
     assert fast.history(user, settings=own_redis) == histories["movie_ids"][3].tolist()
-    conn = redis_server.client(own_redis.store.connection_string or "")
+    conn = redis_server.client(own_redis.redis_connection)
     assert conn.config_get("bind")["bind"] == "127.0.0.1"
     assert conn.config_get("protected-mode")["protected-mode"] == "yes"
     conn.close()
@@ -369,7 +371,7 @@ def harder_recs() -> pd.DataFrame:
 def publish_with_each_writer(settings: Settings, recs: pd.DataFrame, histories: pd.DataFrame
                              ) -> dict[str, tuple[dict, set[int]]]:
     """{writer: (HGETALL of every key, the set of key TTLs)}, each written into an emptied database."""
-    conn = redis_server.client(settings.store.connection_string or "")
+    conn = redis_server.client(settings.redis_connection)
     written = {}
     try:
         for writer in ("feast", "fast"):

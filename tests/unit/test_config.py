@@ -14,7 +14,7 @@ def test_defaults_match_the_protocol():
     assert s.model.embedding_dim == 64
     assert s.score.k == 100
     assert s.store.host == "127.0.0.1"
-    assert s.mlflow.tracking_uri.startswith("sqlite:///")
+    assert s.tracking_uri.startswith("sqlite:///")
     assert s.mlflow.model_name == "two_tower" and s.mlflow.experiment == "two-tower"
 
 
@@ -37,8 +37,8 @@ def test_seed_style_overrides():
 def test_standard_env_vars_win_for_services():
     s = load_settings(env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
                            "REDIS_CONNECTION_STRING": "10.0.0.5:6379"})
-    assert s.mlflow.tracking_uri == "http://127.0.0.1:5000"
-    assert s.store.connection_string == "10.0.0.5:6379"
+    assert s.tracking_uri == "http://127.0.0.1:5000"
+    assert s.redis_connection == "10.0.0.5:6379"
     assert not s.uses_embedded_redis
 
 
@@ -69,3 +69,31 @@ def test_bad_env_and_file(tmp_path):
 def test_parse_override_values_are_yaml():
     assert parse_override("train.progress_bar=false") == (["train", "progress_bar"], False)
     assert parse_override("score.k=50") == (["score", "k"], 50)
+
+
+def test_secrets_never_reach_params_logs_or_artefacts():
+    import json
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    s = load_settings(env={"REDIS_CONNECTION_STRING": "redis.internal:6380,password=hunter2,db=1",
+                           "MLFLOW_TRACKING_URI": "https://ops:s3cr3t@mlflow.internal:5000"})
+    assert s.redis_connection.endswith("password=hunter2,db=1")  # clients get the real value
+    assert s.tracking_uri == "https://ops:s3cr3t@mlflow.internal:5000"
+    assert s.redis_address == "redis.internal:6380,password=***,db=1"  # messages get this
+    assert s.tracking_address == "https://ops:***@mlflow.internal:5000"
+    shown = [json.dumps(s.flat()), yaml.safe_dump(s.public()), repr(s), str(s), s.model_dump_json()]
+    for text in shown:
+        assert "hunter2" not in text and "s3cr3t" not in text
+    assert s.flat()["store.connection_string"] == "redis.internal:6380,password=***,db=1"
+    with pytest.raises(ConfigError) as bad:
+        load_settings(["store.connection_string=[hunter2]"], env={})
+    assert "hunter2" not in str(bad.value)
+    # only recsys.config reads the secret fields; everything else goes through the accessors
+    root = Path(__file__).resolve().parents[2]
+    for path in [*root.glob("recsys/*.py"), *root.glob("dags/*.py"), *root.glob("benchmarks/*.py")]:
+        if path.name != "config.py":
+            assert not re.search(r"\.store\.connection_string\b|\.mlflow\.tracking_uri\b",
+                                 path.read_text()), path

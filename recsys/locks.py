@@ -1,0 +1,113 @@
+"""One run at a time where it matters: named file locks under ``<paths.home>/locks``.
+
+- ``data``: ingest and prepare (they write the raw snapshot and the prepared data), and publish,
+  which must not start while the data it was scored from is being replaced;
+- ``model``: retraining (train, compare, promote move the registry's aliases);
+- ``publish``: writing lists into the online store.
+
+A lock is an ``flock`` on ``<name>.lock``: the kernel drops it when its process dies, however it
+dies, so a crash never leaves a stale lock behind. The holder writes who it is (pid, host, command,
+since when) into the file, and a second run that cannot get the lock within ``wait_s`` fails with
+:class:`LockedError` naming that holder. Several locks are always taken in the order of
+:data:`ORDER`, so two runs never wait on each other in a circle.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from recsys.config import Settings
+from recsys.errors import LockedError
+
+ORDER = ("data", "model", "publish")
+POLL_S = 0.2
+
+
+def lock_dir(settings: Settings) -> Path:
+    return settings.paths.home / "locks"
+
+
+def holder(settings: Settings, name: str) -> dict | None:
+    """What the last holder of lock ``name`` wrote about itself (None if nothing readable)."""
+    try:
+        return json.loads((lock_dir(settings) / f"{name}.lock").read_text() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(info: dict | None) -> str:
+    if not info:
+        return "another process (no details recorded)"
+    return (f"pid {info.get('pid')} on {info.get('host')} ({info.get('command')}, since "
+            f"{info.get('since')})")
+
+
+@contextmanager
+def _one(settings: Settings, name: str, wait_s: float) -> Iterator[None]:
+    if name not in ORDER:
+        raise ValueError(f"unknown lock {name!r}; locks are {ORDER}")
+    folder = lock_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a+") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"the {name} lock is held by {_describe(holder(settings, name))}; wait "
+                        f"for it to finish (or stop it) and run again") from None
+                time.sleep(POLL_S)
+        try:
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]).strip(),
+                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(info))
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()  # released: nobody holds it now
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def hold(settings: Settings, *names: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the named locks (taken in :data:`ORDER`) for the block.
+
+    Raises LockedError naming the holder when one is still taken after ``wait_s`` seconds, and
+    ValueError for an unknown name.
+    """
+    with ExitStack() as stack:
+        for name in sorted(set(names), key=lambda n: ORDER.index(n) if n in ORDER else -1):
+            stack.enter_context(_one(settings, name, wait_s))
+        yield
+
+
+def locked(*names: str) -> Callable[[Callable], Callable]:
+    """Decorate a pipeline step whose first argument is the Settings: it runs under :func:`hold`."""
+
+    def wrap(step: Callable) -> Callable:
+        @functools.wraps(step)
+        def run(settings: Settings, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            with hold(settings, *names):
+                return step(settings, *args, **kwargs)
+
+        return run
+
+    return wrap
