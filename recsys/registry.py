@@ -22,6 +22,11 @@ from recsys.config import Settings  # noqa: E402
 from recsys.errors import ModelNotFoundError  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+
+def _no_signature_warning(record: logging.LogRecord) -> bool:
+    """Logging filter: drop MLflow's "Failed to infer model signature" (see log_model)."""
+    return not record.getMessage().startswith("Failed to infer model signature")
 CHAMPION, CHALLENGER = "champion", "challenger"
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
 TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
@@ -66,13 +71,19 @@ def log_model(settings: Settings, bundle: Path, python_model: Path, metrics: dic
     """
     # No input signature: MLflow's schema enforcement would drop unknown columns without a word
     # and answer an id beyond int64 with a conversion error; recsys.checks refuses both with a
-    # message that names the problem (the request layout is documented in recsys.serving).
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(python_model),
-        artifacts={BUNDLE_ARTIFACT: str(bundle)},
-        registered_model_name=settings.mlflow.model_name,
-        pip_requirements=_pip_requirements(),
-    )
+    # message that names the problem (the request layout is documented in recsys.serving). MLflow
+    # warns that it could not infer one: that is the point, so the warning is left out.
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(_no_signature_warning)
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(python_model),
+            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            registered_model_name=settings.mlflow.model_name,
+            pip_requirements=_pip_requirements(),
+        )
+    finally:
+        pyfunc_log.removeFilter(_no_signature_warning)
     version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in {**tags, **{k: f"{v:.6f}" for k, v in metrics.items()}}.items():
