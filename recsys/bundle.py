@@ -97,6 +97,8 @@ class FastRetriever:
     """
 
     def __init__(self, tower_path: Path, items_path: Path, k: int, threads: int | None = None) -> None:
+        """``threads``: ONNX Runtime and top-K threads (None: every core; 1 when scoring shards run
+        side by side, one per core)."""
         for path in (tower_path, items_path):
             if not Path(path).is_file():
                 raise DataError(f"scoring file {path} does not exist")
@@ -107,6 +109,7 @@ class FastRetriever:
             raise DataError(f"{items_path} must hold an [items, dim] matrix, got shape {items.shape}")
         self.n_items, self.k = items.shape[0], min(k, items.shape[0])
         self.matmul = _session(matmul_graph(items), threads)
+        self.threads = threads
 
     def user_vectors(self, user: np.ndarray) -> np.ndarray:
         """history [B, H] or user_idx [B] -> user vectors [B, D] float32.
@@ -133,7 +136,7 @@ class FastRetriever:
         scores = self.scores(self.user_vectors(user))
         if not scores.flags.writeable:  # onnxruntime hands back its own buffer: writable today
             scores = scores.copy()
-        return masked_topk(scores, seen, self.k)
+        return masked_topk(scores, seen, self.k, self.threads)
 
 
 @dataclass
@@ -148,10 +151,13 @@ class ModelBundle:
     catalogue: pd.DataFrame
     users: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # scoring threads (None: every core); see FastRetriever
 
     @classmethod
-    def load(cls, folder: str | Path) -> "ModelBundle":
-        """Read a bundle folder; raises DataError naming a missing file or an unknown format."""
+    def load(cls, folder: str | Path, threads: int | None = None) -> "ModelBundle":
+        """Read a bundle folder; raises DataError naming a missing file or an unknown format.
+
+        ``threads`` bounds the threads its retriever scores with (None: every core)."""
         folder = Path(folder)
         missing = [name for name in FILES if not (folder / name).is_file()]
         if missing:
@@ -164,7 +170,7 @@ class ModelBundle:
         catalogue = pd.read_parquet(folder / "catalogue.parquet").sort_values("item_idx")
         return cls(folder, meta["user_tower"], int(meta["k"]), int(meta["history_length"]),
                    float(meta["rating_threshold"]), catalogue.reset_index(drop=True),
-                   pd.read_parquet(folder / "users.parquet"), meta)
+                   pd.read_parquet(folder / "users.parquet"), meta, threads)
 
     @property
     def n_items(self) -> int:
@@ -215,8 +221,8 @@ class ModelBundle:
         """:class:`FastRetriever` when the version has its files, else the end-to-end graph."""
         if self.fast_scoring:
             return FastRetriever(self.folder / SCORING_FILES[0], self.folder / SCORING_FILES[1],
-                                 self.k)
-        return OnnxRetriever(self.folder / "model.onnx", self.n_items)
+                                 self.k, self.threads)
+        return OnnxRetriever(self.folder / "model.onnx", self.n_items, self.threads)
 
     def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k most popular items not in ``seen`` (item_idx) and their train counts as scores."""

@@ -101,6 +101,9 @@ class ScoreConfig(_Section):
     k: int = Field(100, ge=10, le=MAX_K)  # list length written to the online store (>= 10: the
     # promotion gate reads NDCG@10 off the graph's lists)
     batch_size: int = Field(256, ge=1)  # users per ONNX Runtime call: 256 x 27k scores fit L3
+    # ONNX Runtime and top-K threads per scoring process; 0 = every core. 1 where shards run side by
+    # side, one per core (scripts/airflow.sh: the executor runs one task per core).
+    threads: int = Field(0, ge=0)
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
 
 

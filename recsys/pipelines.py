@@ -226,7 +226,7 @@ def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: i
     prepared_id = prepared_id or _prepared_id(folder)
     registry.configure(settings)
     version, bundle_dir = registry.download_bundle(settings, ref)
-    bundle = ModelBundle.load(bundle_dir)
+    bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
     activity = read_activity(folder)
     users = np.unique(activity["user_id"].to_numpy())[shard::n_shards]
     recs = score_users(bundle, user_inputs(activity, bundle, users), version, data_version,

@@ -254,8 +254,11 @@ def _topk(scores: np.ndarray, seen: np.ndarray, offsets: np.ndarray, k: int, n_c
                              cand_idx, cand_val, keys, top, idx_out[r], val_out[r])
 
 
-def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int,
+                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item indices and scores per row of ``scores`` [B, N] with ``seen[r]`` masked.
+
+    ``threads``: at most this many threads (None: numba's setting, every core by default).
 
     ``scores`` must be a writable C-contiguous float32 array; it is overwritten (seen items become
     -inf). ``seen`` holds one int array of item indices per row (out-of-range values are ignored).
@@ -274,6 +277,12 @@ def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.
     flat = np.concatenate(seen).astype(np.int64, copy=False) if len(seen) else np.empty(0, np.int64)
     idx = np.empty((scores.shape[0], k), dtype=np.int64)
     values = np.empty((scores.shape[0], k), dtype=np.float32)
-    n_chunks = max(1, min(numba.get_num_threads(), scores.shape[0]))
-    _topk(scores, flat, offsets, k, n_chunks, idx, values)
+    previous = numba.get_num_threads()
+    n_threads = previous if threads is None else max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    n_chunks = max(1, min(n_threads, scores.shape[0]))
+    numba.set_num_threads(n_threads)  # for this calling thread only
+    try:
+        _topk(scores, flat, offsets, k, n_chunks, idx, values)
+    finally:
+        numba.set_num_threads(previous)
     return idx, values

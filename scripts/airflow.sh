@@ -31,6 +31,7 @@ export RECSYS_HOME="${RECSYS_HOME:-${ROOT}/.recsys}"
 CORES="$(nproc 2>/dev/null || echo 2)"
 export AIRFLOW__CORE__PARALLELISM="${RECSYS_AIRFLOW_PARALLELISM:-${CORES}}"
 export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="${AIRFLOW__CORE__PARALLELISM}"
+export RECSYS__SCORE__THREADS="${RECSYS__SCORE__THREADS:-1}"  # one task per core, one core per task
 
 [[ -x "${BIN}/airflow" ]] || { echo "no ${BIN}/airflow: run \`make install\` first" >&2; exit 1; }
 mkdir -p "${AIRFLOW_HOME}"

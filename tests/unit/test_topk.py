@@ -26,9 +26,10 @@ def test_equals_the_float32_reference(n_items, k):
     seen = [rng.choice(n_items, size=rng.integers(0, min(n_items, 300) + 1), replace=False)
             for _ in range(64)]
     want_idx, want_val = reference(scores, seen, k)
-    idx, val = masked_topk(scores.copy(), seen, k)
-    np.testing.assert_array_equal(idx, want_idx)
-    np.testing.assert_array_equal(val, want_val)
+    for threads in (None, 1):  # every core, or one (a shard beside others)
+        idx, val = masked_topk(scores.copy(), seen, k, threads)
+        np.testing.assert_array_equal(idx, want_idx)
+        np.testing.assert_array_equal(val, want_val)
 
 
 def test_ties_go_to_the_lower_index_and_seen_everything_ends_in_minus_inf():
