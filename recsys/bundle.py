@@ -23,12 +23,15 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import HISTORY_TOWERS
+from recsys.data import read_parquet
 from recsys.errors import DataError
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
 SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
+DAMAGED = ("a damaged copy of a model version: delete its folder under $RECSYS_HOME/models to "
+           "download it again from the registry")
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
@@ -50,7 +53,12 @@ def _session(model: Path | bytes, threads: int | None) -> Any:
     # kernel (recsys.topk) runs on right after each MatMul.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
+        where = "an in-memory graph" if isinstance(model, bytes) else str(model)
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"cannot load the ONNX graph {where} ({reason}); {DAMAGED}") from exc
 
 
 class OnnxRetriever:
@@ -104,7 +112,10 @@ class FastRetriever:
                 raise DataError(f"scoring file {path} does not exist")
         self.tower = _session(Path(tower_path), threads)
         self.user_input = self.tower.get_inputs()[0].name  # "history" or "user_idx"
-        items = np.load(items_path)
+        try:
+            items = np.load(items_path)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"cannot read {items_path} ({exc}); {DAMAGED}") from exc
         if items.ndim != 2:
             raise DataError(f"{items_path} must hold an [items, dim] matrix, got shape {items.shape}")
         self.n_items, self.k = items.shape[0], min(k, items.shape[0])
@@ -163,14 +174,17 @@ class ModelBundle:
         if missing:
             raise DataError(f"model bundle {folder} lacks {missing}; was it written by this "
                             "version of recsys? Retrain to get a current bundle")
-        meta = json.loads((folder / BUNDLE_FILE).read_text())
+        try:
+            meta = json.loads((folder / BUNDLE_FILE).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{folder / BUNDLE_FILE} is not valid JSON ({exc}); {DAMAGED}") from exc
         if meta.get("format") != FORMAT:
             raise DataError(f"model bundle {folder} has format {meta.get('format')!r}, this recsys "
                             f"reads format {FORMAT}; retrain the model")
-        catalogue = pd.read_parquet(folder / "catalogue.parquet").sort_values("item_idx")
+        catalogue = read_parquet(folder / "catalogue.parquet", fix=DAMAGED).sort_values("item_idx")
         return cls(folder, meta["user_tower"], int(meta["k"]), int(meta["history_length"]),
                    float(meta["rating_threshold"]), catalogue.reset_index(drop=True),
-                   pd.read_parquet(folder / "users.parquet"), meta, threads)
+                   read_parquet(folder / "users.parquet", fix=DAMAGED), meta, threads)
 
     @property
     def n_items(self) -> int:

@@ -48,7 +48,10 @@ def load_movies(path: Path) -> pd.DataFrame:
     """Read movies.csv into columns movie_id, title, genres (raises DataError)."""
     if not path.is_file():
         raise DataError(f"movies file {path} does not exist; run `recsys ingest` first")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot parse {path}: {' '.join(str(exc).split())}") from exc
     missing = [c for c in MOVIE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {missing}; expected {MOVIE_COLUMNS}")
@@ -166,8 +169,31 @@ def load_prepared(folder: Path) -> Prepared:
     if missing or not (folder / "meta.json").is_file():
         raise DataError(f"prepared data in {folder} is incomplete (missing {missing or ['meta.json']}); "
                         "run `recsys prepare` first")
-    frames = {n: pd.read_parquet(folder / f"{n}.parquet") for n in names}
-    return Prepared(**frames, meta=json.loads((folder / "meta.json").read_text()))
+    frames = {n: read_parquet(folder / f"{n}.parquet", fix="run `recsys prepare` again")
+              for n in names}
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{folder / 'meta.json'} is not valid JSON ({exc}); run `recsys prepare` "
+                        "again") from exc
+    return Prepared(**frames, meta=meta)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None, fix: str = "write it again") -> pd.DataFrame:
+    """A parquet file as a frame; DataError naming the file (and ``fix``) when it cannot be read.
+
+    A truncated or overwritten file raises pyarrow's own errors (ArrowInvalid, OSError) deep inside
+    pandas: this names the file instead.
+    """
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; {fix}") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path} is not a readable parquet file ({reason}); {fix}") from exc
 
 
 def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:

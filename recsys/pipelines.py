@@ -23,6 +23,7 @@ from recsys.config import Settings
 from recsys.locks import locked
 
 log = logging.getLogger(__name__)
+RESCORE = "run `recsys score` again"
 
 
 @locked("data")
@@ -246,6 +247,21 @@ def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: i
             "n_users": len(recs), "n_popular": int((recs["source"] == "popular").sum())}
 
 
+def scoring_meta(recommendations: Path) -> dict:
+    """The scoring.json beside a recommendations file (model and data versions, K); DataError if
+    it is missing or damaged."""
+    from recsys.errors import DataError
+
+    path = Path(recommendations).parent / "scoring.json"
+    try:
+        meta = json.loads(path.read_text())
+        _ = int(meta["k"]), meta["prepared_dir"], meta["data_version"]  # present and readable
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is missing or damaged ({type(exc).__name__}: {exc}); "
+                        f"{RESCORE}") from exc
+    return meta
+
+
 def validate_recommendations(settings: Settings, recommendations: str) -> dict:
     """Run suite recommendations (K per user, no duplicates, no rated item, sorted scores).
 
@@ -256,11 +272,11 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
 
     path = Path(recommendations)
     recs = read_recommendations(path)
-    meta = json.loads((path.parent / "scoring.json").read_text())
+    meta = scoring_meta(path)
     folder, _ = _pinned_prepared(settings, meta["prepared_dir"], meta["data_version"],
                                  meta.get("prepared_id"))
     rated = read_activity(folder, ["user_id", "movie_id"])
-    n_items = len(pd.read_parquet(path.parent / "catalogue.parquet"))
+    n_items = len(data_mod.read_parquet(path.parent / "catalogue.parquet", fix=RESCORE))
     return check(recs, rated, min(int(meta["k"]), n_items))
 
 
@@ -276,7 +292,8 @@ def publish(settings: Settings, recommendations: str) -> dict:
         columns={"history": "movie_ids"})
     redis_server.ensure_running(settings)
     store.apply(settings)
-    written = store.publish(recs, pd.read_parquet(path.parent / "catalogue.parquet"), settings,
+    catalogue = data_mod.read_parquet(path.parent / "catalogue.parquet", fix=RESCORE)
+    written = store.publish(recs, catalogue, settings,
                             histories=histories)
     verified = store.verify(recs, settings, settings.score.verify_sample, histories=histories)
     return {"written": written, "verified": verified,
@@ -371,7 +388,7 @@ def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -
     path = Path(recommendations)
     recs = read_recommendations(path)
     chosen = recs.sample(n=min(sample, len(recs)), random_state=1) if sample > 0 else recs.iloc[:0]
-    k = int(json.loads((path.parent / "scoring.json").read_text())["k"])  # the model version's K
+    k = int(scoring_meta(path)["k"])  # the model version's K
     served = lookup_many(chosen["user_id"].tolist(), k, settings) if len(chosen) else {}
     for user_id, items in zip(chosen["user_id"], chosen["item_ids"]):
         got = [m for m, _, _ in served[int(user_id)]]

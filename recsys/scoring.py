@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recsys.bundle import ModelBundle
-from recsys.data import left_pad
+from recsys.data import left_pad, read_parquet
 from recsys.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,11 @@ def read_activity(folder: Path, columns: list[str] | None = None) -> pd.DataFram
     if not path.is_file():
         raise DataError(f"{path} does not exist: the prepared data predates fresh scoring or is "
                         "incomplete; run `recsys ingest` and `recsys prepare` again")
-    return pd.read_parquet(path, columns=columns)
+    return read_parquet(path, columns, fix="run `recsys prepare` again")
 
 
 def read_recommendations(path: Path) -> pd.DataFrame:
     """Read a recommendations parquet (raises DataError if missing)."""
     if not path.is_file():
         raise DataError(f"recommendations {path} do not exist; run `recsys score` first")
-    return pd.read_parquet(path)
+    return read_parquet(path, fix="run `recsys score` again")

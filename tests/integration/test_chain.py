@@ -311,3 +311,75 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
     run = mlflow.get_run(json.loads(out.stdout)["run_id"])
     assert run.data.tags["hard_negatives_from"] == "champion"
     assert run.data.params["train.hard_negative_ratio"] == "0.5"
+
+
+def _served(settings) -> dict:
+    """Every key of the online store with its serialized value (Redis DUMP): byte-comparable."""
+    conn = redis_server.client(settings.redis_connection)
+    return {key: conn.dump(key) for key in sorted(conn.scan_iter(count=1000))}
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\x00\xffnot a real file" * 64)
+
+
+def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identical(chain, tmp_path):
+    from recsys.errors import DataError
+
+    env, settings, steps = chain
+    before, user_1 = _served(settings), lookup(1, 100, settings)
+    raw = Path(steps["ingest"]["raw_dir"])
+    prepared = Path(pipelines.locate_prepared(settings)["prepared_dir"])
+    recs = Path(steps["score"]["recommendations"])
+    bundle = Path(registry.download_bundle(settings, "champion")[1])
+    prepared_before = {p.name: p.read_bytes() for p in prepared.iterdir() if p.is_file()}
+
+    def raw_copy_with(name: str, how: str) -> str:
+        copy = tmp_path / f"raw-{name}-{how}"
+        shutil.copytree(raw, copy)
+        _damage(copy / name, how)
+        return str(copy)
+
+    cases = [  # (file, damage, the run it stops, the words the error must hold)
+        ("ratings.csv", "garbage", lambda: pipelines.prepare(settings, raw_copy_with(
+            "ratings.csv", "garbage")), "ratings.csv"),
+        ("movies.csv", "garbage", lambda: pipelines.prepare(settings, raw_copy_with(
+            "movies.csv", "garbage")), "movies.csv"),
+        ("activity.parquet", "truncate", lambda: pipelines.score(settings),
+         "activity.parquet is not a readable parquet file"),
+        ("user_tower.onnx", "garbage", lambda: pipelines.score(settings),
+         "cannot load the ONNX graph"),
+        ("recommendations.parquet", "truncate",
+         lambda: pipelines.validate_recommendations(settings, str(recs)),
+         "recommendations.parquet is not a readable parquet file"),
+        ("recommendations.parquet", "garbage", lambda: pipelines.publish(settings, str(recs)),
+         "recommendations.parquet is not a readable parquet file"),
+    ]
+    where = {"activity.parquet": prepared, "user_tower.onnx": bundle,
+             "recommendations.parquet": recs.parent}
+    for name, how, run, words in cases:
+        target = where[name] / name if name in where else None
+        saved = target.read_bytes() if target else None
+        try:
+            if target:
+                _damage(target, how)
+            with pytest.raises(DataError, match=words) as failed:
+                run()
+            assert "\n" not in str(failed.value) and (name in str(failed.value)), str(failed.value)
+        finally:
+            if target:
+                target.write_bytes(saved)
+        assert _served(settings) == before, name  # nothing served changed, byte for byte
+    assert lookup(1, 100, settings) == user_1
+    assert {p.name: p.read_bytes() for p in prepared.iterdir() if p.is_file()} == prepared_before
+    # from the command line: one line, exit 1
+    saved = recs.read_bytes()
+    _damage(recs, "truncate")
+    try:
+        out = cli(env, "publish", "--recommendations", str(recs))
+    finally:
+        recs.write_bytes(saved)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "recommendations.parquet is not a readable parquet file" in out.stderr
+    assert _served(settings) == before
