@@ -128,6 +128,40 @@ def cmd_lookup(args: argparse.Namespace) -> None:
         print(json.dumps([movie_id, round(score, 4), title]))
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from recsys import publication, redis_server
+
+    settings = _settings(args)
+    redis_server.require(settings)
+    conn = redis_server.client(settings.redis_connection)
+    try:
+        state = publication.status(settings, conn)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(state)
+        return
+    served = state["served"]
+    print(f"served:  model version {served['model_version'] or '-'}, data version "
+          f"{served['data_version'] or '-'}, published {served['published_at'] or 'never'}, "
+          f"{served['users']} users with a list")
+    target = state.get("target") or {}
+    line = {"idle": "no publish under way",
+            "under way": f"version {target.get('model_version')} is being published "
+                         f"({target.get('percent')}% written, {publication_holder(target)})",
+            "interrupted": f"interrupted: a publish of version {target.get('model_version')} "
+                           f"started {target.get('started_at')} stopped at "
+                           f"{target.get('percent')}%; users hold version "
+                           f"{served['model_version'] or '-'} or {target.get('model_version')} "
+                           "lists: run `recsys publish` again"}[state["publish"]]
+    print(f"publish: {line}")
+
+
+def publication_holder(target: dict) -> str:
+    holder = target.get("holder") or {}
+    return f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "holder unknown"
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from recsys import redis_server
 
@@ -240,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
     p.add_argument("--recommendations",
                    help="parquet to publish (default: the champion's lists for today's data)")
+    p = add("status", cmd_status, "what the online store serves, and whether a publish is under way")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
     p.add_argument("--k", type=_k, default=10, help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)")

@@ -119,6 +119,8 @@ class StoreConfig(_Section):
     port: int = Field(6390, ge=1, le=65535)
     # an external Redis ("host:port[,password=...]"); REDIS_CONNECTION_STRING wins. A secret.
     connection_string: SecretStr | None = None
+    # users of the last publication missing from a new one: remove their lists and histories, or keep
+    stale_users: Literal["remove", "keep"] = "remove"
 
 
 class DvcConfig(_Section):

@@ -45,6 +45,21 @@ def holder(settings: Settings, name: str) -> dict | None:
         return None
 
 
+def held_by(settings: Settings, name: str) -> dict | None:
+    """The holder of lock ``name`` if someone holds it now, else None (a dead holder's note is
+    ignored: the kernel released its lock)."""
+    path = lock_dir(settings) / f"{name}.lock"
+    if not path.is_file():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder(settings, name) or {}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def _describe(info: dict | None) -> str:
     if not info:
         return "another process (no details recorded)"

@@ -150,11 +150,20 @@ def score_users(bundle: ModelBundle, inputs: UserInputs, model_version: str, dat
 
 
 def write_recommendations(recs: pd.DataFrame, path: Path) -> Path:
-    """Write the recommendations parquet atomically (temp file, then rename)."""
+    """Write the recommendations parquet atomically (temp file, then rename).
+
+    Raises DataError naming the folder when it cannot be written (disk full, read-only, ...); the
+    file already at ``path`` is then untouched and the partial temp file removed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # parallel writers never share it
-    recs.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    try:
+        recs.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path.name} into {path.parent} ({exc.strerror or exc}); "
+                        "free space there or point paths.home elsewhere, then score again") from exc
     return path
 
 

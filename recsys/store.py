@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 
 import redis
 
-from recsys import feast_layout, redis_server
+from recsys import feast_layout, publication, redis_server
 from recsys.config import Settings
 from recsys.errors import DataError, StoreError
 
@@ -149,11 +149,15 @@ def _write_record(frame: pd.DataFrame, repo: Path, view: str) -> None:
     frame.to_parquet(path, index=False)
 
 
-def _write_online(store: FeatureStore, view: str, frame: pd.DataFrame, batch_size: int) -> int:
-    """Feast's own path: ``write_to_online_store`` per ``batch_size`` rows; returns the calls made."""
+def _write_online(store: FeatureStore, view: str, frame: pd.DataFrame, batch_size: int,
+                  done: Callable[[int], None]) -> int:
+    """Feast's own path: ``write_to_online_store`` per ``batch_size`` rows; returns the calls made.
+    ``done(rows)`` follows each call."""
     batches = 0
     for start in range(0, len(frame), batch_size):
-        store.write_to_online_store(view, df=frame.iloc[start : start + batch_size])
+        chunk = frame.iloc[start : start + batch_size]
+        store.write_to_online_store(view, df=chunk)
+        done(len(chunk))
         batches += 1
     return batches
 
@@ -236,18 +240,27 @@ def _hash_commands(layout: ViewLayout, frame: pd.DataFrame) -> Iterator[tuple[by
         yield key, [item for pair in zip(fields, values) for item in pair]
 
 
-def _write_fast(conn: redis.Redis, layout: ViewLayout, frame: pd.DataFrame, rows: int) -> int:
-    """Write ``frame`` as Feast would, ``rows`` HSETs per pipelined round trip; returns the trips."""
+def _write_fast(conn: redis.Redis, layout: ViewLayout, frame: pd.DataFrame, rows: int,
+                done: Callable[[int], None]) -> int:
+    """Write ``frame`` as Feast would, ``rows`` HSETs per pipelined round trip; returns the trips.
+    ``done(rows)`` follows each round trip."""
     batches = 0
     for start in range(0, len(frame), rows):
+        chunk = frame.iloc[start : start + rows]
         with conn.pipeline(transaction=False) as pipe:
-            for key, pairs in _hash_commands(layout, frame.iloc[start : start + rows]):
+            for key, pairs in _hash_commands(layout, chunk):
                 pipe.execute_command("HSET", key, *pairs)
                 if layout.ttl_seconds:
                     pipe.expire(key, layout.ttl_seconds)
             pipe.execute()
+        done(len(chunk))
         batches += 1
     return batches
+
+
+def _versions(frame: pd.DataFrame, column: str) -> str:
+    """The frame's one value of ``column`` (comma-joined if several)."""
+    return ",".join(sorted(frame[column].astype(str).unique()))
 
 
 def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -305,11 +318,12 @@ def _prepare_histories(histories: pd.DataFrame) -> pd.DataFrame:
 
 @contextmanager
 def _online_writer(
-    store: FeatureStore, views: Sequence[str], writer: Writer, batch_size: int, settings: Settings
+    store: FeatureStore, views: Sequence[str], writer: Writer, batch_size: int, settings: Settings,
+    done: Callable[[int], None],
 ) -> Iterator[Callable[[str, pd.DataFrame], int]]:
     """``write(view, frame) -> round trips`` of ``writer``; every layout is checked before any write.
 
-    Redis failures while writing become StoreError.
+    ``done(rows)`` follows every round trip. Redis failures while writing become StoreError.
     """
     if writer not in ("fast", "feast"):
         raise StoreError(f"writer must be 'fast' or 'feast', got {writer!r}")
@@ -318,8 +332,8 @@ def _online_writer(
 
     def write(view: str, frame: pd.DataFrame) -> int:
         if conn is None:
-            return _write_online(store, view, frame, batch_size)
-        return _write_fast(conn, layouts[view], frame, batch_size)
+            return _write_online(store, view, frame, batch_size, done)
+        return _write_fast(conn, layouts[view], frame, batch_size, done)
 
     try:
         yield write
@@ -344,8 +358,11 @@ def publish(
     HSETs Feast's Redis store would send (same keys, fields and bytes; see :func:`view_layout`);
     ``writer="feast"`` calls Feast's ``write_to_online_store`` per ``batch_size`` rows. Last write
     wins (``skip_dedup`` in feature_store.yaml), so publishing the same frames twice leaves the same
-    data. Returns counts ("users", "movies", "histories": 0 without histories, "batches": round
-    trips or Feast calls), "writer", "seconds" (all of it) and "online_seconds" (the online writes).
+    data, and a publish killed at any point converges when run again. The publication record
+    (recsys.publication) says a publish is under way until the last write; then users of the last
+    publication missing from ``recs`` are removed (``store.stale_users``). Returns counts ("users",
+    "movies", "histories": 0 without histories, "batches": round trips or Feast calls,
+    "stale_users_removed"), "writer", "seconds" (all of it) and "online_seconds" (the online writes).
     Raises DataError for malformed frames, StoreError when Redis is unreachable or the fast writer
     does not implement the repo's online store settings (nothing is written then).
     """
@@ -357,18 +374,37 @@ def publish(
     started = time.perf_counter()
     store = feature_store(settings)
     batches, online = 0, 0.0
-    with _online_writer(store, list(frames), writer, batch_size, settings) as write:
-        for view, frame in frames.items():
-            _write_record(frame, settings.paths.feature_repo, view)
-            writing = time.perf_counter()
-            batches += write(view, frame)
-            online += time.perf_counter() - writing
+    import numpy as np
+
+    total, written = sum(len(f) for f in frames.values()), [0]
+    record = redis_server.client(settings.redis_connection)
+
+    def done(rows: int) -> None:
+        written[0] += rows
+        publication.progress(record, written[0], total)
+
+    try:
+        with _online_writer(store, list(frames), writer, batch_size, settings, done) as write:
+            publication.begin(record, _versions(users, "model_version"),
+                              _versions(users, "data_version"), total)
+            for view, frame in frames.items():
+                _write_record(frame, settings.paths.feature_repo, view)
+                writing = time.perf_counter()
+                batches += write(view, frame)
+                online += time.perf_counter() - writing
+            stale = publication.finish(
+                record, users[USER_KEY].tolist(),
+                lambda u: feast_layout.entity_keys(USER_KEY, np.array([u]), PROJECT)[0],
+                remove_stale=settings.store.stale_users == "remove")
+    finally:
+        record.close()
     seconds = time.perf_counter() - started
     n_histories = len(frames.get(HISTORY_VIEW, ()))
     log.info("published %d lists, %d histories and %d titles in %.1fs (%.1fs online, %s writer)",
              len(users), n_histories, len(movies), seconds, online, writer)
     return {"users": len(users), "movies": len(movies), "histories": n_histories, "batches": batches,
-            "writer": writer, "seconds": round(seconds, 3), "online_seconds": round(online, 3)}
+            "stale_users_removed": stale, "writer": writer, "seconds": round(seconds, 3),
+            "online_seconds": round(online, 3)}
 
 
 def _read_online(

@@ -383,3 +383,28 @@ def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identic
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "recommendations.parquet is not a readable parquet file" in out.stderr
     assert _served(settings) == before
+
+
+def test_a_full_disk_under_the_scores_folder_stops_scoring_and_keeps_the_old_files(
+        chain, monkeypatch):
+    import errno
+
+    from recsys.errors import DataError
+
+    _, settings, steps = chain
+    before, recs = _served(settings), Path(steps["score"]["recommendations"])
+    files_before = {p.name: p.read_bytes() for p in recs.parent.iterdir()}
+    written = []
+
+    def full_disk(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        Path(path).write_bytes(b"PAR1 half a file")  # what a full disk leaves behind
+        written.append(path)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)
+    with pytest.raises(DataError, match="No space left on device.*free space there") as failed:
+        pipelines.score(settings)
+    monkeypatch.undo()
+    assert written and "\n" not in str(failed.value)
+    assert {p.name: p.read_bytes() for p in recs.parent.iterdir()} == files_before  # no temp left
+    assert _served(settings) == before

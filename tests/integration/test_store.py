@@ -88,9 +88,11 @@ def published(redis_settings: Settings, histories: pd.DataFrame) -> pd.DataFrame
 
 
 def redis_dump(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
+    """Every Feast hash (the publication record beside them is left out: it holds times)."""
     conn = redis_server.client(settings.redis_connection)
     try:
-        return {key: conn.hgetall(key) for key in conn.scan_iter()}
+        return {key: conn.hgetall(key) for key in conn.scan_iter()
+                if not key.startswith(b"recsys:publ")}
     finally:
         conn.close()
 
@@ -378,7 +380,8 @@ def publish_with_each_writer(settings: Settings, recs: pd.DataFrame, histories: 
             conn.flushdb()
             counts = store.publish(recs, synthetic_catalogue(), settings, histories, writer=writer)
             assert counts["writer"] == writer and counts["histories"] == len(histories)
-            written[writer] = (redis_dump(settings), {conn.ttl(key) for key in conn.scan_iter()})
+            written[writer] = (redis_dump(settings), {conn.ttl(key) for key in conn.scan_iter()
+                                                      if not key.startswith(b"recsys:publ")})
     finally:
         conn.close()
     return written
