@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo chain test test-unit test-integration test-dags airflow serve down clean
+.PHONY: install demo chain lint test test-unit test-integration test-dags airflow serve down clean
 
 install: $(STAMP)
 
@@ -31,7 +31,13 @@ chain: install
 airflow: install
 	bash scripts/airflow.sh
 
-test: install
+# The pre-commit checks (.pre-commit-config.yaml) without changing anything: lint, format, types.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 test-unit: install

@@ -47,8 +47,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
-from typing import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -70,8 +70,9 @@ def free_port() -> int:
 
 
 def body(user_ids: list[int], k: int) -> bytes:
-    return json.dumps({"dataframe_split": {"columns": ["user_id", "k"],
-                                           "data": [[int(u), k] for u in user_ids]}}).encode()
+    return json.dumps(
+        {"dataframe_split": {"columns": ["user_id", "k"], "data": [[int(u), k] for u in user_ids]}}
+    ).encode()
 
 
 class Client:
@@ -102,14 +103,21 @@ def check(data: bytes, user_ids: list[int], sources: list[str], k: int) -> None:
     want = [(u, s, k) for u, s in zip(user_ids, sources)]
     if got != want:
         bad = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w) if len(got) == len(want) else 0
-        raise RuntimeError(f"unexpected response row {bad}: got {got[bad:bad + 1]}, want {want[bad:bad + 1]}")
+        raise RuntimeError(
+            f"unexpected response row {bad}: got {got[bad : bad + 1]}, want {want[bad : bad + 1]}"
+        )
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1e3
-    return {"n": len(ms), "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
-            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max())}
+    return {
+        "n": len(ms),
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
 
 
 def sequential(port: int, requests: list[tuple[list[int], list[str]]], k: int) -> dict[str, float]:
@@ -160,8 +168,13 @@ def concurrent(port: int, requests: list[list[tuple[list[int], list[str]]]], k: 
             check(data, users, sources, k)
     n_requests = sum(len(mine) for mine in requests)
     n_users = sum(len(users) for mine in requests for users, _ in mine)
-    return {**summary([t for timed in results for t, _ in timed]), "clients": len(requests),
-            "wall_s": wall, "requests_per_s": n_requests / wall, "users_per_s": n_users / wall}
+    return {
+        **summary([t for timed in results for t, _ in timed]),
+        "clients": len(requests),
+        "wall_s": wall,
+        "requests_per_s": n_requests / wall,
+        "users_per_s": n_users / wall,
+    }
 
 
 def wait_for_server(port: int, proc: subprocess.Popen, log_path: Path, timeout_s: float = 300) -> float:
@@ -195,14 +208,18 @@ def stop_server(proc: subprocess.Popen) -> None:
 @contextmanager
 def serve(env: dict[str, str], port: int, workers: int | None, log_path: Path) -> Iterator[subprocess.Popen]:
     """`recsys serve` in its own process group, logs to ``log_path``; always stopped afterwards."""
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("RECSYS", "MLFLOW")) and k != "REDIS_CONNECTION_STRING"}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RECSYS", "MLFLOW")) and k != "REDIS_CONNECTION_STRING"
+    }
     command = [RECSYS, "serve", "--host", "127.0.0.1", "--port", str(port)]
     if workers is not None:
         command += ["--workers", str(workers)]
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen(command, env={**clean, **env}, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, env={**clean, **env}, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield proc
     finally:
@@ -213,8 +230,11 @@ def chain_settings(tmp: Path, epochs: int) -> tuple[Settings, dict[str, str]]:
     """Settings, and the environment that gives `recsys serve` the same ones, of a home under ``tmp``."""
     repo = tmp / "feature_repo"
     shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    env = {"RECSYS_HOME": str(tmp / "home"), "RECSYS__STORE__PORT": str(free_port()),
-           "RECSYS__PATHS__FEATURE_REPO": str(repo)}
+    env = {
+        "RECSYS_HOME": str(tmp / "home"),
+        "RECSYS__STORE__PORT": str(free_port()),
+        "RECSYS__PATHS__FEATURE_REPO": str(repo),
+    }
     settings = load_settings([f"train.max_epochs={epochs}", "train.progress_bar=false"], env=env)
     return settings, env
 
@@ -231,17 +251,21 @@ def publish_lists(settings: Settings, rng: np.random.Generator) -> tuple[np.ndar
     return np.setdiff1d(users, history_only), history_only
 
 
-def plan(rng: np.random.Generator, stored: np.ndarray, history_only: np.ndarray, args: argparse.Namespace
-         ) -> dict[str, list]:
+def plan(
+    rng: np.random.Generator, stored: np.ndarray, history_only: np.ndarray, args: argparse.Namespace
+) -> dict[str, list]:
     """The users of every request of every case (drawn before any timing)."""
+
     def users(n: int) -> tuple[list[int], list[str]]:
         picked = rng.choice(stored, size=n, replace=False).tolist()
         return picked, ["online_store"] * n
 
     def mixed() -> tuple[list[int], list[str]]:
-        rows = ([(u, "online_store") for u in rng.choice(stored, 80, replace=False).tolist()]
-                + [(u, "computed") for u in rng.choice(history_only, 10, replace=False).tolist()]
-                + [(UNKNOWN_BASE + int(u), "popular") for u in rng.choice(10**6, 10, replace=False)])
+        rows = (
+            [(u, "online_store") for u in rng.choice(stored, 80, replace=False).tolist()]
+            + [(u, "computed") for u in rng.choice(history_only, 10, replace=False).tolist()]
+            + [(UNKNOWN_BASE + int(u), "popular") for u in rng.choice(10**6, 10, replace=False)]
+        )
         order = rng.permutation(len(rows))
         return [rows[i][0] for i in order], [rows[i][1] for i in order]
 
@@ -263,10 +287,16 @@ def run_cases(port: int, cases: dict[str, list], k: int) -> dict[str, dict]:
     for name, requests in cases.items():
         load_before = os.getloadavg()[0]
         run = concurrent if "clients" in name else sequential
-        results[name] = {**run(port, requests, k), "load_before": load_before,
-                         "load_after": os.getloadavg()[0]}
-        print(f"  {name}: p50 {results[name]['p50_ms']:.2f} ms, p99 {results[name]['p99_ms']:.2f} ms",
-              file=sys.stderr, flush=True)
+        results[name] = {
+            **run(port, requests, k),
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
+        }
+        print(
+            f"  {name}: p50 {results[name]['p50_ms']:.2f} ms, p99 {results[name]['p99_ms']:.2f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
     return results
 
 
@@ -274,10 +304,15 @@ def table(results: dict[str, dict]) -> str:
     cols = ["p50 ms", "p90 ms", "p99 ms", "max ms", "req/s"]
     lines = [f"{'case':24s} {'n':>5s} " + " ".join(f"{c:>8s}" for c in cols) + f" {'users/s':>9s}"]
     for name, r in results.items():
-        rate = (f"{r['requests_per_s']:8.0f} {r['users_per_s']:9.0f}" if "requests_per_s" in r
-                else f"{1e3 / r['mean_ms']:8.0f} {'':9s}")
-        lines.append(f"{name:24s} {r['n']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
-                     f"{r['max_ms']:8.2f} {rate}")
+        rate = (
+            f"{r['requests_per_s']:8.0f} {r['users_per_s']:9.0f}"
+            if "requests_per_s" in r
+            else f"{1e3 / r['mean_ms']:8.0f} {'':9s}"
+        )
+        lines.append(
+            f"{name:24s} {r['n']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
+            f"{r['max_ms']:8.2f} {rate}"
+        )
     return "\n".join(lines)
 
 
@@ -289,8 +324,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50, help="warm-up requests of each size, per client")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=2, help="train.max_epochs of the chain")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="passed to `recsys serve --workers` (default: the command's own)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="passed to `recsys serve --workers` (default: the command's own)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "http.json")
     args = parser.parse_args()
@@ -311,11 +350,20 @@ def main() -> None:
                 results = run_cases(port, cases, args.k)
             log_lines = (tmp / "serve.log").read_text().splitlines()
             banner = next((line for line in log_lines if line.startswith("serving ")), "")
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                            cwd=PROJECT_ROOT).stdout.strip()
-    report = {"args": {k: str(v) for k, v in vars(args).items()}, "commit": commit,
-              "cpu_count": os.cpu_count(), "server": banner, "chain_s": chain_s, "server_start_s": start_s,
-              "users_with_list": len(stored), "users_history_only": HISTORY_ONLY, "cases": results}
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=PROJECT_ROOT
+    ).stdout.strip()
+    report = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "commit": commit,
+        "cpu_count": os.cpu_count(),
+        "server": banner,
+        "chain_s": chain_s,
+        "server_start_s": start_s,
+        "users_with_list": len(stored),
+        "users_history_only": HISTORY_ONLY,
+        "cases": results,
+    }
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

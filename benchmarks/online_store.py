@@ -52,10 +52,19 @@ def synthetic(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     scores = -np.sort(-rng.random((args.users, args.k), dtype=np.float32), axis=1)
     seen = movie_ids[rng.integers(0, args.items, size=(args.users, args.history))]
     stamp = pd.Timestamp.now(tz="UTC")
-    recs = pd.DataFrame({"user_id": users, "item_ids": list(items), "scores": list(scores),
-                         "model_version": "1", "data_version": "synthetic", "event_timestamp": stamp})
-    histories = pd.DataFrame({"user_id": users, "movie_ids": list(seen), "data_version": "synthetic",
-                              "event_timestamp": stamp})
+    recs = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_ids": list(items),
+            "scores": list(scores),
+            "model_version": "1",
+            "data_version": "synthetic",
+            "event_timestamp": stamp,
+        }
+    )
+    histories = pd.DataFrame(
+        {"user_id": users, "movie_ids": list(seen), "data_version": "synthetic", "event_timestamp": stamp}
+    )
     titles = [f"Amélie {m} (2001)" if m % 7 == 0 else f"Movie {m} (1999)" for m in movie_ids]
     return recs, pd.DataFrame({"movie_id": movie_ids, "title": titles}), histories
 
@@ -87,12 +96,16 @@ def latency(fn, calls: int) -> tuple[float, float]:
 def lookup_rows(settings: Settings, users: np.ndarray, calls: int) -> dict[str, float]:
     rows = {}
     for k in (10, 100):
-        med, p99 = latency(lambda i: lookup(int(users[i % len(users)]), k, settings), calls)
+        med, p99 = latency(lambda i, k=k: lookup(int(users[i % len(users)]), k, settings), calls)
         rows[f"lookup_k{k}_median_ms"], rows[f"lookup_k{k}_p99_ms"] = med, p99
     fs = store.feature_store(settings)
     service = fs.get_feature_service(store.FEATURE_SERVICE)
-    rows["feast_get_online_features_median_ms"], _ = latency(lambda i: fs.get_online_features(
-        features=service, entity_rows=[{"user_id": int(users[i % len(users)])}]).to_dict(), min(calls, 200))
+    rows["feast_get_online_features_median_ms"], _ = latency(
+        lambda i: fs.get_online_features(
+            features=service, entity_rows=[{"user_id": int(users[i % len(users)])}]
+        ).to_dict(),
+        min(calls, 200),
+    )
     return rows
 
 
@@ -103,7 +116,9 @@ def summary(runs: dict[str, list], n_users: int) -> dict[str, Any]:
         rows[f"{writer}_publish_median_s"] = statistics.median(r["seconds"] for r in results)
         rows[f"{writer}_users_per_s"] = n_users / rows[f"{writer}_online_median_s"]
     rows["ratio_fast_over_feast"] = rows["fast_users_per_s"] / rows["feast_users_per_s"]
-    rows["ratio_fast_over_feast_whole_publish"] = rows["feast_publish_median_s"] / rows["fast_publish_median_s"]
+    rows["ratio_fast_over_feast_whole_publish"] = (
+        rows["feast_publish_median_s"] / rows["fast_publish_median_s"]
+    )
     return rows
 
 
@@ -121,20 +136,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "feature_repo"
         shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data"))
-        settings = load_settings([f"store.port={free_port()}", f"paths.feature_repo={repo}"],
-                                 env={"RECSYS_HOME": str(Path(tmp) / "home")})
+        settings = load_settings(
+            [f"store.port={free_port()}", f"paths.feature_repo={repo}"],
+            env={"RECSYS_HOME": str(Path(tmp) / "home")},
+        )
         with redis_server.running(settings):
             store.apply(settings)
             runs = publish_runs(frames, settings, args.repeats)
             users = frames[0]["user_id"].to_numpy()
             rows = {**summary(runs, args.users), **lookup_rows(settings, users, args.lookups)}
-    print(f"{args.users} users x (k={args.k} list + {args.history}-id history), {args.items} titles; "
-          f"{args.repeats} publishes per writer, {args.lookups} lookups")
+    print(
+        f"{args.users} users x (k={args.k} list + {args.history}-id history), {args.items} titles; "
+        f"{args.repeats} publishes per writer, {args.lookups} lookups"
+    )
     for name, value in rows.items():
         print(f"{name:40s} {value:12.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                    "publish_runs": runs, **rows}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()}, "publish_runs": runs, **rows}, indent=2
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -28,8 +28,14 @@ import numpy as np
 
 from recsys.config import load_settings
 from recsys.data import Prepared, load_movies, load_ratings, prepare, seen_lists
-from recsys.evaluation import (EASE, bootstrap_interval, evaluate_ranks, metrics_from_ranks,
-                               ndcg_at_k, recall_at_k)
+from recsys.evaluation import (
+    EASE,
+    bootstrap_interval,
+    evaluate_ranks,
+    metrics_from_ranks,
+    ndcg_at_k,
+    recall_at_k,
+)
 from recsys.gate import mostpop_metrics
 
 SAMPLED = "model.softmax=sampled"
@@ -39,29 +45,39 @@ DEFAULT_VARIANTS = {
     "sasrec, sampled: in-batch + 256 uniform, logQ": SAMPLED,
     "sasrec, sampled: in-batch + 256 uniform, no logQ": f"{SAMPLED} model.logq_correction=false",
     "sasrec, sampled: in-batch + 256 count^0.75, logQ": f"{SAMPLED} model.negative_distribution=popularity",
-    "sasrec, sampled: 25% hard (champion 20..100) + 75% uniform":
-        f"{SAMPLED} train.hard_negative_ratio=0.25 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ",
-    "sasrec, sampled: 50% hard (champion 20..100) + 50% uniform":
-        f"{SAMPLED} train.hard_negative_ratio=0.5 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ",
+    "sasrec, sampled: 25% hard (champion 20..100) + 75% uniform": (
+        f"{SAMPLED} train.hard_negative_ratio=0.25 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ"
+    ),
+    "sasrec, sampled: 50% hard (champion 20..100) + 50% uniform": (
+        f"{SAMPLED} train.hard_negative_ratio=0.5 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ"
+    ),
     "sasrec, full softmax + EASE distillation (w=0.5, T=0.05)": "train.distill_weight=0.5",
-    "sasrec, full softmax + EASE distillation (w=0.5, T=0.02)":
-        "train.distill_weight=0.5 train.distill_temperature=0.02",
+    "sasrec, full softmax + EASE distillation (w=0.5, T=0.02)": (
+        "train.distill_weight=0.5 train.distill_temperature=0.02"
+    ),
     "mean-pool tower, full softmax": "model.user_tower=mean",
     "mean-pool tower, full softmax, temperature 0.1": "model.user_tower=mean model.temperature=0.1",
     "id tower (seed: in-batch only)": f"{ID_SEED} {SAMPLED} model.logq_correction=false "
-                                      "model.num_sampled_negatives=0",
+    "model.num_sampled_negatives=0",
     "id tower + logQ + 256 uniform (previous default)": f"{ID_SEED} {SAMPLED}",
 }
-COLUMNS = ["valid_recall_at_10", "valid_recall_at_50", "valid_recall_at_100", "valid_ndcg_at_10",
-           "test_recall_at_10", "test_recall_at_50", "test_recall_at_100", "test_ndcg_at_10"]
+COLUMNS = [
+    "valid_recall_at_10",
+    "valid_recall_at_50",
+    "valid_recall_at_100",
+    "valid_ndcg_at_10",
+    "test_recall_at_10",
+    "test_recall_at_50",
+    "test_recall_at_100",
+    "test_ndcg_at_10",
+]
 
 
 @lru_cache(maxsize=1)
 def load_prepared(dataset: str) -> Prepared:
     settings = load_settings([f"data.dataset={dataset}"])
     folder = settings.paths.datasets / dataset
-    return prepare(load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv"),
-                   settings.data)
+    return prepare(load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv"), settings.data)
 
 
 def _split_overrides(text: str) -> tuple[list[str], str | None]:
@@ -76,13 +92,14 @@ def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa:
     """The champion stand-in's top lists for train users, positions [skip, pool) (pad n_items)."""
     from recsys.training import Scorer, serving_histories
 
-    histories = serving_histories(prepared, model.cfg.history_length, ("train",)) \
-        if model.reads_history else None
+    histories = (
+        serving_histories(prepared, model.cfg.history_length, ("train",)) if model.reads_history else None
+    )
     scores = Scorer(model, histories)(np.arange(prepared.n_users))
     for user, items in enumerate(seen_lists(prepared.split("train"), prepared.n_users)):
         scores[user, items] = -np.inf
     top = np.argsort(-scores, axis=1, kind="stable")[:, : settings.train.hard_negative_pool]
-    return top[:, settings.train.hard_negative_skip:]
+    return top[:, settings.train.hard_negative_skip :]
 
 
 def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> dict:
@@ -92,8 +109,7 @@ def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> d
     logging.basicConfig(level=logging.WARNING)
     prepared = load_prepared(dataset)
     overrides, champion = _split_overrides(variants[name])
-    base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1",
-            f"train.seed={seed}"]
+    base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}"]
     settings = load_settings([*base, *overrides])
     hard = None
     if champion:
@@ -104,10 +120,16 @@ def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> d
     seconds = time.perf_counter() - start
     valid, valid_ranks = evaluate_model(result.model, prepared, "valid")
     test, test_ranks = evaluate_model(result.model, prepared, "test")
-    return {"name": name, "seed": seed, "best_epoch": result.best_epoch,
-            "epochs": len(result.epochs), "train_seconds": seconds,
-            **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()},
-            "test_ranks": test_ranks.tolist()}
+    return {
+        "name": name,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.epochs),
+        "train_seconds": seconds,
+        **{f"valid_{k}": v for k, v in valid.items()},
+        **{f"test_{k}": v for k, v in test.items()},
+        "test_ranks": test_ranks.tolist(),
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -119,8 +141,10 @@ def summarise(runs: list[dict]) -> dict:
     out["test_recall_at_10_ci"] = bootstrap_interval(pooled, recall_at_k, 10)
     out["test_recall_at_50_ci"] = bootstrap_interval(pooled, recall_at_k, 50)
     out["train_seconds_median"] = float(np.median([r["train_seconds"] for r in runs]))
-    out["per_seed"] = [{k: v for k, v in r.items() if k not in ("test_ranks", "name")}
-                       for r in sorted(runs, key=lambda r: r["seed"])]
+    out["per_seed"] = [
+        {k: v for k, v in r.items() if k not in ("test_ranks", "name")}
+        for r in sorted(runs, key=lambda r: r["seed"])
+    ]
     return out
 
 
@@ -131,8 +155,9 @@ def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
     n_users, n_items = prepared.n_users, prepared.n_items
     best: dict = {}
     for l2 in l2_grid:
-        ranks = evaluate_ranks(EASE(train, train, n_users, n_items, l2), prepared.split("valid"),
-                               seen_lists(train, n_users))
+        ranks = evaluate_ranks(
+            EASE(train, train, n_users, n_items, l2), prepared.split("valid"), seen_lists(train, n_users)
+        )
         valid = metrics_from_ranks(ranks)
         if not best or valid["ndcg_at_10"] > best["valid_ndcg_at_10"]:
             best = {"l2": l2, **{f"valid_{k}": v for k, v in valid.items()}}
@@ -149,11 +174,17 @@ def baselines(prepared: Prepared) -> dict[str, dict]:
     """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits)."""
     from recsys.baselines import tune_ials
 
-    rows = {"MostPop": {f"{split}_{k}": v for split, metrics in mostpop_metrics(prepared).items()
-                        for k, v in metrics.items()}}
+    rows = {
+        "MostPop": {
+            f"{split}_{k}": v
+            for split, metrics in mostpop_metrics(prepared).items()
+            for k, v in metrics.items()
+        }
+    }
     if prepared.n_items <= 30_000:
         rows["EASE (l2 chosen on validation)"] = run_ease(
-            prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])
+            prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
+        )
     started = time.perf_counter()
     ials = tune_ials(prepared)
     ials["grid"] = ials.get("grid", [])
@@ -167,9 +198,11 @@ def print_table(results: dict[str, dict], seeds: list[int]) -> None:
     for name, row in results.items():
         print(f"{name:62s} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
     for name, row in results.items():
-        intervals = [f"{label} [{row[key][0]:.4f}, {row[key][1]:.4f}]"
-                     for label, key in (("NDCG@10", "test_ndcg_at_10_ci"),
-                                        ("Recall@50", "test_recall_at_50_ci")) if key in row]
+        intervals = [
+            f"{label} [{row[key][0]:.4f}, {row[key][1]:.4f}]"
+            for label, key in (("NDCG@10", "test_ndcg_at_10_ci"), ("Recall@50", "test_recall_at_50_ci"))
+            if key in row
+        ]
         if intervals:
             print(f"{name}: test 95% CI " + ", ".join(intervals))
     print(f"(two-tower rows: mean over seeds {seeds}; intervals pooled over seeds)")
@@ -180,12 +213,20 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-latest-small")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2, help="parallel training processes")
-    parser.add_argument("--variant", action="append", default=[],
-                        help='name="override override ..." (default: the built-in variants)')
-    parser.add_argument("--drop", action="append", default=[],
-                        help="leave out this built-in variant (repeatable)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the finished runs of an interrupted run (<out>.runs.jsonl)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='name="override override ..." (default: the built-in variants)',
+    )
+    parser.add_argument(
+        "--drop", action="append", default=[], help="leave out this built-in variant (repeatable)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished runs of an interrupted run (<out>.runs.jsonl)",
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip MostPop/EASE/iALS")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -206,36 +247,55 @@ def main() -> None:
     runs_log = out.with_suffix(".runs.jsonl")  # every finished run, as it lands (a crash loses none)
     runs = []
     if args.resume and runs_log.exists():
-        runs = [r for r in map(json.loads, runs_log.read_text().splitlines())
-                if r["name"] in variants and r["seed"] in args.seeds]
+        runs = [
+            r
+            for r in map(json.loads, runs_log.read_text().splitlines())
+            if r["name"] in variants and r["seed"] in args.seeds
+        ]
         print(f"resuming: {len(runs)} finished runs from {runs_log}", flush=True)
     else:
         runs_log.unlink(missing_ok=True)
     done = {(r["name"], r["seed"]) for r in runs}
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        futures = [pool.submit(train_one, args.dataset, name, variants, seed)
-                   for name in variants for seed in args.seeds if (name, seed) not in done]
+        futures = [
+            pool.submit(train_one, args.dataset, name, variants, seed)
+            for name in variants
+            for seed in args.seeds
+            if (name, seed) not in done
+        ]
         results = {} if args.no_baselines else baselines(prepared)
         for future in as_completed(futures):
             run = future.result()
             runs.append(run)
             with runs_log.open("a") as fh:
                 fh.write(json.dumps(run) + "\n")
-            print(f"[{len(runs)}/{len(futures) + len(done)}] {run['name']} seed {run['seed']}: "
-                  f"valid NDCG@10 {run['valid_ndcg_at_10']:.4f}, {run['train_seconds']:.0f} s",
-                  flush=True)
+            print(
+                f"[{len(runs)}/{len(futures) + len(done)}] {run['name']} seed {run['seed']}: "
+                f"valid NDCG@10 {run['valid_ndcg_at_10']:.4f}, {run['train_seconds']:.0f} s",
+                flush=True,
+            )
     for name in variants:
-        results[name] = {"overrides": variants[name],
-                         **summarise([r for r in runs if r["name"] == name])}
-    out.write_text(json.dumps({
-        "dataset": args.dataset, "seeds": args.seeds, "users": prepared.n_users,
-        "items": prepared.n_items, "n_valid": int(prepared.meta["n_valid"]),
-        "n_test": int(prepared.meta["n_test"]),
-        "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
-        "command": "benchmarks/quality.py --seeds " + " ".join(map(str, args.seeds))
-                   + "".join(f" --drop {name!r}" for name in args.drop),
-        "wall_seconds": time.perf_counter() - started, "resumed_runs": len(done),
-        "results": results}, indent=2))
+        results[name] = {"overrides": variants[name], **summarise([r for r in runs if r["name"] == name])}
+    out.write_text(
+        json.dumps(
+            {
+                "dataset": args.dataset,
+                "seeds": args.seeds,
+                "users": prepared.n_users,
+                "items": prepared.n_items,
+                "n_valid": int(prepared.meta["n_valid"]),
+                "n_test": int(prepared.meta["n_test"]),
+                "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
+                "command": "benchmarks/quality.py --seeds "
+                + " ".join(map(str, args.seeds))
+                + "".join(f" --drop {name!r}" for name in args.drop),
+                "wall_seconds": time.perf_counter() - started,
+                "resumed_runs": len(done),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     runs_log.unlink()
     print_table(results, args.seeds)
     print(f"wrote {out}")

@@ -11,10 +11,19 @@ import argparse
 import json
 from pathlib import Path
 
-HEADER = ("| model | valid R@10 | valid R@50 | valid R@100 | valid NDCG@10 | test R@10 | test R@50 "
-          "| test R@100 | test NDCG@10 [95% CI] | test R@50 [95% CI] |")
-METRICS = ["valid_recall_at_10", "valid_recall_at_50", "valid_recall_at_100", "valid_ndcg_at_10",
-           "test_recall_at_10", "test_recall_at_50", "test_recall_at_100"]
+HEADER = (
+    "| model | valid R@10 | valid R@50 | valid R@100 | valid NDCG@10 | test R@10 | test R@50 "
+    "| test R@100 | test NDCG@10 [95% CI] | test R@50 [95% CI] |"
+)
+METRICS = [
+    "valid_recall_at_10",
+    "valid_recall_at_50",
+    "valid_recall_at_100",
+    "valid_ndcg_at_10",
+    "test_recall_at_10",
+    "test_recall_at_50",
+    "test_recall_at_100",
+]
 
 
 def _with_ci(row: dict, metric: str) -> str:

@@ -39,9 +39,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("synth", "ingest", "prepare", "train", "promote", "score", "validate", "publish",
-          "lookups", "night", "train_budget")
-GIB = 1024 ** 3
+STAGES = (
+    "synth",
+    "ingest",
+    "prepare",
+    "train",
+    "promote",
+    "score",
+    "validate",
+    "publish",
+    "lookups",
+    "night",
+    "train_budget",
+)
+GIB = 1024**3
 
 
 def free_port() -> int:
@@ -68,12 +79,16 @@ def _stage_prepare(settings, state: dict) -> dict:  # noqa: ANN001
 def _train(settings, state: dict) -> dict:  # noqa: ANN001
     from recsys import pipelines
 
-    result = pipelines.train(settings, state["prepare"]["prepared_dir"],
-                             state["prepare"]["data_version"])
+    result = pipelines.train(settings, state["prepare"]["prepared_dir"], state["prepare"]["data_version"])
     pairs = sum(row["pairs"] for row in result["epochs"])
     train_s = sum(row["train_seconds"] for row in result["epochs"])
-    return {**result, "n_epochs": len(result["epochs"]), "pairs": pairs,
-            "train_loop_s": train_s, "seconds_per_1m_pairs": train_s / max(pairs, 1) * 1e6}
+    return {
+        **result,
+        "n_epochs": len(result["epochs"]),
+        "pairs": pairs,
+        "train_loop_s": train_s,
+        "seconds_per_1m_pairs": train_s / max(pairs, 1) * 1e6,
+    }
 
 
 def _stage_train(settings, state: dict) -> dict:  # noqa: ANN001
@@ -87,8 +102,7 @@ def _stage_train_budget(settings, state: dict) -> dict:  # noqa: ANN001
 def _stage_promote(settings, state: dict) -> dict:  # noqa: ANN001
     from recsys import pipelines
 
-    comparison = pipelines.compare(settings, state["train"]["version"],
-                                   state["prepare"]["prepared_dir"])
+    comparison = pipelines.compare(settings, state["train"]["version"], state["prepare"]["prepared_dir"])
     return {"comparison": comparison, "promotion": pipelines.promote(settings, comparison, force=True)}
 
 
@@ -127,8 +141,11 @@ def _stage_lookups(settings, state: dict) -> dict:  # noqa: ANN001
         start = time.perf_counter()
         lookup(int(user), 10, settings)
         times.append(time.perf_counter() - start)
-    return {**checked, "lookup_k10_median_ms": statistics.median(times) * 1e3,
-            "lookup_k10_p99_ms": float(np.percentile(times, 99)) * 1e3}
+    return {
+        **checked,
+        "lookup_k10_median_ms": statistics.median(times) * 1e3,
+        "lookup_k10_p99_ms": float(np.percentile(times, 99)) * 1e3,
+    }
 
 
 def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
@@ -142,8 +159,9 @@ def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
     env = demo.airflow_environment()
     os.environ.update(env)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                             capture_output=True, text=True)
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], capture_output=True, text=True
+    )
     if migrate.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed: {migrate.stderr[-3000:]}")
     from airflow.dag_processing.dagbag import BundleDagBag
@@ -155,15 +173,26 @@ def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
     run = bag.dags["recsys_score_nightly"].test(run_conf={"shard_size": state["shard_size"]})
     wall = time.perf_counter() - started
     with create_session() as session:
-        tasks = [{"task": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
-                  "seconds": (ti.end_date - ti.start_date).total_seconds()
-                  if ti.start_date and ti.end_date else None}
-                 for ti in run.get_task_instances(session=session)]
+        tasks = [
+            {
+                "task": ti.task_id,
+                "map_index": ti.map_index,
+                "state": str(ti.state),
+                "seconds": (ti.end_date - ti.start_date).total_seconds()
+                if ti.start_date and ti.end_date
+                else None,
+            }
+            for ti in run.get_task_instances(session=session)
+        ]
     tasks.sort(key=lambda t: (t["task"], t["map_index"]))
     if run.state != "success":
         raise RuntimeError(f"recsys_score_nightly ended {run.state}: {tasks}")
-    return {"state": str(run.state), "dag_test_s": wall, "tasks": tasks,
-            "tasks_sum_s": sum(t["seconds"] or 0 for t in tasks)}
+    return {
+        "state": str(run.state),
+        "dag_test_s": wall,
+        "tasks": tasks,
+        "tasks_sum_s": sum(t["seconds"] or 0 for t in tasks),
+    }
 
 
 def run_child(stage: str, state_path: Path) -> None:
@@ -215,8 +244,13 @@ def run_stage(stage: str, state_path: Path, env: dict, log_path: Path) -> dict:
     """Run one stage in a child process; wall time, peak RSS (own + waited children), tree peak."""
     started = time.perf_counter()
     with open(log_path, "ab") as log:
-        child = subprocess.Popen([sys.executable, "-P", __file__, "--child", stage, str(state_path)],
-                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        child = subprocess.Popen(
+            [sys.executable, "-P", __file__, "--child", stage, str(state_path)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         sampler = TreeSampler(child.pid)
         sampler.start()
         _, status, usage = os.wait4(child.pid, 0)
@@ -224,23 +258,40 @@ def run_stage(stage: str, state_path: Path, env: dict, log_path: Path) -> dict:
         sampler.join()
     wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
-    return {"stage": stage, "ok": code == 0, "exit_code": code, "wall_s": round(wall, 2),
-            "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
-            "peak_tree_rss_gib": round(max(sampler.peak, usage.ru_maxrss * 1024) / GIB, 3)}
+    return {
+        "stage": stage,
+        "ok": code == 0,
+        "exit_code": code,
+        "wall_s": round(wall, 2),
+        "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
+        "peak_tree_rss_gib": round(max(sampler.peak, usage.ru_maxrss * 1024) / GIB, 3),
+    }
 
 
 def synth_stage(args: argparse.Namespace, folder: Path, env: dict, log_path: Path) -> dict:
     started = time.perf_counter()
-    command = [str(Path(sys.executable).parent / "recsys"), "synth", "--preset", args.preset,
-               "--seed", str(args.seed), "--out", str(folder)]
+    command = [
+        str(Path(sys.executable).parent / "recsys"),
+        "synth",
+        "--preset",
+        args.preset,
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(folder),
+    ]
     with open(log_path, "ab") as log:
         child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(child.pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    return {"stage": "synth", "ok": code == 0, "exit_code": code,
-            "wall_s": round(time.perf_counter() - started, 2),
-            "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
-            "peak_tree_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3)}
+    return {
+        "stage": "synth",
+        "ok": code == 0,
+        "exit_code": code,
+        "wall_s": round(time.perf_counter() - started, 2),
+        "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
+        "peak_tree_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
+    }
 
 
 def redis_memory(port: int) -> float | None:
@@ -255,8 +306,11 @@ def redis_memory(port: int) -> float | None:
 def print_row(row: dict, header: bool = False) -> None:
     if header:
         print(f"{'stage':14s} {'wall s':>9s} {'peak RSS GiB':>13s} {'tree peak GiB':>14s}  ok")
-    print(f"{row['stage']:14s} {row['wall_s']:9.1f} {row['peak_rss_gib']:13.2f} "
-          f"{row['peak_tree_rss_gib']:14.2f}  {row['ok']}", flush=True)
+    print(
+        f"{row['stage']:14s} {row['wall_s']:9.1f} {row['peak_rss_gib']:13.2f} "
+        f"{row['peak_tree_rss_gib']:14.2f}  {row['ok']}",
+        flush=True,
+    )
 
 
 def print_table(rows: list[dict]) -> None:
@@ -271,12 +325,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="recsys synth seed")
     parser.add_argument("--source", type=Path, help="a real release (ml-20m.zip or folder) instead")
     parser.add_argument("--shard-size", type=int, default=25_000, help="users per mapped scoring task")
-    parser.add_argument("--train-minutes", type=float, default=0.0,
-                        help="also train for this long and report the validation metrics")
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=0.0,
+        help="also train for this long and report the validation metrics",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "scale-ml20m.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale-ml20m.json")
     args = parser.parse_args()
     if args.child:
         run_child(args.child[0], Path(args.child[1]))
@@ -288,23 +345,44 @@ def main() -> int:
     shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     port = free_port()
     source = args.source or release
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RECSYS__") and k not in ("REDIS_CONNECTION_STRING", "MLFLOW_TRACKING_URI")}
-    env.update({"RECSYS_HOME": str(home), "RECSYS__STORE__PORT": str(port),
-                "RECSYS__PATHS__FEATURE_REPO": str(repo), "RECSYS__DATA__DATASET": "ml-20m",
-                "RECSYS__DATA__SOURCE": str(source), "RECSYS__TRAIN__PROGRESS_BAR": "false",
-                "PYTHONUNBUFFERED": "1"})
-    overrides = {"train": ["train.max_epochs=1"],
-                 "train_budget": ["train.max_epochs=200", f"train.max_minutes={args.train_minutes}"]}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RECSYS__") and k not in ("REDIS_CONNECTION_STRING", "MLFLOW_TRACKING_URI")
+    }
+    env.update(
+        {
+            "RECSYS_HOME": str(home),
+            "RECSYS__STORE__PORT": str(port),
+            "RECSYS__PATHS__FEATURE_REPO": str(repo),
+            "RECSYS__DATA__DATASET": "ml-20m",
+            "RECSYS__DATA__SOURCE": str(source),
+            "RECSYS__TRAIN__PROGRESS_BAR": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    overrides = {
+        "train": ["train.max_epochs=1"],
+        "train_budget": ["train.max_epochs=200", f"train.max_minutes={args.train_minutes}"],
+    }
     state_path = work / "state.json"
     log_path = work / "scale.log"
     rows: list[dict] = []
     results: dict = {}
-    report = {"args": {k: str(v) for k, v in vars(args).items() if k != "child"},
-              "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                          "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)},
-              "dataset": "real release" if args.source else f"recsys synth --preset {args.preset} --seed {args.seed}",
-              "stages": rows, "results": results, "workdir": str(work)}
+    report = {
+        "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
+        },
+        "dataset": "real release"
+        if args.source
+        else f"recsys synth --preset {args.preset} --seed {args.seed}",
+        "stages": rows,
+        "results": results,
+        "workdir": str(work),
+    }
     skip = set(args.skip) | ({"synth"} if args.source else set())
     if not args.train_minutes:
         skip.add("train_budget")
@@ -317,8 +395,11 @@ def main() -> int:
                 shutil.rmtree(release, ignore_errors=True)
                 row = synth_stage(args, release, env, log_path)
             else:
-                state_path.write_text(json.dumps({"overrides": overrides, "shard_size": args.shard_size,
-                                                  **results}, default=str))
+                state_path.write_text(
+                    json.dumps(
+                        {"overrides": overrides, "shard_size": args.shard_size, **results}, default=str
+                    )
+                )
                 row = run_stage(stage, state_path, env, log_path)
                 if row["ok"]:
                     results[stage] = json.loads((work / f"{stage}.json").read_text())
@@ -332,8 +413,9 @@ def main() -> int:
                 print(f"stage {stage} failed (exit {row['exit_code']}); see {log_path}", file=sys.stderr)
                 return 1
     finally:
-        subprocess.run([str(Path(sys.executable).parent / "recsys"), "down"], env=env, cwd=ROOT,
-                       capture_output=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "recsys"), "down"], env=env, cwd=ROOT, capture_output=True
+        )
         report["peak_rss_gib_max"] = max((r["peak_tree_rss_gib"] for r in rows), default=None)
         args.out.write_text(json.dumps(report, indent=2, default=str))
     print()

@@ -17,23 +17,32 @@ def _note(stage: str, results: dict) -> str:
     """What the stage did, from its own result."""
     r = results.get(stage) or {}
     if stage == "ingest" and r:
-        return f"GX ratings_raw on all {r['validation']['rows']:,} rows" if "rows" in (
-            r.get("validation") or {}) else "snapshot + DVC + GX ratings_raw"
+        return (
+            f"GX ratings_raw on all {r['validation']['rows']:,} rows"
+            if "rows" in (r.get("validation") or {})
+            else "snapshot + DVC + GX ratings_raw"
+        )
     if stage == "prepare" and r:
-        return (f"{r['n_users']:,} users, {r['n_items']:,} items, {r['n_train']:,} train positives; "
-                "GX interactions on every row")
+        return (
+            f"{r['n_users']:,} users, {r['n_items']:,} items, {r['n_train']:,} train positives; "
+            "GX interactions on every row"
+        )
     if stage in ("train", "train_budget") and r:
         t = r["timings"]
         pop = r["mostpop"]
-        return (f"{r['n_epochs']} epoch(s), {r['pairs']:,} pairs, {r['seconds_per_1m_pairs']:.0f} s "
-                f"per 1M pairs; NDCG@10 valid {r['valid']['ndcg_at_10']:.4f} / test "
-                f"{r['test']['ndcg_at_10']:.4f} (MostPop {pop['mostpop_valid_ndcg_at_10']:.4f} / "
-                f"{pop['mostpop_test_ndcg_at_10']:.4f}); test evaluation {t['evaluate_s']:.0f} s, "
-                f"export {t['export_s']:.0f} s, register {t['register_s']:.0f} s")
+        return (
+            f"{r['n_epochs']} epoch(s), {r['pairs']:,} pairs, {r['seconds_per_1m_pairs']:.0f} s "
+            f"per 1M pairs; NDCG@10 valid {r['valid']['ndcg_at_10']:.4f} / test "
+            f"{r['test']['ndcg_at_10']:.4f} (MostPop {pop['mostpop_valid_ndcg_at_10']:.4f} / "
+            f"{pop['mostpop_test_ndcg_at_10']:.4f}); test evaluation {t['evaluate_s']:.0f} s, "
+            f"export {t['export_s']:.0f} s, register {t['register_s']:.0f} s"
+        )
     if stage == "promote" and r:
         c = r["comparison"]
-        return (f"gate on validation: model NDCG@10 {c['metrics']['ndcg_at_10']:.4f}, MostPop "
-                f"{c['mostpop_metrics']['ndcg_at_10']:.4f}")
+        return (
+            f"gate on validation: model NDCG@10 {c['metrics']['ndcg_at_10']:.4f}, MostPop "
+            f"{c['mostpop_metrics']['ndcg_at_10']:.4f}"
+        )
     if stage == "synth":
         return f"`{results.get('_dataset', 'recsys synth')}`"
     if stage == "validate" and r:
@@ -42,11 +51,15 @@ def _note(stage: str, results: dict) -> str:
         return f"{r['n_users']:,} users ({r['n_popular']:,} popular lists), one process"
     if stage == "publish" and r:
         w = r["written"]
-        return (f"{w['users']:,} lists + {w['histories']:,} histories + {w['movies']:,} titles, "
-                f"{w['writer']} writer, online writes {w['online_seconds']:.1f} s")
+        return (
+            f"{w['users']:,} lists + {w['histories']:,} histories + {w['movies']:,} titles, "
+            f"{w['writer']} writer, online writes {w['online_seconds']:.1f} s"
+        )
     if stage == "lookups" and r:
-        return (f"{r['checked']} lists read back equal; lookup k=10 median "
-                f"{r['lookup_k10_median_ms']:.2f} ms, p99 {r['lookup_k10_p99_ms']:.2f} ms")
+        return (
+            f"{r['checked']} lists read back equal; lookup k=10 median "
+            f"{r['lookup_k10_median_ms']:.2f} ms, p99 {r['lookup_k10_p99_ms']:.2f} ms"
+        )
     if stage == "night" and r:
         return f"`recsys_score_nightly` dag.test(), {r['dag_test_s']:.0f} s in all (tasks below)"
     return ""
@@ -56,8 +69,10 @@ def render_stages(report: dict) -> str:
     lines = ["| stage | wall s | peak RSS GiB (process / tree) | what |", "| --- | --- | --- | --- |"]
     for row in report["stages"]:
         results = {**report["results"], "_dataset": report.get("dataset", "")}
-        lines.append(f"| {row['stage']} | {row['wall_s']:.1f} | {row['peak_rss_gib']:.2f} / "
-                     f"{row['peak_tree_rss_gib']:.2f} | {_note(row['stage'], results)} |")
+        lines.append(
+            f"| {row['stage']} | {row['wall_s']:.1f} | {row['peak_rss_gib']:.2f} / "
+            f"{row['peak_tree_rss_gib']:.2f} | {_note(row['stage'], results)} |"
+        )
     return "\n".join(lines)
 
 
@@ -69,12 +84,23 @@ def render_night(report: dict) -> str:
     for task in night["tasks"]:
         seconds[task["task"]].append(task["seconds"] or 0.0)
     lines = ["| task | tasks | seconds |", "| --- | --- | --- |"]
-    order = ["resolve_champion", "plan_shards", "score_shard", "merge_shards",
-             "validate_recommendations", "publish", "verify_lookups", "report"]
+    order = [
+        "resolve_champion",
+        "plan_shards",
+        "score_shard",
+        "merge_shards",
+        "validate_recommendations",
+        "publish",
+        "verify_lookups",
+        "report",
+    ]
     for name in sorted(seconds, key=lambda n: order.index(n) if n in order else len(order)):
         values = seconds[name]
-        shown = f"{sum(values):.1f}" if len(values) == 1 else (
-            f"{sum(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})")
+        shown = (
+            f"{sum(values):.1f}"
+            if len(values) == 1
+            else (f"{sum(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})")
+        )
         lines.append(f"| {name} | {len(values)} | {shown} |")
     lines.append(f"| all tasks | {len(night['tasks'])} | {night['tasks_sum_s']:.1f} |")
     return "\n".join(lines)

@@ -54,8 +54,9 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def shard(rank: int, n_shards: int, folder: str, k: int, batch_size: int, repeats: int,
-          barrier, results) -> None:  # noqa: ANN001 - multiprocessing objects
+def shard(
+    rank: int, n_shards: int, folder: str, k: int, batch_size: int, repeats: int, barrier, results
+) -> None:  # noqa: ANN001 - multiprocessing objects
     """One scoring shard with one thread: floor and retrieval over users rank::n_shards."""
     tower, items = Path(folder) / "user_tower.onnx", Path(folder) / "item_vectors.npy"
     fast = FastRetriever(tower, items, k, threads=1)
@@ -63,7 +64,7 @@ def shard(rank: int, n_shards: int, folder: str, k: int, batch_size: int, repeat
     offsets = np.load(Path(folder) / "seen_offsets.npy")
     flat = np.load(Path(folder) / "seen_flat.npy")
     users = np.arange(len(offsets) - 1)[rank::n_shards]
-    seen = [flat[offsets[u]:offsets[u + 1]] for u in users]
+    seen = [flat[offsets[u] : offsets[u + 1]] for u in users]
     starts = range(0, len(users), batch_size)
     masked_topk(fast.scores(vectors[:batch_size]), seen[:batch_size], k, fast.threads)  # warm up
     times: dict[str, list[float]] = {"floor": [], "retrieval": []}
@@ -73,9 +74,9 @@ def shard(rank: int, n_shards: int, folder: str, k: int, batch_size: int, repeat
             barrier.wait()
             start = time.perf_counter()
             for s in starts:
-                scores = fast.scores(vectors[s:s + batch_size])
+                scores = fast.scores(vectors[s : s + batch_size])
                 if name == "retrieval":
-                    top = masked_topk(scores, seen[s:s + batch_size], k, fast.threads)[0]
+                    top = masked_topk(scores, seen[s : s + batch_size], k, fast.threads)[0]
                     if len(lists) < len(starts):  # the first repeat's lists, for the check
                         lists.append(top)
             times[name].append(time.perf_counter() - start)
@@ -83,8 +84,14 @@ def shard(rank: int, n_shards: int, folder: str, k: int, batch_size: int, repeat
     results.put((rank, times))
 
 
-def shards(n_shards: int, folder: Path, vectors: list[np.ndarray], seen: list[np.ndarray],
-           lists: np.ndarray, args: argparse.Namespace) -> dict:
+def shards(
+    n_shards: int,
+    folder: Path,
+    vectors: list[np.ndarray],
+    seen: list[np.ndarray],
+    lists: np.ndarray,
+    args: argparse.Namespace,
+) -> dict:
     """Floor and retrieval in ``n_shards`` one-thread processes (see the module docstring)."""
     np.save(folder / "vectors.npy", np.concatenate(vectors))
     offsets = np.zeros(len(seen) + 1, dtype=np.int64)
@@ -93,22 +100,33 @@ def shards(n_shards: int, folder: Path, vectors: list[np.ndarray], seen: list[np
     np.save(folder / "seen_flat.npy", np.concatenate(seen))
     context = mp.get_context("spawn")  # no inherited ONNX Runtime or OpenMP thread pools
     barrier, results = context.Barrier(n_shards), context.Queue()
-    procs = [context.Process(target=shard, args=(r, n_shards, str(folder), args.k, args.batch_size,
-                                                 args.repeats, barrier, results))
-             for r in range(n_shards)]
+    procs = [
+        context.Process(
+            target=shard,
+            args=(r, n_shards, str(folder), args.k, args.batch_size, args.repeats, barrier, results),
+        )
+        for r in range(n_shards)
+    ]
     for proc in procs:
         proc.start()
     times = dict(results.get(timeout=1800) for _ in procs)
     for proc in procs:
         proc.join()
-    runs = {name: [max(times[r][name][i] for r in times) for i in range(args.repeats)]
-            for name in ("floor", "retrieval")}
-    same = all(np.array_equal(np.load(folder / f"shard-{r}.npy"), lists[r::n_shards])
-               for r in range(n_shards))
-    return {"n_shards": n_shards, "threads_per_shard": 1, "runs_s": runs,
-            "seconds": {name: summary(values) for name, values in runs.items()},
-            "retrieval_over_floor": summary([r / f for r, f in zip(runs["retrieval"], runs["floor"])]),
-            "lists_equal_one_process": same}
+    runs = {
+        name: [max(times[r][name][i] for r in times) for i in range(args.repeats)]
+        for name in ("floor", "retrieval")
+    }
+    same = all(
+        np.array_equal(np.load(folder / f"shard-{r}.npy"), lists[r::n_shards]) for r in range(n_shards)
+    )
+    return {
+        "n_shards": n_shards,
+        "threads_per_shard": 1,
+        "runs_s": runs,
+        "seconds": {name: summary(values) for name, values in runs.items()},
+        "retrieval_over_floor": summary([r / f for r, f in zip(runs["retrieval"], runs["floor"])]),
+        "lists_equal_one_process": same,
+    }
 
 
 def main() -> None:
@@ -119,10 +137,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=ScoreConfig().batch_size)
     parser.add_argument("--seen", type=int, default=100, help="seen items per user (masked)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tower", choices=["sasrec", "mean", "id"], default="sasrec",
-                        help="user tower; history towers read a full 50-item history per user")
-    parser.add_argument("--shards", type=int, default=os.cpu_count() or 2,
-                        help="processes side by side for the shard layout (default: one per core)")
+    parser.add_argument(
+        "--tower",
+        choices=["sasrec", "mean", "id"],
+        default="sasrec",
+        help="user tower; history towers read a full 50-item history per user",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="processes side by side for the shard layout (default: one per core)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -130,11 +156,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     seen = [rng.choice(args.items, size=args.seen, replace=False) for _ in range(args.users)]
     if model.reads_history:
-        inputs = np.stack([s[-model.cfg.history_length:] for s in seen])  # [U, H]
+        inputs = np.stack([s[-model.cfg.history_length :] for s in seen])  # [U, H]
     else:
         inputs = np.arange(args.users)
-    batches = [np.arange(s, min(s + args.batch_size, args.users))
-               for s in range(0, args.users, args.batch_size)]
+    batches = [
+        np.arange(s, min(s + args.batch_size, args.users)) for s in range(0, args.users, args.batch_size)
+    ]
     seen_of = [[seen[u] for u in b] for b in batches]
     with tempfile.TemporaryDirectory() as tmp:
         graph = OnnxRetriever(export_onnx(model, Path(tmp) / "m.onnx", args.k), args.items)
@@ -160,15 +187,22 @@ def main() -> None:
         def previous() -> list:
             return [graph.recommend(inputs[b], s) for b, s in zip(batches, seen_of)]
 
-        runs: dict[str, list[float]] = {name: [] for name in
-                                        ("floor", "retrieval", "tower", "nightly", "graph")}
+        runs: dict[str, list[float]] = {
+            name: [] for name in ("floor", "retrieval", "tower", "nightly", "graph")
+        }
         for _ in range(args.repeats):
-            for name, fn in (("floor", floor), ("retrieval", retrieval), ("tower", tower),
-                             ("nightly", nightly), ("graph", previous)):
+            for name, fn in (
+                ("floor", floor),
+                ("retrieval", retrieval),
+                ("tower", tower),
+                ("nightly", nightly),
+                ("graph", previous),
+            ):
                 runs[name].append(timed(fn))
         same = all(np.array_equal(a[0], b[0]) for a, b in zip(nightly(), previous()))
-        one_process = np.concatenate([masked_topk(fast.scores(v), s, fast.k)[0]
-                                      for v, s in zip(vectors, seen_of)])
+        one_process = np.concatenate(
+            [masked_topk(fast.scores(v), s, fast.k)[0] for v, s in zip(vectors, seen_of)]
+        )
         sharded = shards(args.shards, Path(tmp), vectors, seen, one_process, args)
     ratios = {
         "retrieval_over_floor": summary([r / f for r, f in zip(runs["retrieval"], runs["floor"])]),
@@ -176,28 +210,41 @@ def main() -> None:
         "graph_over_nightly": summary([g / n for g, n in zip(runs["graph"], runs["nightly"])]),
     }
     seconds = {name: summary(values) for name, values in runs.items()}
-    print(f"{args.tower} tower, {args.users} users x {args.items} items, k={args.k}, batch "
-          f"{args.batch_size}, {args.seen} seen, {args.repeats} repeats, {os.cpu_count()} cores")
+    print(
+        f"{args.tower} tower, {args.users} users x {args.items} items, k={args.k}, batch "
+        f"{args.batch_size}, {args.seen} seen, {args.repeats} repeats, {os.cpu_count()} cores"
+    )
     print(f"{'stage':34s} {'median s':>9s} {'min':>8s} {'max':>8s} {'users/s':>10s}")
     for name, s in seconds.items():
-        print(f"{name:34s} {s['median']:9.3f} {s['min']:8.3f} {s['max']:8.3f} "
-              f"{args.users / s['median']:10.0f}")
+        print(
+            f"{name:34s} {s['median']:9.3f} {s['min']:8.3f} {s['max']:8.3f} {args.users / s['median']:10.0f}"
+        )
     for name, r in ratios.items():
         print(f"{name:34s} {r['median']:9.3f} {r['min']:8.3f} {r['max']:8.3f}")
     print(f"nightly lists equal the end-to-end graph's: {same}")
     print(f"\n{args.shards} shards side by side, 1 thread each (Airflow's mapped scoring tasks)")
     for name, s in sharded["seconds"].items():
-        print(f"{name:34s} {s['median']:9.3f} {s['min']:8.3f} {s['max']:8.3f} "
-              f"{args.users / s['median']:10.0f}")
+        print(
+            f"{name:34s} {s['median']:9.3f} {s['min']:8.3f} {s['max']:8.3f} {args.users / s['median']:10.0f}"
+        )
     r = sharded["retrieval_over_floor"]
     print(f"{'retrieval_over_floor':34s} {r['median']:9.3f} {r['min']:8.3f} {r['max']:8.3f}")
     print(f"shard lists equal the one-process lists: {sharded['lists_equal_one_process']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "runs_s": runs, "seconds": seconds, "ratios": ratios,
-        "nightly_equals_graph": same, "shards": sharded}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+                "runs_s": runs,
+                "seconds": seconds,
+                "ratios": ratios,
+                "nightly_equals_graph": same,
+                "shards": sharded,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -23,8 +23,7 @@ START_DATE = pendulum.datetime(2025, 1, 1, tz="UTC")
 # Emitted by recsys_ingest when new prepared data passed validation; schedules recsys_retrain.
 PREPARED_DATA = Asset(name="recsys_prepared_data", uri="recsys://data/prepared", group="recsys")
 # Emitted by recsys_retrain only when the champion alias moved; schedules recsys_score_nightly.
-CHAMPION_MODEL = Asset(name="recsys_champion_model", uri="recsys://models/two_tower/champion",
-                       group="recsys")
+CHAMPION_MODEL = Asset(name="recsys_champion_model", uri="recsys://models/two_tower/champion", group="recsys")
 
 # Transient failures (Redis restarting, MLflow server busy, a DVC push) get retried with backoff;
 # failures that retrying cannot fix raise AirflowFailException (see fail_fast_on_bad_input).
@@ -63,8 +62,14 @@ def fail_fast_on_bad_input() -> Iterator[None]:
     Failed validation, bad settings, malformed data and a missing model fail at once; Redis,
     MLflow, DVC and OS errors propagate unchanged and get the task's retries.
     """
-    from recsys.errors import (ConfigError, DataError, IngestError, InvalidRequestError,
-                               ModelNotFoundError, ValidationFailed)
+    from recsys.errors import (
+        ConfigError,
+        DataError,
+        IngestError,
+        InvalidRequestError,
+        ModelNotFoundError,
+        ValidationFailed,
+    )
 
     try:
         yield
@@ -75,7 +80,7 @@ def fail_fast_on_bad_input() -> Iterator[None]:
 
 
 class MlflowRunLink(BaseOperatorLink):
-    """"MLflow run" button on a training task: opens the run its return value names.
+    """ "MLflow run" button on a training task: opens the run its return value names.
 
     Computed on the worker when the task finishes and stored in XCom, so the API server needs
     no recsys code. The UI address comes from RECSYS_MLFLOW_UI_URL (default: `mlflow ui` on 5000).

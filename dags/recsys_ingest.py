@@ -16,9 +16,8 @@ Params: `dataset` (empty = the `data.dataset` setting). Settings come from the e
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task, get_current_context
-
 from _common import DEFAULT_ARGS, PREPARED_DATA, START_DATE, fail_fast_on_bad_input, load, params
+from airflow.sdk import Param, dag, get_current_context, task
 
 
 def _settings():  # noqa: ANN202
@@ -35,8 +34,12 @@ def _settings():  # noqa: ANN202
     tags=["recsys", "data"],
     doc_md=__doc__,
     params={
-        "dataset": Param(None, type=["null", "string"], enum=[None, "ml-latest-small", "ml-20m"],
-                         description="MovieLens release to ingest; empty = the data.dataset setting"),
+        "dataset": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "ml-latest-small", "ml-20m"],
+            description="MovieLens release to ingest; empty = the data.dataset setting",
+        ),
     },
 )
 def recsys_ingest() -> None:
@@ -55,8 +58,11 @@ def recsys_ingest() -> None:
 
         with fail_fast_on_bad_input():
             summary = pipelines.validate_raw(_settings(), snapshot["raw_dir"])
-        return {"raw_dir": snapshot["raw_dir"], "data_version": snapshot["data_version"],
-                "validation": summary}
+        return {
+            "raw_dir": snapshot["raw_dir"],
+            "data_version": snapshot["data_version"],
+            "validation": summary,
+        }
 
     @task
     def prepare(snapshot: dict) -> dict:
@@ -75,8 +81,10 @@ def recsys_ingest() -> None:
         with fail_fast_on_bad_input():
             summary = pipelines.validate_prepared(settings, prepared["prepared_dir"])
         get_current_context()["outlet_events"][PREPARED_DATA].extra = {
-            "dataset": settings.data.dataset, "prepared_dir": prepared["prepared_dir"],
-            "data_version": prepared["data_version"]}
+            "dataset": settings.data.dataset,
+            "prepared_dir": prepared["prepared_dir"],
+            "data_version": prepared["data_version"],
+        }
         return {**prepared, "validation": summary}
 
     validate_prepared(prepare(validate_raw(ingest())))

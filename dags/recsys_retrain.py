@@ -24,23 +24,32 @@ Params: `force_promotion`, `dataset`, `k` (list length baked into the ONNX graph
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task, get_current_context
+from _common import (
+    CHAMPION_MODEL,
+    DEFAULT_ARGS,
+    PREPARED_DATA,
+    START_DATE,
+    MlflowRunLink,
+    fail_fast_on_bad_input,
+    load,
+    params,
+)
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
-
-from _common import (CHAMPION_MODEL, DEFAULT_ARGS, PREPARED_DATA, START_DATE, MlflowRunLink,
-                     fail_fast_on_bad_input, load, params)
 
 
 def _settings(dataset: str | None = None):  # noqa: ANN202
     p = params()
-    return load(**{"data.dataset": dataset or p["dataset"], "score.k": p["k"],
-                   "train.max_epochs": p["max_epochs"]})
+    return load(
+        **{"data.dataset": dataset or p["dataset"], "score.k": p["k"], "train.max_epochs": p["max_epochs"]}
+    )
 
 
 @dag(
     dag_id="recsys_retrain",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=PREPARED_DATA),
+        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=PREPARED_DATA
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -48,15 +57,30 @@ def _settings(dataset: str | None = None):  # noqa: ANN202
     tags=["recsys", "training"],
     doc_md=__doc__,
     params={
-        "force_promotion": Param(False, type="boolean",
-                                 description="make the new version champion even if it does not win"),
-        "dataset": Param(None, type=["null", "string"], enum=[None, "ml-latest-small", "ml-20m"],
-                         description="prepared dataset to train on; empty = the triggering "
-                                     "asset event's, else the data.dataset setting"),
-        "k": Param(None, type=["null", "integer"], minimum=10, maximum=1000,
-                   description="top-K list length of the exported graph; empty = score.k"),
-        "max_epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500,
-                            description="training epochs; empty = train.max_epochs"),
+        "force_promotion": Param(
+            False, type="boolean", description="make the new version champion even if it does not win"
+        ),
+        "dataset": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "ml-latest-small", "ml-20m"],
+            description="prepared dataset to train on; empty = the triggering "
+            "asset event's, else the data.dataset setting",
+        ),
+        "k": Param(
+            None,
+            type=["null", "integer"],
+            minimum=10,
+            maximum=1000,
+            description="top-K list length of the exported graph; empty = score.k",
+        ),
+        "max_epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=500,
+            description="training epochs; empty = train.max_epochs",
+        ),
     },
 )
 def recsys_retrain() -> None:
@@ -80,8 +104,9 @@ def recsys_retrain() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            result = pipelines.train(_settings(prepared["dataset"]), prepared["prepared_dir"],
-                                     prepared["data_version"])
+            result = pipelines.train(
+                _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
+            )
         experiment_id = mlflow.get_run(result["run_id"]).info.experiment_id
         return {**result, "experiment_id": experiment_id, "dataset": prepared["dataset"]}
 
@@ -91,8 +116,9 @@ def recsys_retrain() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.compare(_settings(trained["dataset"]), trained["version"],
-                                     prepared["prepared_dir"])
+            return pipelines.compare(
+                _settings(trained["dataset"]), trained["version"], prepared["prepared_dir"]
+            )
 
     @task
     def promotion_gate(comparison: dict) -> dict:
@@ -100,8 +126,7 @@ def recsys_retrain() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.promote(_settings(), comparison,
-                                     force=bool(params()["force_promotion"]))
+            return pipelines.promote(_settings(), comparison, force=bool(params()["force_promotion"]))
 
     @task(outlets=[CHAMPION_MODEL])
     def announce_champion(promotion: dict) -> dict:
@@ -109,8 +134,10 @@ def recsys_retrain() -> None:
         if not promotion["promoted"]:
             raise AirflowSkipException(f"champion stays at v{promotion['champion']}: {promotion['reason']}")
         get_current_context()["outlet_events"][CHAMPION_MODEL].extra = {
-            "model_version": promotion["version"], "previous": promotion["previous"],
-            "reason": promotion["reason"]}
+            "model_version": promotion["version"],
+            "previous": promotion["previous"],
+            "reason": promotion["reason"],
+        }
         return promotion
 
     prepared = locate_prepared()

@@ -22,15 +22,15 @@ Params: `shard_size` (users per scoring task).
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-
 from _common import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, fail_fast_on_bad_input, load, params
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 
 @dag(
     dag_id="recsys_score_nightly",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=CHAMPION_MODEL),
+        timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=CHAMPION_MODEL
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -38,8 +38,9 @@ from _common import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, fail_fast_on_bad_i
     tags=["recsys", "serving"],
     doc_md=__doc__,
     params={
-        "shard_size": Param(25_000, type="integer", minimum=1,
-                            description="users per scoring task (mapped over shards)"),
+        "shard_size": Param(
+            25_000, type="integer", minimum=1, description="users per scoring task (mapped over shards)"
+        ),
     },
 )
 def recsys_score_nightly() -> None:
@@ -55,8 +56,7 @@ def recsys_score_nightly() -> None:
     def plan_shards(champion: dict) -> list[dict]:
         """One entry per scoring task: this shard's index and the shard count."""
         n = champion["n_shards"]
-        pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version",
-                                           "prepared_id")}
+        pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version", "prepared_id")}
         return [{"shard": i, "n_shards": n, **pinned} for i in range(n)]
 
     @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
@@ -65,8 +65,15 @@ def recsys_score_nightly() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.score(load(), spec["model_version"], spec["shard"], spec["n_shards"],
-                                   spec["prepared_dir"], spec["data_version"], spec["prepared_id"])
+            return pipelines.score(
+                load(),
+                spec["model_version"],
+                spec["shard"],
+                spec["n_shards"],
+                spec["prepared_dir"],
+                spec["data_version"],
+                spec["prepared_id"],
+            )
 
     @task
     def merge_shards(scored: list[dict]) -> dict:
@@ -93,8 +100,10 @@ def recsys_score_nightly() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return {**pipelines.publish(load(), validated["recommendations"]),
-                    "recommendations": validated["recommendations"]}
+            return {
+                **pipelines.publish(load(), validated["recommendations"]),
+                "recommendations": validated["recommendations"],
+            }
 
     @task
     def verify_lookups(published: dict) -> dict:
@@ -103,18 +112,24 @@ def recsys_score_nightly() -> None:
 
         settings = load()
         with fail_fast_on_bad_input():
-            return pipelines.verify_lookups(settings, published["recommendations"],
-                                            settings.score.verify_sample)
+            return pipelines.verify_lookups(
+                settings, published["recommendations"], settings.score.verify_sample
+            )
 
     @task
     def report(validated: dict, published: dict, verified: dict) -> dict:
         """Counts for the run's log and XCom."""
-        counts = {"model_version": validated["model_version"],
-                  "data_version": validated["data_version"], "users": validated["n_users"],
-                  "popular_lists": validated["n_popular"],
-                  "shards": validated["n_shards"], "written": published["written"],
-                  "feast_read_back": published["verified"], "lookups_checked": verified["checked"],
-                  "recommendations": validated["recommendations"]}
+        counts = {
+            "model_version": validated["model_version"],
+            "data_version": validated["data_version"],
+            "users": validated["n_users"],
+            "popular_lists": validated["n_popular"],
+            "shards": validated["n_shards"],
+            "written": published["written"],
+            "feast_read_back": published["verified"],
+            "lookups_checked": verified["checked"],
+            "recommendations": validated["recommendations"],
+        }
         print(f"nightly scoring: {counts}")
         return counts
 

@@ -5,7 +5,6 @@ and Feast refuses colliding short names unless callers ask for full ("view__feat
 """
 
 from feast import FeatureService
-
 from feature_views import user_history, user_recommendations
 
 recommendations_v1 = FeatureService(

@@ -6,11 +6,10 @@ it, so a failed night serves yesterday's lists instead of nothing.
 
 from datetime import timedelta
 
-from feast import FeatureView, Field
-from feast.types import Array, Float32, Int64, String
-
 from data_sources import movie_source, user_history_source, user_recommendations_source
 from entities import movie, user
+from feast import FeatureView, Field
+from feast.types import Array, Float32, Int64, String
 
 user_recommendations = FeatureView(
     name="user_recommendations",

@@ -32,11 +32,17 @@ def record(dag_run, state: str, msg: str) -> None:  # noqa: ANN001
     if not dag_run.dag_id.startswith(PREFIX):
         return
     start, end = dag_run.start_date, dag_run.end_date
-    line = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "run_type": str(dag_run.run_type),
-            "state": state, "start": start.isoformat() if start else None,
-            "end": end.isoformat() if end else None,
-            "seconds": round((end - start).total_seconds(), 1) if start and end else None, "msg": msg,
-            "pid": os.getpid()}
+    line = {
+        "dag_id": dag_run.dag_id,
+        "run_id": dag_run.run_id,
+        "run_type": str(dag_run.run_type),
+        "state": state,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "seconds": round((end - start).total_seconds(), 1) if start and end else None,
+        "msg": msg,
+        "pid": os.getpid(),
+    }
     try:
         path = runs_file()
         path.parent.mkdir(parents=True, exist_ok=True)

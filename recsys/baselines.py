@@ -21,8 +21,10 @@ from recsys.evaluation import bootstrap_interval, evaluate_ranks, metrics_from_r
 log = logging.getLogger(__name__)
 
 NUM_THREADS = 2  # implicit's own threads; BLAS is held to 1 around fitting, as implicit advises
-DEFAULT_GRID = [{"factors": f, "regularization": r, "iterations": 15, "alpha": a}
-                for f, r, a in product((128, 256, 512), (10.0, 30.0, 100.0), (3.0, 10.0))]
+DEFAULT_GRID = [
+    {"factors": f, "regularization": r, "iterations": 15, "alpha": a}
+    for f, r, a in product((128, 256, 512), (10.0, 30.0, 100.0), (3.0, 10.0))
+]
 
 
 class IALS:
@@ -38,11 +40,24 @@ class IALS:
     missing columns, indices out of range, or train_pairs without a known item.
     """
 
-    def __init__(self, train_pairs: pd.DataFrame, history_pairs: pd.DataFrame, n_users: int,
-                 n_items: int, factors: int = 64, regularization: float = 0.05, iterations: int = 15,
-                 alpha: float = 1.0, seed: int = 0) -> None:
-        for name, value in (("n_users", n_users), ("n_items", n_items), ("factors", factors),
-                            ("iterations", iterations)):
+    def __init__(
+        self,
+        train_pairs: pd.DataFrame,
+        history_pairs: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        for name, value in (
+            ("n_users", n_users),
+            ("n_items", n_items),
+            ("factors", factors),
+            ("iterations", iterations),
+        ):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
         if not regularization > 0 or not alpha > 0:
@@ -54,8 +69,13 @@ class IALS:
         history = self._matrix(history_pairs, "history_pairs")
         with threadpool_limits(1, "blas"):
             self.model = AlternatingLeastSquares(
-                factors=int(factors), regularization=float(regularization), alpha=float(alpha),
-                iterations=int(iterations), num_threads=NUM_THREADS, random_state=seed)
+                factors=int(factors),
+                regularization=float(regularization),
+                alpha=float(alpha),
+                iterations=int(iterations),
+                num_threads=NUM_THREADS,
+                random_state=seed,
+            )
             self.model.fit(train, show_progress=False)
             users = self.model.recalculate_user(np.arange(self.n_users), history)
         self.user_factors = np.asarray(users, dtype=np.float64)
@@ -76,8 +96,9 @@ class IALS:
         users, items = pairs["user_idx"].to_numpy(np.int64), pairs["item_idx"].to_numpy(np.int64)
         if len(users) and (users.min() < 0 or users.max() >= self.n_users or items.max() >= self.n_items):
             raise ValueError(f"{name} indices exceed [0, {self.n_users}) x [0, {self.n_items})")
-        x = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)),
-                          shape=(self.n_users, self.n_items))
+        x = sp.csr_matrix(
+            (np.ones(len(users), np.float32), (users, items)), shape=(self.n_users, self.n_items)
+        )
         x.sum_duplicates()
         x.data[:] = 1.0  # duplicates count once
         return x
@@ -98,7 +119,10 @@ def tune_ials(prepared, grid: list[dict] | None = None, seed: int = 0) -> dict:
     train, before_test = prepared.split("train"), inter[inter["split"].isin(["train", "valid"])]
     n_users, n_items = prepared.n_users, prepared.n_items
     known = before_test[before_test["item_idx"] >= 0]
-    seen_train, seen_before_test = seen_lists(known[known["split"] == "train"], n_users), seen_lists(known, n_users)
+    seen_train, seen_before_test = (
+        seen_lists(known[known["split"] == "train"], n_users),
+        seen_lists(known, n_users),
+    )
     best: dict = {}
     chosen: dict = {}
     tried = []

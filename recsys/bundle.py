@@ -30,8 +30,10 @@ BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
 SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
-DAMAGED = ("a damaged copy of a model version: delete its folder under $RECSYS_HOME/models to "
-           "download it again from the registry")
+DAMAGED = (
+    "a damaged copy of a model version: delete its folder under $RECSYS_HOME/models to "
+    "download it again from the registry"
+)
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
@@ -73,8 +75,7 @@ class OnnxRetriever:
 
     def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
-        feeds = {self.user_input: np.asarray(user, dtype=np.int64),
-                 "seen": pad_lists(seen, self.n_items)}
+        feeds = {self.user_input: np.asarray(user, dtype=np.int64), "seen": pad_lists(seen, self.n_items)}
         item_idx, scores = self.session.run(["item_idx", "scores"], feeds)
         return item_idx, scores
 
@@ -88,10 +89,12 @@ def matmul_graph(items: np.ndarray) -> bytes:
 
     n, d = items.shape
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["user_vectors", "items_t"], ["scores"])], "scores",
+        [helper.make_node("MatMul", ["user_vectors", "items_t"], ["scores"])],
+        "scores",
         [helper.make_tensor_value_info("user_vectors", TensorProto.FLOAT, ["batch", d])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n])],
-        [numpy_helper.from_array(np.ascontiguousarray(items.T, dtype=np.float32), "items_t")])
+        [numpy_helper.from_array(np.ascontiguousarray(items.T, dtype=np.float32), "items_t")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9  # readable by every onnxruntime this project supports
     return model.SerializeToString()
@@ -165,26 +168,38 @@ class ModelBundle:
     threads: int | None = None  # scoring threads (None: every core); see FastRetriever
 
     @classmethod
-    def load(cls, folder: str | Path, threads: int | None = None) -> "ModelBundle":
+    def load(cls, folder: str | Path, threads: int | None = None) -> ModelBundle:
         """Read a bundle folder; raises DataError naming a missing file or an unknown format.
 
         ``threads`` bounds the threads its retriever scores with (None: every core)."""
         folder = Path(folder)
         missing = [name for name in FILES if not (folder / name).is_file()]
         if missing:
-            raise DataError(f"model bundle {folder} lacks {missing}; was it written by this "
-                            "version of recsys? Retrain to get a current bundle")
+            raise DataError(
+                f"model bundle {folder} lacks {missing}; was it written by this "
+                "version of recsys? Retrain to get a current bundle"
+            )
         try:
             meta = json.loads((folder / BUNDLE_FILE).read_text())
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{folder / BUNDLE_FILE} is not valid JSON ({exc}); {DAMAGED}") from exc
         if meta.get("format") != FORMAT:
-            raise DataError(f"model bundle {folder} has format {meta.get('format')!r}, this recsys "
-                            f"reads format {FORMAT}; retrain the model")
+            raise DataError(
+                f"model bundle {folder} has format {meta.get('format')!r}, this recsys "
+                f"reads format {FORMAT}; retrain the model"
+            )
         catalogue = read_parquet(folder / "catalogue.parquet", fix=DAMAGED).sort_values("item_idx")
-        return cls(folder, meta["user_tower"], int(meta["k"]), int(meta["history_length"]),
-                   float(meta["rating_threshold"]), catalogue.reset_index(drop=True),
-                   read_parquet(folder / "users.parquet", fix=DAMAGED), meta, threads)
+        return cls(
+            folder,
+            meta["user_tower"],
+            int(meta["k"]),
+            int(meta["history_length"]),
+            float(meta["rating_threshold"]),
+            catalogue.reset_index(drop=True),
+            read_parquet(folder / "users.parquet", fix=DAMAGED),
+            meta,
+            threads,
+        )
 
     @property
     def n_items(self) -> int:
@@ -234,8 +249,9 @@ class ModelBundle:
     def retriever(self) -> OnnxRetriever | FastRetriever:
         """:class:`FastRetriever` when the version has its files, else the end-to-end graph."""
         if self.fast_scoring:
-            return FastRetriever(self.folder / SCORING_FILES[0], self.folder / SCORING_FILES[1],
-                                 self.k, self.threads)
+            return FastRetriever(
+                self.folder / SCORING_FILES[0], self.folder / SCORING_FILES[1], self.k, self.threads
+            )
         return OnnxRetriever(self.folder / "model.onnx", self.n_items, self.threads)
 
     def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

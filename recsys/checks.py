@@ -74,8 +74,9 @@ def check_request(frame: Any, max_k: int) -> tuple[list[int], list[int]]:
         raise InvalidRequestError("request needs a column 'user_id' (and optionally 'k')")
     unknown = [str(c) for c in frame.columns if c not in REQUEST_COLUMNS]
     if unknown:
-        raise InvalidRequestError(f"unknown column(s) {unknown[:5]}; a request has columns "
-                                  f"{list(REQUEST_COLUMNS)}")
+        raise InvalidRequestError(
+            f"unknown column(s) {unknown[:5]}; a request has columns {list(REQUEST_COLUMNS)}"
+        )
     if len(frame) == 0:
         raise InvalidRequestError("request holds no rows; send at least one user_id")
     if len(frame) > MAX_BATCH:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recsys import checks
@@ -26,7 +26,7 @@ def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _settings(args: argparse.Namespace, extra: list[str] = ()) -> Settings:
+def _settings(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
     return load_settings(list(extra) + list(args.overrides), config_file=args.config)
 
 
@@ -49,8 +49,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 def cmd_synth(args: argparse.Namespace) -> None:
     from recsys import synth
 
-    params = synth.params_for(args.preset, users=args.users, movies=args.movies,
-                              ratings=args.ratings, seed=args.seed)
+    params = synth.params_for(
+        args.preset, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed
+    )
     _print_json(synth.synthesize(params, args.out, force=args.force))
 
 
@@ -70,8 +71,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     prepared = ingest.prepared_dir(settings)
     result = pipelines.train(settings, str(prepared), ingest.data_version(prepared))
     result["comparison"] = pipelines.compare(settings, result["version"], str(prepared))
-    result["promotion"] = pipelines.promote(settings, result["comparison"],
-                                            force=args.force_promotion)
+    result["promotion"] = pipelines.promote(settings, result["comparison"], force=args.force_promotion)
     _print_json(result)
 
 
@@ -142,18 +142,22 @@ def cmd_status(args: argparse.Namespace) -> None:
         _print_json(state)
         return
     served = state["served"]
-    print(f"served:  model version {served['model_version'] or '-'}, data version "
-          f"{served['data_version'] or '-'}, published {served['published_at'] or 'never'}, "
-          f"{served['users']} users with a list")
+    print(
+        f"served:  model version {served['model_version'] or '-'}, data version "
+        f"{served['data_version'] or '-'}, published {served['published_at'] or 'never'}, "
+        f"{served['users']} users with a list"
+    )
     target = state.get("target") or {}
-    line = {"idle": "no publish under way",
-            "under way": f"version {target.get('model_version')} is being published "
-                         f"({target.get('percent')}% written, {publication_holder(target)})",
-            "interrupted": f"interrupted: a publish of version {target.get('model_version')} "
-                           f"started {target.get('started_at')} stopped at "
-                           f"{target.get('percent')}%; users hold version "
-                           f"{served['model_version'] or '-'} or {target.get('model_version')} "
-                           "lists: run `recsys publish` again"}[state["publish"]]
+    line = {
+        "idle": "no publish under way",
+        "under way": f"version {target.get('model_version')} is being published "
+        f"({target.get('percent')}% written, {publication_holder(target)})",
+        "interrupted": f"interrupted: a publish of version {target.get('model_version')} "
+        f"started {target.get('started_at')} stopped at "
+        f"{target.get('percent')}%; users hold version "
+        f"{served['model_version'] or '-'} or {target.get('model_version')} "
+        "lists: run `recsys publish` again",
+    }[state["publish"]]
     print(f"publish: {line}")
 
 
@@ -198,15 +202,34 @@ def cmd_serve(args: argparse.Namespace) -> None:
     redis_server.ensure_running(settings)
     bin_dir = os.path.dirname(sys.executable)
     # mlflow starts uvicorn by name: the venv's bin must be on PATH even when it is not activated.
-    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-           "MLFLOW_TRACKING_URI": settings.tracking_uri,
-           "REDIS_CONNECTION_STRING": settings.redis_connection}
-    command = [os.path.join(bin_dir, "mlflow"), "models", "serve",
-               "-m", f"models:/{settings.mlflow.model_name}@{args.model}", "--env-manager", "local",
-               "--host", args.host, "--port", str(args.port),
-               "--workers", str(args.workers), "--timeout", str(args.timeout)]
-    print(f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations "
-          f"({args.workers} worker(s))", flush=True)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "REDIS_CONNECTION_STRING": settings.redis_connection,
+    }
+    command = [
+        os.path.join(bin_dir, "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{settings.mlflow.model_name}@{args.model}",
+        "--env-manager",
+        "local",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        str(args.workers),
+        "--timeout",
+        str(args.timeout),
+    ]
+    print(
+        f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations "
+        f"({args.workers} worker(s))",
+        flush=True,
+    )
     os.execvpe(command[0], command, env)
 
 
@@ -232,8 +255,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="recsys", description="Nightly two-tower movie retrieval: ingest, validate, "
-                     "prepare, train, promote, score, publish, look up.")
+    parser = _Parser(
+        prog="recsys",
+        description="Nightly two-tower movie retrieval: ingest, validate, "
+        "prepare, train, promote, score, publish, look up.",
+    )
     parser.add_argument("--config", help="YAML settings file (default: $RECSYS_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -249,14 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "snapshot a MovieLens release into the DVC workspace and validate it")
     p.add_argument("--dataset", choices=["ml-latest-small", "ml-20m"])
     p.add_argument("--source", help="local copy (ml-20m.zip or an extracted folder) instead of the network")
-    p = sub.add_parser("synth", help="write a synthetic MovieLens-shaped release (ratings.csv, "
-                       "movies.csv, README.txt) with a planted preference structure",
-                       description="Write a synthetic release in the MovieLens CSV layout, for "
-                       "`recsys ingest --dataset ml-20m --source DIR`. Numbers override the preset.")
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic MovieLens-shaped release (ratings.csv, "
+        "movies.csv, README.txt) with a planted preference structure",
+        description="Write a synthetic release in the MovieLens CSV layout, for "
+        "`recsys ingest --dataset ml-20m --source DIR`. Numbers override the preset.",
+    )
     p.set_defaults(func=cmd_synth)
-    p.add_argument("--preset", default="small",
-                   help="ml-20m (138,493 users, 26,744 movies, 20,000,263 ratings) or small "
-                   "(ml-1m's shape: 6,040 / 3,706 / 1,000,209); default small")
+    p.add_argument(
+        "--preset",
+        default="small",
+        help="ml-20m (138,493 users, 26,744 movies, 20,000,263 ratings) or small "
+        "(ml-1m's shape: 6,040 / 3,706 / 1,000,209); default small",
+    )
     p.add_argument("--users", type=int, help="users (ids 1..N)")
     p.add_argument("--movies", type=int, help="movies, each rated at least once")
     p.add_argument("--ratings", type=int, help="ratings, at least 20 per user")
@@ -272,13 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
     p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
-    p.add_argument("--recommendations",
-                   help="parquet to publish (default: the champion's lists for today's data)")
+    p.add_argument(
+        "--recommendations", help="parquet to publish (default: the champion's lists for today's data)"
+    )
     p = add("status", cmd_status, "what the online store serves, and whether a publish is under way")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
-    p.add_argument("--k", type=_k, default=10, help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)")
+    p.add_argument(
+        "--k",
+        type=_k,
+        default=10,
+        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON list of triples")
     add("up", cmd_up, "start the embedded Redis on 127.0.0.1 (idempotent)")
     add("down", cmd_down, "stop the services the project started")
@@ -286,18 +324,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
-    p.add_argument("--workers", type=_positive, default=SERVE_WORKERS,
-                   help=f"server processes, each with the model loaded (default {SERVE_WORKERS}: "
-                   "one per core of a 2-core machine)")
-    p.add_argument("--timeout", type=_positive, default=SERVE_TIMEOUT_S,
-                   help=f"seconds before a request is answered 504 (default {SERVE_TIMEOUT_S})")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=SERVE_WORKERS,
+        help=f"server processes, each with the model loaded (default {SERVE_WORKERS}: "
+        "one per core of a 2-core machine)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive,
+        default=SERVE_TIMEOUT_S,
+        help=f"seconds before a request is answered 504 (default {SERVE_TIMEOUT_S})",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         args.func(args)
     except RecsysError as exc:

@@ -66,10 +66,11 @@ class ModelConfig(_Section):
     negative_distribution: Literal["uniform", "popularity"] = "uniform"  # popularity: ~ count^0.75
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> "ModelConfig":
+    def _heads_divide_dim(self) -> ModelConfig:
         if self.embedding_dim % self.num_heads:
-            raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by "
-                             f"num_heads {self.num_heads}")
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}"
+            )
         return self
 
 
@@ -138,7 +139,7 @@ class Settings(_Section):
     dvc: DvcConfig = Field(default_factory=DvcConfig)
 
     @model_validator(mode="after")
-    def _fill_derived(self) -> "Settings":
+    def _fill_derived(self) -> Settings:
         if self.mlflow.tracking_uri is None:
             db = (self.paths.home / "mlflow" / "mlflow.db").resolve()
             self.mlflow.tracking_uri = SecretStr(f"sqlite:///{db}")
@@ -231,9 +232,7 @@ def _merge(tree: dict[str, Any], parts: list[str], value: Any, origin: str) -> N
         raise ConfigError(f"unknown settings section '{section}' in {origin} (known: {known})")
     fields = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
     if key not in fields:
-        raise ConfigError(
-            f"unknown setting '{section}.{key}' in {origin} (known: {', '.join(fields)})"
-        )
+        raise ConfigError(f"unknown setting '{section}.{key}' in {origin} (known: {', '.join(fields)})")
     tree.setdefault(section, {})[key] = value
 
 
@@ -253,7 +252,7 @@ def _from_yaml(path: Path, tree: dict[str, Any]) -> None:
 def _from_env(env: dict[str, str], tree: dict[str, Any]) -> None:
     for name, raw in sorted(env.items()):
         if name.startswith(ENV_PREFIX):
-            parts = name[len(ENV_PREFIX):].lower().split("__")
+            parts = name[len(ENV_PREFIX) :].lower().split("__")
             if len(parts) != 2:
                 raise ConfigError(f"environment variable {name} must be RECSYS__SECTION__KEY")
             _merge(tree, parts, yaml.safe_load(raw) if raw else "", f"environment ({name})")

@@ -142,8 +142,7 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, cfg: DataConfig) -> Pre
         "n_users": len(users),
         "n_items": len(items),
         **{f"n_{s}": int((interactions["split"] == s).sum()) for s in SPLITS},
-        **{f"n_{s}_unknown_items": int((unknown & (interactions["split"] == s)).sum())
-           for s in SPLITS[1:]},
+        **{f"n_{s}_unknown_items": int((unknown & (interactions["split"] == s)).sum()) for s in SPLITS[1:]},
         "n_activity_users": int(ratings["user_id"].nunique()),
         "n_activity_ratings": len(ratings),
         "settings": cfg.model_dump(mode="json", exclude={"source"}),
@@ -167,15 +166,17 @@ def load_prepared(folder: Path) -> Prepared:
     names = ["interactions", "catalogue", "users", "activity"]
     missing = [n for n in names if not (folder / f"{n}.parquet").is_file()]
     if missing or not (folder / "meta.json").is_file():
-        raise DataError(f"prepared data in {folder} is incomplete (missing {missing or ['meta.json']}); "
-                        "run `recsys prepare` first")
-    frames = {n: read_parquet(folder / f"{n}.parquet", fix="run `recsys prepare` again")
-              for n in names}
+        raise DataError(
+            f"prepared data in {folder} is incomplete (missing {missing or ['meta.json']}); "
+            "run `recsys prepare` first"
+        )
+    frames = {n: read_parquet(folder / f"{n}.parquet", fix="run `recsys prepare` again") for n in names}
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{folder / 'meta.json'} is not valid JSON ({exc}); run `recsys prepare` "
-                        "again") from exc
+        raise DataError(
+            f"{folder / 'meta.json'} is not valid JSON ({exc}); run `recsys prepare` again"
+        ) from exc
     return Prepared(**frames, meta=meta)
 
 
@@ -205,7 +206,7 @@ def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:
     for row, seq in enumerate(sequences):
         recent = seq[-length:]
         if len(recent):
-            out[row, length - len(recent):] = recent
+            out[row, length - len(recent) :] = recent
     return out
 
 
@@ -217,4 +218,4 @@ def seen_lists(pairs: pd.DataFrame, n_users: int) -> list[np.ndarray]:
     pairs = pairs[pairs["item_idx"] >= 0].sort_values(["user_idx", "item_idx"])
     bounds = np.searchsorted(pairs["user_idx"].to_numpy(), np.arange(n_users + 1))
     items = pairs["item_idx"].to_numpy()
-    return [np.unique(items[bounds[u]:bounds[u + 1]]) for u in range(n_users)]
+    return [np.unique(items[bounds[u] : bounds[u + 1]]) for u in range(n_users)]

@@ -60,8 +60,9 @@ def ranks_of_targets(scores: np.ndarray, targets: np.ndarray, seen: Sequence[np.
     return np.where(known, ranks, scores.shape[1])
 
 
-def evaluate_ranks(score_fn: ScoreFn, heldout: pd.DataFrame, seen: Sequence[np.ndarray],
-                   batch_size: int = 1024) -> np.ndarray:
+def evaluate_ranks(
+    score_fn: ScoreFn, heldout: pd.DataFrame, seen: Sequence[np.ndarray], batch_size: int = 1024
+) -> np.ndarray:
     """Ranks for every held-out row (columns user_idx, item_idx); ``seen`` indexed by user_idx."""
     users = heldout["user_idx"].to_numpy()
     items = heldout["item_idx"].to_numpy()
@@ -73,14 +74,24 @@ def evaluate_ranks(score_fn: ScoreFn, heldout: pd.DataFrame, seen: Sequence[np.n
     return ranks
 
 
-def evaluate(score_fn: ScoreFn, heldout: pd.DataFrame, seen: Sequence[np.ndarray],
-             batch_size: int = 1024, ks: Sequence[int] = KS) -> dict[str, float]:
+def evaluate(
+    score_fn: ScoreFn,
+    heldout: pd.DataFrame,
+    seen: Sequence[np.ndarray],
+    batch_size: int = 1024,
+    ks: Sequence[int] = KS,
+) -> dict[str, float]:
     """Recall@K and NDCG@K of ``score_fn`` over all held-out rows."""
     return metrics_from_ranks(evaluate_ranks(score_fn, heldout, seen, batch_size), ks)
 
 
-def bootstrap_interval(ranks: np.ndarray, metric: Callable[[np.ndarray, int], float], k: int,
-                       n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    ranks: np.ndarray,
+    metric: Callable[[np.ndarray, int], float],
+    k: int,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
     """95% bootstrap interval over users of ``metric(ranks, k)``."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(ranks), size=(n_resamples, len(ranks)))
@@ -105,8 +116,14 @@ class EASE:
     (train for validation, train + valid for test), so scores [B, N] = X_history[users] @ B.
     """
 
-    def __init__(self, train_pairs: pd.DataFrame, history_pairs: pd.DataFrame, n_users: int,
-                 n_items: int, l2: float = 300.0) -> None:
+    def __init__(
+        self,
+        train_pairs: pd.DataFrame,
+        history_pairs: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        l2: float = 300.0,
+    ) -> None:
         self.weights = ease_weights(train_pairs, n_users, n_items, l2)
         self.history = _binary_matrix(history_pairs, n_users, n_items)
 

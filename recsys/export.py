@@ -64,7 +64,7 @@ def example_inputs(model: TwoTower, batch: int = 4, n_seen: int = 3) -> tuple[Te
     if model.reads_history:
         history = torch.full((batch, model.cfg.history_length), model.n_items, dtype=torch.long)
         history[:, -1] = 1
-        history[0, -min(3, history.shape[1]):] = 1
+        history[0, -min(3, history.shape[1]) :] = 1
         return history, seen
     return torch.arange(batch, dtype=torch.long) % model.n_users, seen
 
@@ -89,8 +89,14 @@ def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
     inputs = example_inputs(model)
     batch, n_seen = torch.export.Dim("batch"), torch.export.Dim("n_seen")
     shapes: dict = {"user": {0: batch}, "seen": {0: batch, 1: n_seen}}
-    _export(TopKRetrieval(model, k).eval(), inputs, [input_name(model), "seen"],
-            ["item_idx", "scores"], shapes, path)
+    _export(
+        TopKRetrieval(model, k).eval(),
+        inputs,
+        [input_name(model), "seen"],
+        ["item_idx", "scores"],
+        shapes,
+        path,
+    )
     log.info("exported ONNX retrieval graph (k=%d, input %s) to %s", k, input_name(model), path)
     return path
 
@@ -102,18 +108,34 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
     dims = {0: torch.export.Dim("batch")}
     if model.reads_history:  # callers may cut the columns that are padding in every row
         dims[1] = torch.export.Dim("length", min=2, max=model.cfg.history_length)
-    _export(UserTower(model).eval(), example_inputs(model)[:1], [input_name(model)],
-            ["user_vectors"], {"user": dims}, tower)
+    _export(
+        UserTower(model).eval(),
+        example_inputs(model)[:1],
+        [input_name(model)],
+        ["user_vectors"],
+        {"user": dims},
+        tower,
+    )
     items = folder / "item_vectors.npy"
     with torch.no_grad():
         np.save(items, model.item_vectors().float().numpy())
-    log.info("exported the user tower (input %s) and %d item vectors to %s", input_name(model),
-             model.n_items, folder)
+    log.info(
+        "exported the user tower (input %s) and %d item vectors to %s",
+        input_name(model),
+        model.n_items,
+        folder,
+    )
     return tower, items
 
 
-def _export(module: nn.Module, inputs: tuple[Tensor, ...], names: list[str], outputs: list[str],
-            shapes: dict, path: Path) -> None:
+def _export(
+    module: nn.Module,
+    inputs: tuple[Tensor, ...],
+    names: list[str],
+    outputs: list[str],
+    shapes: dict,
+    path: Path,
+) -> None:
     """torch.onnx.export (dynamo) of ``module`` into one self-contained file at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     exporter_log = logging.getLogger("torch.onnx")
@@ -123,9 +145,18 @@ def _export(module: nn.Module, inputs: tuple[Tensor, ...], names: list[str], out
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, inputs, dynamo=True, input_names=names,
-                                        output_names=outputs, dynamic_shapes=shapes,
-                                        external_data=False, verbose=False)
+            program = torch.onnx.export(
+                module,
+                inputs,
+                dynamo=True,
+                input_names=names,
+                output_names=outputs,
+                dynamic_shapes=shapes,
+                external_data=False,
+                verbose=False,
+            )
     finally:
         exporter_log.setLevel(level)
+    if program is None:  # only with dynamo=False, which this export never asks for
+        raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)

@@ -19,7 +19,7 @@ Python loop. The integration tests compare every byte with what Feast writes.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import mmh3
 import numpy as np
@@ -70,7 +70,9 @@ def field_key(view: str, feature: str) -> bytes:
 def entity_keys(join_key: str, ids: np.ndarray, project: str) -> list[bytes]:
     """Redis keys of entities with one Int64 join key, one per id of ``ids`` (shape (n,))."""
     name = join_key.encode()
-    head = struct.pack("<III", 1, VALUE_TYPE_STRING, len(name)) + name + struct.pack("<II", VALUE_TYPE_INT64, 8)
+    head = (
+        struct.pack("<III", 1, VALUE_TYPE_STRING, len(name)) + name + struct.pack("<II", VALUE_TYPE_INT64, 8)
+    )
     tail = project.encode()
     width = len(head) + 8 + len(tail)
     rows = np.empty((len(ids), width), dtype=np.uint8)
@@ -140,7 +142,8 @@ def timestamp_values(nanoseconds: np.ndarray) -> list[bytes]:
         if value is None:
             seconds, micros = divmod(ns // 1000, 1_000_000)
             value = (SECONDS_TAG + varint(seconds) if seconds else b"") + (
-                NANOS_TAG + varint(micros * 1000) if micros else b"")
+                NANOS_TAG + varint(micros * 1000) if micros else b""
+            )
             cache[ns] = value
         out.append(value)
     return out

@@ -65,8 +65,13 @@ class Decision:
     reason: str
 
 
-def decide(challenger: float, champion: float | None, mostpop: float, force: bool = False,
-           champion_version: str | None = None) -> Decision:
+def decide(
+    challenger: float,
+    champion: float | None,
+    mostpop: float,
+    force: bool = False,
+    champion_version: str | None = None,
+) -> Decision:
     """Promote only a challenger that beats MostPop and the champion on the same split."""
     name = GATE_METRIC.replace("_at_", "@")
     if force:
@@ -76,7 +81,10 @@ def decide(challenger: float, champion: float | None, mostpop: float, force: boo
     if champion is None:
         return Decision(True, f"first version; valid {name} {challenger:.4f} > MostPop's {mostpop:.4f}")
     if challenger > champion:
-        return Decision(True, f"valid {name} {challenger:.4f} > champion v{champion_version}'s "
-                              f"{champion:.4f} (same split)")
-    return Decision(False, f"valid {name} {challenger:.4f} <= champion v{champion_version}'s "
-                           f"{champion:.4f} (same split)")
+        return Decision(
+            True,
+            f"valid {name} {challenger:.4f} > champion v{champion_version}'s {champion:.4f} (same split)",
+        )
+    return Decision(
+        False, f"valid {name} {challenger:.4f} <= champion v{champion_version}'s {champion:.4f} (same split)"
+    )

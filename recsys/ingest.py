@@ -32,13 +32,18 @@ REMOTE_NAME = "local"
 RAW_FILES = ("ratings.csv", "movies.csv")  # required in every raw snapshot
 OPTIONAL_FILES = ("README.txt",)  # licence and description, copied when present
 IMPORT_FILE = "ml-20m.zip.dvc"  # committed import-url stage, under settings.paths.datasets
-_DVC_CORE = {"analytics": "false", "check_update": "false", "autostage": "false",
-             "remote": REMOTE_NAME}  # as DVC's config file spells them
+_DVC_CORE = {
+    "analytics": "false",
+    "check_update": "false",
+    "autostage": "false",
+    "remote": REMOTE_NAME,
+}  # as DVC's config file spells them
 _OFFLINE_HELP = (
     "could not download {url} ({reason}; is the host reachable from here?) and the DVC remote "
     "does not hold it. Download the zip elsewhere, then point ingest at the local copy: `recsys "
     "ingest --dataset ml-20m --source /path/to/{name}` (or RECSYS__DATA__SOURCE=/path/to/{name});"
-    " a folder with the extracted ratings.csv and movies.csv works too.")
+    " a folder with the extracted ratings.csv and movies.csv works too."
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ def init_workspace(settings: Settings) -> Path:
     """Create the DVC workspace if missing, remote ``local`` = ``dvc.remote_url`` (IngestError)."""
     from dvc.config import Config
     from dvc.exceptions import DvcException
+
     ws = workspace(settings)
     try:
         if not (ws / ".dvc").is_dir():
@@ -82,7 +88,8 @@ def init_workspace(settings: Settings) -> Path:
         config = Config(dvc_dir=str(ws / ".dvc"))
         current = config.read("repo")
         if any(str(current["core"].get(k)).lower() != v for k, v in _DVC_CORE.items()) or (
-                current["remote"].get(REMOTE_NAME, {}).get("url") != url):
+            current["remote"].get(REMOTE_NAME, {}).get("url") != url
+        ):
             with config.edit("repo") as conf:
                 conf["core"].update(_DVC_CORE)
                 conf["remote"][REMOTE_NAME] = {"url": url}
@@ -129,8 +136,12 @@ def data_version(path: Path) -> str:
 def _push(ws: Path, *targets: Path) -> bool:  # a failed push is logged, not raised
     proc = _dvc(ws, "push", *(str(_dvc_file(t).relative_to(ws)) for t in targets), check=False)
     if proc.returncode != 0:
-        log.warning("could not push %s to the DVC remote %s: %s",
-                    ", ".join(t.name for t in targets), REMOTE_NAME, _dvc_reason(proc))
+        log.warning(
+            "could not push %s to the DVC remote %s: %s",
+            ", ".join(t.name for t in targets),
+            REMOTE_NAME,
+            _dvc_reason(proc),
+        )
     return proc.returncode == 0
 
 
@@ -178,11 +189,15 @@ def _extract(zip_path: Path, dest: Path) -> None:
 
 def _copy_folder(folder: Path, dest: Path, dataset: str) -> None:
     """Copy RAW_FILES (+ OPTIONAL_FILES) from ``folder`` or ``folder/<dataset>``."""
-    found = {n: next((p for p in (folder / n, folder / dataset / n) if p.is_file()), None)
-             for n in RAW_FILES + OPTIONAL_FILES}
+    found = {
+        n: next((p for p in (folder / n, folder / dataset / n) if p.is_file()), None)
+        for n in RAW_FILES + OPTIONAL_FILES
+    }
     if missing := [n for n in RAW_FILES if found[n] is None]:
-        raise IngestError(f"{folder} holds no {missing} (looked in it and in {folder / dataset}); "
-                          f"point --source at a MovieLens {dataset} folder or zip")
+        raise IngestError(
+            f"{folder} holds no {missing} (looked in it and in {folder / dataset}); "
+            f"point --source at a MovieLens {dataset} folder or zip"
+        )
     for name, src in found.items():
         if src is not None:
             shutil.copyfile(src, dest / name)
@@ -195,8 +210,10 @@ def _add_local_zip(ws: Path, zip_path: Path, md5: str) -> Path:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     if (actual := digest.hexdigest()) != md5:
-        raise IngestError(f"{zip_path} has md5 {actual} but {IMPORT_FILE} expects {md5}; it is "
-                          "not the MovieLens 20M release: download it again or fix --source")
+        raise IngestError(
+            f"{zip_path} has md5 {actual} but {IMPORT_FILE} expects {md5}; it is "
+            "not the MovieLens 20M release: download it again or fix --source"
+        )
     copy = ws / "sources" / "ml-20m.zip"
     copy.parent.mkdir(exist_ok=True)
     shutil.copyfile(zip_path, copy)
@@ -218,10 +235,11 @@ def _fetch_import(ws: Path, imported: Path, committed: Path, url: str, md5: str)
         shutil.copyfile(committed, _dvc_file(imported))  # `dvc update` rewrote it
         imported.unlink(missing_ok=True)
         if got is None:
-            raise IngestError(_OFFLINE_HELP.format(url=url, reason=_dvc_reason(proc),
-                                                   name=imported.name))
-        raise IngestError(f"{url} now has md5 {got} but {IMPORT_FILE} expects {md5}: the "
-                          "upstream release changed; review it and update the committed .dvc file")
+            raise IngestError(_OFFLINE_HELP.format(url=url, reason=_dvc_reason(proc), name=imported.name))
+        raise IngestError(
+            f"{url} now has md5 {got} but {IMPORT_FILE} expects {md5}: the "
+            "upstream release changed; review it and update the committed .dvc file"
+        )
 
 
 def _gather_ml20m(settings: Settings, ws: Path, dest: Path) -> list[Path]:

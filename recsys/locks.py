@@ -15,15 +15,15 @@ since when) into the file, and a second run that cannot get the lock within ``wa
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import socket
 import sys
 import time
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys.config import Settings
@@ -63,8 +63,7 @@ def held_by(settings: Settings, name: str) -> dict | None:
 def _describe(info: dict | None) -> str:
     if not info:
         return "another process (no details recorded)"
-    return (f"pid {info.get('pid')} on {info.get('host')} ({info.get('command')}, since "
-            f"{info.get('since')})")
+    return f"pid {info.get('pid')} on {info.get('host')} ({info.get('command')}, since {info.get('since')})"
 
 
 @contextmanager
@@ -83,12 +82,16 @@ def _one(settings: Settings, name: str, wait_s: float) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     raise LockedError(
                         f"the {name} lock is held by {_describe(holder(settings, name))}; wait "
-                        f"for it to finish (or stop it) and run again") from None
+                        f"for it to finish (or stop it) and run again"
+                    ) from None
                 time.sleep(POLL_S)
         try:
-            info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]).strip(),
-                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]).strip(),
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             handle.seek(0)
             handle.truncate()
             handle.write(json.dumps(info))

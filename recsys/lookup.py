@@ -18,18 +18,18 @@ The integration tests write through Feast and read through this module, pinning 
 
 from __future__ import annotations
 
-import functools
 import logging
 import struct
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import mmh3
 import redis
 
 from recsys import checks, redis_server
 from recsys.config import Settings, load_settings
-from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
+from recsys.errors import StoreError, UnknownUserError
 from recsys.store import HISTORY_VIEW, MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,11 @@ def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
     titles = {m: decode_value(reply[0]) for m, reply in zip(ordered, replies)}
     missing = [m for m, title in titles.items() if title is None]
     if missing:
-        log.warning("no title in the online store for %d movie(s), e.g. %s; publish the catalogue",
-                    len(missing), missing[:5])
+        log.warning(
+            "no title in the online store for %d movie(s), e.g. %s; publish the catalogue",
+            len(missing),
+            missing[:5],
+        )
     return {m: title or "" for m, title in titles.items()}
 
 

@@ -16,6 +16,7 @@ column is always the most recent positive.
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,7 @@ class Block(nn.Module):
         self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, allowed: Tensor, last_only: bool = False) -> Tensor:
@@ -61,8 +61,7 @@ class SasrecEncoder(nn.Module):
         dim = cfg.embedding_dim
         self.position = nn.Embedding(cfg.history_length, dim)
         nn.init.normal_(self.position.weight, std=0.02)
-        self.blocks = nn.ModuleList(Block(dim, cfg.num_heads, cfg.dropout)
-                                    for _ in range(cfg.num_blocks))
+        self.blocks = nn.ModuleList(Block(dim, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_blocks))
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -85,8 +84,9 @@ class SasrecEncoder(nn.Module):
 class TwoTower(nn.Module):
     """User tower and item tower over ``user_idx`` in [0, n_users) and ``item_idx`` in [0, n_items)."""
 
-    def __init__(self, n_users: int, n_items: int, cfg: ModelConfig,
-                 item_log_prob: Tensor | None = None) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, cfg: ModelConfig, item_log_prob: Tensor | None = None
+    ) -> None:
         super().__init__()
         if n_users < 1 or n_items < 2:
             raise ValueError(f"need >= 1 user and >= 2 items, got {n_users} users, {n_items} items")
@@ -148,9 +148,14 @@ def item_log_prob_from_counts(counts: Tensor) -> Tensor:
     return (counts / counts.sum()).log().float()
 
 
-def full_softmax_loss(model: TwoTower, queries: Tensor, targets: Tensor,
-                      teacher: Tensor | None = None, distill_weight: float = 0.0,
-                      distill_temperature: float = 1.0) -> Tensor:
+def full_softmax_loss(
+    model: TwoTower,
+    queries: Tensor,
+    targets: Tensor,
+    teacher: Tensor | None = None,
+    distill_weight: float = 0.0,
+    distill_temperature: float = 1.0,
+) -> Tensor:
     """Cross-entropy over the whole catalogue: queries [Q, D], targets [Q] -> scalar.
 
     With a ``teacher`` [Q, N] (e.g. EASE scores of the same prefix; -inf for items it rules out),
@@ -169,9 +174,14 @@ def full_softmax_loss(model: TwoTower, queries: Tensor, targets: Tensor,
     return loss
 
 
-def sampled_softmax_loss(model: TwoTower, queries: Tensor, targets: Tensor,
-                         sampled: Tensor | None = None, sampled_log_q: Tensor | None = None,
-                         hard: Tensor | None = None) -> Tensor:
+def sampled_softmax_loss(
+    model: TwoTower,
+    queries: Tensor,
+    targets: Tensor,
+    sampled: Tensor | None = None,
+    sampled_log_q: Tensor | None = None,
+    hard: Tensor | None = None,
+) -> Tensor:
     """Sampled softmax: in-batch targets + shared catalogue negatives + per-row hard negatives.
 
     queries [Q, D], targets [Q]; sampled [M] with ``sampled_log_q`` [M] = log of each sample's
@@ -184,7 +194,8 @@ def sampled_softmax_loss(model: TwoTower, queries: Tensor, targets: Tensor,
     columns = targets if sampled is None else torch.cat([targets, sampled])
     logits = queries @ model.item_vectors(columns).T / t
     if model.cfg.logq_correction:
-        log_q = model.item_log_prob[targets] + math.log(len(targets))
+        item_log_prob = typing.cast(Tensor, model.item_log_prob)  # a registered buffer
+        log_q = item_log_prob[targets] + math.log(len(targets))
         if sampled is not None:
             assert sampled_log_q is not None
             log_q = torch.cat([log_q, sampled_log_q + math.log(len(sampled))])

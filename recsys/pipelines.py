@@ -41,9 +41,13 @@ def ingest(settings: Settings, validate: bool = True) -> dict:
         summary.update(validate_raw(settings, str(folder)))
 
     result = ingest_mod.ingest(settings, check=check if validate else None)
-    return {"dataset": result.dataset, "raw_dir": str(result.raw_dir),
-            "data_version": result.data_version, "pushed": result.pushed,
-            "validation": summary or None}
+    return {
+        "dataset": result.dataset,
+        "raw_dir": str(result.raw_dir),
+        "data_version": result.data_version,
+        "pushed": result.pushed,
+        "validation": summary or None,
+    }
 
 
 def validate_raw(settings: Settings, raw_dir: str) -> dict:
@@ -60,8 +64,9 @@ def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     from recsys.validation import validate_interactions
 
     raw = Path(raw_dir)
-    prepared = data_mod.prepare(data_mod.load_ratings(raw / "ratings.csv"),
-                                data_mod.load_movies(raw / "movies.csv"), settings.data)
+    prepared = data_mod.prepare(
+        data_mod.load_ratings(raw / "ratings.csv"), data_mod.load_movies(raw / "movies.csv"), settings.data
+    )
     prepared.meta["raw_data_version"] = data_version
     prepared.meta["prepared_id"] = uuid.uuid4().hex  # pins this folder's content for scoring runs
     validate_interactions(prepared, settings.data.rating_threshold)
@@ -71,8 +76,11 @@ def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     data_mod.save_prepared(prepared, staging)
     _swap(staging, target)
     version = ingest_mod.track(target, settings)
-    return {"prepared_dir": str(target), "data_version": version,
-            **{k: v for k, v in prepared.meta.items() if k.startswith("n_")}}
+    return {
+        "prepared_dir": str(target),
+        "data_version": version,
+        **{k: v for k, v in prepared.meta.items() if k.startswith("n_")},
+    }
 
 
 def _swap(staging: Path, target: Path) -> None:
@@ -90,8 +98,7 @@ def train(settings: Settings, prepared_dir: str, data_version: str = "") -> dict
     """Train, evaluate (valid + test, with MostPop beside it), log to MLflow, register a version."""
     from recsys.experiment import run_training
 
-    return run_training(settings, data_mod.load_prepared(Path(prepared_dir)), data_version,
-                        prepared_dir)
+    return run_training(settings, data_mod.load_prepared(Path(prepared_dir)), data_version, prepared_dir)
 
 
 def compare(settings: Settings, version: str, prepared_dir: str | None = None) -> dict:
@@ -107,14 +114,23 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
     from recsys.errors import DataError, ModelNotFoundError
 
     registry.configure(settings)
-    located = locate_prepared(settings) if prepared_dir is None else {
-        "prepared_dir": prepared_dir, "data_version": _data_version(Path(prepared_dir))}
+    located = (
+        locate_prepared(settings)
+        if prepared_dir is None
+        else {"prepared_dir": prepared_dir, "data_version": _data_version(Path(prepared_dir))}
+    )
     prepared = data_mod.load_prepared(Path(located["prepared_dir"]))
     candidate = registry.resolve(settings, version)
-    out: dict = {"version": str(version), "data_version": located["data_version"],
-                 "prepared_dir": located["prepared_dir"], "champion": None, "champion_metrics": None}
-    out["metrics"] = gate.evaluate_bundle(ModelBundle.load(registry.download_bundle(settings, version)[1]),
-                                          prepared)
+    out: dict = {
+        "version": str(version),
+        "data_version": located["data_version"],
+        "prepared_dir": located["prepared_dir"],
+        "champion": None,
+        "champion_metrics": None,
+    }
+    out["metrics"] = gate.evaluate_bundle(
+        ModelBundle.load(registry.download_bundle(settings, version)[1]), prepared
+    )
     out["mostpop_metrics"] = gate.mostpop_metrics(prepared)["valid"]
     current = registry.champion_version(settings)
     if current is not None and current != str(version):
@@ -133,8 +149,7 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
     logged.update({f"gate_champion_valid_{k}": v for k, v in (out["champion_metrics"] or {}).items()})
     with mlflow.start_run(run_id=candidate.run_id):
         mlflow.log_metrics(logged)
-        mlflow.set_tags({"gate_data_version": located["data_version"],
-                         "gate_champion": str(out["champion"])})
+        mlflow.set_tags({"gate_data_version": located["data_version"], "gate_champion": str(out["champion"])})
     return out
 
 
@@ -147,32 +162,43 @@ def promote(settings: Settings, comparison: dict, force: bool = False) -> dict:
     import mlflow
 
     from recsys import gate, registry
-
     from recsys.errors import ModelNotFoundError
 
     registry.configure(settings)
     metric = gate.GATE_METRIC
     evaluated = comparison.get("champion_metrics")
-    decision = gate.decide(comparison["metrics"][metric], evaluated[metric] if evaluated else None,
-                           comparison["mostpop_metrics"][metric], force, comparison["champion"])
+    decision = gate.decide(
+        comparison["metrics"][metric],
+        evaluated[metric] if evaluated else None,
+        comparison["mostpop_metrics"][metric],
+        force,
+        comparison["champion"],
+    )
     version = comparison["version"]
     previous = registry.champion_version(settings)
     if previous not in (comparison["champion"], version):
         raise ModelNotFoundError(
             f"the champion moved to v{previous} after version {version} was compared with "
-            f"v{comparison['champion']}; run the comparison again")
+            f"v{comparison['champion']}; run the comparison again"
+        )
     if decision.promote and previous != version:
         registry.promote(settings, version, reason=decision.reason)
-    tags = {"gate_decision": "promoted" if decision.promote else "kept_champion",
-            "gate_reason": decision.reason}
+    tags = {
+        "gate_decision": "promoted" if decision.promote else "kept_champion",
+        "gate_reason": decision.reason,
+    }
     candidate = registry.resolve(settings, version)
     with mlflow.start_run(run_id=candidate.run_id):
         mlflow.set_tags(tags)
     registry.tag_version(settings, version, tags)
     log.info("promotion gate for version %s: %s", version, decision.reason)
-    return {"version": version, "promoted": decision.promote,
-            "champion": version if decision.promote else previous,
-            "previous": previous, "reason": decision.reason}
+    return {
+        "version": version,
+        "promoted": decision.promote,
+        "champion": version if decision.promote else previous,
+        "previous": previous,
+        "reason": decision.reason,
+    }
 
 
 def _data_version(folder: Path) -> str:
@@ -191,8 +217,9 @@ def _prepared_id(folder: Path) -> str:
     return str(json.loads((folder / "meta.json").read_text()).get("prepared_id", ""))
 
 
-def _pinned_prepared(settings: Settings, prepared_dir: str | None, data_version: str | None,
-                     prepared_id: str | None = None) -> tuple[Path, str]:
+def _pinned_prepared(
+    settings: Settings, prepared_dir: str | None, data_version: str | None, prepared_id: str | None = None
+) -> tuple[Path, str]:
     """The prepared folder and its DVC version; DataError if it moved away from the pinned one.
 
     The DVC version is recorded just after the folder is swapped in, so the id in meta.json (part of
@@ -203,15 +230,23 @@ def _pinned_prepared(settings: Settings, prepared_dir: str | None, data_version:
     folder = Path(prepared_dir) if prepared_dir else Path(locate_prepared(settings)["prepared_dir"])
     current, current_id = _data_version(folder), _prepared_id(folder)
     if (data_version and current != data_version) or (prepared_id and current_id != prepared_id):
-        raise DataError(f"prepared data in {folder} is now version {current} ({current_id}), not the "
-                        f"pinned {data_version} ({prepared_id}): a new ingest landed during this run; "
-                        "run the scoring again")
+        raise DataError(
+            f"prepared data in {folder} is now version {current} ({current_id}), not the "
+            f"pinned {data_version} ({prepared_id}): a new ingest landed during this run; "
+            "run the scoring again"
+        )
     return folder, current
 
 
-def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: int = 1,
-          prepared_dir: str | None = None, data_version: str | None = None,
-          prepared_id: str | None = None) -> dict:
+def score(
+    settings: Settings,
+    ref: str = "champion",
+    shard: int = 0,
+    n_shards: int = 1,
+    prepared_dir: str | None = None,
+    data_version: str | None = None,
+    prepared_id: str | None = None,
+) -> dict:
     """Score shard ``shard`` of ``n_shards`` of today's users with the model's ONNX graph.
 
     Histories and seen sets come from the latest prepared activity (not from the model version):
@@ -230,21 +265,37 @@ def score(settings: Settings, ref: str = "champion", shard: int = 0, n_shards: i
     bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
     activity = read_activity(folder)
     users = np.unique(activity["user_id"].to_numpy())[shard::n_shards]
-    recs = score_users(bundle, user_inputs(activity, bundle, users), version, data_version,
-                       settings.score.batch_size, progress=settings.train.progress_bar)
+    recs = score_users(
+        bundle,
+        user_inputs(activity, bundle, users),
+        version,
+        data_version,
+        settings.score.batch_size,
+        progress=settings.train.progress_bar,
+    )
     out = scoring_dir(settings, version, data_version)
     name = "recommendations.parquet" if n_shards == 1 else f"shard-{shard:04d}-of-{n_shards:04d}.parquet"
     path = write_recommendations(recs, out / name)
     # Every shard writes the same two files: atomic replaces, so a reader never sees half a file.
-    write_recommendations(bundle.catalogue[["movie_id", "title", "train_count"]],
-                          out / "catalogue.parquet")
-    meta = {"model_version": version, "data_version": data_version, "prepared_dir": str(folder),
-            "prepared_id": prepared_id, "k": bundle.k, "user_tower": bundle.user_tower}
+    write_recommendations(bundle.catalogue[["movie_id", "title", "train_count"]], out / "catalogue.parquet")
+    meta = {
+        "model_version": version,
+        "data_version": data_version,
+        "prepared_dir": str(folder),
+        "prepared_id": prepared_id,
+        "k": bundle.k,
+        "user_tower": bundle.user_tower,
+    }
     tmp = out / f"scoring.json.{shard}.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(out / "scoring.json")
-    return {"recommendations": str(path), "model_version": version, "data_version": data_version,
-            "n_users": len(recs), "n_popular": int((recs["source"] == "popular").sum())}
+    return {
+        "recommendations": str(path),
+        "model_version": version,
+        "data_version": data_version,
+        "n_users": len(recs),
+        "n_popular": int((recs["source"] == "popular").sum()),
+    }
 
 
 def scoring_meta(recommendations: Path) -> dict:
@@ -257,8 +308,7 @@ def scoring_meta(recommendations: Path) -> dict:
         meta = json.loads(path.read_text())
         _ = int(meta["k"]), meta["prepared_dir"], meta["data_version"]  # present and readable
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is missing or damaged ({type(exc).__name__}: {exc}); "
-                        f"{RESCORE}") from exc
+        raise DataError(f"{path} is missing or damaged ({type(exc).__name__}: {exc}); {RESCORE}") from exc
     return meta
 
 
@@ -273,8 +323,9 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
     path = Path(recommendations)
     recs = read_recommendations(path)
     meta = scoring_meta(path)
-    folder, _ = _pinned_prepared(settings, meta["prepared_dir"], meta["data_version"],
-                                 meta.get("prepared_id"))
+    folder, _ = _pinned_prepared(
+        settings, meta["prepared_dir"], meta["data_version"], meta.get("prepared_id")
+    )
     rated = read_activity(folder, ["user_id", "movie_id"])
     n_items = len(data_mod.read_parquet(path.parent / "catalogue.parquet", fix=RESCORE))
     return check(recs, rated, min(int(meta["k"]), n_items))
@@ -289,16 +340,19 @@ def publish(settings: Settings, recommendations: str) -> dict:
     path = Path(recommendations)
     recs = read_recommendations(path)
     histories = recs[["user_id", "history", "data_version", "event_timestamp"]].rename(
-        columns={"history": "movie_ids"})
+        columns={"history": "movie_ids"}
+    )
     redis_server.ensure_running(settings)
     store.apply(settings)
     catalogue = data_mod.read_parquet(path.parent / "catalogue.parquet", fix=RESCORE)
-    written = store.publish(recs, catalogue, settings,
-                            histories=histories)
+    written = store.publish(recs, catalogue, settings, histories=histories)
     verified = store.verify(recs, settings, settings.score.verify_sample, histories=histories)
-    return {"written": written, "verified": verified,
-            "model_version": str(recs["model_version"].iat[0]) if len(recs) else None,
-            "data_version": str(recs["data_version"].iat[0]) if len(recs) else None}
+    return {
+        "written": written,
+        "verified": verified,
+        "model_version": str(recs["model_version"].iat[0]) if len(recs) else None,
+        "data_version": str(recs["data_version"].iat[0]) if len(recs) else None,
+    }
 
 
 def run_all(settings: Settings, force_promotion: bool = False) -> dict:
@@ -310,8 +364,7 @@ def run_all(settings: Settings, force_promotion: bool = False) -> dict:
     steps["compare"] = compare(settings, steps["train"]["version"], steps["prepare"]["prepared_dir"])
     steps["promote"] = promote(settings, steps["compare"], force=force_promotion)
     steps["score"] = score(settings, "champion", prepared_dir=steps["prepare"]["prepared_dir"])
-    steps["validate_recommendations"] = validate_recommendations(
-        settings, steps["score"]["recommendations"])
+    steps["validate_recommendations"] = validate_recommendations(settings, steps["score"]["recommendations"])
     steps["publish"] = publish(settings, steps["score"]["recommendations"])
     log.info("chain done: %s", json.dumps(steps, default=str)[:2000])
     return steps
@@ -333,8 +386,11 @@ def locate_prepared(settings: Settings) -> dict:
     from recsys import ingest as ingest_mod
 
     folder = ingest_mod.prepared_dir(settings)
-    return {"dataset": settings.data.dataset, "prepared_dir": str(folder),
-            "data_version": ingest_mod.data_version(folder)}
+    return {
+        "dataset": settings.data.dataset,
+        "prepared_dir": str(folder),
+        "data_version": ingest_mod.data_version(folder),
+    }
 
 
 def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25_000) -> dict:
@@ -350,8 +406,12 @@ def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25
     located["prepared_id"] = _prepared_id(Path(located["prepared_dir"]))
     activity = read_activity(Path(located["prepared_dir"]), ["user_id"])
     n_users = int(activity["user_id"].nunique())
-    return {"model_version": version, "n_users": n_users, **located,
-            "n_shards": max(1, -(-n_users // shard_size))}
+    return {
+        "model_version": version,
+        "n_users": n_users,
+        **located,
+        "n_shards": max(1, -(-n_users // shard_size)),
+    }
 
 
 def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
@@ -371,9 +431,14 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
         raise DataError(f"shards {shards} mix model or data versions, or repeat users; score them again")
     recs = recs.sort_values("user_id", ignore_index=True)
     path = write_recommendations(recs, paths[0].parent / "recommendations.parquet")
-    return {"recommendations": str(path), "model_version": str(recs["model_version"].iat[0]),
-            "data_version": str(recs["data_version"].iat[0]), "n_users": len(recs),
-            "n_popular": int((recs["source"] == "popular").sum()), "n_shards": len(paths)}
+    return {
+        "recommendations": str(path),
+        "model_version": str(recs["model_version"].iat[0]),
+        "data_version": str(recs["data_version"].iat[0]),
+        "n_users": len(recs),
+        "n_popular": int((recs["source"] == "popular").sum()),
+        "n_shards": len(paths),
+    }
 
 
 def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -> dict:
@@ -393,6 +458,7 @@ def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -
     for user_id, items in zip(chosen["user_id"], chosen["item_ids"]):
         got = [m for m, _, _ in served[int(user_id)]]
         if got != [int(i) for i in items[:k]]:
-            raise StoreError(f"user {user_id}: the served list differs from {recommendations}; "
-                             "re-run publish")
+            raise StoreError(
+                f"user {user_id}: the served list differs from {recommendations}; re-run publish"
+            )
     return {"checked": len(chosen), "k": k}

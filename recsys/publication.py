@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -36,15 +37,22 @@ FAULT_ENV = "RECSYS_FAULT_KILL_PUBLISH_AT"  # fault injection (tests): SIGKILL a
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def begin(conn: redis.Redis, model_version: str, data_version: str, total_rows: int) -> None:
     """Mark a publish of (model_version, data_version) as under way, ``total_rows`` rows to write."""
-    conn.hset(RECORD_KEY, mapping={
-        "state": "publishing", "target_model_version": model_version,
-        "target_data_version": data_version, "started_at": _now(), "written_rows": 0,
-        "total_rows": total_rows})
+    conn.hset(
+        RECORD_KEY,
+        mapping={
+            "state": "publishing",
+            "target_model_version": model_version,
+            "target_data_version": data_version,
+            "started_at": _now(),
+            "written_rows": 0,
+            "total_rows": total_rows,
+        },
+    )
 
 
 def progress(conn: redis.Redis, written_rows: int, total_rows: int) -> None:
@@ -65,22 +73,29 @@ def finish(conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_sta
     staging = f"{USERS_KEY}:next"
     conn.delete(staging)
     for start in range(0, len(ids), 10_000):
-        conn.sadd(staging, *ids[start:start + 10_000])
+        conn.sadd(staging, *ids[start : start + 10_000])
     stale = [int(u) for u in conn.sdiff(USERS_KEY, staging)] if conn.exists(USERS_KEY) else []
     if stale and remove_stale:
         for start in range(0, len(stale), 10_000):
-            conn.delete(*[user_key(u) for u in stale[start:start + 10_000]])
+            conn.delete(*[user_key(u) for u in stale[start : start + 10_000]])
     record = conn.hgetall(RECORD_KEY)
     with conn.pipeline(transaction=True) as pipe:  # the set and the record move together
         if ids:
             pipe.rename(staging, USERS_KEY)
         else:
             pipe.delete(USERS_KEY, staging)
-        pipe.hset(RECORD_KEY, mapping={
-            "state": "complete", "model_version": record.get(b"target_model_version", b""),
-            "data_version": record.get(b"target_data_version", b""), "published_at": _now(),
-            "users": len(ids), "stale_users": len(stale),
-            "stale_users_removed": len(stale) if remove_stale else 0})
+        pipe.hset(
+            RECORD_KEY,
+            mapping={
+                "state": "complete",
+                "model_version": record.get(b"target_model_version", b""),
+                "data_version": record.get(b"target_data_version", b""),
+                "published_at": _now(),
+                "users": len(ids),
+                "stale_users": len(stale),
+                "stale_users_removed": len(stale) if remove_stale else 0,
+            },
+        )
         pipe.hdel(RECORD_KEY, "target_model_version", "target_data_version")
         pipe.execute()
     return len(stale) if remove_stale else 0
@@ -97,11 +112,14 @@ def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
         holder = locks.held_by(settings, "publish")
         written, total = int(record.get("written_rows", 0)), int(record.get("total_rows", 0))
         out["publish"] = "under way" if holder else "interrupted"
-        out["target"] = {"model_version": record.get("target_model_version"),
-                         "data_version": record.get("target_data_version"),
-                         "started_at": record.get("started_at"), "written_rows": written,
-                         "total_rows": total,
-                         "percent": round(100 * written / total, 1) if total else 0.0}
+        out["target"] = {
+            "model_version": record.get("target_model_version"),
+            "data_version": record.get("target_data_version"),
+            "started_at": record.get("started_at"),
+            "written_rows": written,
+            "total_rows": total,
+            "percent": round(100 * written / total, 1) if total else 0.0,
+        }
         if holder:
             out["target"]["holder"] = holder
     return out

@@ -41,12 +41,14 @@ def parse_connection_string(connection_string: str) -> dict[str, Any]:
     parts = [p.strip() for p in connection_string.split(",") if p.strip()]
     nodes = [p for p in parts if "=" not in p]
     if len(nodes) != 1 or ":" not in nodes[0]:
-        raise StoreError(f"Redis connection string '{redact(connection_string)}' is not "
-                         "'host:port[,key=value...]'")
+        raise StoreError(
+            f"Redis connection string '{redact(connection_string)}' is not 'host:port[,key=value...]'"
+        )
     host, _, port = nodes[0].rpartition(":")
     if not host or not port.isdigit():
-        raise StoreError(f"Redis connection string '{redact(connection_string)}' is not "
-                         "'host:port[,key=value...]'")
+        raise StoreError(
+            f"Redis connection string '{redact(connection_string)}' is not 'host:port[,key=value...]'"
+        )
     kwargs: dict[str, Any] = {"host": host, "port": int(port)}
     for part in parts:
         if "=" in part:

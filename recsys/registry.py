@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 def _no_signature_warning(record: logging.LogRecord) -> bool:
     """Logging filter: drop MLflow's "Failed to infer model signature" (see log_model)."""
     return not record.getMessage().startswith("Failed to infer model signature")
+
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
 TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
@@ -61,8 +63,9 @@ def configure(settings: Settings) -> MlflowClient:
     return client
 
 
-def log_model(settings: Settings, bundle: Path, python_model: Path, metrics: dict[str, float],
-              tags: dict[str, str]) -> str:
+def log_model(
+    settings: Settings, bundle: Path, python_model: Path, metrics: dict[str, float], tags: dict[str, str]
+) -> str:
     """Log the pyfunc serving model (code ``python_model``, artefact ``bundle`` = the model bundle
     folder of recsys.bundle) in the active run and register it.
 
@@ -77,7 +80,8 @@ def log_model(settings: Settings, bundle: Path, python_model: Path, metrics: dic
     pyfunc_log.addFilter(_no_signature_warning)
     try:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(python_model),
+            name="model",
+            python_model=str(python_model),
             artifacts={BUNDLE_ARTIFACT: str(bundle)},
             registered_model_name=settings.mlflow.model_name,
             pip_requirements=_pip_requirements(),
@@ -136,8 +140,9 @@ def download(settings: Settings, ref: str, dst: Path) -> tuple[str, Path]:
     """Download the serving model of a version/alias; returns (version, local model dir)."""
     mv = resolve(settings, ref)
     dst.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}",
-                                                dst_path=str(dst))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst)
+    )
     return mv.version, Path(local)
 
 
@@ -157,16 +162,22 @@ def download_bundle(settings: Settings, ref: str) -> tuple[str, Path]:
     import tempfile
 
     mv = resolve(settings, ref)
-    cache = (settings.paths.home / "models" / settings.mlflow.model_name
-             / f"v{mv.version}-{(mv.run_id or 'norun')[:12]}")
+    cache = (
+        settings.paths.home
+        / "models"
+        / settings.mlflow.model_name
+        / f"v{mv.version}-{(mv.run_id or 'norun')[:12]}"
+    )
     if not (cache / "bundle.json").is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
             _, local = download(settings, str(mv.version), Path(tmp) / "model")
             found = [p.parent for p in local.rglob("bundle.json")]
             if len(found) != 1:
-                raise ModelNotFoundError(f"version {mv.version} of {mv.name} holds no model bundle; "
-                                         "it was registered by an older recsys: retrain")
+                raise ModelNotFoundError(
+                    f"version {mv.version} of {mv.name} holds no model bundle; "
+                    "it was registered by an older recsys: retrain"
+                )
             try:
                 found[0].rename(cache)
             except OSError:  # another task (a parallel shard) renamed its copy first
@@ -185,9 +196,15 @@ def list_versions(settings: Settings) -> list[dict]:
         aliases = client.get_registered_model(name).aliases
     except MlflowException:
         return []
-    rows = [{"version": str(v.version), "run_id": v.run_id,
-             "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
-             TRAIN_VALID_TAG: v.tags.get(TRAIN_VALID_TAG), "data_version": v.tags.get("data_version"),
-             "gate_decision": v.tags.get("gate_decision")}
-            for v in versions]
+    rows = [
+        {
+            "version": str(v.version),
+            "run_id": v.run_id,
+            "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
+            TRAIN_VALID_TAG: v.tags.get(TRAIN_VALID_TAG),
+            "data_version": v.tags.get("data_version"),
+            "gate_decision": v.tags.get("gate_decision"),
+        }
+        for v in versions
+    ]
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,13 @@ class UserInputs:
     personal: np.ndarray  # [U] bool: the model can score this user
 
 
-def _inputs(bundle: ModelBundle, user_ids: np.ndarray, seen: list[np.ndarray],
-            history: list[np.ndarray], recent: list[np.ndarray]) -> UserInputs:
+def _inputs(
+    bundle: ModelBundle,
+    user_ids: np.ndarray,
+    seen: list[np.ndarray],
+    history: list[np.ndarray],
+    recent: list[np.ndarray],
+) -> UserInputs:
     if bundle.reads_history:
         user = left_pad(history, bundle.history_length, bundle.n_items)
         personal = np.array([len(h) > 0 for h in history], dtype=bool)
@@ -57,8 +62,9 @@ def _inputs(bundle: ModelBundle, user_ids: np.ndarray, seen: list[np.ndarray],
     return UserInputs(np.asarray(user_ids, dtype=np.int64), user, seen, recent, personal)
 
 
-def user_inputs(activity: pd.DataFrame, bundle: ModelBundle,
-                user_ids: np.ndarray | None = None) -> UserInputs:
+def user_inputs(
+    activity: pd.DataFrame, bundle: ModelBundle, user_ids: np.ndarray | None = None
+) -> UserInputs:
     """Inputs of every user in ``activity`` (or of ``user_ids`` among them), ascending user_id.
 
     ``activity``: every rating (user_id, movie_id, rating, timestamp). Positives are ratings >=
@@ -82,37 +88,37 @@ def user_inputs(activity: pd.DataFrame, bundle: ModelBundle,
         it, pos = items[a:b], positive[a:b]
         seen.append(np.unique(it[it >= 0]))
         history.append(it[pos & (it >= 0)][-h:])  # as in training: H known items
-        recent.append(movies[a:b][pos][-RECENT_FACTOR * h:])
+        recent.append(movies[a:b][pos][-RECENT_FACTOR * h :])
     return _inputs(bundle, ids, seen, history, recent)
 
 
-def inputs_from_histories(bundle: ModelBundle, user_ids: list[int],
-                          histories: list[list[int]]) -> UserInputs:
+def inputs_from_histories(bundle: ModelBundle, user_ids: list[int], histories: list[list[int]]) -> UserInputs:
     """Inputs from stored recent histories (movie ids, newest last); seen = those movies.
 
     The same rule as :func:`user_inputs` (the last H movies the model knows), applied to the
     stored tail of RECENT_FACTOR x H positives.
     """
     history, seen, recent = [], [], []
-    for movies in histories:
-        movies = np.asarray(movies, dtype=np.int64)
+    for stored in histories:
+        movies = np.asarray(stored, dtype=np.int64)
         items = bundle.item_index(movies)
         known = items[items >= 0]
-        history.append(known[-bundle.history_length:])
+        history.append(known[-bundle.history_length :])
         seen.append(np.unique(known))
         recent.append(movies)
     return _inputs(bundle, np.asarray(user_ids, dtype=np.int64), seen, history, recent)
 
 
-def _model_lists(bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int,
-                 progress: bool) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _model_lists(
+    bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int, progress: bool
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out = {}
     if inputs.user.ndim == 2:  # history towers: similar lengths together, less padding per batch
         lengths = (inputs.user[rows] != bundle.n_items).sum(axis=1)
         rows = rows[np.argsort(lengths, kind="stable")]
     starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         idx, sc = bundle.retriever.recommend(inputs.user[batch], [inputs.seen[r] for r in batch])
         for row, items, scores in zip(batch, idx, sc):
             keep = np.isfinite(scores)
@@ -120,8 +126,14 @@ def _model_lists(bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batc
     return out
 
 
-def score_users(bundle: ModelBundle, inputs: UserInputs, model_version: str, data_version: str,
-                batch_size: int = 1024, progress: bool = False) -> pd.DataFrame:
+def score_users(
+    bundle: ModelBundle,
+    inputs: UserInputs,
+    model_version: str,
+    data_version: str,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Every user's top-K list (the frame in the module docstring), in ``inputs`` order."""
     personal = np.flatnonzero(inputs.personal)
     lists = _model_lists(bundle, inputs, personal, batch_size, progress)
@@ -135,18 +147,25 @@ def score_users(bundle: ModelBundle, inputs: UserInputs, model_version: str, dat
             sources.append("popular")
         items_out.append(bundle.movie_ids[items].astype(np.int64))
         scores_out.append(np.asarray(scores, dtype=np.float32))
-    log.info("scored %d users with model %s on data %s (%d popular)", len(inputs.user_ids),
-             model_version, data_version, len(inputs.user_ids) - len(personal))
-    return pd.DataFrame({
-        "user_id": inputs.user_ids,
-        "item_ids": items_out,
-        "scores": scores_out,
-        "source": sources,
-        "history": [np.asarray(r, dtype=np.int64) for r in inputs.recent],
-        "model_version": str(model_version),
-        "data_version": str(data_version),
-        "event_timestamp": pd.Timestamp(datetime.now(timezone.utc)),
-    })
+    log.info(
+        "scored %d users with model %s on data %s (%d popular)",
+        len(inputs.user_ids),
+        model_version,
+        data_version,
+        len(inputs.user_ids) - len(personal),
+    )
+    return pd.DataFrame(
+        {
+            "user_id": inputs.user_ids,
+            "item_ids": items_out,
+            "scores": scores_out,
+            "source": sources,
+            "history": [np.asarray(r, dtype=np.int64) for r in inputs.recent],
+            "model_version": str(model_version),
+            "data_version": str(data_version),
+            "event_timestamp": pd.Timestamp(datetime.now(UTC)),
+        }
+    )
 
 
 def write_recommendations(recs: pd.DataFrame, path: Path) -> Path:
@@ -162,8 +181,10 @@ def write_recommendations(recs: pd.DataFrame, path: Path) -> Path:
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot write {path.name} into {path.parent} ({exc.strerror or exc}); "
-                        "free space there or point paths.home elsewhere, then score again") from exc
+        raise DataError(
+            f"cannot write {path.name} into {path.parent} ({exc.strerror or exc}); "
+            "free space there or point paths.home elsewhere, then score again"
+        ) from exc
     return path
 
 
@@ -171,8 +192,10 @@ def read_activity(folder: Path, columns: list[str] | None = None) -> pd.DataFram
     """The prepared data's activity (every rating); DataError when it is missing."""
     path = Path(folder) / "activity.parquet"
     if not path.is_file():
-        raise DataError(f"{path} does not exist: the prepared data predates fresh scoring or is "
-                        "incomplete; run `recsys ingest` and `recsys prepare` again")
+        raise DataError(
+            f"{path} does not exist: the prepared data predates fresh scoring or is "
+            "incomplete; run `recsys ingest` and `recsys prepare` again"
+        )
     return read_parquet(path, columns, fix="run `recsys prepare` again")
 
 

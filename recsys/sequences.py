@@ -17,7 +17,7 @@ from recsys.data import left_pad
 def split_by_user(pairs: np.ndarray, n_users: int) -> list[np.ndarray]:
     """Rows (user_idx, item_idx) sorted by user (time order within) -> one item array per user."""
     bounds = np.searchsorted(pairs[:, 0], np.arange(n_users + 1))
-    return [pairs[bounds[u]:bounds[u + 1], 1] for u in range(n_users)]
+    return [pairs[bounds[u] : bounds[u + 1], 1] for u in range(n_users)]
 
 
 def build_histories(pairs: np.ndarray, n_users: int, n_items: int, length: int) -> torch.Tensor:
@@ -68,19 +68,24 @@ def window_examples(pairs: np.ndarray, n_items: int, length: int) -> Examples:
         end = len(seq)
         while end > 1:
             start = max(1, end - length)
-            inputs.append(seq[start - 1:end - 1])
+            inputs.append(seq[start - 1 : end - 1])
             targets.append(seq[start:end])
             users.append(user)
-            before.append(seq[:start - 1])
+            before.append(seq[: start - 1])
             end = start
     ins, outs = left_pad(inputs, length, n_items), left_pad(targets, length, n_items)
-    return Examples(torch.from_numpy(ins), torch.from_numpy(outs),
-                    torch.as_tensor(users, dtype=torch.long),
-                    torch.as_tensor([len(t) for t in targets], dtype=torch.long), before)
+    return Examples(
+        torch.from_numpy(ins),
+        torch.from_numpy(outs),
+        torch.as_tensor(users, dtype=torch.long),
+        torch.as_tensor([len(t) for t in targets], dtype=torch.long),
+        before,
+    )
 
 
 def id_examples(pairs: np.ndarray) -> Examples:
     """One example per (user_idx, item_idx) pair, for the id tower."""
     users = torch.as_tensor(pairs[:, 0], dtype=torch.long)
-    return Examples(users, torch.as_tensor(pairs[:, 1], dtype=torch.long), users,
-                    torch.ones(len(pairs), dtype=torch.long))
+    return Examples(
+        users, torch.as_tensor(pairs[:, 1], dtype=torch.long), users, torch.ones(len(pairs), dtype=torch.long)
+    )

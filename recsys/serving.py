@@ -2,8 +2,9 @@
 
 Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``
 (``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
-request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per requested user, in request order, with
-``recommendations`` = K triples [movie_id, score, title], best first, and ``source``:
+request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
+requested user, in request order, with ``recommendations`` = K triples [movie_id, score, title],
+best first, and ``source``:
 
 - ``online_store``: the list the nightly job stored in Redis through Feast;
 - ``computed``: no stored list, but a stored recent history (Feast view ``user_history``), or a
@@ -28,10 +29,10 @@ from __future__ import annotations
 import gc
 import logging
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from mlflow.pyfunc import PythonModel
 
 from recsys.bundle import ModelBundle, OnnxRetriever
 from recsys.checks import MAX_K, check_request
@@ -45,7 +46,7 @@ SOURCES = {"model": "computed", "popular": "popular"}  # score_users' source -> 
 Ranked = tuple[str, list[int], list[float]]  # source, movie ids best first, scores
 
 
-class RecommenderModel(mlflow.pyfunc.PythonModel):
+class RecommenderModel(PythonModel):
     """Stored list from the online store, else an on-the-spot ONNX retrieval, else popular items."""
 
     def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's PythonModelContext
@@ -66,8 +67,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
     def _store_failed(self, exc: StoreError) -> None:
         if self.store_up:
-            log.warning("online store unavailable (%s): answering from the model and the popular "
-                        "list until it is back (no stored lists or histories)", exc)
+            log.warning(
+                "online store unavailable (%s): answering from the model and the popular "
+                "list until it is back (no stored lists or histories)",
+                exc,
+            )
         self.store_up = False
 
     def _stored(self, user_ids: list[int], k: int) -> dict[int, tuple[list[int], list[float]] | None]:
@@ -93,8 +97,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 self._store_failed(exc)
         inputs = inputs_from_histories(self.bundle, user_ids, [histories.get(u, []) for u in user_ids])
         scored = score_users(self.bundle, inputs, "", "")
-        return {u: (SOURCES[source], items.tolist(), scores.tolist()) for u, source, items, scores in
-                zip(user_ids, scored["source"], scored["item_ids"], scored["scores"])}
+        return {
+            u: (SOURCES[source], items.tolist(), scores.tolist())
+            for u, source, items, scores in zip(
+                user_ids, scored["source"], scored["item_ids"], scored["scores"]
+            )
+        }
 
     def _titles(self, movie_ids: set[int]) -> dict[int, str]:
         """Titles from the bundle; those it lacks from the online store ("" if it is down)."""
@@ -122,15 +130,17 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             raise MlflowException.invalid_parameter_value(str(exc)) from None
         except Exception:
             log.exception("request failed")
-            raise MlflowException("recommendation failed on the server; see the server log",
-                                  error_code=INTERNAL_ERROR) from None
+            raise MlflowException(
+                "recommendation failed on the server; see the server log", error_code=INTERNAL_ERROR
+            ) from None
 
     def _answer(self, model_input: pd.DataFrame) -> list[dict]:
         user_ids, ks = check_request(model_input, self.max_k)
         unique = list(dict.fromkeys(user_ids))
         stored = self._stored(unique, max(ks))
-        ranked: dict[int, Ranked] = {u: ("online_store", *pair) for u, pair in stored.items()
-                                   if pair is not None}
+        ranked: dict[int, Ranked] = {
+            u: ("online_store", *pair) for u, pair in stored.items() if pair is not None
+        }
         missing = [u for u in unique if u not in ranked]
         if missing:
             ranked.update(self._fresh(missing))

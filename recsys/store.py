@@ -27,10 +27,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 
@@ -149,8 +150,9 @@ def _write_record(frame: pd.DataFrame, repo: Path, view: str) -> None:
     frame.to_parquet(path, index=False)
 
 
-def _write_online(store: FeatureStore, view: str, frame: pd.DataFrame, batch_size: int,
-                  done: Callable[[int], None]) -> int:
+def _write_online(
+    store: FeatureStore, view: str, frame: pd.DataFrame, batch_size: int, done: Callable[[int], None]
+) -> int:
     """Feast's own path: ``write_to_online_store`` per ``batch_size`` rows; returns the calls made.
     ``done(rows)`` follows each call."""
     batches = 0
@@ -212,10 +214,14 @@ def view_layout(store: FeatureStore, view: str) -> ViewLayout:
     elif source.field_mapping:
         problems.append(f"view {view} field_mapping {source.field_mapping}")
     kinds = {f.name: f.dtype.to_value_type().name for f in fv.features}
-    problems += [f"feature {view}:{name} of type {kind}" for name, kind in kinds.items() if kind not in ENCODERS]
+    problems += [
+        f"feature {view}:{name} of type {kind}" for name, kind in kinds.items() if kind not in ENCODERS
+    ]
     if problems or source is None:
-        raise StoreError(f"the fast online writer does not implement {'; '.join(problems)}; "
-                         "publish with writer='feast' or change feature_repo/")
+        raise StoreError(
+            f"the fast online writer does not implement {'; '.join(problems)}; "
+            "publish with writer='feast' or change feature_repo/"
+        )
     name = compute_versioned_name(fv, store.config.registry.enable_online_feature_view_versioning)
     return ViewLayout(
         project=store.config.project,
@@ -240,8 +246,9 @@ def _hash_commands(layout: ViewLayout, frame: pd.DataFrame) -> Iterator[tuple[by
         yield key, [item for pair in zip(fields, values) for item in pair]
 
 
-def _write_fast(conn: redis.Redis, layout: ViewLayout, frame: pd.DataFrame, rows: int,
-                done: Callable[[int], None]) -> int:
+def _write_fast(
+    conn: redis.Redis, layout: ViewLayout, frame: pd.DataFrame, rows: int, done: Callable[[int], None]
+) -> int:
     """Write ``frame`` as Feast would, ``rows`` HSETs per pipelined round trip; returns the trips.
     ``done(rows)`` follows each round trip."""
     batches = 0
@@ -318,7 +325,11 @@ def _prepare_histories(histories: pd.DataFrame) -> pd.DataFrame:
 
 @contextmanager
 def _online_writer(
-    store: FeatureStore, views: Sequence[str], writer: Writer, batch_size: int, settings: Settings,
+    store: FeatureStore,
+    views: Sequence[str],
+    writer: Writer,
+    batch_size: int,
+    settings: Settings,
     done: Callable[[int], None],
 ) -> Iterator[Callable[[str, pd.DataFrame], int]]:
     """``write(view, frame) -> round trips`` of ``writer``; every layout is checked before any write.
@@ -385,26 +396,43 @@ def publish(
 
     try:
         with _online_writer(store, list(frames), writer, batch_size, settings, done) as write:
-            publication.begin(record, _versions(users, "model_version"),
-                              _versions(users, "data_version"), total)
+            publication.begin(
+                record, _versions(users, "model_version"), _versions(users, "data_version"), total
+            )
             for view, frame in frames.items():
                 _write_record(frame, settings.paths.feature_repo, view)
                 writing = time.perf_counter()
                 batches += write(view, frame)
                 online += time.perf_counter() - writing
             stale = publication.finish(
-                record, users[USER_KEY].tolist(),
+                record,
+                users[USER_KEY].tolist(),
                 lambda u: feast_layout.entity_keys(USER_KEY, np.array([u]), PROJECT)[0],
-                remove_stale=settings.store.stale_users == "remove")
+                remove_stale=settings.store.stale_users == "remove",
+            )
     finally:
         record.close()
     seconds = time.perf_counter() - started
     n_histories = len(frames.get(HISTORY_VIEW, ()))
-    log.info("published %d lists, %d histories and %d titles in %.1fs (%.1fs online, %s writer)",
-             len(users), n_histories, len(movies), seconds, online, writer)
-    return {"users": len(users), "movies": len(movies), "histories": n_histories, "batches": batches,
-            "stale_users_removed": stale, "writer": writer, "seconds": round(seconds, 3),
-            "online_seconds": round(online, 3)}
+    log.info(
+        "published %d lists, %d histories and %d titles in %.1fs (%.1fs online, %s writer)",
+        len(users),
+        n_histories,
+        len(movies),
+        seconds,
+        online,
+        writer,
+    )
+    return {
+        "users": len(users),
+        "movies": len(movies),
+        "histories": n_histories,
+        "batches": batches,
+        "stale_users_removed": stale,
+        "writer": writer,
+        "seconds": round(seconds, 3),
+        "online_seconds": round(online, 3),
+    }
 
 
 def _read_online(
@@ -474,8 +502,11 @@ def _compare(frame: pd.DataFrame, sample: int, settings: Settings, what: str) ->
     chosen = frame.sample(n=min(sample, len(frame)), random_state=0)
     read, mismatch = (read_lists, _list_mismatch) if what == "lists" else (read_histories, _history_mismatch)
     got = read(chosen[USER_KEY].tolist(), settings)
-    bad = [(int(w[USER_KEY]), field) for (_, w), (_, g) in zip(chosen.iterrows(), got.iterrows())
-           if (field := mismatch(w, g))]
+    bad = [
+        (int(w[USER_KEY]), field)
+        for (_, w), (_, g) in zip(chosen.iterrows(), got.iterrows())
+        if (field := mismatch(w, g))
+    ]
     if bad:
         user_id, field = bad[0]
         raise StoreError(

@@ -45,23 +45,80 @@ ID_SPREAD = 131_262 / 26_744  # ml-20m's largest movie id over its number of rat
 START, END = 789_652_800, 1_427_846_400  # 1995-01-09 .. 2015-04-01 UTC, ml-20m's span
 HALF_STARS_FROM = 1_045_526_400  # 2003-02-18 UTC: MovieLens took half stars from then on
 STARS = np.arange(1, 11) / 2  # 0.5 .. 5.0
-STAR_COUNTS = (239_125, 680_732, 279_252, 1_430_997, 883_398, 4_291_193, 2_200_156, 5_561_926,
-               1_534_824, 2_898_660)  # ml-20m, 0.5 .. 5.0 stars
+STAR_COUNTS = (
+    239_125,
+    680_732,
+    279_252,
+    1_430_997,
+    883_398,
+    4_291_193,
+    2_200_156,
+    5_561_926,
+    1_534_824,
+    2_898_660,
+)  # ml-20m, 0.5 .. 5.0 stars
 WHOLE_STAR_SHARES = (0.056, 0.108, 0.261, 0.349, 0.226)  # ml-1m (whole stars only), 1 .. 5
 # Popularity by rank: (rank / 26,744, sampling weight relative to the top). By absolute rank, as a
 # movie's share of all ratings at a given rank is about the same in ml-1m and ml-20m; a smaller
 # catalogue uses the head of the curve only. Calibrated so that ml-20m's size realises ml-20m's
 # rank-frequency curve (top ~50k, median ~18, tail 1): a user rates a movie once, so the head must
 # be drawn more often than it is finally rated.
-POPULARITY_CURVE = ((0.0, 1.0), (0.001, 0.32), (0.01, 0.062), (0.05, 6.9e-3), (0.12, 3.7e-4),
-                    (0.25, 5e-5), (0.5, 4.3e-7), (0.75, 3.2e-8), (0.88, 2.4e-9), (1.0, 2.4e-9))
+POPULARITY_CURVE = (
+    (0.0, 1.0),
+    (0.001, 0.32),
+    (0.01, 0.062),
+    (0.05, 6.9e-3),
+    (0.12, 3.7e-4),
+    (0.25, 5e-5),
+    (0.5, 4.3e-7),
+    (0.75, 3.2e-8),
+    (0.88, 2.4e-9),
+    (1.0, 2.4e-9),
+)
 # users' activity centres by year, 1995..2015, roughly as ml-20m's ratings spread over the years
 YEAR_WEIGHTS = (0.01, 6, 2, 1, 6, 10, 6, 4, 4, 5, 8, 6, 5, 5, 4, 4, 3.5, 3.5, 3, 3, 1)
-GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
-          "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
-          "Sci-Fi", "Thriller", "War", "Western")
-GENRE_COUNTS = (3520, 2329, 1027, 1139, 8374, 2939, 2471, 13344, 1412, 330, 2611, 196, 1036, 1514,
-                4127, 1743, 4178, 1194, 676)  # movies per genre in ml-20m
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+GENRE_COUNTS = (
+    3520,
+    2329,
+    1027,
+    1139,
+    8374,
+    2939,
+    2471,
+    13344,
+    1412,
+    330,
+    2611,
+    196,
+    1036,
+    1514,
+    4127,
+    1743,
+    4178,
+    1194,
+    676,
+)  # movies per genre in ml-20m
 NO_GENRES = "(no genres listed)"
 ACTIVITY_SIGMA = 1.3  # lognormal tail of ratings per user beyond the first 20
 SINGLE_SESSION_SHARE = 0.3  # users who rate everything in one sitting
@@ -92,30 +149,44 @@ class SynthParams:
     def check(self) -> None:
         """Raise ConfigError naming the first impossible value and what would fix it."""
         if self.users < 1 or self.movies < MIN_PER_USER or self.seed < 0:
-            raise ConfigError(f"need users >= 1, movies >= {MIN_PER_USER} (every user rates "
-                              f"{MIN_PER_USER} distinct movies) and seed >= 0, got {self}")
+            raise ConfigError(
+                f"need users >= 1, movies >= {MIN_PER_USER} (every user rates "
+                f"{MIN_PER_USER} distinct movies) and seed >= 0, got {self}"
+            )
         low = max(MIN_PER_USER * self.users, self.movies)
         high = self.max_per_user * self.users
         if not low <= self.ratings <= high:
-            raise ConfigError(f"ratings must be in {low:,}..{high:,} for {self.users:,} users and "
-                              f"{self.movies:,} movies ({MIN_PER_USER}..{self.max_per_user:,} per "
-                              f"user, every movie rated), got {self.ratings:,}")
+            raise ConfigError(
+                f"ratings must be in {low:,}..{high:,} for {self.users:,} users and "
+                f"{self.movies:,} movies ({MIN_PER_USER}..{self.max_per_user:,} per "
+                f"user, every movie rated), got {self.ratings:,}"
+            )
 
 
-PRESETS = {"ml-20m": SynthParams(138_493, 26_744, 20_000_263),
-           "small": SynthParams(6_040, 3_706, 1_000_209)}  # ml-1m's shape
+PRESETS = {
+    "ml-20m": SynthParams(138_493, 26_744, 20_000_263),
+    "small": SynthParams(6_040, 3_706, 1_000_209),
+}  # ml-1m's shape
 
 
-def params_for(preset: str = "small", users: int | None = None, movies: int | None = None,
-               ratings: int | None = None, seed: int = 0) -> SynthParams:
+def params_for(
+    preset: str = "small",
+    users: int | None = None,
+    movies: int | None = None,
+    ratings: int | None = None,
+    seed: int = 0,
+) -> SynthParams:
     """A preset with the given numbers overriding it (ConfigError for an unknown preset or an
     impossible combination)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     base = PRESETS[preset]
-    params = SynthParams(users if users is not None else base.users,
-                         movies if movies is not None else base.movies,
-                         ratings if ratings is not None else base.ratings, seed)
+    params = SynthParams(
+        users if users is not None else base.users,
+        movies if movies is not None else base.movies,
+        ratings if ratings is not None else base.ratings,
+        seed,
+    )
     params.check()
     return params
 
@@ -161,7 +232,7 @@ def activity(rng: np.random.Generator, params: SynthParams) -> np.ndarray:
             break
         share[over], free = room, free & ~over
     counts = np.floor(share).astype(np.int64)
-    counts[np.argsort(counts - share, kind="stable")[:extra - counts.sum()]] += 1
+    counts[np.argsort(counts - share, kind="stable")[: extra - counts.sum()]] += 1
     return counts + MIN_PER_USER
 
 
@@ -182,7 +253,8 @@ def catalogue(rng: np.random.Generator, n_movies: int) -> Catalogue:
     genres = _genres(rng, clusters, k)
     per_cluster = -(-np.bincount(clusters, minlength=k) // THEME_SIZE)
     themes = (np.cumsum(per_cluster) - per_cluster)[clusters] + (
-        rng.random(n_movies) * per_cluster[clusters]).astype(np.int64)  # numbered cluster by cluster
+        rng.random(n_movies) * per_cluster[clusters]
+    ).astype(np.int64)  # numbered cluster by cluster
     return Catalogue(ids, clusters, themes, popularity, quality, titles, genres)
 
 
@@ -254,14 +326,17 @@ class _Sampler:
 
     def __init__(self, cat: Catalogue) -> None:
         self.order = np.argsort(cat.themes, kind="stable")
-        weight = cat.popularity ** GROUP_FLATTEN
+        weight = cat.popularity**GROUP_FLATTEN
         self.cum = np.cumsum(weight[self.order])
         self.cum_all = np.cumsum(cat.popularity[self.order])
         self.n_clusters = int(cat.clusters.max()) + 1
-        self.mass = np.r_[np.bincount(cat.clusters, weight, self.n_clusters),
-                          np.bincount(cat.themes, weight)]
-        self.low = np.r_[0.0, np.cumsum(self.mass[:self.n_clusters])[:-1],
-                         0.0, np.cumsum(self.mass[self.n_clusters:])[:-1]]
+        self.mass = np.r_[np.bincount(cat.clusters, weight, self.n_clusters), np.bincount(cat.themes, weight)]
+        self.low = np.r_[
+            0.0,
+            np.cumsum(self.mass[: self.n_clusters])[:-1],
+            0.0,
+            np.cumsum(self.mass[self.n_clusters :])[:-1],
+        ]
         self.cluster_mass = np.bincount(cat.clusters, cat.popularity, self.n_clusters)
         self.everywhere = len(self.mass)
         self.popularity = cat.popularity
@@ -276,8 +351,15 @@ class _Sampler:
         return self.order[np.minimum(at, len(self.cum) - 1)]
 
 
-def draw_groups(rng: np.random.Generator, sampler: _Sampler, cat: Catalogue, taste: Tastes,
-                user: np.ndarray, session: np.ndarray, frac: np.ndarray) -> np.ndarray:
+def draw_groups(
+    rng: np.random.Generator,
+    sampler: _Sampler,
+    cat: Catalogue,
+    taste: Tastes,
+    user: np.ndarray,
+    session: np.ndarray,
+    frac: np.ndarray,
+) -> np.ndarray:
     """The sampler group [R] each rating is drawn from (MODE_SHARES): the theme of its run (a
     stretch of ratings inside a session), its session's cluster, a cluster of the user's current
     taste, or the whole catalogue.
@@ -301,18 +383,37 @@ def draw_groups(rng: np.random.Generator, sampler: _Sampler, cat: Catalogue, tas
     return np.choose(np.minimum(mode, 3), choices)
 
 
-def draw_movies(rng: np.random.Generator, sampler: _Sampler, cat: Catalogue, taste: Tastes,
-                user: np.ndarray, session: np.ndarray, frac: np.ndarray) -> np.ndarray:
+def draw_movies(
+    rng: np.random.Generator,
+    sampler: _Sampler,
+    cat: Catalogue,
+    taste: Tastes,
+    user: np.ndarray,
+    session: np.ndarray,
+    frac: np.ndarray,
+) -> np.ndarray:
     """Movie indices [R] of a block of whole users: no user rates a movie twice."""
     group = draw_groups(rng, sampler, cat, taste, user, session, frac)
     movie = sampler(rng, group)
-    deduplicate(rng, movie, user, sampler.popularity, lambda rows, anywhere: sampler(
-        rng, np.full(len(rows), sampler.everywhere) if anywhere else group[rows]))
+    deduplicate(
+        rng,
+        movie,
+        user,
+        sampler.popularity,
+        lambda rows, anywhere: sampler(
+            rng, np.full(len(rows), sampler.everywhere) if anywhere else group[rows]
+        ),
+    )
     return movie
 
 
-def deduplicate(rng: np.random.Generator, movie: np.ndarray, user: np.ndarray,
-                popularity: np.ndarray, redraw: Callable[[np.ndarray, bool], np.ndarray]) -> None:
+def deduplicate(
+    rng: np.random.Generator,
+    movie: np.ndarray,
+    user: np.ndarray,
+    popularity: np.ndarray,
+    redraw: Callable[[np.ndarray, bool], np.ndarray],
+) -> None:
     """Redraw (in place) each repeat of a (user, movie) pair until every pair is unique.
 
     ``user`` [R] is sorted; the earliest rating of a pair stays. Repeats are redrawn by
@@ -347,8 +448,9 @@ def _isin_sorted(values: np.ndarray, sorted_: np.ndarray) -> np.ndarray:
     return sorted_[np.minimum(np.searchsorted(sorted_, values), len(sorted_) - 1)] == values
 
 
-def _fill(rng: np.random.Generator, movie: np.ndarray, user: np.ndarray, rows: np.ndarray,
-          popularity: np.ndarray) -> None:
+def _fill(
+    rng: np.random.Generator, movie: np.ndarray, user: np.ndarray, rows: np.ndarray, popularity: np.ndarray
+) -> None:
     """Give ``rows`` (sorted) movies their users have not rated: popularity-weighted draws
     without replacement (Gumbel top-k), a block of users at a time."""
     owners, start, need = np.unique(user[rows], return_index=True, return_counts=True)
@@ -356,9 +458,9 @@ def _fill(rng: np.random.Generator, movie: np.ndarray, user: np.ndarray, rows: n
     for lo in range(0, len(owners), 256):
         keys = np.log(popularity) + rng.gumbel(size=(min(256, len(owners) - lo), len(popularity)))
         for i, j in enumerate(range(lo, lo + len(keys))):
-            mine = rows[start[j]:start[j] + need[j]]
+            mine = rows[start[j] : start[j] + need[j]]
             keys[i, movie[np.setdiff1d(np.arange(lows[j], highs[j]), mine)]] = -np.inf
-            top = np.argpartition(-keys[i], need[j] - 1)[:need[j]]
+            top = np.argpartition(-keys[i], need[j] - 1)[: need[j]]
             movie[mine] = top[np.argsort(-keys[i, top])]
 
 
@@ -401,7 +503,7 @@ def stars(latent: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
     for mask, shares in ((whole, whole_shares), (~whole, half_shares / half_shares.sum())):
         z = latent[mask]
         values, shares = STARS[shares > 0], shares[shares > 0]
-        cuts = np.quantile(z[::max(1, len(z) // 1_000_000)], np.cumsum(shares)[:-1]) if len(z) else []
+        cuts = np.quantile(z[:: max(1, len(z) // 1_000_000)], np.cumsum(shares)[:-1]) if len(z) else []
         out[mask] = values[np.searchsorted(cuts, z, side="right")]
     return out
 
@@ -418,8 +520,12 @@ def generate(params: SynthParams) -> Release:
     user = np.repeat(np.arange(params.users), counts)
     frac = (np.arange(len(user)) - (np.cumsum(counts) - counts)[user]) / (counts - 1)[user]
     blocks = _blocks(counts)
-    movie = np.concatenate([draw_movies(rngs[4], sampler, cat, taste, user[lo:hi], session[lo:hi],
-                                        frac[lo:hi]) for lo, hi in blocks])
+    movie = np.concatenate(
+        [
+            draw_movies(rngs[4], sampler, cat, taste, user[lo:hi], session[lo:hi], frac[lo:hi])
+            for lo, hi in blocks
+        ]
+    )
     del session
     cover(rngs[4], movie, params.movies)
     latent = AFFINITY_EFFECT * affinity(taste, user, cat.clusters[movie], frac)
@@ -429,8 +535,12 @@ def generate(params: SynthParams) -> Release:
     del latent, frac
     key = user * params.movies + movie  # rows by user, then movie id (ids ascend with indices)
     order = np.concatenate([lo + np.argsort(key[lo:hi]) for lo, hi in blocks])
-    ratings = {"user_id": user[order] + 1, "movie_id": cat.movie_ids[movie[order]],
-               "rating": rating[order], "timestamp": timestamp[order]}
+    ratings = {
+        "user_id": user[order] + 1,
+        "movie_id": cat.movie_ids[movie[order]],
+        "rating": rating[order],
+        "timestamp": timestamp[order],
+    }
     stats = realised_stats(ratings, np.bincount(movie, minlength=params.movies), counts)
     structure = {"clusters": sampler.n_clusters, "themes": int(cat.themes.max() + 1)}
     return Release(params, ratings, cat, taste, {**stats, **structure})
@@ -446,21 +556,32 @@ def _blocks(counts: np.ndarray, size: int = 1 << 20) -> list[tuple[int, int]]:
 
 def realised_stats(ratings: dict[str, np.ndarray], per_movie: np.ndarray, per_user: np.ndarray) -> dict:
     """Counts, ratings per user and per movie, star shares, time range and ratings per year."""
+
     def spread(a: np.ndarray) -> dict:
-        return {"min": int(a.min()), "median": float(np.median(a)), "mean": round(float(a.mean()), 1),
-                "max": int(a.max())}
+        return {
+            "min": int(a.min()),
+            "median": float(np.median(a)),
+            "mean": round(float(a.mean()), 1),
+            "max": int(a.max()),
+        }
 
     shares = np.bincount((ratings["rating"] * 2).astype(np.int64) - 1, minlength=10)
     year = ratings["timestamp"].astype("datetime64[s]").astype("datetime64[Y]")
     years, per_year = np.unique(year.astype(np.int64) + 1970, return_counts=True)
     first, last = pd.to_datetime([ratings["timestamp"].min(), ratings["timestamp"].max()], unit="s")
     n = len(ratings["rating"])
-    return {"users": len(per_user), "movies": len(per_movie), "ratings": n,
-            "ratings_per_user": spread(per_user), "ratings_per_movie": spread(per_movie),
-            "star_shares": {f"{s:.1f}": round(c / n, 4) for s, c in zip(STARS, shares)},
-            "share_4_or_more": round(float(shares[7:].sum() / n), 4),
-            "first_rating": first.isoformat(), "last_rating": last.isoformat(),
-            "year_shares": {int(y): round(c / n, 4) for y, c in zip(years, per_year)}}
+    return {
+        "users": len(per_user),
+        "movies": len(per_movie),
+        "ratings": n,
+        "ratings_per_user": spread(per_user),
+        "ratings_per_movie": spread(per_movie),
+        "star_shares": {f"{s:.1f}": round(c / n, 4) for s, c in zip(STARS, shares)},
+        "share_4_or_more": round(float(shares[7:].sum() / n), 4),
+        "first_rating": first.isoformat(),
+        "last_rating": last.isoformat(),
+        "year_shares": {int(y): round(c / n, 4) for y, c in zip(years, per_year)},
+    }
 
 
 def write_release(release: Release, folder: Path) -> None:
@@ -471,9 +592,14 @@ def write_release(release: Release, folder: Path) -> None:
     frame, cat = release.ratings, release.catalogue
     labels = pa.array([f"{s:.1f}" for s in STARS])
     codes = pa.array((frame["rating"] * 2).astype(np.int8) - 1)
-    table = pa.table({"userId": frame["user_id"], "movieId": frame["movie_id"],
-                      "rating": pa.DictionaryArray.from_arrays(codes, labels).cast(pa.string()),
-                      "timestamp": frame["timestamp"]})
+    table = pa.table(
+        {
+            "userId": frame["user_id"],
+            "movieId": frame["movie_id"],
+            "rating": pa.DictionaryArray.from_arrays(codes, labels).cast(pa.string()),
+            "timestamp": frame["timestamp"],
+        }
+    )
     with (folder / "ratings.csv").open("wb") as out:
         out.write(b"userId,movieId,rating,timestamp\n")  # pyarrow would quote the header
         csv.write_csv(table, out, csv.WriteOptions(include_header=False, quoting_style="none"))
@@ -485,29 +611,32 @@ def write_release(release: Release, folder: Path) -> None:
 def readme(release: Release) -> str:
     """The release's README: what it is, how to make it again, and what it realised."""
     p = release.params
-    return (f"SYNTHETIC MovieLens-shaped ratings: NOT real user data\n{'=' * 54}\n\n"
-            f"Generated by `recsys synth` (recsys.synth, generator version {VERSION}):\n"
-            f"  recsys synth --users {p.users} --movies {p.movies} --ratings {p.ratings} "
-            f"--seed {p.seed} --out DIR\nThe same version, parameters and seed give byte-identical "
-            "files.\n\nFiles, in the MovieLens 20M layout:\n"
-            "  ratings.csv  userId,movieId,rating,timestamp (0.5..5.0 stars, epoch seconds UTC), "
-            "sorted by userId, movieId\n"
-            "  movies.csv   movieId,title,genres (pipe-separated MovieLens genres)\n\n"
-            "Planted structure: each movie belongs to a latent cluster (its genres follow the "
-            "cluster) and to a\ntheme of ~40 movies inside it; each user has an early and a late "
-            "taste over clusters, the late\none gaining weight along the user's timeline. Ratings "
-            "come in sessions that stick to a cluster\nand runs of a few ratings that stick to a "
-            "theme; stars are higher where a movie's cluster matches\nthe user's taste "
-            f"at the time.\n\nParameters: {json.dumps(asdict(p))}\n\n"
-            f"Realised statistics:\n{json.dumps(release.stats, indent=2)}\n")
+    return (
+        f"SYNTHETIC MovieLens-shaped ratings: NOT real user data\n{'=' * 54}\n\n"
+        f"Generated by `recsys synth` (recsys.synth, generator version {VERSION}):\n"
+        f"  recsys synth --users {p.users} --movies {p.movies} --ratings {p.ratings} "
+        f"--seed {p.seed} --out DIR\nThe same version, parameters and seed give byte-identical "
+        "files.\n\nFiles, in the MovieLens 20M layout:\n"
+        "  ratings.csv  userId,movieId,rating,timestamp (0.5..5.0 stars, epoch seconds UTC), "
+        "sorted by userId, movieId\n"
+        "  movies.csv   movieId,title,genres (pipe-separated MovieLens genres)\n\n"
+        "Planted structure: each movie belongs to a latent cluster (its genres follow the "
+        "cluster) and to a\ntheme of ~40 movies inside it; each user has an early and a late "
+        "taste over clusters, the late\none gaining weight along the user's timeline. Ratings "
+        "come in sessions that stick to a cluster\nand runs of a few ratings that stick to a "
+        "theme; stars are higher where a movie's cluster matches\nthe user's taste "
+        f"at the time.\n\nParameters: {json.dumps(asdict(p))}\n\n"
+        f"Realised statistics:\n{json.dumps(release.stats, indent=2)}\n"
+    )
 
 
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a folder path")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise DataError(f"--out {out} exists and is not empty; pass --force to replace it or "
-                        "choose another folder")
+        raise DataError(
+            f"--out {out} exists and is not empty; pass --force to replace it or choose another folder"
+        )
 
 
 def synthesize(params: SynthParams, out: Path, force: bool = False) -> dict:
@@ -534,8 +663,7 @@ def synthesize(params: SynthParams, out: Path, force: bool = False) -> dict:
         raise
     seconds = round(time.perf_counter() - started, 1)
     log.info("wrote %s in %.1f s", out, seconds)
-    return {"out": str(out), **asdict(params), "version": VERSION, "seconds": seconds,
-            "stats": release.stats}
+    return {"out": str(out), **asdict(params), "version": VERSION, "seconds": seconds, "stats": release.stats}
 
 
 def _swap_in(staged: Path, out: Path) -> None:

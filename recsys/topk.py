@@ -61,27 +61,27 @@ def _block_maxima(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray) -> None
     n, n_fine, n_coarse = row.shape[0], fine.shape[0], coarse.shape[0]
     if n >= 7 * n_fine and n_fine == 4 * n_coarse:
         nf = n_fine
-        s0, s1, s2, s3 = row[:nf], row[nf:2 * nf], row[2 * nf:3 * nf], row[3 * nf:4 * nf]
-        s4, s5, s6, s7 = row[4 * nf:5 * nf], row[5 * nf:6 * nf], row[6 * nf:7 * nf], row[7 * nf:]
+        s0, s1, s2, s3 = row[:nf], row[nf : 2 * nf], row[2 * nf : 3 * nf], row[3 * nf : 4 * nf]
+        s4, s5, s6, s7 = row[4 * nf : 5 * nf], row[5 * nf : 6 * nf], row[6 * nf : 7 * nf], row[7 * nf :]
         for j in range(s7.shape[0]):
-            fine[j] = _max(_max(_max(s0[j], s1[j]), _max(s2[j], s3[j])),
-                           _max(_max(s4[j], s5[j]), _max(s6[j], s7[j])))
+            fine[j] = _max(
+                _max(_max(s0[j], s1[j]), _max(s2[j], s3[j])), _max(_max(s4[j], s5[j]), _max(s6[j], s7[j]))
+            )
         for j in range(s7.shape[0], n_fine):
-            fine[j] = _max(_max(_max(s0[j], s1[j]), _max(s2[j], s3[j])),
-                           _max(_max(s4[j], s5[j]), s6[j]))
-        f0, f1 = fine[:n_coarse], fine[n_coarse:2 * n_coarse]
-        f2, f3 = fine[2 * n_coarse:3 * n_coarse], fine[3 * n_coarse:]
+            fine[j] = _max(_max(_max(s0[j], s1[j]), _max(s2[j], s3[j])), _max(_max(s4[j], s5[j]), s6[j]))
+        f0, f1 = fine[:n_coarse], fine[n_coarse : 2 * n_coarse]
+        f2, f3 = fine[2 * n_coarse : 3 * n_coarse], fine[3 * n_coarse :]
         for c in range(n_coarse):
             coarse[c] = _max(_max(f0[c], f1[c]), _max(f2[c], f3[c]))
         return
     fine[:] = -np.inf  # short rows: fewer stripes, one pass per stripe
     for start in range(0, n, n_fine):
-        stripe = row[start:start + n_fine]  # a slice: plain loop indices vectorise (no wraparound)
+        stripe = row[start : start + n_fine]  # a slice: plain loop indices vectorise (no wraparound)
         for j in range(stripe.shape[0]):
             fine[j] = _max(stripe[j], fine[j])
     coarse[:] = fine[:n_coarse]
     for start in range(n_coarse, n_fine, n_coarse):
-        part = fine[start:start + n_coarse]
+        part = fine[start : start + n_coarse]
         for c in range(n_coarse):
             coarse[c] = _max(part[c], coarse[c])
 
@@ -134,8 +134,15 @@ def _threshold(coarse: np.ndarray, k: int, frac: float) -> tuple[float, float]:
 
 
 @njit(cache=True, nogil=True)
-def _candidates(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray, t: float, sel: np.ndarray,
-                cand_idx: np.ndarray, cand_val: np.ndarray) -> int:
+def _candidates(
+    row: np.ndarray,
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    t: float,
+    sel: np.ndarray,
+    cand_idx: np.ndarray,
+    cand_val: np.ndarray,
+) -> int:
     """Items >= t (index, value) of the blocks whose maximum is >= t; returns their count."""
     n, n_fine, n_coarse = row.shape[0], fine.shape[0], coarse.shape[0]
     t32 = np.float32(t)
@@ -149,10 +156,10 @@ def _candidates(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray, t: float,
             j = sel[q] + f * n_coarse
             sel[n_coarse + m_fine] = j
             m_fine += fine[j] >= t32
-    fine_sel = sel[n_coarse:n_coarse + m_fine]
+    fine_sel = sel[n_coarse : n_coarse + m_fine]
     count = 0
     for start in range(0, n, n_fine):  # stripe by stripe: a fixed trip count, ascending addresses
-        stripe = row[start:start + n_fine]
+        stripe = row[start : start + n_fine]
         width = stripe.shape[0]
         for q in range(m_fine):
             j = fine_sel[q]
@@ -165,8 +172,7 @@ def _candidates(row: np.ndarray, fine: np.ndarray, coarse: np.ndarray, t: float,
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _rank_by_value(cand_idx: np.ndarray, cand_val: np.ndarray, count: int, k: int,
-                   top: np.ndarray) -> bool:
+def _rank_by_value(cand_idx: np.ndarray, cand_val: np.ndarray, count: int, k: int, top: np.ndarray) -> bool:
     """top[r] = the item of rank r (descending value), r < k; False if equal values among the
     first k + 1 ranks collide (the caller then breaks ties by index). top holds k + 2 slots."""
     top[:] = -1
@@ -199,7 +205,7 @@ def _keys(row: np.ndarray, cand_idx: np.ndarray, count: int, keys: np.ndarray) -
 def _top_by_key(keys: np.ndarray, count: int, k: int, top: np.ndarray) -> None:
     """top[r] = the item of the r-th largest key, r < k."""
     if count > 2 * k:  # heavy ties or a mostly seen row: keep the k largest first
-        keys[:k] = np.partition(keys[:count], count - k)[count - k:]
+        keys[:k] = np.partition(keys[:count], count - k)[count - k :]
         count = k
     if count <= RANK_LIMIT:
         for i in range(count):
@@ -215,9 +221,21 @@ def _top_by_key(keys: np.ndarray, count: int, k: int, top: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _row_topk(row: np.ndarray, seen: np.ndarray, k: int, frac: float, fine: np.ndarray,
-              coarse: np.ndarray, sel: np.ndarray, cand_idx: np.ndarray, cand_val: np.ndarray,
-              keys: np.ndarray, top: np.ndarray, idx_out: np.ndarray, val_out: np.ndarray) -> float:
+def _row_topk(
+    row: np.ndarray,
+    seen: np.ndarray,
+    k: int,
+    frac: float,
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    sel: np.ndarray,
+    cand_idx: np.ndarray,
+    cand_val: np.ndarray,
+    keys: np.ndarray,
+    top: np.ndarray,
+    idx_out: np.ndarray,
+    val_out: np.ndarray,
+) -> float:
     """One row into idx_out/val_out; returns the threshold's relative position for the next row."""
     n = row.shape[0]
     for j in seen:
@@ -236,8 +254,15 @@ def _row_topk(row: np.ndarray, seen: np.ndarray, k: int, frac: float, fine: np.n
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _topk(scores: np.ndarray, seen: np.ndarray, offsets: np.ndarray, k: int, n_chunks: int,
-          idx_out: np.ndarray, val_out: np.ndarray) -> None:
+def _topk(
+    scores: np.ndarray,
+    seen: np.ndarray,
+    offsets: np.ndarray,
+    k: int,
+    n_chunks: int,
+    idx_out: np.ndarray,
+    val_out: np.ndarray,
+) -> None:
     n_rows, n = scores.shape
     n_coarse = (n + BLOCK - 1) // BLOCK
     for chunk in prange(n_chunks):  # one scratch set per chunk of rows, not per row
@@ -250,12 +275,26 @@ def _topk(scores: np.ndarray, seen: np.ndarray, offsets: np.ndarray, k: int, n_c
         top = np.empty(k + 2, dtype=np.int64)
         frac = 0.5
         for r in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
-            frac = _row_topk(scores[r], seen[offsets[r]:offsets[r + 1]], k, frac, fine, coarse, sel,
-                             cand_idx, cand_val, keys, top, idx_out[r], val_out[r])
+            frac = _row_topk(
+                scores[r],
+                seen[offsets[r] : offsets[r + 1]],
+                k,
+                frac,
+                fine,
+                coarse,
+                sel,
+                cand_idx,
+                cand_val,
+                keys,
+                top,
+                idx_out[r],
+                val_out[r],
+            )
 
 
-def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int,
-                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def masked_topk(
+    scores: np.ndarray, seen: list[np.ndarray], k: int, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item indices and scores per row of ``scores`` [B, N] with ``seen[r]`` masked.
 
     ``threads``: at most this many threads (None: numba's setting, every core by default).
@@ -266,8 +305,7 @@ def masked_topk(scores: np.ndarray, seen: list[np.ndarray], k: int,
     items ends in -inf scores. Raises ValueError for a bad shape or k.
     """
     if scores.ndim != 2 or scores.dtype != np.float32 or not scores.flags.c_contiguous:
-        raise ValueError(f"scores must be a C-contiguous float32 matrix, got {scores.dtype} "
-                         f"{scores.shape}")
+        raise ValueError(f"scores must be a C-contiguous float32 matrix, got {scores.dtype} {scores.shape}")
     if len(seen) != scores.shape[0]:
         raise ValueError(f"{len(seen)} seen lists for {scores.shape[0]} rows")
     if not 1 <= k <= scores.shape[1]:

@@ -23,8 +23,7 @@ from recsys.config import Settings
 from recsys.data import Prepared, seen_lists
 from recsys.errors import ConfigError
 from recsys.evaluation import ease_weights, evaluate, evaluate_ranks, metrics_from_ranks
-from recsys.model import (TwoTower, full_softmax_loss, item_log_prob_from_counts,
-                          sampled_softmax_loss)
+from recsys.model import TwoTower, full_softmax_loss, item_log_prob_from_counts, sampled_softmax_loss
 from recsys.sequences import Examples, build_histories, id_examples, window_examples
 
 log = logging.getLogger(__name__)
@@ -107,8 +106,9 @@ def teacher_scores(ex: Examples, idx: torch.Tensor, teacher: torch.Tensor) -> to
     return scores.masked_fill(seen, float("-inf"))
 
 
-def _hard_negatives(ctx: LossContext, owners: torch.Tensor, n: int,
-                    gen: torch.Generator) -> torch.Tensor | None:
+def _hard_negatives(
+    ctx: LossContext, owners: torch.Tensor, n: int, gen: torch.Generator
+) -> torch.Tensor | None:
     if ctx.hard_lists is None or n == 0:
         return None
     pool = ctx.hard_lists[owners]
@@ -116,8 +116,14 @@ def _hard_negatives(ctx: LossContext, owners: torch.Tensor, n: int,
     return pool.gather(1, picks)
 
 
-def _step_loss(model: TwoTower, ex: Examples, idx: torch.Tensor, settings: Settings,
-               ctx: LossContext, gen: torch.Generator) -> torch.Tensor:
+def _step_loss(
+    model: TwoTower,
+    ex: Examples,
+    idx: torch.Tensor,
+    settings: Settings,
+    ctx: LossContext,
+    gen: torch.Generator,
+) -> torch.Tensor:
     """Loss of the examples ``idx``: every real target position is one query."""
     rows, targets = ex.inputs[idx], ex.targets[idx]
     if model.reads_history:
@@ -131,15 +137,15 @@ def _step_loss(model: TwoTower, ex: Examples, idx: torch.Tensor, settings: Setti
         teacher = None
         if ctx.teacher is not None:
             teacher = teacher_scores(ex, idx, ctx.teacher)[mask]
-        return full_softmax_loss(model, queries, tgt, teacher, cfg.distill_weight,
-                                 cfg.distill_temperature)
+        return full_softmax_loss(model, queries, tgt, teacher, cfg.distill_weight, cfg.distill_temperature)
     n_neg = settings.model.num_sampled_negatives
     n_hard = int(round(n_neg * cfg.hard_negative_ratio)) if ctx.hard_lists is not None else 0
     sampled = log_q = None
     if n_neg - n_hard > 0 and ctx.sampler is not None:
         sampled, log_q = ctx.sampler.draw(n_neg - n_hard)
-    return sampled_softmax_loss(model, queries, tgt, sampled, log_q,
-                                _hard_negatives(ctx, owners, n_hard, gen))
+    return sampled_softmax_loss(
+        model, queries, tgt, sampled, log_q, _hard_negatives(ctx, owners, n_hard, gen)
+    )
 
 
 def _epoch_order(ex: Examples, max_targets: int, gen: torch.Generator) -> torch.Tensor:
@@ -149,9 +155,15 @@ def _epoch_order(ex: Examples, max_targets: int, gen: torch.Generator) -> torch.
     return order[: int(torch.searchsorted(covered, max_targets, right=True)) or 1]
 
 
-def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, ex: Examples,
-                 settings: Settings, ctx: LossContext, gen: torch.Generator,
-                 desc: str) -> tuple[float, int]:
+def _train_epoch(
+    model: TwoTower,
+    optimizer: torch.optim.Optimizer,
+    ex: Examples,
+    settings: Settings,
+    ctx: LossContext,
+    gen: torch.Generator,
+    desc: str,
+) -> tuple[float, int]:
     """One pass over a fresh sample of examples; returns (mean loss, predicted positives)."""
     cfg = settings.train
     order = _epoch_order(ex, cfg.max_interactions, gen)
@@ -159,7 +171,7 @@ def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, ex: Examples
     losses = []
     steps = range(0, len(order), cfg.batch_size)
     for start in tqdm(steps, desc=desc, disable=not cfg.progress_bar, leave=False):
-        idx = order[start:start + cfg.batch_size]
+        idx = order[start : start + cfg.batch_size]
         loss = _step_loss(model, ex, idx, settings, ctx, gen)
         optimizer.zero_grad()
         loss.backward()
@@ -168,37 +180,54 @@ def _train_epoch(model: TwoTower, optimizer: torch.optim.Optimizer, ex: Examples
     return float(np.mean(losses)), int(ex.n_targets[order].sum())
 
 
-def _loss_context(prepared: Prepared, settings: Settings, model: TwoTower, ex: Examples,
-                  gen: torch.Generator, hard_lists: np.ndarray | None) -> LossContext:
+def _loss_context(
+    prepared: Prepared,
+    settings: Settings,
+    model: TwoTower,
+    ex: Examples,
+    gen: torch.Generator,
+    hard_lists: np.ndarray | None,
+) -> LossContext:
     """Resolve softmax mode, sampler, hard negatives and the distillation teacher."""
     cfg, full = settings.train, uses_full_softmax(settings, model.n_items)
     if cfg.distill_weight > 0 and not (full and model.reads_history):
-        raise ConfigError("train.distill_weight > 0 needs a history tower with the full softmax "
-                          "(model.user_tower=sasrec|mean, model.softmax=full or auto on a small catalogue)")
+        raise ConfigError(
+            "train.distill_weight > 0 needs a history tower with the full softmax "
+            "(model.user_tower=sasrec|mean, model.softmax=full or auto on a small catalogue)"
+        )
     if cfg.hard_negative_ratio > 0 and full:
-        raise ConfigError("train.hard_negative_ratio > 0 needs model.softmax=sampled: the full "
-                          "softmax already uses every item as a negative")
+        raise ConfigError(
+            "train.hard_negative_ratio > 0 needs model.softmax=sampled: the full "
+            "softmax already uses every item as a negative"
+        )
     ctx = LossContext(full=full)
     if not full:
         counts = prepared.catalogue["train_count"].to_numpy(dtype=np.float64)
         ctx.sampler = NegativeSampler(counts, settings.model.negative_distribution, gen)
     if cfg.hard_negative_ratio > 0:
         if hard_lists is None:
-            log.warning("train.hard_negative_ratio=%s but no champion lists: naive negatives only",
-                        cfg.hard_negative_ratio)
+            log.warning(
+                "train.hard_negative_ratio=%s but no champion lists: naive negatives only",
+                cfg.hard_negative_ratio,
+            )
         else:
             ctx.hard_lists = torch.as_tensor(hard_lists, dtype=torch.long)
     if cfg.distill_weight > 0:
-        weights = ease_weights(prepared.split("train"), prepared.n_users, prepared.n_items,
-                               cfg.distill_ease_l2)
+        weights = ease_weights(
+            prepared.split("train"), prepared.n_users, prepared.n_items, cfg.distill_ease_l2
+        )
         teacher = np.vstack([weights, np.zeros((1, model.n_items))]).astype(np.float32)
         ctx.teacher = torch.from_numpy(teacher)
         ex.attach_teacher_base(ctx.teacher)
     return ctx
 
 
-def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], None] | None = None,
-          hard_lists: np.ndarray | None = None) -> TrainResult:
+def train(
+    prepared: Prepared,
+    settings: Settings,
+    on_epoch: Callable[[dict], None] | None = None,
+    hard_lists: np.ndarray | None = None,
+) -> TrainResult:
     """Train on ``prepared``; return the epoch with the best validation NDCG@10.
 
     ``on_epoch`` receives {"epoch", "loss", "valid_<metric>"...} after each epoch (for MLflow).
@@ -212,14 +241,13 @@ def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], Non
     train_df = prepared.split("train")
     pairs_np = train_df[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
     counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
-    model = TwoTower(prepared.n_users, prepared.n_items, settings.model,
-                     item_log_prob_from_counts(counts))
+    model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts))
     length = settings.model.history_length
-    ex = (window_examples(pairs_np, prepared.n_items, length) if model.reads_history
-          else id_examples(pairs_np))
+    ex = window_examples(pairs_np, prepared.n_items, length) if model.reads_history else id_examples(pairs_np)
     ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.train.learning_rate,
-                                 weight_decay=settings.train.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.train.learning_rate, weight_decay=settings.train.weight_decay
+    )
     histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
     seen = seen_lists(train_df, prepared.n_users)
     valid = prepared.split("valid")
@@ -229,18 +257,33 @@ def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], Non
     started = time.perf_counter()
     for epoch in range(1, settings.train.max_epochs + 1):
         tick = time.perf_counter()
-        loss, n_pairs = _train_epoch(model, optimizer, ex, settings, ctx, gen,
-                                     f"epoch {epoch}/{settings.train.max_epochs}")
+        loss, n_pairs = _train_epoch(
+            model, optimizer, ex, settings, ctx, gen, f"epoch {epoch}/{settings.train.max_epochs}"
+        )
         model.eval()
         tock = time.perf_counter()
-        metrics = evaluate(Scorer(model, histories if model.reads_history else None), valid, seen,
-                           settings.train.eval_batch_size)
-        row = {"epoch": epoch, "loss": loss, "pairs": n_pairs,
-               "train_seconds": tock - tick, "valid_seconds": time.perf_counter() - tock,
-               **{f"valid_{k}": v for k, v in metrics.items()}}
+        metrics = evaluate(
+            Scorer(model, histories if model.reads_history else None),
+            valid,
+            seen,
+            settings.train.eval_batch_size,
+        )
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "pairs": n_pairs,
+            "train_seconds": tock - tick,
+            "valid_seconds": time.perf_counter() - tock,
+            **{f"valid_{k}": v for k, v in metrics.items()},
+        }
         result.epochs.append(row)
-        log.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f", epoch, loss,
-                 metrics["ndcg_at_10"], metrics["recall_at_10"])
+        log.info(
+            "epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f",
+            epoch,
+            loss,
+            metrics["ndcg_at_10"],
+            metrics["recall_at_10"],
+        )
         if on_epoch:
             on_epoch(row)
         if metrics[SELECTION_METRIC] > result.valid_metrics[SELECTION_METRIC]:
@@ -252,8 +295,12 @@ def train(prepared: Prepared, settings: Settings, on_epoch: Callable[[dict], Non
                 log.info("early stop after epoch %d (best %d)", epoch, result.best_epoch)
                 break
         if budget is not None and time.perf_counter() - started >= budget:
-            log.info("time budget of %.1f min spent after epoch %d (best %d)",
-                     settings.train.max_minutes, epoch, result.best_epoch)
+            log.info(
+                "time budget of %.1f min spent after epoch %d (best %d)",
+                settings.train.max_minutes,
+                epoch,
+                result.best_epoch,
+            )
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -269,8 +316,9 @@ def serving_histories(prepared: Prepared, length: int, splits: tuple[str, ...]) 
     return build_histories(pairs, prepared.n_users, prepared.n_items, length)
 
 
-def evaluate_model(model: TwoTower, prepared: Prepared, split: str,
-                   batch_size: int = 1024) -> tuple[dict[str, float], np.ndarray]:
+def evaluate_model(
+    model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024
+) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and per-user ranks of ``model`` on 'valid' (seen = train) or 'test' (seen = train+valid)."""
     before = ("train",) if split == "valid" else ("train", "valid")
     seen_pairs = prepared.interactions[prepared.interactions["split"].isin(before)]

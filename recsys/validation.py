@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 SUITES = ("ratings_raw", "interactions", "recommendations")
-RECOMMENDATION_COLUMNS = ["user_id", "item_ids", "scores", "model_version", "data_version",
-                          "event_timestamp"]
+RECOMMENDATION_COLUMNS = ["user_id", "item_ids", "scores", "model_version", "data_version", "event_timestamp"]
 MAX_EXAMPLES = 5  # bad values / rows quoted per failed expectation
 # Columns that name a failing row in the report (when present), instead of the bare frame index.
 _ROW_KEYS = {
@@ -60,7 +59,7 @@ def _datasource() -> PandasDatasource:
     return context.data_sources.add_pandas("recsys")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _suite_json(name: str) -> dict[str, Any]:
     if name not in SUITES:
         raise ValueError(f"unknown validation suite {name!r}; known suites: {', '.join(SUITES)}")
@@ -70,7 +69,7 @@ def _suite_json(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _suite(name: str) -> ExpectationSuite:
     """Load a suite from JSON (the context must exist first; GX resolves suites through it)."""
     _datasource()
@@ -80,12 +79,14 @@ def _suite(name: str) -> ExpectationSuite:
     suite = ExpectationSuite(**spec)
     # GX logs and drops an expectation it cannot parse; a suite must never lose checks silently.
     if len(suite.expectations) != len(spec["expectations"]):
-        raise DataError(f"suite {name!r}: {len(spec['expectations']) - len(suite.expectations)} "
-                        f"expectation(s) in {EXPECTATIONS_DIR / name}.json are invalid (see GX log)")
+        raise DataError(
+            f"suite {name!r}: {len(spec['expectations']) - len(suite.expectations)} "
+            f"expectation(s) in {EXPECTATIONS_DIR / name}.json are invalid (see GX log)"
+        )
     return suite
 
 
-@lru_cache(maxsize=None)
+@cache
 def _batch_definition(name: str) -> BatchDefinition:
     return _datasource().add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
 
@@ -115,8 +116,9 @@ def validate(suite_name: str, frame: pd.DataFrame, parameters: dict | None = Non
     if not frame.index.is_unique:  # GX looks failing rows up by index label
         frame = frame.reset_index(drop=True)
     batch = _batch_definition(suite_name).get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(_suite(suite_name), result_format=result_format,
-                            expectation_parameters=parameters)
+    result = batch.validate(
+        _suite(suite_name), result_format=result_format, expectation_parameters=parameters
+    )
     stats = result.statistics
     summary = {
         "suite": suite_name,
@@ -172,8 +174,10 @@ def _describe(res: Any) -> list[str]:
     if error:
         lines.append(f"    could not run: {error}")
     elif "unexpected_count" in out:
-        lines.append(f"    {out['unexpected_count']} of {out.get('element_count')} rows unexpected "
-                     f"({out.get('unexpected_percent') or 0:.3g}%)")
+        lines.append(
+            f"    {out['unexpected_count']} of {out.get('element_count')} rows unexpected "
+            f"({out.get('unexpected_percent') or 0:.3g}%)"
+        )
         # Rows (key columns + the bad value) say more than bare values; GX gives them when it can.
         rows = out.get("partial_unexpected_index_list") or []
         if rows and isinstance(rows[0], dict):
@@ -190,10 +194,12 @@ def _describe(res: Any) -> list[str]:
 def failure_report(results: list, summary: dict) -> str:
     """Readable multi-line text naming each failed expectation of a GX validation result."""
     # Expectations that ran come first; those that could not run (a missing column) follow.
-    failed = sorted((r for r in results if not r.success),
-                    key=lambda r: _exception_message(r.exception_info) is not None)
-    lines = [f"{len(failed)} of {summary['evaluated_expectations']} expectations failed "
-             f"on {summary['rows']} rows:"]
+    failed = sorted(
+        (r for r in results if not r.success), key=lambda r: _exception_message(r.exception_info) is not None
+    )
+    lines = [
+        f"{len(failed)} of {summary['evaluated_expectations']} expectations failed on {summary['rows']} rows:"
+    ]
     for res in failed:
         lines.extend(_describe(res))
     return "\n".join(lines)
@@ -206,15 +212,19 @@ def validate_ratings(ratings: pd.DataFrame) -> dict:
 
 def validate_interactions(prepared: Prepared, rating_threshold: float) -> dict:
     """Validate ``prepared.interactions`` against its own id maps with suite ``interactions``."""
-    parameters = {"n_users": prepared.n_users, "n_items": prepared.n_items,
-                  "rating_threshold": float(rating_threshold)}
+    parameters = {
+        "n_users": prepared.n_users,
+        "n_items": prepared.n_items,
+        "rating_threshold": float(rating_threshold),
+    }
     return validate("interactions", prepared.interactions, parameters)
 
 
 def _lists(column: pd.Series, dtype: type) -> list[np.ndarray]:
     """Each cell as a 1-d array; a null cell becomes an empty list (and fails the length check)."""
-    return [np.asarray([] if v is None or (np.isscalar(v) and pd.isna(v)) else v, dtype=dtype)
-            for v in column]
+    return [
+        np.asarray([] if v is None or (np.isscalar(v) and pd.isna(v)) else v, dtype=dtype) for v in column
+    ]
 
 
 def _flags_by_row(bad_rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -222,8 +232,9 @@ def _flags_by_row(bad_rows: np.ndarray, n_rows: int) -> np.ndarray:
     return np.bincount(bad_rows, minlength=n_rows) == 0
 
 
-def _item_counts(rows: np.ndarray, user_codes: np.ndarray, movies: np.ndarray,
-                 rated: pd.DataFrame, users: pd.Index, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _item_counts(
+    rows: np.ndarray, user_codes: np.ndarray, movies: np.ndarray, rated: pd.DataFrame, users: pd.Index, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(distinct items, already-rated items) per row from the flat (row, movie) list entries.
 
     Pairs are packed into one int64 key (code * span + movie offset) so both counts are sorts
@@ -249,9 +260,10 @@ def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFra
     """Derive one row of list checks per recommendation row (GX has no list expectations).
 
     ``recs``: one row per user with user_id, item_ids (movie ids, best first), scores, model_version,
-    data_version, event_timestamp. ``rated``: (user_id, movie_id) pairs of everything each user rated. Returns
-    user_id, model_version, data_version, event_timestamp, n_items, n_scores, n_unique_items, n_seen_items (listed
-    items the user already rated), scores_sorted (non-increasing) and scores_finite, in ``recs`` order.
+    data_version, event_timestamp. ``rated``: (user_id, movie_id) pairs of everything each user
+    rated. Returns user_id, model_version, data_version, event_timestamp, n_items, n_scores,
+    n_unique_items, n_seen_items (listed items the user already rated), scores_sorted
+    (non-increasing) and scores_finite, in ``recs`` order.
     Raises DataError when a required column is missing.
     """
     _require(recs, RECOMMENDATION_COLUMNS, "recommendations")
@@ -267,16 +279,20 @@ def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFra
     flat = np.concatenate(scores) if n else np.empty(0)
     owner = np.repeat(np.arange(n), n_scores)
     rising = (np.diff(flat) > 0) & (owner[1:] == owner[:-1])
-    return pd.DataFrame({
-        **{c: recs[c].reset_index(drop=True)
-           for c in ["user_id", "model_version", "data_version", "event_timestamp"]},
-        "n_items": n_items,
-        "n_scores": n_scores,
-        "n_unique_items": n_unique,
-        "n_seen_items": n_seen,
-        "scores_sorted": _flags_by_row(owner[1:][rising], n),
-        "scores_finite": _flags_by_row(owner[~np.isfinite(flat)], n),
-    })
+    return pd.DataFrame(
+        {
+            **{
+                c: recs[c].reset_index(drop=True)
+                for c in ["user_id", "model_version", "data_version", "event_timestamp"]
+            },
+            "n_items": n_items,
+            "n_scores": n_scores,
+            "n_unique_items": n_unique,
+            "n_seen_items": n_seen,
+            "scores_sorted": _flags_by_row(owner[1:][rising], n),
+            "scores_finite": _flags_by_row(owner[~np.isfinite(flat)], n),
+        }
+    )
 
 
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -293,7 +309,10 @@ def validate_recommendations(recs: pd.DataFrame, rated: pd.DataFrame, k: int) ->
     """
     missing = [c for c in RECOMMENDATION_COLUMNS if c not in recs.columns]
     if missing:
-        raise ValidationFailed("recommendations", f"- expect_table_columns_to_match_set [table]\n"
-                               f"    missing column(s) {missing}; got {list(recs.columns)}")
+        raise ValidationFailed(
+            "recommendations",
+            f"- expect_table_columns_to_match_set [table]\n"
+            f"    missing column(s) {missing}; got {list(recs.columns)}",
+        )
     checks = recommendation_checks(recs, rated)
     return validate("recommendations", checks, {"k": int(k)})

@@ -41,8 +41,11 @@ def failed_tasks(dag_run) -> list[str]:  # noqa: ANN001 - an Airflow DagRun
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return sorted(f"{ti.task_id} ({ti.state})" for ti in dag_run.get_task_instances(session=session)
-                      if ti.state not in ("success", "skipped"))
+        return sorted(
+            f"{ti.task_id} ({ti.state})"
+            for ti in dag_run.get_task_instances(session=session)
+            if ti.state not in ("success", "skipped")
+        )
 
 
 def main() -> int:
@@ -72,15 +75,24 @@ def main() -> int:
         dag_run = bag.dags[dag_id].test()
         timings[dag_id] = time.perf_counter() - started
         if dag_run.state != "success":
-            print(f"{dag_id} ended {dag_run.state}; failed: {', '.join(failed_tasks(dag_run))}",
-                  file=sys.stderr)
+            print(
+                f"{dag_id} ended {dag_run.state}; failed: {', '.join(failed_tasks(dag_run))}", file=sys.stderr
+            )
             return 1
     print(" | ".join(f"{d} {s:.1f}s" for d, s in timings.items()), flush=True)
     if args.timings:
-        args.timings.write_text(json.dumps({
-            "command": "make demo DEMO_ARGS='--timings ...' (fresh clone, after install)",
-            "dag_seconds": timings, "wall_seconds_before_lookup": time.perf_counter() - started_all,
-            "cpus": os.cpu_count()}, indent=2) + "\n")
+        args.timings.write_text(
+            json.dumps(
+                {
+                    "command": "make demo DEMO_ARGS='--timings ...' (fresh clone, after install)",
+                    "dag_seconds": timings,
+                    "wall_seconds_before_lookup": time.perf_counter() - started_all,
+                    "cpus": os.cpu_count(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     print(f"=== recsys lookup --user {args.user} ===", flush=True)
     return subprocess.run([str(BIN / "recsys"), "lookup", "--user", args.user, "--k", args.k]).returncode
 

@@ -66,8 +66,9 @@ def main(argv: list[str]) -> int:
     while leader.poll() is None and not received:
         time.sleep(0.2)
     if received:
-        print(f"stopping {os.path.basename(argv[0])} and everything it started ...", file=sys.stderr,
-              flush=True)
+        print(
+            f"stopping {os.path.basename(argv[0])} and everything it started ...", file=sys.stderr, flush=True
+        )
         stop(leader)
         return 128 + received[0]
     for orphan in session(leader.pid):  # the command exited on its own: leave nothing behind

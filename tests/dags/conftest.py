@@ -15,8 +15,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,11 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAGS = PROJECT_ROOT / "dags"
 # Six epochs at a higher learning rate: enough for the sasrec default to beat MostPop, which the
 # promotion gate requires of a first version.
-FAST = {"RECSYS__TRAIN__MAX_EPOCHS": "6", "RECSYS__TRAIN__LEARNING_RATE": "0.003",
-        "RECSYS__TRAIN__PROGRESS_BAR": "false"}
+FAST = {
+    "RECSYS__TRAIN__MAX_EPOCHS": "6",
+    "RECSYS__TRAIN__LEARNING_RATE": "0.003",
+    "RECSYS__TRAIN__PROGRESS_BAR": "false",
+}
 
 
 def free_port() -> int:
@@ -71,10 +75,13 @@ def dagbag(airflow: Path) -> Any:
 def recsys_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The environment tasks read their settings from; the embedded Redis runs for the session."""
     repo = tmp_path_factory.mktemp("feast") / "feature_repo"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", repo,
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    env = {"RECSYS_HOME": str(tmp_path_factory.mktemp("recsys")),
-           "RECSYS__STORE__PORT": str(free_port()), "RECSYS__PATHS__FEATURE_REPO": str(repo), **FAST}
+    shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    env = {
+        "RECSYS_HOME": str(tmp_path_factory.mktemp("recsys")),
+        "RECSYS__STORE__PORT": str(free_port()),
+        "RECSYS__PATHS__FEATURE_REPO": str(repo),
+        **FAST,
+    }
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith("RECSYS") or name in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING"):
@@ -127,9 +134,13 @@ def _xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int 
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id,
-                                                 task_id=task_id, key=key,
-                                                 map_index=map_index).one()
+        row = (
+            session.query(XComModel)
+            .filter_by(
+                dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key, map_index=map_index
+            )
+            .one()
+        )
         return XComModel.deserialize_value(row)
 
 
@@ -139,6 +150,11 @@ def _asset_events(name: str) -> list[dict]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .filter(AssetModel.name == name).order_by(AssetEvent.id).all())
+        rows = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == name)
+            .order_by(AssetEvent.id)
+            .all()
+        )
         return [dict(row.extra or {}) for row in rows]

@@ -37,12 +37,21 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def test_ctrl_c_stops_everything_within_15_seconds(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), RECSYS_HOME=str(tmp_path / "recsys"),
-               RECSYS_AIRFLOW_PORT=str(port), RECSYS_AIRFLOW_PARALLELISM="2")
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        RECSYS_HOME=str(tmp_path / "recsys"),
+        RECSYS_AIRFLOW_PORT=str(port),
+        RECSYS_AIRFLOW_PARALLELISM="2",
+    )
     # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
-    script = subprocess.Popen(["bash", str(ROOT / "scripts" / "airflow.sh")], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              process_group=0)
+    script = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "airflow.sh")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+    )
     started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 240

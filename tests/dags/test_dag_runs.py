@@ -16,7 +16,7 @@ import pytest
 
 from recsys import pipelines, registry, store
 from recsys.bundle import ModelBundle
-from recsys.config import PROJECT_ROOT, load_settings
+from recsys.config import PROJECT_ROOT
 from recsys.errors import StoreError, ValidationFailed
 from recsys.lookup import history, lookup_many
 
@@ -26,24 +26,31 @@ pytestmark = pytest.mark.dags
 @pytest.fixture(scope="module")
 def chain(run_dag, recsys_env):
     """The three DAGs, each run once with dag.test() in the order their assets chain them."""
-    runs = {dag_id: run_dag(dag_id, **conf) for dag_id, conf in [
-        ("recsys_ingest", {}), ("recsys_retrain", {}), ("recsys_score_nightly", {"shard_size": 250})]}
+    runs = {
+        dag_id: run_dag(dag_id, **conf)
+        for dag_id, conf in [
+            ("recsys_ingest", {}),
+            ("recsys_retrain", {}),
+            ("recsys_score_nightly", {"shard_size": 250}),
+        ]
+    }
     print("\n" + ", ".join(f"{d}: {s:.1f}s" for d, (_, s) in runs.items()))
     return {dag_id: dag_run for dag_id, (dag_run, _) in runs.items()}
 
 
 def first_lists(settings) -> Path:
     """The recommendations the chain's nightly run wrote (model v1, the first data version)."""
-    return min((settings.paths.home / "scores" / "v1").glob("*/recommendations.parquet"),
-               key=lambda p: p.stat().st_mtime)
+    return min(
+        (settings.paths.home / "scores" / "v1").glob("*/recommendations.parquet"),
+        key=lambda p: p.stat().st_mtime,
+    )
 
 
 def served(settings, user_ids=None) -> dict:
     """What `recsys lookup` returns for each user (default: all 610): (movie_id, score), best first."""
     if user_ids is None:
         user_ids = pd.read_parquet(first_lists(settings), columns=["user_id"])["user_id"].tolist()
-    return {u: [(m, s) for m, s, _ in triples]
-            for u, triples in lookup_many(user_ids, 100, settings).items()}
+    return {u: [(m, s) for m, s, _ in triples] for u, triples in lookup_many(user_ids, 100, settings).items()}
 
 
 def states(airflow_db, dag_run) -> dict[str, list[str]]:
@@ -59,8 +66,11 @@ def test_ingest_validates_prepares_and_announces_the_data(chain, airflow_db):
     assert prepared["n_users"] == 603 and prepared["n_train"] == 40_033
     assert prepared["validation"]["suite"] == "interactions"
     (event,) = airflow_db.asset_events("recsys_prepared_data")
-    assert event == {"dataset": "ml-latest-small", "prepared_dir": prepared["prepared_dir"],
-                     "data_version": prepared["data_version"]}
+    assert event == {
+        "dataset": "ml-latest-small",
+        "prepared_dir": prepared["prepared_dir"],
+        "data_version": prepared["data_version"],
+    }
 
 
 def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db, recsys_env):
@@ -71,7 +81,8 @@ def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db
     assert "mostpop_valid_ndcg_at_10" in trained["mostpop"]
     comparison = airflow_db.xcom(dag_run, "compare")
     assert comparison["champion"] is None and comparison["mostpop_metrics"]["ndcg_at_10"] == pytest.approx(
-        trained["mostpop"]["mostpop_valid_ndcg_at_10"])
+        trained["mostpop"]["mostpop_valid_ndcg_at_10"]
+    )
     # the gate scored the version through its ONNX graph: the same figure as training's evaluation
     assert comparison["metrics"]["ndcg_at_10"] == pytest.approx(trained["valid"]["ndcg_at_10"], abs=1e-6)
     assert airflow_db.xcom(dag_run, "promotion_gate")["reason"].startswith("first version")
@@ -101,7 +112,8 @@ def test_nightly_scores_in_shards_and_serves_every_user(chain, airflow_db, recsy
 
 
 def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
-        chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch):
+    chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch
+):
     bad = tmp_path / "ml-latest-small"
     shutil.copytree(PROJECT_ROOT / "data" / "ml-latest-small", bad)
     ratings = pd.read_csv(bad / "ratings.csv")
@@ -130,7 +142,8 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
     (ingest,) = tis["ingest"]
     assert ingest.state == "failed" and ingest.try_number == 1  # AirflowFailException: no retry
     assert {t: [ti.state for ti in v] for t, v in tis.items() if t != "ingest"} == {
-        t: ["upstream_failed"] for t in ("validate_raw", "prepare", "validate_prepared")}
+        t: ["upstream_failed"] for t in ("validate_raw", "prepare", "validate_prepared")
+    }
     assert len(airflow_db.asset_events("recsys_prepared_data")) == 1  # retraining is not triggered
     assert (Path(raw) / "ratings.csv").read_bytes() == raw_before
     assert served(recsys_env) == before
@@ -140,8 +153,7 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
     assert '"state": "failed"' in last and dag_run.run_id in last  # recorded by the plugin's listener
 
 
-def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow_db, recsys_env,
-                                                 monkeypatch):
+def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow_db, recsys_env, monkeypatch):
     before = served(recsys_env)
     real_publish, calls = pipelines.publish, []
 
@@ -173,13 +185,17 @@ def test_the_listener_records_every_run_outcome(chain, recsys_env):
     path = recsys_env.paths.home / "airflow" / "runs.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     outcomes = [(line["dag_id"], line["state"]) for line in lines]
-    assert outcomes[:3] == [("recsys_ingest", "success"), ("recsys_retrain", "success"),
-                            ("recsys_score_nightly", "success")]
+    assert outcomes[:3] == [
+        ("recsys_ingest", "success"),
+        ("recsys_retrain", "success"),
+        ("recsys_score_nightly", "success"),
+    ]
     assert all(line["run_id"] and line["seconds"] is not None for line in lines)
 
 
 def test_new_ratings_reach_tonights_lists_without_a_retrain(
-        chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch):
+    chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch
+):
     """Ingest a copy of the sample with new positives, then run only recsys_score_nightly."""
     old = pd.read_parquet(first_lists(recsys_env)).set_index("user_id")
     newly_rated = [int(m) for m in old.loc[1, "item_ids"][:3]]  # user 1 rates its top three
@@ -191,7 +207,8 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
     extra = [(1, m, 5.0, later + i) for i, m in enumerate(newly_rated)]
     extra += [(new_user, m, 4.5, later + i) for i, m in enumerate(new_movies)]
     pd.concat([ratings, pd.DataFrame(extra, columns=ratings.columns)]).to_csv(
-        folder / "ratings.csv", index=False)
+        folder / "ratings.csv", index=False
+    )
     monkeypatch.setenv("RECSYS__DATA__SOURCE", str(folder))
 
     ingest_run, _ = run_dag("recsys_ingest")
@@ -210,7 +227,7 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
     # re-ranked: the new positives changed the history the user vector is read from
     assert not set(served_now[1]) & set(newly_rated)
     without = [m for m in old.loc[1, "item_ids"].tolist() if m not in newly_rated]
-    assert served_now[1][:len(without)] != without
+    assert served_now[1][: len(without)] != without
     # the new user (unknown at training time) gets a personalised list, not the popular one
     assert recs.loc[new_user, "source"] == "model"
     bundle = ModelBundle.load(registry.download_bundle(recsys_env, "1")[1])

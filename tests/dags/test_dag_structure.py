@@ -10,14 +10,27 @@ pytestmark = pytest.mark.dags
 
 DAG_IDS = {"recsys_ingest", "recsys_retrain", "recsys_score_nightly"}
 ORDER = {
-    "recsys_ingest": [("ingest", "validate_raw"), ("validate_raw", "prepare"),
-                      ("prepare", "validate_prepared")],
-    "recsys_retrain": [("locate_prepared", "train"), ("train", "compare"), ("locate_prepared", "compare"),
-                       ("compare", "promotion_gate"), ("promotion_gate", "announce_champion")],
-    "recsys_score_nightly": [("resolve_champion", "plan_shards"), ("plan_shards", "score_shard"),
-                             ("score_shard", "merge_shards"), ("merge_shards", "validate_recommendations"),
-                             ("validate_recommendations", "publish"), ("publish", "verify_lookups"),
-                             ("verify_lookups", "report")],
+    "recsys_ingest": [
+        ("ingest", "validate_raw"),
+        ("validate_raw", "prepare"),
+        ("prepare", "validate_prepared"),
+    ],
+    "recsys_retrain": [
+        ("locate_prepared", "train"),
+        ("train", "compare"),
+        ("locate_prepared", "compare"),
+        ("compare", "promotion_gate"),
+        ("promotion_gate", "announce_champion"),
+    ],
+    "recsys_score_nightly": [
+        ("resolve_champion", "plan_shards"),
+        ("plan_shards", "score_shard"),
+        ("score_shard", "merge_shards"),
+        ("merge_shards", "validate_recommendations"),
+        ("validate_recommendations", "publish"),
+        ("publish", "verify_lookups"),
+        ("verify_lookups", "report"),
+    ],
 }
 
 
@@ -73,7 +86,10 @@ def test_params_are_typed(dagbag):
     retrain = dagbag.dags["recsys_retrain"].params
     assert retrain["force_promotion"] is False
     assert {k: retrain.get_param(k).schema["type"] for k in ("dataset", "k", "max_epochs")} == {
-        "dataset": ["null", "string"], "k": ["null", "integer"], "max_epochs": ["null", "integer"]}
+        "dataset": ["null", "string"],
+        "k": ["null", "integer"],
+        "max_epochs": ["null", "integer"],
+    }
     score = dagbag.dags["recsys_score_nightly"].params
     assert score["shard_size"] == 25_000
     with pytest.raises(ParamValidationError):
@@ -105,8 +121,11 @@ def test_errors_retrying_cannot_fix_fail_at_once(dagbag):
     with pytest.raises(AirflowFailException, match="ratings_raw"):
         with _common.fail_fast_on_bad_input():
             raise ValidationFailed("ratings_raw", "rating out of range")
-    for transient in (StoreError("Redis at 127.0.0.1:1 is unreachable"), IngestError("download"),
-                      OSError("disk")):
+    for transient in (
+        StoreError("Redis at 127.0.0.1:1 is unreachable"),
+        IngestError("download"),
+        OSError("disk"),
+    ):
         with pytest.raises(type(transient)):
             with _common.fail_fast_on_bad_input():
                 raise transient
@@ -122,8 +141,7 @@ def test_the_readme_dag_table_matches_the_dags(dagbag):
     assert set(rows) == set(dagbag.dags)
     for dag_id, dag in dagbag.dags.items():
         row = rows[dag_id]
-        positions = {t.task_id: [m.start() for m in re.finditer(rf"\b{t.task_id}\b", row)]
-                     for t in dag.tasks}
+        positions = {t.task_id: [m.start() for m in re.finditer(rf"\b{t.task_id}\b", row)] for t in dag.tasks}
         assert all(positions.values()), (dag_id, [t for t, p in positions.items() if not p])
         for task in dag.tasks:  # each task is named after the tasks it waits for
             for upstream in task.upstream_task_ids:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -37,9 +37,7 @@ def make_settings(home: Path, repo: Path, port: int, *overrides: str) -> Setting
 def feature_repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's feature_repo/ definitions copied into tmp (without its local data/)."""
     repo = tmp_path_factory.mktemp("feast") / "feature_repo"
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__")
-    )
+    shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     return repo
 
 

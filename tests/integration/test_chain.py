@@ -25,16 +25,23 @@ from recsys.lookup import lookup
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
 # Six epochs at a higher learning rate: the sasrec default then beats MostPop, as the gate requires.
-FAST = ["train.max_epochs=6", "train.learning_rate=0.003", "train.progress_bar=false",
-        "score.verify_sample=50"]
+FAST = [
+    "train.max_epochs=6",
+    "train.learning_rate=0.003",
+    "train.progress_bar=false",
+    "score.verify_sample=50",
+]
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, feature_repo_copy, port_factory):
     """Environment, settings and results of one full chain in a tmp home; Redis stopped after."""
     home = tmp_path_factory.mktemp("chain")
-    env = {"RECSYS_HOME": str(home), "RECSYS__STORE__PORT": str(port_factory()),
-           "RECSYS__PATHS__FEATURE_REPO": str(feature_repo_copy)}
+    env = {
+        "RECSYS_HOME": str(home),
+        "RECSYS__STORE__PORT": str(port_factory()),
+        "RECSYS__PATHS__FEATURE_REPO": str(feature_repo_copy),
+    }
     settings = load_settings(FAST, env=env)
     with redis_server.running(settings):
         yield env, settings, pipelines.run_all(settings)
@@ -45,10 +52,12 @@ def champion(settings) -> str:
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("RECSYS") and k not in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING")}
-    return subprocess.run([RECSYS, *args], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=300)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RECSYS") and k not in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING")
+    }
+    return subprocess.run([RECSYS, *args], env={**clean, **env}, capture_output=True, text=True, timeout=300)
 
 
 def test_chain_registers_a_champion_and_publishes_every_user(chain):
@@ -85,11 +94,14 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     for name in ("gate_challenger_valid_ndcg_at_10", "gate_mostpop_valid_ndcg_at_10"):
         assert name in run.data.metrics
     assert run.data.metrics["gate_challenger_valid_ndcg_at_10"] == pytest.approx(
-        steps["train"]["valid"]["ndcg_at_10"], abs=1e-6)
+        steps["train"]["valid"]["ndcg_at_10"], abs=1e-6
+    )
     assert run.data.tags["gate_decision"] == "promoted"
     assert run.data.tags["gate_data_version"] == steps["prepare"]["data_version"]
     assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")} == {
-        "plots/loss.png", "plots/valid_metrics.png"}
+        "plots/loss.png",
+        "plots/valid_metrics.png",
+    }
 
 
 def test_lookup_command_in_a_new_process(chain):
@@ -98,8 +110,9 @@ def test_lookup_command_in_a_new_process(chain):
     assert out.returncode == 0, out.stderr
     triples = json.loads(out.stdout)
     assert len(triples) == 10
-    assert all(isinstance(m, int) and isinstance(s, float) and isinstance(t, str) and t
-               for m, s, t in triples)
+    assert all(
+        isinstance(m, int) and isinstance(s, float) and isinstance(t, str) and t for m, s, t in triples
+    )
     assert [t[1] for t in triples] == sorted((t[1] for t in triples), reverse=True)
     recs = pd.read_parquet(steps["score"]["recommendations"]).set_index("user_id")
     assert [t[0] for t in triples] == recs.loc[1, "item_ids"][:10].tolist()
@@ -110,14 +123,17 @@ def test_lookup_command_in_a_new_process(chain):
     assert longer.returncode == 0 and len(longer.stdout.strip().splitlines()) == 100
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--user", "999999"], 1, "999999"),
-    (["--user", "abc"], 2, "user_id must be an integer in 1..9223372036854775807, got 'abc'"),
-    (["--user", "-4"], 2, "user_id must be an integer"),
-    (["--user", "100000000000000000000000000000"], 2, "user_id must be an integer"),
-    (["--user", "1", "--k", "0"], 2, "k must be an integer in 1..1000"),
-    (["--user", "1", "--k", "1001"], 2, "k must be an integer in 1..1000"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--user", "999999"], 1, "999999"),
+        (["--user", "abc"], 2, "user_id must be an integer in 1..9223372036854775807, got 'abc'"),
+        (["--user", "-4"], 2, "user_id must be an integer"),
+        (["--user", "100000000000000000000000000000"], 2, "user_id must be an integer"),
+        (["--user", "1", "--k", "0"], 2, "k must be an integer in 1..1000"),
+        (["--user", "1", "--k", "1001"], 2, "k must be an integer in 1..1000"),
+    ],
+)
 def test_lookup_bad_input_one_line_error(chain, args, code, message):
     out = cli(chain[0], "lookup", *args)
     assert out.returncode == code
@@ -128,8 +144,9 @@ def test_lookup_bad_input_one_line_error(chain, args, code, message):
 def test_feast_get_online_features_returns_the_same_list(chain):
     _, settings, _ = chain
     fs = store.feature_store(settings)
-    got = fs.get_online_features(features=fs.get_feature_service("recommendations_v1"),
-                                 entity_rows=[{"user_id": 1}]).to_dict()
+    got = fs.get_online_features(
+        features=fs.get_feature_service("recommendations_v1"), entity_rows=[{"user_id": 1}]
+    ).to_dict()
     triples = lookup(1, 100, settings)
     assert got["item_ids"][0] == [t[0] for t in triples]
     assert got["scores"][0] == pytest.approx([t[1] for t in triples], abs=1e-6)
@@ -143,10 +160,14 @@ def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
     ratings = pd.read_csv(bad / "ratings.csv")
     ratings.loc[5, "rating"] = 7.0
     ratings.to_csv(bad / "ratings.csv", index=False)
-    corrupted = load_settings([*FAST, f"data.source={bad}"],
-                              env={"RECSYS_HOME": str(settings.paths.home),
-                                   "RECSYS__STORE__PORT": str(settings.store.port),
-                                   "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo)})
+    corrupted = load_settings(
+        [*FAST, f"data.source={bad}"],
+        env={
+            "RECSYS_HOME": str(settings.paths.home),
+            "RECSYS__STORE__PORT": str(settings.store.port),
+            "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo),
+        },
+    )
     raw = Path(chain[2]["ingest"]["raw_dir"])
     raw_before = (raw / "ratings.csv").read_bytes()
     with pytest.raises(ValidationFailed, match="rating"):
@@ -155,7 +176,8 @@ def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
     assert lookup(1, 100, settings) == before
     assert champion(settings) == "1"
     assert [(v["version"], v["aliases"]) for v in registry.list_versions(settings)] == [
-        ("1", ["challenger", "champion"])]
+        ("1", ["challenger", "champion"])
+    ]
 
 
 def test_a_worse_model_does_not_move_the_champion(chain):
@@ -167,7 +189,8 @@ def test_a_worse_model_does_not_move_the_champion(chain):
     # compared like with like: the champion was re-scored on the same split by its own graph
     assert result["comparison"]["champion"] == "1"
     assert result["comparison"]["champion_metrics"]["ndcg_at_10"] == pytest.approx(
-        chain[2]["train"]["valid"]["ndcg_at_10"], abs=1e-6)
+        chain[2]["train"]["valid"]["ndcg_at_10"], abs=1e-6
+    )
     import mlflow
 
     run = mlflow.get_run(result["run_id"])
@@ -192,8 +215,9 @@ def _post_raw(port: int, body: bytes) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -225,11 +249,19 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
 
     env, settings, _ = chain
     port = port_factory()
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("RECSYS") and k not in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING")}
-    proc = subprocess.Popen([RECSYS, "serve", "--port", str(port)], env={**clean, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RECSYS") and k not in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING")
+    }
+    proc = subprocess.Popen(
+        [RECSYS, "serve", "--port", str(port)],
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for_server(port, proc)
         status, body = _post(port, [[1, 10]])
@@ -237,7 +269,8 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         row = body["predictions"][0]
         assert row["user_id"] == 1 and row["source"] == "online_store"
         assert [tuple(t) for t in row["recommendations"]] == [
-            (m, pytest.approx(s, abs=1e-6), t) for m, s, t in lookup(1, 10, settings)]
+            (m, pytest.approx(s, abs=1e-6), t) for m, s, t in lookup(1, 10, settings)
+        ]
         # a user whose stored list is gone but whose history is stored: scored on the spot
         key = entity_key("user_id", 3)
         stored = {m: s for m, s, _ in lookup(3, 100, settings)}
@@ -259,18 +292,24 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         status, body = _post(port, [[3, 5]])
         assert body["predictions"][0]["source"] == "popular"
         # bad input: an HTTP 400 naming the problem, never a stack trace
-        for rows, message in [([[1, 0]], "k must be an integer in 1..100"),
-                              ([[1, 1000]], "k must be an integer in 1..100"),
-                              ([[10**29, 5]], "user_id must be an integer in 1..9223372036854775807"),
-                              ([[u, 1] for u in range(1, 1002)], "at most 1000 per request"),
-                              ([], "no rows")]:
+        for rows, message in [
+            ([[1, 0]], "k must be an integer in 1..100"),
+            ([[1, 1000]], "k must be an integer in 1..100"),
+            ([[10**29, 5]], "user_id must be an integer in 1..9223372036854775807"),
+            ([[u, 1] for u in range(1, 1002)], "at most 1000 per request"),
+            ([], "no rows"),
+        ]:
             status, body = _post(port, rows)
             assert status == 400 and message in body.get("message", ""), (status, body)
             assert "stack_trace" not in body and "Traceback" not in json.dumps(body)
         status, body = _post_raw(port, b'{"dataframe_split": {"columns": ["user_id"], "data": [[1]')
         assert status == 400 and "stack_trace" not in body, body
-        status, body = _post_raw(port, json.dumps({"dataframe_split": {
-            "columns": ["user_id", "colour"], "data": [[1, "red"]]}}).encode())
+        status, body = _post_raw(
+            port,
+            json.dumps(
+                {"dataframe_split": {"columns": ["user_id", "colour"], "data": [[1, "red"]]}}
+            ).encode(),
+        )
         assert status == 400 and "unknown column(s) ['colour']" in body["message"], body
         assert "stack_trace" not in body
     finally:
@@ -288,10 +327,14 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
     from recsys.scoring import score_users, user_inputs
 
     env, settings, steps = chain
-    hard_settings = load_settings([*FAST, "model.softmax=sampled", "train.hard_negative_ratio=0.5"],
-                                  env={"RECSYS_HOME": str(settings.paths.home),
-                                       "RECSYS__STORE__PORT": str(settings.store.port),
-                                       "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo)})
+    hard_settings = load_settings(
+        [*FAST, "model.softmax=sampled", "train.hard_negative_ratio=0.5"],
+        env={
+            "RECSYS_HOME": str(settings.paths.home),
+            "RECSYS__STORE__PORT": str(settings.store.port),
+            "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo),
+        },
+    )
     prepared = load_prepared(Path(steps["prepare"]["prepared_dir"]))
     lists = champion_hard_lists(hard_settings, prepared)
     # positions 20..100 of the champion's list for each user, as the challenger's item indices
@@ -305,8 +348,14 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
     expected = prepared.catalogue.set_index("movie_id").loc[ranked["item_ids"][0][20:], "item_idx"]
     assert lists[user_idx].tolist() == expected.tolist()
     assert not set(lists[user_idx]) & set(train.loc[train["user_id"] == 1, "item_idx"])
-    out = cli(env, "train", "model.softmax=sampled", "train.hard_negative_ratio=0.5",
-              "train.max_epochs=1", "train.progress_bar=false")
+    out = cli(
+        env,
+        "train",
+        "model.softmax=sampled",
+        "train.hard_negative_ratio=0.5",
+        "train.max_epochs=1",
+        "train.progress_bar=false",
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     run = mlflow.get_run(json.loads(out.stdout)["run_id"])
     assert run.data.tags["hard_negatives_from"] == "champion"
@@ -342,22 +391,39 @@ def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identic
         return str(copy)
 
     cases = [  # (file, damage, the run it stops, the words the error must hold)
-        ("ratings.csv", "garbage", lambda: pipelines.prepare(settings, raw_copy_with(
-            "ratings.csv", "garbage")), "ratings.csv"),
-        ("movies.csv", "garbage", lambda: pipelines.prepare(settings, raw_copy_with(
-            "movies.csv", "garbage")), "movies.csv"),
-        ("activity.parquet", "truncate", lambda: pipelines.score(settings),
-         "activity.parquet is not a readable parquet file"),
-        ("user_tower.onnx", "garbage", lambda: pipelines.score(settings),
-         "cannot load the ONNX graph"),
-        ("recommendations.parquet", "truncate",
-         lambda: pipelines.validate_recommendations(settings, str(recs)),
-         "recommendations.parquet is not a readable parquet file"),
-        ("recommendations.parquet", "garbage", lambda: pipelines.publish(settings, str(recs)),
-         "recommendations.parquet is not a readable parquet file"),
+        (
+            "ratings.csv",
+            "garbage",
+            lambda: pipelines.prepare(settings, raw_copy_with("ratings.csv", "garbage")),
+            "ratings.csv",
+        ),
+        (
+            "movies.csv",
+            "garbage",
+            lambda: pipelines.prepare(settings, raw_copy_with("movies.csv", "garbage")),
+            "movies.csv",
+        ),
+        (
+            "activity.parquet",
+            "truncate",
+            lambda: pipelines.score(settings),
+            "activity.parquet is not a readable parquet file",
+        ),
+        ("user_tower.onnx", "garbage", lambda: pipelines.score(settings), "cannot load the ONNX graph"),
+        (
+            "recommendations.parquet",
+            "truncate",
+            lambda: pipelines.validate_recommendations(settings, str(recs)),
+            "recommendations.parquet is not a readable parquet file",
+        ),
+        (
+            "recommendations.parquet",
+            "garbage",
+            lambda: pipelines.publish(settings, str(recs)),
+            "recommendations.parquet is not a readable parquet file",
+        ),
     ]
-    where = {"activity.parquet": prepared, "user_tower.onnx": bundle,
-             "recommendations.parquet": recs.parent}
+    where = {"activity.parquet": prepared, "user_tower.onnx": bundle, "recommendations.parquet": recs.parent}
     for name, how, run, words in cases:
         target = where[name] / name if name in where else None
         saved = target.read_bytes() if target else None
@@ -385,8 +451,7 @@ def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identic
     assert _served(settings) == before
 
 
-def test_a_full_disk_under_the_scores_folder_stops_scoring_and_keeps_the_old_files(
-        chain, monkeypatch):
+def test_a_full_disk_under_the_scores_folder_stops_scoring_and_keeps_the_old_files(chain, monkeypatch):
     import errno
 
     from recsys.errors import DataError

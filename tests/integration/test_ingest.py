@@ -41,8 +41,9 @@ def _remote_objects(settings: Settings) -> set[Path]:
 
 def _dvc(settings: Settings, *args: str) -> str:
     dvc = str(Path(sys.executable).with_name("dvc"))
-    proc = subprocess.run([dvc, *args], cwd=ingest.workspace(settings), capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [dvc, *args], cwd=ingest.workspace(settings), capture_output=True, text=True, check=True
+    )
     return proc.stdout + proc.stderr
 
 
@@ -61,8 +62,7 @@ def _import_file(datasets: Path, url: str, zip_path: Path, md5: str) -> None:
     stage = {
         "frozen": True,
         "deps": [{"path": url, "fs_config": {"connect_timeout": 5, "read_timeout": 5}}],
-        "outs": [{"md5": md5, "size": zip_path.stat().st_size, "hash": "md5",
-                  "path": "ml-20m.zip"}],
+        "outs": [{"md5": md5, "size": zip_path.stat().st_size, "hash": "md5", "path": "ml-20m.zip"}],
     }
     (datasets / "ml-20m.zip.dvc").write_text(yaml.safe_dump(stage, sort_keys=False))
 
@@ -196,8 +196,7 @@ def test_ml20m_import_downloads_then_pulls_from_the_remote(tmp_path: Path, relea
     _import_file(datasets, url, served, md5)
     settings = _settings(tmp_path / "home", "data.dataset=ml-20m", f"paths.datasets={datasets}")
     first = ingest.ingest(settings)
-    assert sorted(p.name for p in first.raw_dir.iterdir()) == ["README.txt", "movies.csv",
-                                                               "ratings.csv"]
+    assert sorted(p.name for p in first.raw_dir.iterdir()) == ["README.txt", "movies.csv", "ratings.csv"]
     ws = ingest.workspace(settings)
     assert ingest.data_version(ws / "imports" / "ml-20m.zip") == md5
     assert any(p.name == md5[2:] for p in _remote_objects(settings))
@@ -208,8 +207,11 @@ def test_ml20m_import_downloads_then_pulls_from_the_remote(tmp_path: Path, relea
     again = ingest.ingest(settings)
     assert again.data_version == first.data_version
 
-    local = ingest.ingest(_settings(tmp_path / "other", "data.dataset=ml-20m",
-                                    f"paths.datasets={datasets}", f"data.source={served}"))
+    local = ingest.ingest(
+        _settings(
+            tmp_path / "other", "data.dataset=ml-20m", f"paths.datasets={datasets}", f"data.source={served}"
+        )
+    )
     assert local.data_version == first.data_version
 
 
@@ -218,8 +220,13 @@ def test_committed_import_file_is_a_valid_dvc3_import(tmp_path: Path) -> None:
     stage = yaml.safe_load(committed.read_text())
     assert stage["frozen"] is True
     assert stage["deps"][0]["path"] == ML20M_URL
-    assert stage["outs"][0] == {**stage["outs"][0], "md5": ML20M_MD5, "size": 198702078,
-                                "hash": "md5", "path": "ml-20m.zip"}
+    assert stage["outs"][0] == {
+        **stage["outs"][0],
+        "md5": ML20M_MD5,
+        "size": 198702078,
+        "hash": "md5",
+        "path": "ml-20m.zip",
+    }
     from dvc.repo import Repo
     from dvc.stage.utils import compute_md5
 

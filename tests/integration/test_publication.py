@@ -29,13 +29,22 @@ RECSYS = str(Path(sys.executable).parent / "recsys")
 def frames(version: str, users: range = range(1, N_USERS + 1)) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(ord(version))
     stamp = pd.Timestamp("2026-11-25 01:30", tz="UTC") + pd.Timedelta(days=ord(version) - 65)
-    recs = pd.DataFrame({
-        "user_id": np.array(list(users), dtype="int64"),
-        "item_ids": [rng.choice(np.arange(1, N_MOVIES + 1), K, replace=False) for _ in users],
-        "scores": [np.sort(rng.random(K).astype("float32"))[::-1] for _ in users],
-        "model_version": version, "data_version": f"data-{version}", "event_timestamp": stamp})
-    catalogue = pd.DataFrame({"movie_id": np.arange(1, N_MOVIES + 1, dtype="int64"),
-                              "title": [f"Movie {m}" for m in range(1, N_MOVIES + 1)]})
+    recs = pd.DataFrame(
+        {
+            "user_id": np.array(list(users), dtype="int64"),
+            "item_ids": [rng.choice(np.arange(1, N_MOVIES + 1), K, replace=False) for _ in users],
+            "scores": [np.sort(rng.random(K).astype("float32"))[::-1] for _ in users],
+            "model_version": version,
+            "data_version": f"data-{version}",
+            "event_timestamp": stamp,
+        }
+    )
+    catalogue = pd.DataFrame(
+        {
+            "movie_id": np.arange(1, N_MOVIES + 1, dtype="int64"),
+            "title": [f"Movie {m}" for m in range(1, N_MOVIES + 1)],
+        }
+    )
     return recs, catalogue
 
 
@@ -43,8 +52,11 @@ def feast_keys(settings: Settings) -> dict[bytes, object]:
     """Every key but the publication record with its fields and values (set members for the
     users set): what readers see, byte for byte (DUMP would also compare Redis's internal order)."""
     conn = redis_server.client(settings.redis_connection)
-    return {k: conn.smembers(k) if conn.type(k) == b"set" else conn.hgetall(k)
-            for k in conn.scan_iter(count=1000) if k != b"recsys:publication"}
+    return {
+        k: conn.smembers(k) if conn.type(k) == b"set" else conn.hgetall(k)
+        for k in conn.scan_iter(count=1000)
+        if k != b"recsys:publication"
+    }
 
 
 def record(settings: Settings) -> dict:
@@ -53,9 +65,12 @@ def record(settings: Settings) -> dict:
 
 def env_of(settings: Settings) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS")}
-    return {**clean, "RECSYS_HOME": str(settings.paths.home),
-            "RECSYS__STORE__PORT": str(settings.store.port),
-            "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo)}
+    return {
+        **clean,
+        "RECSYS_HOME": str(settings.paths.home),
+        "RECSYS__STORE__PORT": str(settings.store.port),
+        "RECSYS__PATHS__FEATURE_REPO": str(settings.paths.feature_repo),
+    }
 
 
 PUBLISH = """
@@ -88,23 +103,31 @@ def lists_of(settings: Settings) -> dict[int, tuple[list[int], str]]:
     conn = redis_server.client(settings.redis_connection)
     versions = {}
     for user in got:
-        raw = conn.hget(lookup.entity_key("user_id", user), lookup.field_key("user_recommendations",
-                                                                            "model_version"))
+        raw = conn.hget(
+            lookup.entity_key("user_id", user), lookup.field_key("user_recommendations", "model_version")
+        )
         versions[user] = lookup.decode_value(raw)
     return {u: (pair[0], versions[u]) for u, pair in got.items()}
 
 
 @pytest.mark.parametrize("at", [0.1, 0.5, 0.9])
 def test_a_publish_killed_part_way_leaves_whole_lists_says_so_and_converges(
-        published: dict, own_redis: Settings, at: float) -> None:
+    published: dict, own_redis: Settings, at: float
+) -> None:
     recs_file, catalogue_file = published["files"]["B"]
     env = {**env_of(own_redis), publication.FAULT_ENV: str(at)}
-    killed = subprocess.run([sys.executable, "-c", PUBLISH, str(recs_file), str(catalogue_file),
-                             str(ROWS)], env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", PUBLISH, str(recs_file), str(catalogue_file), str(ROWS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     # every reader sees a complete list of A or of B, never a mix
-    want = {v: dict(zip(f["user_id"], f["item_ids"])) for v, f in
-            (("A", frames("A")[0]), ("B", frames("B")[0]))}
+    want = {
+        v: dict(zip(f["user_id"], f["item_ids"])) for v, f in (("A", frames("A")[0]), ("B", frames("B")[0]))
+    }
     served = lists_of(own_redis)
     for user, (items, version) in served.items():
         assert version in ("A", "B") and items == want[version][user].tolist(), user
@@ -114,8 +137,9 @@ def test_a_publish_killed_part_way_leaves_whole_lists_says_so_and_converges(
     state = record(own_redis)
     assert state["publish"] == "interrupted" and state["served"]["model_version"] == "A"
     assert state["target"]["model_version"] == "B" and 0 < state["target"]["percent"] < 100
-    status = subprocess.run([RECSYS, "status"], env=env_of(own_redis), capture_output=True,
-                            text=True, timeout=120)
+    status = subprocess.run(
+        [RECSYS, "status"], env=env_of(own_redis), capture_output=True, text=True, timeout=120
+    )
     assert status.returncode == 0 and "interrupted" in status.stdout and "B" in status.stdout
     # the same publish again: exactly the state a clean publish of B leaves
     store.publish(*frames("B"), own_redis, batch_size=ROWS)
@@ -125,8 +149,9 @@ def test_a_publish_killed_part_way_leaves_whole_lists_says_so_and_converges(
     assert final["served"]["users"] == N_USERS
 
 
-def test_redis_restarted_mid_publish_converges(published: dict, own_redis: Settings,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redis_restarted_mid_publish_converges(
+    published: dict, own_redis: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     restarted = []
     real = publication.progress
 
@@ -150,7 +175,8 @@ def test_redis_restarted_mid_publish_converges(published: dict, own_redis: Setti
 
 @pytest.mark.parametrize("policy", ["remove", "keep"])
 def test_users_gone_from_the_new_scoring_are_removed_or_kept_by_setting(
-        published: dict, own_redis: Settings, policy: str) -> None:
+    published: dict, own_redis: Settings, policy: str
+) -> None:
     settings = own_redis.model_copy(deep=True)
     settings.store.stale_users = policy
     fewer, catalogue = frames("B", range(1, N_USERS - 99))  # the last 100 users are gone
@@ -162,7 +188,8 @@ def test_users_gone_from_the_new_scoring_are_removed_or_kept_by_setting(
         assert counts["stale_users_removed"] == 0 and all(v is not None for v in gone.values())
     state = record(settings)
     assert state["served"]["users"] == N_USERS - 100 and state["publish"] == "idle"
-    out = subprocess.run([RECSYS, "status", "--json"], env=env_of(settings), capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [RECSYS, "status", "--json"], env=env_of(settings), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["served"]["model_version"] == "B"

@@ -44,14 +44,23 @@ def title(movie_id: int) -> str:
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
-    rows = [(user, int(movie), 5.0, 1_000_000_000 + t) for user in range(1, 61)
-            for t, movie in enumerate(rng.choice(np.arange(1, N_MOVIES + 1), 12, replace=False))]
+    rows = [
+        (user, int(movie), 5.0, 1_000_000_000 + t)
+        for user in range(1, 61)
+        for t, movie in enumerate(rng.choice(np.arange(1, N_MOVIES + 1), 12, replace=False))
+    ]
     ratings = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
-    movies = pd.DataFrame({"movie_id": range(1, N_MOVIES + 1),
-                           "title": [title(m) for m in range(1, N_MOVIES + 1)], "genres": "Drama"})
+    movies = pd.DataFrame(
+        {
+            "movie_id": range(1, N_MOVIES + 1),
+            "title": [title(m) for m in range(1, N_MOVIES + 1)],
+            "genres": "Drama",
+        }
+    )
     prepared = prepare(ratings, movies, DataConfig(min_user_interactions=3, min_item_interactions=3))
     settings = load_settings(
-        ["model.embedding_dim=8", "model.history_length=4", f"score.k={BUNDLE_K}"], env={})
+        ["model.embedding_dim=8", "model.history_length=4", f"score.k={BUNDLE_K}"], env={}
+    )
     torch.manual_seed(0)
     model = TwoTower(prepared.n_users, prepared.n_items, settings.model).eval()
     return write_bundle(model, prepared, settings, tmp_path_factory.mktemp("serving") / "bundle")
@@ -63,8 +72,16 @@ def stored_recs(rng: np.random.Generator) -> pd.DataFrame:
     items = [rng.choice(movies, BUNDLE_K, replace=False).astype("int64") for _ in STORED]
     items[0][0] = OUTSIDE
     scores = [np.sort(rng.normal(size=BUNDLE_K)).astype("float32")[::-1] for _ in STORED]
-    return pd.DataFrame({"user_id": np.array(STORED, dtype="int64"), "item_ids": items, "scores": scores,
-                         "model_version": "1", "data_version": "d1", "event_timestamp": STAMP})
+    return pd.DataFrame(
+        {
+            "user_id": np.array(STORED, dtype="int64"),
+            "item_ids": items,
+            "scores": scores,
+            "model_version": "1",
+            "data_version": "d1",
+            "event_timestamp": STAMP,
+        }
+    )
 
 
 def stored_histories(rng: np.random.Generator) -> pd.DataFrame:
@@ -72,8 +89,14 @@ def stored_histories(rng: np.random.Generator) -> pd.DataFrame:
     movies = np.arange(1, N_MOVIES + 1)
     movie_ids = [rng.choice(movies, 6, replace=False).astype("int64") for _ in HISTORY_ONLY]
     movie_ids.append(np.array([5001, 5002], dtype="int64"))
-    return pd.DataFrame({"user_id": np.array(users, dtype="int64"), "movie_ids": movie_ids,
-                         "data_version": "d1", "event_timestamp": STAMP})
+    return pd.DataFrame(
+        {
+            "user_id": np.array(users, dtype="int64"),
+            "movie_ids": movie_ids,
+            "data_version": "d1",
+            "event_timestamp": STAMP,
+        }
+    )
 
 
 @pytest.fixture
@@ -185,7 +208,9 @@ def test_stored_lists_take_one_round_trip(
 
 
 def test_redis_down_falls_back_with_one_warning_until_it_is_back(
-    served: RecommenderModel, published: tuple[pd.DataFrame, pd.DataFrame], own_redis: Settings,
+    served: RecommenderModel,
+    published: tuple[pd.DataFrame, pd.DataFrame],
+    own_redis: Settings,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert redis_server.stop(own_redis)
@@ -206,8 +231,10 @@ def test_redis_down_falls_back_with_one_warning_until_it_is_back(
 
 
 def test_bad_requests_are_refused_without_a_stack_trace(
-    served: RecommenderModel, published: tuple[pd.DataFrame, pd.DataFrame],
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    served: RecommenderModel,
+    published: tuple[pd.DataFrame, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from mlflow.exceptions import MlflowException
 

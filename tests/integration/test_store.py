@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -91,8 +91,7 @@ def redis_dump(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
     """Every Feast hash (the publication record beside them is left out: it holds times)."""
     conn = redis_server.client(settings.redis_connection)
     try:
-        return {key: conn.hgetall(key) for key in conn.scan_iter()
-                if not key.startswith(b"recsys:publ")}
+        return {key: conn.hgetall(key) for key in conn.scan_iter() if not key.startswith(b"recsys:publ")}
     finally:
         conn.close()
 
@@ -134,7 +133,10 @@ def test_feast_reads_back_exactly_what_was_written(
         assert got["model_version"] == "7" and got["data_version"] == "d41d8cd"
     assert read.iloc[-1][list(store.USER_FEATURES)].isna().all()
     assert store.verify(published, redis_settings, sample=10, histories=histories) == {
-        "checked": 10, "histories_checked": 10, "mismatches": 0}
+        "checked": 10,
+        "histories_checked": 10,
+        "mismatches": 0,
+    }
 
 
 def test_feature_service_serves_lists_and_histories(
@@ -156,8 +158,9 @@ def test_feature_service_serves_lists_and_histories(
     assert all(served[name][-1] is None for name in served if name != "user_id")
 
 
-def test_read_histories_through_feast(histories: pd.DataFrame, published: pd.DataFrame,
-                                      redis_settings: Settings) -> None:
+def test_read_histories_through_feast(
+    histories: pd.DataFrame, published: pd.DataFrame, redis_settings: Settings
+) -> None:
     users = [*histories["user_id"], int(published["user_id"].iat[-1])]
     read = store.read_histories(users, redis_settings)
     assert read.columns.tolist() == ["user_id", "movie_ids", "data_version"]
@@ -167,8 +170,9 @@ def test_read_histories_through_feast(histories: pd.DataFrame, published: pd.Dat
     assert read.iloc[-1][["movie_ids", "data_version"]].isna().all()
 
 
-def test_history_lookup_matches_feast(histories: pd.DataFrame, published: pd.DataFrame,
-                                      redis_settings: Settings) -> None:
+def test_history_lookup_matches_feast(
+    histories: pd.DataFrame, published: pd.DataFrame, redis_settings: Settings
+) -> None:
     users = histories["user_id"].tolist()
     by_feast = store.read_histories(users, redis_settings)
     many = fast.history_many(users, settings=redis_settings)
@@ -195,8 +199,9 @@ def test_empty_history_is_an_empty_int64_list_on_the_wire(
     assert fast.decode_value(None) is None
 
 
-def test_history_of_unknown_user(published: pd.DataFrame, histories: pd.DataFrame,
-                                 redis_settings: Settings) -> None:
+def test_history_of_unknown_user(
+    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
+) -> None:
     without = int(published["user_id"].iat[-1])  # has a list but no history
     assert without not in set(histories["user_id"])
     for user in (without, 999_999):
@@ -218,8 +223,11 @@ def test_history_of_unknown_user(published: pd.DataFrame, histories: pd.DataFram
     ],
 )
 def test_publish_rejects_bad_histories_before_writing(
-    published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings,
-    change: Callable[[pd.DataFrame], pd.DataFrame], text: str,
+    published: pd.DataFrame,
+    histories: pd.DataFrame,
+    redis_settings: Settings,
+    change: Callable[[pd.DataFrame], pd.DataFrame],
+    text: str,
 ) -> None:
     before = redis_dump(redis_settings)
     other = synthetic_recs(seed=1, model_version="8")
@@ -355,7 +363,9 @@ def repo_variant(source: Path, folder: Path, *online: str) -> Path:
     config = folder / "feature_store.yaml"
     text = config.read_text()
     assert "\n  skip_dedup: true\n" in text
-    config.write_text(text.replace("\n  skip_dedup: true\n", "".join(f"\n  {line}" for line in online) + "\n"))
+    config.write_text(
+        text.replace("\n  skip_dedup: true\n", "".join(f"\n  {line}" for line in online) + "\n")
+    )
     return folder
 
 
@@ -365,13 +375,16 @@ def harder_recs() -> pd.DataFrame:
     items, scores = list(recs["item_ids"]), list(recs["scores"])
     items[-1], scores[-1] = np.array([], dtype="int64"), np.array([], dtype="float32")
     return recs.assign(
-        user_id=[*recs["user_id"][:-1], 2**33 + 1], item_ids=items, scores=scores,
+        user_id=[*recs["user_id"][:-1], 2**33 + 1],
+        item_ids=items,
+        scores=scores,
         event_timestamp=STAMP + pd.to_timedelta(np.arange(N_USERS) * 1_234_567_891, unit="ns"),
     )
 
 
-def publish_with_each_writer(settings: Settings, recs: pd.DataFrame, histories: pd.DataFrame
-                             ) -> dict[str, tuple[dict, set[int]]]:
+def publish_with_each_writer(
+    settings: Settings, recs: pd.DataFrame, histories: pd.DataFrame
+) -> dict[str, tuple[dict, set[int]]]:
     """{writer: (HGETALL of every key, the set of key TTLs)}, each written into an emptied database."""
     conn = redis_server.client(settings.redis_connection)
     written = {}
@@ -380,8 +393,10 @@ def publish_with_each_writer(settings: Settings, recs: pd.DataFrame, histories: 
             conn.flushdb()
             counts = store.publish(recs, synthetic_catalogue(), settings, histories, writer=writer)
             assert counts["writer"] == writer and counts["histories"] == len(histories)
-            written[writer] = (redis_dump(settings), {conn.ttl(key) for key in conn.scan_iter()
-                                                      if not key.startswith(b"recsys:publ")})
+            written[writer] = (
+                redis_dump(settings),
+                {conn.ttl(key) for key in conn.scan_iter() if not key.startswith(b"recsys:publ")},
+            )
     finally:
         conn.close()
     return written
@@ -402,8 +417,9 @@ def test_fast_writer_writes_the_bytes_feast_writes(own_redis: Settings, historie
 def test_fast_writer_takes_the_key_ttl_from_feature_store_yaml(
     own_redis: Settings, isolated_settings: Callable[..., Settings], tmp_path: Path, histories: pd.DataFrame
 ) -> None:
-    repo = repo_variant(own_redis.paths.feature_repo, tmp_path / "ttl_repo", "skip_dedup: true",
-                        "key_ttl_seconds: 3600")
+    repo = repo_variant(
+        own_redis.paths.feature_repo, tmp_path / "ttl_repo", "skip_dedup: true", "key_ttl_seconds: 3600"
+    )
     settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
     store.apply(settings)
     assert store.view_layout(store.feature_store(settings), store.USER_VIEW).ttl_seconds == 3600
@@ -420,8 +436,9 @@ def test_fast_writer_refuses_an_online_store_it_does_not_reproduce(
     settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
     store.apply(settings)
     recs, catalogue = synthetic_recs(), synthetic_catalogue()
-    with pytest.raises(StoreError, match="does not implement online_store.skip_dedup false; publish with "
-                                         "writer='feast'"):
+    with pytest.raises(
+        StoreError, match="does not implement online_store.skip_dedup false; publish with writer='feast'"
+    ):
         store.publish(recs, catalogue, settings)
     with pytest.raises(StoreError, match="writer must be 'fast' or 'feast', got 'raw'"):
         store.publish(recs, catalogue, settings, writer="raw")  # type: ignore[arg-type]
@@ -449,7 +466,12 @@ def test_feast_reads_every_field_the_fast_writer_wrote(own_redis: Settings, hist
         assert served["user_history__movie_ids"][i] == (None if expected is None else expected.tolist())
         assert served["user_history__data_version"][i] == (None if expected is None else "d41d8cd")
     assert BIG_MOVIE_ID in served["user_recommendations__item_ids"][0]
-    assert served["user_history__movie_ids"][0] == [] and len(served["user_history__movie_ids"][1]) == LONG_HISTORY
+    assert (
+        served["user_history__movie_ids"][0] == []
+        and len(served["user_history__movie_ids"][1]) == LONG_HISTORY
+    )
     movies = [{"movie_id": int(m)} for m in catalogue["movie_id"]]
-    titles = fs.get_online_features(features=[f"{store.MOVIE_VIEW}:title"], entity_rows=movies).to_dict()["title"]
+    titles = fs.get_online_features(features=[f"{store.MOVIE_VIEW}:title"], entity_rows=movies).to_dict()[
+        "title"
+    ]
     assert titles == catalogue["title"].tolist() and "Amélie 7 (2001)" in titles

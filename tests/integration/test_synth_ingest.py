@@ -20,14 +20,27 @@ RECSYS = str(Path(sys.executable).with_name("recsys"))
 
 def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS")}
-    return subprocess.run([RECSYS, *args], env={**env, "RECSYS_HOME": str(home)},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [RECSYS, *args], env={**env, "RECSYS_HOME": str(home)}, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_synthetic_release_ingests_and_validates_as_ml20m(tmp_path: Path) -> None:
     release, home = tmp_path / "synthetic-ml-20m", tmp_path / "home"
-    made = _run(home, "synth", "--users", "300", "--movies", "500", "--ratings", "24000",
-                "--seed", "5", "--out", str(release))
+    made = _run(
+        home,
+        "synth",
+        "--users",
+        "300",
+        "--movies",
+        "500",
+        "--ratings",
+        "24000",
+        "--seed",
+        "5",
+        "--out",
+        str(release),
+    )
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["ratings"] == 24_000
 

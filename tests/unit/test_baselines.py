@@ -16,8 +16,7 @@ N_USERS, N_ITEMS = 20, 12  # users u like items with i % 2 == u % 2
 def checkerboard_pairs(held_out: dict[int, int] | None = None) -> pd.DataFrame:
     """Every in-group (user, item) pair, except each user's held-out item."""
     held_out = held_out or {}
-    rows = [(u, i) for u in range(N_USERS) for i in range(N_ITEMS)
-            if i % 2 == u % 2 and held_out.get(u) != i]
+    rows = [(u, i) for u in range(N_USERS) for i in range(N_ITEMS) if i % 2 == u % 2 and held_out.get(u) != i]
     return pd.DataFrame(rows, columns=["user_idx", "item_idx"])
 
 
@@ -58,8 +57,9 @@ def test_unknown_items_are_ignored():
     np.testing.assert_allclose(fit(with_unknown)(np.arange(N_USERS)), fit(train)(np.arange(N_USERS)))
 
 
-@pytest.mark.parametrize("kw", [{"factors": 0}, {"iterations": 0}, {"regularization": 0.0},
-                                {"alpha": -1.0}, {"factors": 2.5}])
+@pytest.mark.parametrize(
+    "kw", [{"factors": 0}, {"iterations": 0}, {"regularization": 0.0}, {"alpha": -1.0}, {"factors": 2.5}]
+)
 def test_bad_params_raise(kw):
     with pytest.raises(ValueError):
         fit(checkerboard_pairs(), **kw)
@@ -97,6 +97,8 @@ def test_tune_ials_tolerates_held_out_items_unknown_to_train(tiny):
     inter = tiny.interactions.copy()
     held_out = inter.index[inter["split"] != "train"][::3]
     inter.loc[held_out, "item_idx"] = -1  # as prepare() marks items not in train
-    out = tune_ials(replace(tiny, interactions=inter),
-                    [{"factors": 2, "regularization": 1.0, "iterations": 5, "alpha": 1.0}])
+    out = tune_ials(
+        replace(tiny, interactions=inter),
+        [{"factors": 2, "regularization": 1.0, "iterations": 5, "alpha": 1.0}],
+    )
     assert 0.0 <= out["test_recall_at_10"] <= 1.0

@@ -32,22 +32,25 @@ def test_ids_and_ks_come_back_as_ints_in_order() -> None:
     assert checks.check_request(big, 20) == ([INT64_MAX], [10])
 
 
-@pytest.mark.parametrize("frame, message", [
-    ({"movie_id": [1]}, "column 'user_id'"),
-    ({"user_id": [1], "kk": [3]}, r"unknown column\(s\) \['kk'\]"),
-    ({"user_id": pd.Series([], dtype="int64")}, "no rows"),
-    ({"user_id": list(range(1, checks.MAX_BATCH + 2))}, f"{checks.MAX_BATCH + 1} rows; at most"),
-    ({"user_id": [1.5]}, r"row 0: user_id must be an integer in 1\.\.9223372036854775807, got 1\.5"),
-    ({"user_id": [1, "abc"]}, "row 1: user_id .* got 'abc'"),
-    ({"user_id": [1, None]}, "row 1: user_id .* got (None|nan)"),
-    ({"user_id": [0]}, "user_id .* got 0"),
-    ({"user_id": [10**29]}, "user_id .* got 100000000000000000000000000000"),
-    ({"user_id": [1e30]}, "user_id .* got 1e\\+30"),
-    ({"user_id": [True]}, "user_id .* got True"),
-    ({"user_id": [1], "k": [0]}, r"k must be an integer in 1\.\.20, got 0"),
-    ({"user_id": [1], "k": [21]}, r"k must be an integer in 1\.\.20, got 21"),
-    ({"user_id": [1], "k": [2.5]}, "k .* got 2.5"),
-])
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        ({"movie_id": [1]}, "column 'user_id'"),
+        ({"user_id": [1], "kk": [3]}, r"unknown column\(s\) \['kk'\]"),
+        ({"user_id": pd.Series([], dtype="int64")}, "no rows"),
+        ({"user_id": list(range(1, checks.MAX_BATCH + 2))}, f"{checks.MAX_BATCH + 1} rows; at most"),
+        ({"user_id": [1.5]}, r"row 0: user_id must be an integer in 1\.\.9223372036854775807, got 1\.5"),
+        ({"user_id": [1, "abc"]}, "row 1: user_id .* got 'abc'"),
+        ({"user_id": [1, None]}, "row 1: user_id .* got (None|nan)"),
+        ({"user_id": [0]}, "user_id .* got 0"),
+        ({"user_id": [10**29]}, "user_id .* got 100000000000000000000000000000"),
+        ({"user_id": [1e30]}, "user_id .* got 1e\\+30"),
+        ({"user_id": [True]}, "user_id .* got True"),
+        ({"user_id": [1], "k": [0]}, r"k must be an integer in 1\.\.20, got 0"),
+        ({"user_id": [1], "k": [21]}, r"k must be an integer in 1\.\.20, got 21"),
+        ({"user_id": [1], "k": [2.5]}, "k .* got 2.5"),
+    ],
+)
 def test_bad_requests_name_the_bad_value(frame: dict, message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         checks.check_request(pd.DataFrame(frame), 20)
@@ -77,9 +80,15 @@ def _decimal(text: str) -> int | None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(st.text(max_size=30), st.integers().map(str),
-                 st.integers(min_value=-10, max_value=2**64).map(str), st.floats().map(str),
-                 st.text(alphabet="+0123456789 ", max_size=5000)))
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.integers().map(str),
+        st.integers(min_value=-10, max_value=2**64).map(str),
+        st.floats().map(str),
+        st.text(alphabet="+0123456789 ", max_size=5000),
+    )
+)
 def test_the_command_line_parser_returns_the_id_or_refuses_it(text: str) -> None:
     expected = _decimal(text)
     for parse, high in ((_user_id, INT64_MAX), (_k, checks.MAX_K)):
@@ -92,18 +101,26 @@ def test_the_command_line_parser_returns_the_id_or_refuses_it(text: str) -> None
             assert value == expected and 1 <= value <= high
 
 
-cell = st.one_of(st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
-                 st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
-                 st.text(max_size=25), st.integers(min_value=1, max_value=50),
-                 st.integers(min_value=1, max_value=50).map(float),
-                 st.integers(min_value=-3, max_value=60).map(lambda n: f" +{n} "))
+cell = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=25),
+    st.integers(min_value=1, max_value=50),
+    st.integers(min_value=1, max_value=50).map(float),
+    st.integers(min_value=-3, max_value=60).map(lambda n: f" +{n} "),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(cell, cell), min_size=0, max_size=20), st.booleans(),
-       st.sampled_from([[], ["extra"], ["movie_id"]]))
-def test_the_http_check_returns_the_request_or_refuses_it(rows: list, with_k: bool,
-                                                          extra: list[str]) -> None:
+@given(
+    st.lists(st.tuples(cell, cell), min_size=0, max_size=20),
+    st.booleans(),
+    st.sampled_from([[], ["extra"], ["movie_id"]]),
+)
+def test_the_http_check_returns_the_request_or_refuses_it(rows: list, with_k: bool, extra: list[str]) -> None:
     data = {"user_id": pd.Series([u for u, _ in rows], dtype=object)}
     if with_k:
         data["k"] = pd.Series([k for _, k in rows], dtype=object)
@@ -130,14 +147,21 @@ def _number(raw: object) -> int | None:
     return _decimal(raw) if isinstance(raw, str) else int(raw)
 
 
-valid = st.one_of(st.integers(min_value=1, max_value=50), st.integers(min_value=1, max_value=50).map(float),
-                  st.integers(min_value=1, max_value=50).map(lambda n: f" {n}"))
+valid = st.one_of(
+    st.integers(min_value=1, max_value=50),
+    st.integers(min_value=1, max_value=50).map(float),
+    st.integers(min_value=1, max_value=50).map(lambda n: f" {n}"),
+)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(valid, valid), min_size=1, max_size=30))
 def test_the_http_check_accepts_every_well_formed_request(rows: list) -> None:
-    frame = pd.DataFrame({"user_id": pd.Series([u for u, _ in rows], dtype=object),
-                          "k": pd.Series([k for _, k in rows], dtype=object)})
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.Series([u for u, _ in rows], dtype=object),
+            "k": pd.Series([k for _, k in rows], dtype=object),
+        }
+    )
     ids, ks = checks.check_request(frame, 50)
     assert ids == [_number(u) for u, _ in rows] and ks == [_number(k) for _, k in rows]

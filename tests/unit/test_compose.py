@@ -77,7 +77,8 @@ def test_the_stack_has_every_service(services: dict[str, dict[str, Any]]) -> Non
 
 @pytest.mark.unit
 def test_airflow_services_share_the_common_config(
-        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
     common = compose["x-airflow-common"]
     for name in [*AIRFLOW_SERVICES, "airflow-init"]:
         service = services[name]
@@ -95,8 +96,9 @@ def test_airflow_runs_celery_on_postgres_and_redis(compose: dict[str, Any]) -> N
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
-    assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD[^}]*\}@redis:6379/0",
-                        env["AIRFLOW__CELERY__BROKER_URL"])
+    assert re.fullmatch(
+        r"redis://:\$\{REDIS_PASSWORD[^}]*\}@redis:6379/0", env["AIRFLOW__CELERY__BROKER_URL"]
+    )
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
 
@@ -156,12 +158,12 @@ def test_postgres_holds_airflow_and_mlflow_databases(services: dict[str, dict[st
 
 @pytest.mark.unit
 def test_mlflow_serves_artifacts_from_a_volume(
-        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
     command = services["mlflow"]["command"]
     assert command[:2] == ["mlflow", "server"]
     assert "--serve-artifacts" in command
-    destination = next(arg.split("=", 1)[1] for arg in command
-                       if arg.startswith("--artifacts-destination="))
+    destination = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--artifacts-destination="))
     volume = next(v for v in services["mlflow"]["volumes"] if v.endswith(f":{destination}"))
     assert volume.split(":")[0] in compose["volumes"]
     # Workers send Host: mlflow:5000; MLflow's default allow-list would answer them 403.
@@ -213,8 +215,9 @@ def test_every_required_variable_is_in_env_example(compose: dict[str, Any]) -> N
 def test_images_are_pinned(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
     example = _env_example()
     for name, service in services.items():
-        image = REFERENCE.sub(lambda m: m["rest"] if m["op"] == ":-" else example[m["name"]],
-                              service["image"])
+        image = REFERENCE.sub(
+            lambda m: m["rest"] if m["op"] == ":-" else example[m["name"]], service["image"]
+        )
         repository, _, tag = image.rpartition(":")
         assert repository and tag and "/" not in tag and tag != "latest", (name, image)
     assert services["postgres"]["image"] == "postgres:16"
@@ -249,8 +252,7 @@ def test_env_file_is_gitignored() -> None:
     if shutil.which("git") and (ROOT / ".git").exists():
         ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".env"], check=False)
         assert ignored.returncode == 0, "add `.env` to .gitignore: it holds the stack's secrets"
-        tracked = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".env.example"],
-                                 check=False)
+        tracked = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".env.example"], check=False)
         assert tracked.returncode == 1, ".env.example must stay committed"
     else:
         patterns = (ROOT / ".gitignore").read_text().splitlines()
@@ -277,13 +279,39 @@ def test_docker_compose_config_accepts_the_file() -> None:
     if command is None:
         pytest.skip("Docker Compose v2 is not installed (`docker compose config` needs no engine)")
     result = subprocess.run(
-        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
-         "--env-file", str(ENV_EXAMPLE), "config", "--quiet"],
-        capture_output=True, text=True, check=False, timeout=60)
+        [
+            *command,
+            "--project-directory",
+            str(ROOT),
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     # Without a value for a required secret, compose refuses to start and names it.
     missing = subprocess.run(
-        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
-         "--env-file", "/dev/null", "config", "--quiet"],
-        capture_output=True, text=True, check=False, timeout=60)
+        [
+            *command,
+            "--project-directory",
+            str(ROOT),
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            "/dev/null",
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert missing.returncode != 0 and "in .env" in missing.stderr

@@ -10,7 +10,11 @@ pytestmark = pytest.mark.unit
 
 def test_defaults_match_the_protocol():
     s = load_settings(env={})
-    assert (s.data.rating_threshold, s.data.min_user_interactions, s.data.min_item_interactions) == (4.0, 5, 5)
+    assert (s.data.rating_threshold, s.data.min_user_interactions, s.data.min_item_interactions) == (
+        4.0,
+        5,
+        5,
+    )
     assert s.model.embedding_dim == 64
     assert s.score.k == 100
     assert s.store.host == "127.0.0.1"
@@ -35,21 +39,25 @@ def test_seed_style_overrides():
 
 
 def test_standard_env_vars_win_for_services():
-    s = load_settings(env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
-                           "REDIS_CONNECTION_STRING": "10.0.0.5:6379"})
+    s = load_settings(
+        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "REDIS_CONNECTION_STRING": "10.0.0.5:6379"}
+    )
     assert s.tracking_uri == "http://127.0.0.1:5000"
     assert s.redis_connection == "10.0.0.5:6379"
     assert not s.uses_embedded_redis
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.temprature=0.1", "unknown setting 'model.temprature'"),
-    ("modle.temperature=0.1", "unknown settings section 'modle'"),
-    ("temperature=0.1", "not of the form"),
-    ("model.temperature=-1", "invalid setting model.temperature"),
-    ("model.user_tower=transformer", "invalid setting model.user_tower"),
-    ("train.max_epochs=abc", "invalid setting train.max_epochs"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.temprature=0.1", "unknown setting 'model.temprature'"),
+        ("modle.temperature=0.1", "unknown settings section 'modle'"),
+        ("temperature=0.1", "not of the form"),
+        ("model.temperature=-1", "invalid setting model.temperature"),
+        ("model.user_tower=transformer", "invalid setting model.user_tower"),
+        ("train.max_epochs=abc", "invalid setting train.max_epochs"),
+    ],
+)
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ConfigError, match=message):
         load_settings([override], env={})
@@ -78,8 +86,12 @@ def test_secrets_never_reach_params_logs_or_artefacts():
 
     import yaml
 
-    s = load_settings(env={"REDIS_CONNECTION_STRING": "redis.internal:6380,password=hunter2,db=1",
-                           "MLFLOW_TRACKING_URI": "https://ops:s3cr3t@mlflow.internal:5000"})
+    s = load_settings(
+        env={
+            "REDIS_CONNECTION_STRING": "redis.internal:6380,password=hunter2,db=1",
+            "MLFLOW_TRACKING_URI": "https://ops:s3cr3t@mlflow.internal:5000",
+        }
+    )
     assert s.redis_connection.endswith("password=hunter2,db=1")  # clients get the real value
     assert s.tracking_uri == "https://ops:s3cr3t@mlflow.internal:5000"
     assert s.redis_address == "redis.internal:6380,password=***,db=1"  # messages get this
@@ -95,5 +107,6 @@ def test_secrets_never_reach_params_logs_or_artefacts():
     root = Path(__file__).resolve().parents[2]
     for path in [*root.glob("recsys/*.py"), *root.glob("dags/*.py"), *root.glob("benchmarks/*.py")]:
         if path.name != "config.py":
-            assert not re.search(r"\.store\.connection_string\b|\.mlflow\.tracking_uri\b",
-                                 path.read_text()), path
+            assert not re.search(
+                r"\.store\.connection_string\b|\.mlflow\.tracking_uri\b", path.read_text()
+            ), path

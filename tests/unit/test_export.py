@@ -25,15 +25,16 @@ def test_onnx_matches_pytorch(tmp_path, tower):
     history = np.full((n_users, h), n_items)
     for u in range(n_users):
         n = 1 + u % h
-        history[u, h - n:] = rng.integers(0, n_items, size=n)
+        history[u, h - n :] = rng.integers(0, n_items, size=n)
     user = history if tower != "id" else np.arange(n_users)
     path = export_onnx(model, tmp_path / "m.onnx", k)
     retriever = OnnxRetriever(path, n_items)
     assert retriever.user_input == input_name(model) == ("user_idx" if tower == "id" else "history")
     onnx_idx, onnx_scores = retriever.recommend(user, seen)
     with torch.no_grad():
-        ref_idx, ref_scores = TopKRetrieval(model, k)(torch.from_numpy(user),
-                                                      torch.from_numpy(pad_lists(seen, n_items)))
+        ref_idx, ref_scores = TopKRetrieval(model, k)(
+            torch.from_numpy(user), torch.from_numpy(pad_lists(seen, n_items))
+        )
     overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(onnx_idx, ref_idx.numpy())])
     assert overlap >= 0.999
     assert np.abs(onnx_scores - ref_scores.numpy()).max() < 1e-4
@@ -62,8 +63,9 @@ def test_batch_size_does_not_change_a_row(tmp_path):
 def test_fully_seen_users_get_masked_tail(tmp_path):
     model = TwoTower(2, 5, ModelConfig(embedding_dim=4, history_length=2)).eval()
     retriever = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", 5), 5)
-    idx, scores = retriever.recommend(np.array([[5, 0], [5, 5]]), [np.array([0, 1, 2, 3]),
-                                                                   np.array([], dtype=int)])
+    idx, scores = retriever.recommend(
+        np.array([[5, 0], [5, 5]]), [np.array([0, 1, 2, 3]), np.array([], dtype=int)]
+    )
     assert idx[0][np.isfinite(scores[0])].tolist() == [4]  # only the unseen item survives
     assert np.isfinite(scores[1]).all()
 
@@ -78,8 +80,9 @@ def test_fast_scoring_path_returns_the_end_to_end_graphs_lists(tmp_path, tower):
     """user_tower.onnx + MatMul + fused top-K == the retrieval graph's TopK, exactly."""
     torch.manual_seed(2)
     n_users, n_items, k, h = 200, 3_000, 100, 6
-    model = TwoTower(n_users, n_items, ModelConfig(embedding_dim=16, user_tower=tower,
-                                                   history_length=h)).eval()
+    model = TwoTower(
+        n_users, n_items, ModelConfig(embedding_dim=16, user_tower=tower, history_length=h)
+    ).eval()
     rng = np.random.default_rng(2)
     seen = [rng.choice(n_items, size=rng.integers(0, 200), replace=False) for _ in range(n_users)]
     history = rng.integers(0, n_items, size=(n_users, h))

@@ -64,9 +64,19 @@ def test_strings_match_protobuf() -> None:
 
 
 def test_timestamps_match_protobuf_from_datetime() -> None:
-    stamps = pd.DatetimeIndex(pd.to_datetime(
-        ["2026-11-23 02:00:00.123456789", "1970-01-01 00:00:00", "1970-01-01 00:00:00.5",
-         "2026-11-23 02:00:00", "1960-06-01 12:00:00.000001"], utc=True, format="ISO8601"))
+    stamps = pd.DatetimeIndex(
+        pd.to_datetime(
+            [
+                "2026-11-23 02:00:00.123456789",
+                "1970-01-01 00:00:00",
+                "1970-01-01 00:00:00.5",
+                "2026-11-23 02:00:00",
+                "1960-06-01 12:00:00.000001",
+            ],
+            utc=True,
+            format="ISO8601",
+        )
+    )
     want = []
     for stamp in stamps:
         proto = Timestamp()
@@ -87,4 +97,6 @@ def test_entity_keys_and_field_keys_match_feast() -> None:
     ]
     assert feast_layout.entity_keys("user_id", ids, "recsys") == want
     assert feast_layout.entity_keys("movie_id", ids[:0], "recsys") == []
-    assert feast_layout.field_key("user_recommendations", "item_ids") == _mmh3("user_recommendations:item_ids")
+    assert feast_layout.field_key("user_recommendations", "item_ids") == _mmh3(
+        "user_recommendations:item_ids"
+    )

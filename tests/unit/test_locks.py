@@ -25,8 +25,9 @@ with locks.hold(load_settings(env={"RECSYS_HOME": sys.argv[1]}), *sys.argv[2:]):
 
 
 def holder_process(home, *names: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(home), *names], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(home), *names], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -59,8 +60,9 @@ def test_a_second_run_fails_naming_the_holder_and_goes_once_it_is_gone(tmp_path)
 def test_waiting_gets_the_lock_when_the_holder_finishes(tmp_path):
     settings = load_settings(env={"RECSYS_HOME": str(tmp_path)})
     proc = holder_process(tmp_path, "model")
-    killer = subprocess.Popen([sys.executable, "-c",
-                               f"import os, time; time.sleep(1); os.kill({proc.pid}, 9)"])
+    killer = subprocess.Popen(
+        [sys.executable, "-c", f"import os, time; time.sleep(1); os.kill({proc.pid}, 9)"]
+    )
     try:
         with locks.hold(settings, "model", wait_s=30):
             assert locks.holder(settings, "model")["pid"] == os.getpid()

@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.evaluation import (MostPop, bootstrap_interval, evaluate, metrics_from_ranks,
-                               ndcg_at_k, ranks_of_targets, recall_at_k)
+from recsys.evaluation import (
+    MostPop,
+    bootstrap_interval,
+    evaluate,
+    metrics_from_ranks,
+    ndcg_at_k,
+    ranks_of_targets,
+    recall_at_k,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +36,13 @@ def test_edge_cases():
     with pytest.raises(ValueError):
         recall_at_k(np.array([1]), 0)
     assert set(metrics_from_ranks(np.array([0]))) == {
-        "recall_at_10", "ndcg_at_10", "recall_at_50", "ndcg_at_50", "recall_at_100", "ndcg_at_100"}
+        "recall_at_10",
+        "ndcg_at_10",
+        "recall_at_50",
+        "ndcg_at_50",
+        "recall_at_100",
+        "ndcg_at_100",
+    }
 
 
 def test_rank_counts_strictly_higher_unseen_items():

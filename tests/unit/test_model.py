@@ -6,8 +6,7 @@ import torch
 
 from recsys.config import ModelConfig, load_settings
 from recsys.errors import ConfigError
-from recsys.model import (TwoTower, checkpoint, from_checkpoint, full_softmax_loss,
-                          sampled_softmax_loss)
+from recsys.model import TwoTower, checkpoint, from_checkpoint, full_softmax_loss, sampled_softmax_loss
 from recsys.sequences import build_histories, window_examples
 from recsys.training import NegativeSampler, evaluate_model, train, uses_full_softmax
 
@@ -15,9 +14,20 @@ pytestmark = pytest.mark.unit
 
 
 def settings(*extra):
-    return load_settings(["train.progress_bar=false", "train.batch_size=16", "train.max_epochs=25",
-                          "train.learning_rate=0.02", "train.patience=30", "model.embedding_dim=16",
-                          "model.history_length=8", "model.dropout=0.0", *extra], env={})
+    return load_settings(
+        [
+            "train.progress_bar=false",
+            "train.batch_size=16",
+            "train.max_epochs=25",
+            "train.learning_rate=0.02",
+            "train.patience=30",
+            "model.embedding_dim=16",
+            "model.history_length=8",
+            "model.dropout=0.0",
+            *extra,
+        ],
+        env={},
+    )
 
 
 def sasrec(n_items=10, **kw):
@@ -67,8 +77,9 @@ def test_sampled_softmax_masks_accidental_hits_and_bad_hard_negatives():
     model = TwoTower(3, 5, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=False))
     queries, targets = model.user_vectors(torch.tensor([0, 1, 2])), torch.tensor([1, 1, 3])
     hard = torch.tensor([[1, 5, 2], [0, 0, 4], [3, 2, 5]])  # own target / pad must not count
-    loss = sampled_softmax_loss(model, queries, targets, torch.tensor([1, 4]),
-                                torch.log(torch.full((2,), 0.2)), hard)
+    loss = sampled_softmax_loss(
+        model, queries, targets, torch.tensor([1, 4]), torch.log(torch.full((2,), 0.2)), hard
+    )
     assert torch.isfinite(loss)
     # the same loss by hand: row 0 keeps columns {own 0, in-batch 2, sampled 4, hard 2}
     with torch.no_grad():
@@ -157,14 +168,17 @@ def test_softmax_mode_resolves_on_catalogue_size():
     assert not uses_full_softmax(load_settings(["model.softmax=sampled"], env={}), 10)
 
 
-@pytest.mark.parametrize("extra", [
-    [],
-    ["model.user_tower=mean"],
-    ["model.softmax=sampled", "model.num_sampled_negatives=8"],
-    ["model.softmax=sampled", "model.negative_distribution=popularity", "model.num_sampled_negatives=8"],
-    ["train.distill_weight=0.5", "train.distill_ease_l2=10"],
-    ["model.user_tower=id", "model.softmax=sampled", "train.batch_size=64"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["model.user_tower=mean"],
+        ["model.softmax=sampled", "model.num_sampled_negatives=8"],
+        ["model.softmax=sampled", "model.negative_distribution=popularity", "model.num_sampled_negatives=8"],
+        ["train.distill_weight=0.5", "train.distill_ease_l2=10"],
+        ["model.user_tower=id", "model.softmax=sampled", "train.batch_size=64"],
+    ],
+)
 def test_loss_decreases_and_learns_the_checkerboard(tiny, extra):
     result = train(tiny, settings(*extra))
     losses = [row["loss"] for row in result.epochs]
@@ -178,8 +192,11 @@ def test_loss_decreases_and_learns_the_checkerboard(tiny, extra):
 def test_hard_negatives_train_and_bad_combinations_are_refused(tiny):
     rng = np.random.default_rng(0)
     hard = rng.integers(0, tiny.n_items, size=(tiny.n_users, 5))
-    result = train(tiny, settings("model.softmax=sampled", "model.num_sampled_negatives=8",
-                                  "train.hard_negative_ratio=0.5"), hard_lists=hard)
+    result = train(
+        tiny,
+        settings("model.softmax=sampled", "model.num_sampled_negatives=8", "train.hard_negative_ratio=0.5"),
+        hard_lists=hard,
+    )
     assert result.epochs[-1]["loss"] < result.epochs[0]["loss"]
     with pytest.raises(ConfigError, match="needs model.softmax=sampled"):
         train(tiny, settings("train.hard_negative_ratio=0.5"), hard_lists=hard)

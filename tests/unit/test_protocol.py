@@ -5,8 +5,17 @@ import pandas as pd
 import pytest
 
 from recsys.config import PROJECT_ROOT, DataConfig
-from recsys.data import (filter_positives, index_splits, load_movies, load_prepared, load_ratings,
-                         prepare, save_prepared, seen_lists, split_by_time)
+from recsys.data import (
+    filter_positives,
+    index_splits,
+    load_movies,
+    load_prepared,
+    load_ratings,
+    prepare,
+    save_prepared,
+    seen_lists,
+    split_by_time,
+)
 from recsys.errors import DataError
 
 pytestmark = pytest.mark.unit
@@ -49,8 +58,14 @@ def test_users_with_two_or_fewer_positives_stay_in_train():
 
 
 def test_heldout_items_missing_from_train_are_kept_as_misses():
-    rows = [(1, 10, 5.0, 1), (1, 11, 5.0, 2), (1, 12, 5.0, 3), (2, 11, 5.0, 1), (2, 12, 5.0, 2),
-            (2, 10, 5.0, 3)]
+    rows = [
+        (1, 10, 5.0, 1),
+        (1, 11, 5.0, 2),
+        (1, 12, 5.0, 3),
+        (2, 11, 5.0, 1),
+        (2, 12, 5.0, 2),
+        (2, 10, 5.0, 3),
+    ]
     split = split_by_time(ratings(rows))
     inter, users, items = index_splits(split)
     # item 12 is only ever valid/test... user 1: 10 train, 11 valid, 12 test; user 2: 11 train,
@@ -66,12 +81,20 @@ def test_heldout_items_missing_from_train_are_kept_as_misses():
 def test_unknown_heldout_items_count_as_misses_and_are_reported():
     from recsys.evaluation import ranks_of_targets
 
-    ranks = ranks_of_targets(np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]]), np.array([-1, 0]),
-                             [np.array([], dtype=int), np.array([], dtype=int)])
+    ranks = ranks_of_targets(
+        np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]]),
+        np.array([-1, 0]),
+        [np.array([], dtype=int), np.array([], dtype=int)],
+    )
     assert ranks.tolist() == [3, 0]  # rank N: a miss at every k
-    ratings = pd.DataFrame({"user_id": [1] * 5 + [2] * 5,
-                            "movie_id": [10, 11, 12, 13, 14, 10, 11, 12, 13, 15],
-                            "rating": 5.0, "timestamp": list(range(5)) * 2})
+    ratings = pd.DataFrame(
+        {
+            "user_id": [1] * 5 + [2] * 5,
+            "movie_id": [10, 11, 12, 13, 14, 10, 11, 12, 13, 15],
+            "rating": 5.0,
+            "timestamp": list(range(5)) * 2,
+        }
+    )
     movies = pd.DataFrame({"movie_id": range(10, 16), "title": "t", "genres": "g"})
     prepared = prepare(ratings, movies, DataConfig(min_user_interactions=1, min_item_interactions=1))
     # train = {10, 11, 12}; 13 is both users' validation item, 14 and 15 their test items
@@ -83,8 +106,7 @@ def test_unknown_heldout_items_count_as_misses_and_are_reported():
 
 
 def test_ml_latest_small_figures_are_pinned():
-    prepared = prepare(load_ratings(SAMPLE / "ratings.csv"), load_movies(SAMPLE / "movies.csv"),
-                       DataConfig())
+    prepared = prepare(load_ratings(SAMPLE / "ratings.csv"), load_movies(SAMPLE / "movies.csv"), DataConfig())
     assert (prepared.n_users, prepared.n_items) == (603, 1956)
     counts = prepared.interactions["split"].value_counts().to_dict()
     assert counts == {"train": 40033, "valid": 603, "test": 603}
@@ -97,8 +119,7 @@ def test_ml_latest_small_figures_are_pinned():
 
 
 def test_prepared_round_trip(tmp_path):
-    prepared = prepare(load_ratings(SAMPLE / "ratings.csv"), load_movies(SAMPLE / "movies.csv"),
-                       DataConfig())
+    prepared = prepare(load_ratings(SAMPLE / "ratings.csv"), load_movies(SAMPLE / "movies.csv"), DataConfig())
     save_prepared(prepared, tmp_path / "p")
     again = load_prepared(tmp_path / "p")
     pd.testing.assert_frame_equal(again.interactions, prepared.interactions)
@@ -111,10 +132,13 @@ def test_seen_lists_groups_by_user():
     assert [s.tolist() for s in seen] == [[2], [3, 5], []]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("a,b\n1,2\n", "lacks column"),
-    ("", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a,b\n1,2\n", "lacks column"),
+        ("", "cannot parse"),
+    ],
+)
 def test_bad_ratings_files_raise_data_error(tmp_path, content, message):
     path = tmp_path / "ratings.csv"
     path.write_text(content)

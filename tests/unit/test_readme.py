@@ -12,8 +12,9 @@ RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "quality-ml-latest-small.jso
 
 
 def test_readme_quality_table_matches_the_committed_json():
-    spec = importlib.util.spec_from_file_location("quality_table",
-                                                  PROJECT_ROOT / "benchmarks" / "quality_table.py")
+    spec = importlib.util.spec_from_file_location(
+        "quality_table", PROJECT_ROOT / "benchmarks" / "quality_table.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = json.loads(RESULTS.read_text())
@@ -25,8 +26,9 @@ def test_readme_quality_table_matches_the_committed_json():
 
 
 def test_readme_scale_tables_match_the_committed_json():
-    spec = importlib.util.spec_from_file_location("scale_table",
-                                                  PROJECT_ROOT / "benchmarks" / "scale_table.py")
+    spec = importlib.util.spec_from_file_location(
+        "scale_table", PROJECT_ROOT / "benchmarks" / "scale_table.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     report = json.loads((PROJECT_ROOT / "benchmarks" / "results" / "scale-ml20m.json").read_text())
@@ -34,6 +36,15 @@ def test_readme_scale_tables_match_the_committed_json():
     # the run the README quotes went through every stage of the chain, at full size
     stages = {row["stage"]: row for row in report["stages"]}
     assert all(row["ok"] for row in report["stages"])
-    assert {"ingest", "prepare", "train", "promote", "score", "validate", "publish", "lookups",
-            "night"} <= set(stages)
+    assert {
+        "ingest",
+        "prepare",
+        "train",
+        "promote",
+        "score",
+        "validate",
+        "publish",
+        "lookups",
+        "night",
+    } <= set(stages)
     assert report["results"]["score"]["n_users"] == 138_493

@@ -21,8 +21,10 @@ pytestmark = pytest.mark.unit
 
 def make_bundle(tiny, tmp_path, tower="sasrec", k=10):
     torch.manual_seed(0)
-    settings = load_settings([f"model.user_tower={tower}", "model.embedding_dim=8",
-                              "model.history_length=4", f"score.k={k}"], env={})
+    settings = load_settings(
+        [f"model.user_tower={tower}", "model.embedding_dim=8", "model.history_length=4", f"score.k={k}"],
+        env={},
+    )
     model = TwoTower(tiny.n_users, tiny.n_items, settings.model).eval()
     return model, ModelBundle.load(write_bundle(model, tiny, settings, tmp_path / tower))
 
@@ -34,11 +36,16 @@ def activity(rows):
 def test_inputs_come_from_todays_activity(tiny, tmp_path):
     _, bundle = make_bundle(tiny, tmp_path)
     pad = bundle.n_items
-    today = activity([
-        (7, 2, 5.0, 30), (7, 4, 4.0, 10), (7, 999, 5.0, 20), (7, 6, 1.0, 40),  # 999 unknown
-        (500, 3, 4.5, 1),  # a user the model never saw
-        (501, 5, 2.0, 1),  # ratings but no positive
-    ])
+    today = activity(
+        [
+            (7, 2, 5.0, 30),
+            (7, 4, 4.0, 10),
+            (7, 999, 5.0, 20),
+            (7, 6, 1.0, 40),  # 999 unknown
+            (500, 3, 4.5, 1),  # a user the model never saw
+            (501, 5, 2.0, 1),  # ratings but no positive
+        ]
+    )
     inputs = user_inputs(today, bundle)
     assert inputs.user_ids.tolist() == [7, 500, 501]
     idx = bundle.item_index(np.array([4, 2, 6, 3, 5]))
@@ -79,18 +86,19 @@ def test_a_new_positive_changes_the_list_without_a_retrain(tiny, tmp_path):
     # not only the seen mask: the new positive changed the user vector, so the ranking of the
     # remaining items changed too ...
     without = [m for m in first.tolist() if m != newly]
-    assert second.tolist()[:len(without)] != without
+    assert second.tolist()[: len(without)] != without
     # ... while a new 1-star rating only joins the seen set and leaves the ranking as it was
     disliked = pd.concat([before, activity([(7, newly, 1.0, 3)])])
     third = score_users(bundle, user_inputs(disliked, bundle), "1", "d3")["item_ids"][0]
-    assert third.tolist()[:len(without)] == without
+    assert third.tolist()[: len(without)] == without
 
 
 def test_id_tower_scores_known_users_and_gives_others_the_popular_list(tiny, tmp_path):
     _, bundle = make_bundle(tiny, tmp_path, tower="id")
     known = int(tiny.users["user_id"].iloc[0])
-    recs = score_users(bundle, user_inputs(activity([(known, 2, 5.0, 1), (999, 2, 5.0, 1)]),
-                                           bundle), "1", "d")
+    recs = score_users(
+        bundle, user_inputs(activity([(known, 2, 5.0, 1), (999, 2, 5.0, 1)]), bundle), "1", "d"
+    )
     assert recs.set_index("user_id")["source"].to_dict() == {known: "model", 999: "popular"}
 
 

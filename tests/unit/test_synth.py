@@ -38,18 +38,20 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_presets_and_overrides() -> None:
     assert synth.params_for("ml-20m") == synth.SynthParams(138_493, 26_744, 20_000_263, 0)
-    assert synth.params_for("small", ratings=200_000, seed=7) == synth.SynthParams(
-        6_040, 3_706, 200_000, 7)
+    assert synth.params_for("small", ratings=200_000, seed=7) == synth.SynthParams(6_040, 3_706, 200_000, 7)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"users": 0}, "users >= 1"),
-    ({"movies": 19}, "movies >= 20"),
-    ({"users": 100, "movies": 500, "ratings": 1_999}, r"ratings must be in 2,000..17,500"),
-    ({"users": 10, "movies": 100, "ratings": 400}, r"ratings must be in 200..350"),
-    ({"users": 10, "movies": 1_000, "ratings": 500}, r"every movie rated"),
-    ({"seed": -1}, "seed >= 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"users": 0}, "users >= 1"),
+        ({"movies": 19}, "movies >= 20"),
+        ({"users": 100, "movies": 500, "ratings": 1_999}, r"ratings must be in 2,000..17,500"),
+        ({"users": 10, "movies": 100, "ratings": 400}, r"ratings must be in 200..350"),
+        ({"users": 10, "movies": 1_000, "ratings": 500}, r"every movie rated"),
+        ({"seed": -1}, "seed >= 0"),
+    ],
+)
 def test_impossible_parameters_are_config_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         synth.params_for("small", **kwargs)
@@ -125,8 +127,11 @@ def test_planted_signal_beats_popularity(release: synth.Release, frame: pd.DataF
     inter = prep.interactions
     cluster = pd.Series(cat.clusters, index=cat.movie_ids)
     history, test = inter[inter["split"] != "test"], inter[inter["split"] == "test"]
-    dominant = cluster[history["movie_id"]].groupby(history["user_id"].to_numpy()).agg(
-        lambda c: c.value_counts().index[0])
+    dominant = (
+        cluster[history["movie_id"]]
+        .groupby(history["user_id"].to_numpy())
+        .agg(lambda c: c.value_counts().index[0])
+    )
     hit = (cluster[test["movie_id"]].to_numpy() == dominant[test["user_id"]].to_numpy()).mean()
     chance = (cluster[test["movie_id"]].value_counts(normalize=True) ** 2).sum()
     assert hit > 4 * chance
@@ -199,12 +204,29 @@ def test_out_folder_is_replaced_only_whole(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_cli_prints_a_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["synth", "--users", "100", "--movies", "150", "--ratings", "5000", "--seed", "2",
-                 "--out", str(tmp_path / "rel")])
+    code = main(
+        [
+            "synth",
+            "--users",
+            "100",
+            "--movies",
+            "150",
+            "--ratings",
+            "5000",
+            "--seed",
+            "2",
+            "--out",
+            str(tmp_path / "rel"),
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
     assert {k: summary[k] for k in ("users", "movies", "ratings", "seed")} == {
-        "users": 100, "movies": 150, "ratings": 5000, "seed": 2}
+        "users": 100,
+        "movies": 150,
+        "ratings": 5000,
+        "seed": 2,
+    }
     assert summary["out"] == str(tmp_path / "rel") and summary["seconds"] >= 0
     assert summary["stats"]["ratings_per_user"]["min"] >= 20
 

@@ -17,14 +17,16 @@ def reference(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.nd
     return order, np.take_along_axis(masked, order, axis=1)
 
 
-@pytest.mark.parametrize(("n_items", "k"), [(26_744, 100), (3_001, 100), (150, 100), (40, 40),
-                                             (BLOCK * 5, 7), (1, 1)])
+@pytest.mark.parametrize(
+    ("n_items", "k"), [(26_744, 100), (3_001, 100), (150, 100), (40, 40), (BLOCK * 5, 7), (1, 1)]
+)
 def test_equals_the_float32_reference(n_items, k):
     rng = np.random.default_rng(n_items)
     users, items = rng.normal(size=(64, 16)), rng.normal(size=(n_items, 16))
     scores = (users @ items.T).astype(np.float32)
-    seen = [rng.choice(n_items, size=rng.integers(0, min(n_items, 300) + 1), replace=False)
-            for _ in range(64)]
+    seen = [
+        rng.choice(n_items, size=rng.integers(0, min(n_items, 300) + 1), replace=False) for _ in range(64)
+    ]
     want_idx, want_val = reference(scores, seen, k)
     for threads in (None, 1):  # every core, or one (a shard beside others)
         idx, val = masked_topk(scores.copy(), seen, k, threads)
@@ -53,9 +55,14 @@ def test_equal_scores_signed_zeros_and_seen_blocks_follow_the_reference(k):
     scores[1] = np.where(rng.random(n_items) < 0.5, np.float32(-0.0), np.float32(0.0))
     scores[2, ::2] = -0.0
     scores[3] = np.round(scores[3])  # few distinct values, many ties at the cut
-    seen = [np.array([], np.int64), rng.choice(n_items, 100, replace=False),
-            np.arange(1, n_items, 2), np.arange(0, n_items, 5), np.arange(n_items - 3),
-            np.arange(0, n_items, 2)]
+    seen = [
+        np.array([], np.int64),
+        rng.choice(n_items, 100, replace=False),
+        np.arange(1, n_items, 2),
+        np.arange(0, n_items, 5),
+        np.arange(n_items - 3),
+        np.arange(0, n_items, 2),
+    ]
     want_idx, want_val = reference(scores, seen, k)
     idx, val = masked_topk(scores.copy(), seen, k)
     np.testing.assert_array_equal(idx, want_idx)

@@ -43,6 +43,7 @@ def reload(frame: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 
 # ratings_raw ---------------------------------------------------------------------------------------
 
+
 def test_sample_ratings_pass(ratings: pd.DataFrame) -> None:
     summary = validation.validate_ratings(ratings)
     assert summary["success"] is True
@@ -55,6 +56,7 @@ def _set_rating(value: float | None):
     def corrupt(frame: pd.DataFrame) -> pd.DataFrame:
         frame.loc[3, "rating"] = value
         return frame
+
     return corrupt
 
 
@@ -62,6 +64,7 @@ def _set_cell(column: str, value: int):
     def corrupt(frame: pd.DataFrame) -> pd.DataFrame:
         frame.loc[7, column] = value
         return frame
+
     return corrupt
 
 
@@ -73,8 +76,10 @@ def _set_cell(column: str, value: int):
         (_set_rating(7.0), {("expect_column_values_to_be_in_set", "rating")}),
         (_set_cell("user_id", -4), {("expect_column_values_to_be_between", "user_id")}),
         (_set_cell("timestamp", 5_680_281_600), {("expect_column_values_to_be_between", "timestamp")}),
-        (lambda f: pd.concat([f, f.iloc[[10]]]),
-         {("expect_compound_columns_to_be_unique", "user_id, movie_id")}),
+        (
+            lambda f: pd.concat([f, f.iloc[[10]]]),
+            {("expect_compound_columns_to_be_unique", "user_id, movie_id")},
+        ),
     ],
     ids=["null-rating", "rating-3.3", "rating-7", "negative-user", "timestamp-2150", "duplicate-pair"],
 )
@@ -123,6 +128,7 @@ def test_zero_byte_file_never_reaches_validation(tmp_path) -> None:
 
 # interactions --------------------------------------------------------------------------------------
 
+
 def test_prepared_sample_passes(prepared: Prepared) -> None:
     summary = validation.validate_interactions(prepared, rating_threshold=4.0)
     assert summary["success"] is True
@@ -162,14 +168,16 @@ RATED = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [1, 2, 3]})
 def make_recs(items: list[list[int]] | None = None, scores: list[list[float]] | None = None) -> pd.DataFrame:
     items = items or [[10, 11, 12], [10, 13, 14]]
     scores = scores or [[0.9, 0.5, 0.1], [3.0, 2.0, 2.0]]
-    return pd.DataFrame({
-        "user_id": np.array([1, 2], dtype=np.int64),
-        "item_ids": [np.array(i, dtype=np.int64) for i in items],
-        "scores": [np.array(s, dtype=np.float32) for s in scores],
-        "model_version": ["3", "3"],
-        "data_version": ["d1", "d1"],
-        "event_timestamp": pd.Timestamp("2024-05-01", tz="UTC"),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": np.array([1, 2], dtype=np.int64),
+            "item_ids": [np.array(i, dtype=np.int64) for i in items],
+            "scores": [np.array(s, dtype=np.float32) for s in scores],
+            "model_version": ["3", "3"],
+            "data_version": ["d1", "d1"],
+            "event_timestamp": pd.Timestamp("2024-05-01", tz="UTC"),
+        }
+    )
 
 
 def test_valid_recommendations_pass() -> None:
@@ -191,18 +199,30 @@ def test_recommendation_checks_known_values() -> None:
 @pytest.mark.parametrize(
     ("recs", "expected"),
     [
-        (make_recs(items=[[10, 11, 10], [10, 13, 14]]),
-         {("expect_column_pair_values_to_be_equal", "n_unique_items, n_items")}),
-        (make_recs(items=[[10, 2, 12], [10, 13, 14]]),
-         {("expect_column_values_to_be_in_set", "n_seen_items")}),
-        (make_recs(scores=[[0.9, 0.5, 0.1], [1.0, 2.0, 0.5]]),
-         {("expect_column_values_to_be_in_set", "scores_sorted")}),
-        (make_recs(items=[[10, 11], [10, 13, 14]], scores=[[0.9, 0.5], [3.0, 2.0, 2.0]]),
-         {("expect_column_values_to_be_between", "n_items")}),
-        (make_recs(scores=[[0.9, 0.5], [3.0, 2.0, 2.0]]),
-         {("expect_column_pair_values_to_be_equal", "n_scores, n_items")}),
-        (make_recs(scores=[[0.9, np.nan, 0.1], [3.0, 2.0, 2.0]]),
-         {("expect_column_values_to_be_in_set", "scores_finite")}),
+        (
+            make_recs(items=[[10, 11, 10], [10, 13, 14]]),
+            {("expect_column_pair_values_to_be_equal", "n_unique_items, n_items")},
+        ),
+        (
+            make_recs(items=[[10, 2, 12], [10, 13, 14]]),
+            {("expect_column_values_to_be_in_set", "n_seen_items")},
+        ),
+        (
+            make_recs(scores=[[0.9, 0.5, 0.1], [1.0, 2.0, 0.5]]),
+            {("expect_column_values_to_be_in_set", "scores_sorted")},
+        ),
+        (
+            make_recs(items=[[10, 11], [10, 13, 14]], scores=[[0.9, 0.5], [3.0, 2.0, 2.0]]),
+            {("expect_column_values_to_be_between", "n_items")},
+        ),
+        (
+            make_recs(scores=[[0.9, 0.5], [3.0, 2.0, 2.0]]),
+            {("expect_column_pair_values_to_be_equal", "n_scores, n_items")},
+        ),
+        (
+            make_recs(scores=[[0.9, np.nan, 0.1], [3.0, 2.0, 2.0]]),
+            {("expect_column_values_to_be_in_set", "scores_finite")},
+        ),
     ],
     ids=["duplicate-item", "seen-item", "unsorted-scores", "wrong-length", "scores-length", "nan-score"],
 )
@@ -233,6 +253,7 @@ def test_recommendations_missing_column_fail_readably() -> None:
 
 
 # API contract --------------------------------------------------------------------------------------
+
 
 def test_missing_parameter_is_named(prepared: Prepared) -> None:
     with pytest.raises(ValueError, match="n_items"):
