@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pendulum
@@ -76,7 +77,49 @@ def fail_fast_on_bad_input() -> Iterator[None]:
     except IngestError:
         raise  # a download or DVC failure may pass on the next try
     except (ValidationFailed, ConfigError, DataError, ModelNotFoundError, InvalidRequestError) as exc:
+        if isinstance(exc, ValidationFailed) and exc.docs:
+            _push_data_docs(exc.docs)
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _push_data_docs(page: str) -> None:
+    """The failed suite's Data Docs page into this task's XCom, for :class:`DataDocsLink`."""
+    try:
+        ti = get_current_context()["ti"]
+    except RuntimeError:  # not inside a running task (a unit test of this mapping)
+        return
+    ti.xcom_push(DATA_DOCS_KEY, page)
+
+
+def with_links(task_output, *links: BaseOperatorLink):  # noqa: ANN001, ANN201 - an XComArg
+    """Attach operator extra links to the task behind a TaskFlow call's output; returns the output."""
+    task_output.operator.operator_extra_links = list(links)
+    return task_output
+
+
+class DataDocsLink(BaseOperatorLink):
+    """ "Data Docs" button on a validating task: the great-expectations page of its failed suite.
+
+    The task pushes the page's path to XCom before it fails; the link is computed on the worker
+    when the task ends (Airflow 3 runs operator links for failed tasks too). With
+    RECSYS_DATA_DOCS_URL set (a web server over $RECSYS_HOME/data_docs) the link goes there,
+    otherwise it is the page's file:// URL.
+    """
+
+    name = "Data Docs"
+
+    def get_link(self, operator, *, ti_key) -> str:  # noqa: ANN001
+        page = ti_key.xcom_pull(task_ids=operator.task_id, key=DATA_DOCS_KEY)
+        if not page:
+            return ""
+        base = os.environ.get("RECSYS_DATA_DOCS_URL", "").rstrip("/")
+        if base:
+            path = Path(page)
+            return f"{base}/{path.parent.name}/{path.name}"  # <suite>/<page>.html
+        return Path(page).as_uri()
+
+
+DATA_DOCS_KEY = "data_docs"
 
 
 class MlflowRunLink(BaseOperatorLink):

@@ -16,7 +16,16 @@ Params: `dataset` (empty = the `data.dataset` setting). Settings come from the e
 
 from __future__ import annotations
 
-from _common import DEFAULT_ARGS, PREPARED_DATA, START_DATE, fail_fast_on_bad_input, load, params
+from _common import (
+    DEFAULT_ARGS,
+    PREPARED_DATA,
+    START_DATE,
+    DataDocsLink,
+    fail_fast_on_bad_input,
+    load,
+    params,
+    with_links,
+)
 from airflow.sdk import Param, dag, get_current_context, task
 
 
@@ -87,7 +96,10 @@ def recsys_ingest() -> None:
         }
         return {**prepared, "validation": summary}
 
-    validate_prepared(prepare(validate_raw(ingest())))
+    docs = DataDocsLink()  # every task here may fail a suite
+    snapshot = with_links(ingest(), docs)
+    prepared = with_links(prepare(with_links(validate_raw(snapshot), docs)), docs)
+    with_links(validate_prepared(prepared), docs)
 
 
 recsys_ingest()

@@ -22,7 +22,16 @@ Params: `shard_size` (users per scoring task).
 
 from __future__ import annotations
 
-from _common import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, fail_fast_on_bad_input, load, params
+from _common import (
+    CHAMPION_MODEL,
+    DEFAULT_ARGS,
+    START_DATE,
+    DataDocsLink,
+    fail_fast_on_bad_input,
+    load,
+    params,
+    with_links,
+)
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 
@@ -135,7 +144,7 @@ def recsys_score_nightly() -> None:
 
     champion = resolve_champion()
     scored = score_shard.expand(spec=plan_shards(champion))
-    validated = validate_recommendations(merge_shards(scored))
+    validated = with_links(validate_recommendations(merge_shards(scored)), DataDocsLink())
     published = publish(validated)
     report(validated, published, verify_lookups(published))
 

@@ -25,10 +25,12 @@ class IngestError(DataError):
 class ValidationFailed(RecsysError):
     """A great-expectations suite failed; ``report`` holds the readable summary."""
 
-    def __init__(self, suite: str, report: str) -> None:
-        super().__init__(f"validation suite '{suite}' failed:\n{report}")
+    def __init__(self, suite: str, report: str, docs: str | None = None) -> None:
+        where = f"\nData Docs: {docs}" if docs else ""
+        super().__init__(f"validation suite '{suite}' failed:\n{report}{where}")
         self.suite = suite
         self.report = report
+        self.docs = docs  # the failing run's great-expectations Data Docs page (HTML), if written
 
 
 class ModelNotFoundError(RecsysError):

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 RESCORE = "run `recsys score` again"
 
 
+def data_docs(settings: Settings) -> Path:
+    """Where a failed validation writes its great-expectations Data Docs page (one folder per suite)."""
+    return settings.paths.home / "data_docs"
+
+
 @locked("data")
 def ingest(settings: Settings, validate: bool = True) -> dict:
     """Snapshot the raw dataset into the DVC workspace.
@@ -54,7 +59,7 @@ def validate_raw(settings: Settings, raw_dir: str) -> dict:
     """Run suite ratings_raw on the raw snapshot; raises ValidationFailed."""
     from recsys.validation import validate_ratings
 
-    return validate_ratings(data_mod.load_ratings(Path(raw_dir) / "ratings.csv"))
+    return validate_ratings(data_mod.load_ratings(Path(raw_dir) / "ratings.csv"), data_docs(settings))
 
 
 @locked("data")
@@ -69,7 +74,7 @@ def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     )
     prepared.meta["raw_data_version"] = data_version
     prepared.meta["prepared_id"] = uuid.uuid4().hex  # pins this folder's content for scoring runs
-    validate_interactions(prepared, settings.data.rating_threshold)
+    validate_interactions(prepared, settings.data.rating_threshold, data_docs(settings))
     target = ingest_mod.prepared_dir(settings)
     staging = target.with_name(target.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -328,7 +333,7 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
     )
     rated = read_activity(folder, ["user_id", "movie_id"])
     n_items = len(data_mod.read_parquet(path.parent / "catalogue.parquet", fix=RESCORE))
-    return check(recs, rated, min(int(meta["k"]), n_items))
+    return check(recs, rated, min(int(meta["k"]), n_items), data_docs(settings))
 
 
 @locked("data", "publish")
@@ -378,7 +383,7 @@ def validate_prepared(settings: Settings, prepared_dir: str) -> dict:
     from recsys.validation import validate_interactions
 
     prepared = data_mod.load_prepared(Path(prepared_dir))
-    return validate_interactions(prepared, settings.data.rating_threshold)
+    return validate_interactions(prepared, settings.data.rating_threshold, data_docs(settings))
 
 
 def locate_prepared(settings: Settings) -> dict:

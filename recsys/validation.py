@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import time
+from datetime import UTC, datetime
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -96,13 +98,16 @@ def suite_parameters(name: str) -> set[str]:
     return set(re.findall(r'"\$PARAMETER": "([^"]+)"', json.dumps(_suite_json(name)["expectations"])))
 
 
-def validate(suite_name: str, frame: pd.DataFrame, parameters: dict | None = None) -> dict:
+def validate(
+    suite_name: str, frame: pd.DataFrame, parameters: dict | None = None, docs_dir: Path | None = None
+) -> dict:
     """Run suite ``suite_name`` on ``frame`` with GX.
 
     ``parameters`` fill the suite's ``$PARAMETER`` values (all are required). Returns a summary
     ``{"suite", "success", "evaluated_expectations", "successful_expectations", "rows", "seconds"}``.
     Raises ValidationFailed (its ``report`` names each failed expectation, its column(s), how many rows
-    failed and a few bad values) and ValueError for an unknown suite or a missing parameter.
+    failed and a few bad values; with ``docs_dir``, ``docs`` is the run's Data Docs page written
+    there, see :func:`write_data_docs`) and ValueError for an unknown suite or a missing parameter.
     """
     parameters = dict(parameters or {})
     missing = sorted(suite_parameters(suite_name) - set(parameters))
@@ -129,9 +134,25 @@ def validate(suite_name: str, frame: pd.DataFrame, parameters: dict | None = Non
         "seconds": round(time.perf_counter() - start, 3),
     }
     if not result.success:
-        raise ValidationFailed(suite_name, failure_report(result.results, summary))
+        docs = write_data_docs(result, docs_dir / suite_name) if docs_dir else None
+        raise ValidationFailed(suite_name, failure_report(result.results, summary), docs)
     log.info("validation passed: %s", summary)
     return summary
+
+
+def write_data_docs(result: Any, folder: Path) -> str:
+    """The validation result as a great-expectations Data Docs page (GX's own page renderer, as its
+    site builder uses), written to ``folder/<UTC time>.html`` and ``folder/latest.html``."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    page = folder / f"{stamp}.html"
+    page.write_text(html)
+    (folder / "latest.html").write_text(html)
+    return str(page.resolve())
 
 
 def _columns(kwargs: dict) -> str:
@@ -205,19 +226,19 @@ def failure_report(results: list, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def validate_ratings(ratings: pd.DataFrame) -> dict:
+def validate_ratings(ratings: pd.DataFrame, docs_dir: Path | None = None) -> dict:
     """Validate a raw ratings frame (as read by ``recsys.data.load_ratings``) with ``ratings_raw``."""
-    return validate("ratings_raw", ratings)
+    return validate("ratings_raw", ratings, docs_dir=docs_dir)
 
 
-def validate_interactions(prepared: Prepared, rating_threshold: float) -> dict:
+def validate_interactions(prepared: Prepared, rating_threshold: float, docs_dir: Path | None = None) -> dict:
     """Validate ``prepared.interactions`` against its own id maps with suite ``interactions``."""
     parameters = {
         "n_users": prepared.n_users,
         "n_items": prepared.n_items,
         "rating_threshold": float(rating_threshold),
     }
-    return validate("interactions", prepared.interactions, parameters)
+    return validate("interactions", prepared.interactions, parameters, docs_dir)
 
 
 def _lists(column: pd.Series, dtype: type) -> list[np.ndarray]:
@@ -301,7 +322,9 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
         raise DataError(f"{what} lack column(s) {missing}; expected {columns}, got {list(frame.columns)}")
 
 
-def validate_recommendations(recs: pd.DataFrame, rated: pd.DataFrame, k: int) -> dict:
+def validate_recommendations(
+    recs: pd.DataFrame, rated: pd.DataFrame, k: int, docs_dir: Path | None = None
+) -> dict:
     """Validate scored recommendation lists with suite ``recommendations``.
 
     ``k`` is the expected length of every list (the caller passes min(k, unseen catalogue size)).
@@ -315,4 +338,4 @@ def validate_recommendations(recs: pd.DataFrame, rated: pd.DataFrame, k: int) ->
             f"    missing column(s) {missing}; got {list(recs.columns)}",
         )
     checks = recommendation_checks(recs, rated)
-    return validate("recommendations", checks, {"k": int(k)})
+    return validate("recommendations", checks, {"k": int(k)}, docs_dir)

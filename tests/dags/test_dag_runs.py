@@ -138,6 +138,11 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
 
     assert dag_run.state == "failed"
     assert [type(e) for e in raised] == [ValidationFailed] and "rating" in str(raised[0])
+    # the failed task links to the suite's Data Docs page (an extra link computed as it ended)
+    page = Path(raised[0].docs)
+    assert page.is_file() and page.parent.name == "ratings_raw"
+    assert airflow_db.xcom(dag_run, "ingest", key="data_docs") == str(page)
+    assert airflow_db.xcom(dag_run, "ingest", key="_link_DataDocsLink") == page.as_uri()
     tis = airflow_db.task_instances(dag_run)
     (ingest,) = tis["ingest"]
     assert ingest.state == "failed" and ingest.try_number == 1  # AirflowFailException: no retry

@@ -112,6 +112,41 @@ def test_the_training_task_links_to_its_mlflow_run(dagbag, monkeypatch):
     assert link.get_link(train, ti_key=FakeTI()) == "http://127.0.0.1:5005/#/experiments/7/runs/abc123"
 
 
+def test_validating_tasks_link_to_their_data_docs(dagbag, monkeypatch):
+    linked = {
+        (d, t.task_id)
+        for d, dag in dagbag.dags.items()
+        for t in dag.tasks
+        if [link.name for link in t.operator_extra_links] == ["Data Docs"]
+    }
+    assert linked == {
+        ("recsys_ingest", "ingest"),
+        ("recsys_ingest", "validate_raw"),
+        ("recsys_ingest", "prepare"),
+        ("recsys_ingest", "validate_prepared"),
+        ("recsys_score_nightly", "validate_recommendations"),
+    }
+    task = dagbag.dags["recsys_score_nightly"].task_dict["validate_recommendations"]
+    (link,) = task.operator_extra_links
+
+    class FakeTI:
+        def __init__(self, page):
+            self.page = page
+
+        def xcom_pull(self, task_ids, key):
+            assert (task_ids, key) == ("validate_recommendations", "data_docs")
+            return self.page
+
+    page = "/srv/recsys/data_docs/recommendations/20261125T013000Z.html"
+    monkeypatch.delenv("RECSYS_DATA_DOCS_URL", raising=False)
+    assert link.get_link(task, ti_key=FakeTI(page)) == "file://" + page
+    assert link.get_link(task, ti_key=FakeTI(None)) == ""  # passed: nothing to link
+    monkeypatch.setenv("RECSYS_DATA_DOCS_URL", "http://127.0.0.1:8000/docs/")
+    assert link.get_link(task, ti_key=FakeTI(page)) == (
+        "http://127.0.0.1:8000/docs/recommendations/20261125T013000Z.html"
+    )
+
+
 def test_errors_retrying_cannot_fix_fail_at_once(dagbag):
     import _common  # importable: the dagbag put dags/ on sys.path, as the dag-processor does
     from airflow.sdk.exceptions import AirflowFailException

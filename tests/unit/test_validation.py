@@ -92,6 +92,26 @@ def test_corrupted_ratings_fail_by_name(ratings, tmp_path, corrupt, expected) ->
     assert "1 of" in info.value.report or "2 of" in info.value.report  # counts the bad rows
 
 
+def test_a_failure_writes_the_suites_data_docs_page_and_names_it(ratings, tmp_path) -> None:
+    bad = ratings.copy()
+    bad.loc[3, "rating"] = 7.0
+    with pytest.raises(ValidationFailed) as info:
+        validation.validate_ratings(reload(bad, tmp_path), docs_dir=tmp_path / "docs")
+    page = Path(info.value.docs)
+    assert page.parent == (tmp_path / "docs" / "ratings_raw").resolve() and page.suffix == ".html"
+    assert f"Data Docs: {page}" in str(info.value)
+    html = page.read_text()
+    text = re.sub(
+        r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", " ", html, flags=re.S))
+    )
+    assert "Data documentation compiled by Great Expectations" in text  # GX's own page
+    assert "Expectation Suite: ratings_raw" in text and "Status: Failed" in text
+    assert "Unsuccessful Expectations 1 " in text and "1 unexpected" in text
+    assert (page.parent / "latest.html").read_text() == html
+    validation.validate_ratings(ratings, docs_dir=tmp_path / "docs")  # a pass writes nothing more
+    assert len(list(page.parent.iterdir())) == 2
+
+
 def test_report_quotes_bad_value_and_row(ratings, tmp_path) -> None:
     bad = ratings.copy()
     bad.loc[3, "rating"] = 3.3
