@@ -245,3 +245,23 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
     rows = store.read_lists([1, new_user], recsys_env)
     assert rows["data_version"].tolist() == [new_version] * 2
     assert rows["model_version"].tolist() == ["1", "1"]
+
+
+def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_its_own_k(
+    chain, run_dag, airflow_db, recsys_env
+):
+    """Retrain with the DAG's `k` Param at 20 while `score.k` stays 100: every later night still
+    validates, publishes and verifies, with the K recorded on the model version. Runs last: it
+    moves the champion."""
+    retrain, _ = run_dag("recsys_retrain", k=20, force_promotion=True)
+    assert retrain.state == "success", states(airflow_db, retrain)
+    version = airflow_db.xcom(retrain, "train")["version"]
+    assert str(registry.resolve(recsys_env, "champion").version) == version != "1"
+    assert recsys_env.score.k == 100
+    nightly, _ = run_dag("recsys_score_nightly", shard_size=250)
+    assert nightly.state == "success", states(airflow_db, nightly)
+    report = airflow_db.xcom(nightly, "report")
+    assert report["model_version"] == version and report["lookups_checked"] > 0
+    recs = pd.read_parquet(report["recommendations"])
+    assert recs["item_ids"].map(len).eq(20).all()
+    assert all(len(pairs) == 20 for pairs in served(recsys_env, [1, 42, 610]).values())
