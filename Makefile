@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo chain lint test test-unit test-integration test-dags airflow serve down clean
+.PHONY: install demo chain lint browser test test-unit test-integration test-dags test-stack airflow stack \
+	stack-down serve down clean
 
 install: $(STAMP)
 
@@ -14,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,stack]' 2>&1 \
 		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 
@@ -31,13 +32,34 @@ chain: install
 airflow: install
 	bash scripts/airflow.sh
 
+# The production configuration without Docker (scripts/stack.py): Postgres, password-protected
+# Redis, MLflow server with basic auth, Airflow with the CeleryExecutor and two Celery workers, all on
+# 127.0.0.1. Secrets: .env (created from .env.example on the first start, mode 0600), which
+# docker-compose.yaml reads too. Ctrl-C here, or `make stack-down` elsewhere, stops all of it.
+stack: install
+	$(BIN)/python scripts/stack.py up
+
+stack-down:
+	$(BIN)/python scripts/stack.py down
+
+# Debian's chromium for the Airflow UI test (tests/dags/test_airflow_ui.py); installed as root with
+# apt-get when missing. RECSYS_CHROMIUM names another binary.
+CHROMIUM ?= $(or $(RECSYS_CHROMIUM),/usr/bin/chromium)
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends chromium >/dev/null; }; \
+		else echo "need chromium at $(CHROMIUM): apt-get install chromium, or set RECSYS_CHROMIUM"; exit 1; fi; }
+
 # The pre-commit checks (.pre-commit-config.yaml) without changing anything: lint, format, types.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
+test: install lint browser
 	$(BIN)/python -m pytest -q
 
 test-unit: install
@@ -46,8 +68,11 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -q -m integration
 
-test-dags: install
+test-dags: install browser
 	$(BIN)/python -m pytest -q -m dags
+
+test-stack: install
+	$(BIN)/python -m pytest -q -m stack
 
 serve: install
 	$(BIN)/recsys serve

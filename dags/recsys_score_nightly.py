@@ -17,7 +17,7 @@ and the data version. Lists that fail suite `recommendations` fail the run at on
 retries) before anything is written, so the lists being served stay. Publishing is idempotent (last
 write wins), so a retried `publish` leaves the same lists.
 
-Params: `shard_size` (users per scoring task).
+Params: `shard_size` (users per scoring task; default: setting `score.shard_size`, 25,000).
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
     doc_md=__doc__,
     params={
         "shard_size": Param(
-            25_000, type="integer", minimum=1, description="users per scoring task (mapped over shards)"
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="users per scoring task (mapped over shards); empty: setting score.shard_size",
         ),
     },
 )
@@ -59,7 +62,7 @@ def recsys_score_nightly() -> None:
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
-            return pipelines.plan_scoring(load(), "champion", int(params()["shard_size"]))
+            return pipelines.plan_scoring(load(), "champion", params()["shard_size"])
 
     @task
     def plan_shards(champion: dict) -> list[dict]:

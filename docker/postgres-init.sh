@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mounted into /docker-entrypoint-initdb.d of the postgres service: runs once, when the data volume
-# is empty. One login role and one database each for Airflow's metadata and MLflow's backend store,
+# is empty (`make stack` runs it on a new cluster too). One login role and one database each for Airflow's metadata and MLflow's backend store,
 # so neither service can read the other's tables. Passwords come from .env; psql's :'var' quoting
 # keeps any character in them safe. Changing them later needs ALTER ROLE (or `docker compose down -v`).
 set -euo pipefail
@@ -16,4 +16,7 @@ REVOKE ALL ON DATABASE airflow FROM PUBLIC;
 CREATE ROLE mlflow LOGIN PASSWORD :'mlflow_password';
 CREATE DATABASE mlflow OWNER mlflow;
 REVOKE ALL ON DATABASE mlflow FROM PUBLIC;
+-- MLflow's basic-auth users and permissions (recsys/stack.py mlflow_auth_ini)
+CREATE DATABASE mlflow_auth OWNER mlflow;
+REVOKE ALL ON DATABASE mlflow_auth FROM PUBLIC;
 SQL

@@ -106,6 +106,8 @@ class ScoreConfig(_Section):
     # side, one per core (scripts/airflow.sh: the executor runs one task per core).
     threads: int = Field(0, ge=0)
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
+    # users per nightly scoring task (recsys_score_nightly maps one task over each shard)
+    shard_size: int = Field(25_000, ge=1)
 
 
 class MLflowConfig(_Section):

@@ -29,7 +29,7 @@ import redis
 
 from recsys import checks, redis_server
 from recsys.config import Settings, load_settings
-from recsys.errors import StoreError, UnknownUserError
+from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
 from recsys.store import HISTORY_VIEW, MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
 
 log = logging.getLogger(__name__)
@@ -216,8 +216,9 @@ def lookup_many(
 ) -> dict[int, list[Triple]]:
     """Top-``k`` [movie_id, score, title] triples, best first, per user (two round trips in all).
 
-    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..MAX_K,
-    UnknownUserError naming users without a list, StoreError when Redis is unreachable.
+    Raises InvalidRequestError for a non-positive or non-integer id, k outside 1..MAX_K or k
+    beyond a stored list's length (the model version's K), UnknownUserError naming users without
+    a list, StoreError when Redis is unreachable.
     """
     ids = _check(user_ids, k)
     settings = settings or load_settings()
@@ -229,6 +230,13 @@ def lookup_many(
             f"{PROJECT} at {settings.redis_address}); check the id or run the nightly publish"
         )
     found = {u: pair for u, pair in lists.items() if pair is not None}
+    short = [(u, len(items)) for u, (items, _) in found.items() if len(items) < k]
+    if short:  # the list's K is the model version's (set at export): asking for more is an error
+        user_id, held = short[0]
+        raise InvalidRequestError(
+            f"k must be at most {held}, the length of the list stored for user {user_id} "
+            f"(the model version's K), got {k}"
+        )
     named = titles({m for items, _ in found.values() for m in items}, settings)
     return {u: [(m, s, named[m]) for m, s in zip(items, scores)] for u, (items, scores) in found.items()}
 

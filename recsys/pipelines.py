@@ -398,11 +398,13 @@ def locate_prepared(settings: Settings) -> dict:
     }
 
 
-def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int = 25_000) -> dict:
-    """Pin the version behind ``ref`` and today's prepared data; split its users into shards."""
+def plan_scoring(settings: Settings, ref: str = "champion", shard_size: int | None = None) -> dict:
+    """Pin the version behind ``ref`` and today's prepared data; split its users into shards of
+    ``shard_size`` users (default: setting ``score.shard_size``)."""
     from recsys import registry
     from recsys.scoring import read_activity
 
+    shard_size = settings.score.shard_size if shard_size is None else shard_size
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     registry.configure(settings)
@@ -459,6 +461,8 @@ def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -
     recs = read_recommendations(path)
     chosen = recs.sample(n=min(sample, len(recs)), random_state=1) if sample > 0 else recs.iloc[:0]
     k = int(scoring_meta(path)["k"])  # the model version's K
+    if len(chosen):  # a user with fewer than K unseen items holds a shorter list
+        k = min(k, *(len(items) for items in chosen["item_ids"]))
     served = lookup_many(chosen["user_id"].tolist(), k, settings) if len(chosen) else {}
     for user_id, items in zip(chosen["user_id"], chosen["item_ids"]):
         got = [m for m, _, _ in served[int(user_id)]]

@@ -91,7 +91,7 @@ def test_params_are_typed(dagbag):
         "max_epochs": ["null", "integer"],
     }
     score = dagbag.dags["recsys_score_nightly"].params
-    assert score["shard_size"] == 25_000
+    assert score["shard_size"] is None  # setting score.shard_size
     with pytest.raises(ParamValidationError):
         score.get_param("shard_size").resolve(0)
     with pytest.raises(ParamValidationError):

@@ -119,8 +119,8 @@ def test_lookup_command_in_a_new_process(chain):
     # the plain form prints K triples, one per line
     plain = cli(env, "lookup", "--user", "1", "--k", "3")
     assert plain.returncode == 0 and len(plain.stdout.strip().splitlines()) == 3
-    longer = cli(env, "lookup", "--user", "1", "--k", "500")  # at most what the list holds: 100
-    assert longer.returncode == 0 and len(longer.stdout.strip().splitlines()) == 100
+    whole = cli(env, "lookup", "--user", "1", "--k", "100")  # the model version's K
+    assert whole.returncode == 0 and len(whole.stdout.strip().splitlines()) == 100
 
 
 @pytest.mark.parametrize(
@@ -132,6 +132,7 @@ def test_lookup_command_in_a_new_process(chain):
         (["--user", "100000000000000000000000000000"], 2, "user_id must be an integer"),
         (["--user", "1", "--k", "0"], 2, "k must be an integer in 1..1000"),
         (["--user", "1", "--k", "1001"], 2, "k must be an integer in 1..1000"),
+        (["--user", "1", "--k", "500"], 2, "k must be at most 100, the length of the list stored for user 1"),
     ],
 )
 def test_lookup_bad_input_one_line_error(chain, args, code, message):

@@ -315,3 +315,61 @@ def test_docker_compose_config_accepts_the_file() -> None:
         timeout=60,
     )
     assert missing.returncode != 0 and "in .env" in missing.stderr
+
+
+def test_make_stack_runs_the_same_configuration_from_the_same_env_file(compose):
+    """scripts/stack.py (make stack) and docker-compose.yaml: the same Airflow and recsys settings
+    (host ports and folders instead of service names and volumes) from one env file layout."""
+    from recsys import stack
+
+    names = stack.template_names()
+    assert names == list(_env_example())
+    values = {name: f"<{name}>" for name in names}
+    ours = stack.environment(values, Path("/stack"), cores=2, workers=2)
+    theirs = _environment(compose["x-airflow-common"])
+    # compose-only: the scheduler's container health check, the image's data folder
+    assert set(theirs) - set(ours) == {
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
+        "RECSYS__PATHS__DATASETS",
+    }
+    # stack-only: one host for every service (AIRFLOW_HOME, the worker names), executor sizing
+    assert set(ours) - set(theirs) == {
+        "AIRFLOW_HOME",
+        "AIRFLOW__API__BASE_URL",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE",
+        "AIRFLOW__CORE__PARALLELISM",
+    }
+    for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CORE__LOAD_EXAMPLES",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "RECSYS__SCORE__THREADS"):  # fmt: skip
+        assert ours[key] == theirs[key], key
+    # every secret reaches the stack from the env file, as compose interpolates it
+    for key, value in ours.items():
+        if key in theirs:
+            for name in re.findall(r"\$\{(\w+)", theirs[key]):
+                if name.endswith("PASSWORD") or name.endswith(("KEY", "SECRET")):
+                    assert f"<{name}>" in value, (key, name)
+    assert ours["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert ours["MLFLOW_TRACKING_PASSWORD"] == "<MLFLOW_ADMIN_PASSWORD>"
+
+
+def test_stack_env_file_is_generated_private_and_refused_when_readable(tmp_path, monkeypatch):
+    from recsys import stack
+    from recsys.config import ConfigError
+
+    for name in stack.template_names():
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / ".env"
+    values = stack.ensure_env(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert "change-me" not in values.values() and set(values) == set(stack.template_names())
+    passwords = [values[k] for k in values if k.endswith("PASSWORD")]
+    assert len(passwords) == len(set(passwords)) == 6  # each secret its own
+    assert stack.ensure_env(path) == values  # kept, not regenerated
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        stack.ensure_env(path)
+    path.chmod(0o600)
+    path.write_text(path.read_text().replace(values["REDIS_PASSWORD"], "change-me"))
+    with pytest.raises(ConfigError, match="REDIS_PASSWORD"):
+        stack.ensure_env(path)

@@ -1,0 +1,281 @@
+"""The production configuration, run for real (`make stack`): Postgres, password-protected Redis,
+MLflow behind basic auth, Airflow with the CeleryExecutor and two Celery workers.
+
+One night of the real chain goes through it, driven over the REST API: ingest (its schedule, once
+unpaused) -> retrain (its asset) -> recsys_score_nightly (its asset) with 8 mapped shards.
+Mid-night, one worker is SIGKILLed while it runs a shard: Airflow must retry that shard and the
+night must complete, and the lists in Redis must equal a single-process scoring of the same model
+version and data. A service that cannot start fails the test; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+
+from tests.dags.conftest import FAST, free_port
+
+pytestmark = pytest.mark.stack
+ROOT = Path(__file__).resolve().parents[2]
+STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
+NIGHT = "recsys_score_nightly"
+
+
+class Api:
+    """Airflow's REST API (v2) with a JWT from the FAB login."""
+
+    def __init__(self, base: str, username: str, password: str) -> None:
+        self.base = base
+        self.token = self.call("POST", "/auth/token", {"username": username, "password": password})[
+            "access_token"
+        ]
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read() or b"null")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date")["dag_runs"]
+
+    def shards(self, run_id: str) -> list[dict]:
+        path = f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}/taskInstances/score_shard/listMapped?limit=100"
+        return self.call("GET", path)["task_instances"]
+
+    def tries(self, run_id: str, map_index: int) -> list[dict]:
+        path = f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}/taskInstances/score_shard/{map_index}/tries"
+        return self.call("GET", path)["task_instances"]
+
+    def states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
+        return {f"{t['task_id']}[{t['map_index']}]": t["state"] for t in tis["task_instances"]}
+
+
+def _session(sid: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def _tail(folder: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(folder.glob("*.log"))
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`scripts/stack.py up` on free ports in a tmp folder; `down` afterwards, checked to leave nothing."""
+    # not pytest's 0700 tmp folder: as root, postgres runs as another user, who must reach its data
+    base = Path(tempfile.mkdtemp(prefix="recsys-stack-"))
+    base.chmod(0o711)
+    home = base / "stack"
+    prefixes = ("AIRFLOW", "RECSYS", "MLFLOW", "REDIS", "PG")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    ports = {n: str(free_port()) for n in ("AIRFLOW", "MLFLOW", "POSTGRES", "REDIS")}
+    env.update({f"{name}_HOST_PORT": port for name, port in ports.items()})
+    env.update(FAST)
+    env.update(
+        RECSYS__SCORE__SHARD_SIZE="80",  # 610 users: 8 shards
+        # a killed worker's task is failed (and retried) 20 s after its last heartbeat, not 300 s
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="20",
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="5",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="10",
+    )
+    env_file = base / ".env"
+    log = open(base / "stack.out", "w")
+    proc = subprocess.Popen(
+        [*STACK, "up", "--env-file", str(env_file), "--dir", str(home)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0,
+    )  # fmt: skip
+    state_file = home / "stack.json"
+    deadline = time.monotonic() + 420
+    while not (state_file.exists() and json.loads(state_file.read_text())["ready"]):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(
+                f"the stack did not start:\n{(base / 'stack.out').read_text()}\n{_tail(home / 'logs')}"
+            )
+        time.sleep(1)
+    state = json.loads(state_file.read_text())
+    sessions = list(state["services"].values())
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
+    try:
+        yield {"home": home, "env": env, "values": values, "ports": ports, "state": state, "proc": proc}
+    finally:
+        # the services' and the tasks' logs, kept for a look after the run (git ignores artefacts/)
+        kept = ROOT / "tests" / "artefacts" / "stack-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(home / "logs", kept / "services", dirs_exist_ok=True)
+        if (home / "airflow" / "logs").exists():
+            shutil.copytree(home / "airflow" / "logs", kept / "tasks", dirs_exist_ok=True)
+        down = subprocess.run([*STACK, "down", "--dir", str(home)], env=env, capture_output=True, text=True)
+        proc.wait(timeout=30)
+        left = [p for sid in sessions for p in _session(sid) if p.status() != psutil.STATUS_ZOMBIE]
+        for p in left:
+            p.kill()
+        log.close()
+        assert down.returncode == 0, down.stderr
+        assert not left, [" ".join(p.cmdline()) for p in left]
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_env_file_is_private_and_services_listen_on_loopback_only(stack):
+    env_file = stack["home"].parent / ".env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert "=change-me" not in env_file.read_text()
+    pids = {p.pid for sid in stack["state"]["services"].values() for p in _session(sid)}
+    listening = [c for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.pid in pids]
+    assert {str(c.laddr.port) for c in listening} >= set(stack["ports"].values())
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening
+    # the password never shows on a command line (ps)
+    secrets = [stack["values"][k] for k in ("REDIS_PASSWORD", "MLFLOW_DB_PASSWORD", "AIRFLOW_DB_PASSWORD")]
+    for pid in pids:
+        line = " ".join(psutil.Process(pid).cmdline())
+        assert not any(s in line for s in secrets), line
+
+
+def test_mlflow_requires_a_login(stack):
+    url = f"http://127.0.0.1:{stack['ports']['MLFLOW']}/api/2.0/mlflow/experiments/search?max_results=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+
+
+def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_one_process(stack, tmp_path):
+    values, state = stack["values"], stack["state"]
+    api = Api(state["urls"]["airflow"], values["AIRFLOW_ADMIN_USERNAME"], values["AIRFLOW_ADMIN_PASSWORD"])
+    deadline = time.monotonic() + 120
+    while {d["dag_id"] for d in api.call("GET", "/api/v2/dags")["dags"]} != {
+        "recsys_ingest", "recsys_retrain", NIGHT,
+    }:  # fmt: skip
+        assert time.monotonic() < deadline, "the dag-processor did not parse the three DAGs in 120 s"
+        time.sleep(2)
+    # Unpausing starts each schedule's latest run (catchup=False): ingest's is the night's start.
+    # Retrain's and the night's own cron runs, started before any ingest, fail at once ("run
+    # `recsys ingest`"), which is right on an empty system.
+    for dag_id in ("recsys_ingest", "recsys_retrain", NIGHT):
+        api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    # ingest -> (asset) retrain -> (asset) nightly; fail early, with the task states, if one fails.
+    night = None
+    deadline = time.monotonic() + 600
+    while night is None:
+        for dag_id, kind in (("recsys_ingest", "scheduled"), ("recsys_retrain", "asset_triggered")):
+            for run in api.runs(dag_id):
+                if run["run_type"] == kind:
+                    assert run["state"] != "failed", (dag_id, api.states(dag_id, run["dag_run_id"]))
+        night = next((r for r in api.runs(NIGHT) if r["run_type"] == "asset_triggered"), None)
+        assert time.monotonic() < deadline, "no nightly run 10 minutes after ingest"
+        time.sleep(3)
+    run_id = night["dag_run_id"]
+
+    # Once each worker has finished a shard, SIGKILL a worker (all its processes) mid-shard.
+    killed: dict[str, Any] = {}
+    while not killed:
+        shards = api.shards(run_id)
+        done_on = {_worker(t) for t in shards if t["state"] == "success"}
+        finished = sum(t["state"] == "success" for t in shards)
+        assert not shards or finished < len(shards), f"every shard finished before one was killed ({done_on})"
+        running = [t for t in shards if t["state"] == "running" and t["hostname"]]
+        if done_on == {"worker-1", "worker-2"} and running:
+            victim = running[0]
+            services = json.loads((stack["home"] / "stack.json").read_text())["services"]
+            for proc in _session(services[f"airflow-{_worker(victim)}"]):
+                proc.kill()
+            killed = {
+                "map_index": victim["map_index"],
+                "try": victim["try_number"],
+                "worker": _worker(victim),
+            }
+        time.sleep(0.5)
+
+    deadline = time.monotonic() + 600
+    while (run := api.call("GET", f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}"))["state"] not in {
+        "success",
+        "failed",
+    }:
+        assert time.monotonic() < deadline, api.states(NIGHT, run_id)
+        time.sleep(3)
+    assert run["state"] == "success", api.states(NIGHT, run_id)
+
+    shards = api.shards(run_id)
+    assert len(shards) == 8
+    tries = api.tries(run_id, killed["map_index"])
+    assert [t["state"] for t in tries][-1] == "success"
+    assert any(t["try_number"] == killed["try"] and t["state"] == "failed" for t in tries), tries
+    assert {_worker(t) for t in shards} == {"worker-1", "worker-2"}  # shards ran on both workers
+    champion = api.call(
+        "GET",
+        f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}/taskInstances/resolve_champion/xcomEntries/return_value",
+    )["value"]
+    champion = champion if isinstance(champion, dict) else json.loads(champion)
+
+    # The same model version and prepared data, scored in one process, against the lists in Redis.
+    env = {k: v for k, v in stack["env"].items()}
+    env.update({k: v for k, v in _stack_env(stack).items() if k != "RECSYS_HOME"})
+    env["RECSYS_HOME"] = str(tmp_path / "reference")
+    code = (
+        "import sys, pandas as pd\n"
+        "from recsys import pipelines, store\n"
+        "from recsys.config import load_settings\n"
+        "s = load_settings([])\n"
+        f"r = pipelines.score(s, {champion['model_version']!r}, 0, 1, {champion['prepared_dir']!r})\n"
+        "recs = pd.read_parquet(r['recommendations'])\n"
+        "recs.to_parquet(sys.argv[1])\n"
+        "store.read_lists(recs['user_id'].tolist(), s).to_parquet(sys.argv[2])\n"
+    )
+    ref, online = tmp_path / "reference.parquet", tmp_path / "online.parquet"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ref), str(online)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected, served = pd.read_parquet(ref), pd.read_parquet(online)
+    assert len(expected) == champion["n_users"] == 610
+    # The same items in the same order for every user. Scores agree to float32 rounding: a shard's
+    # batches of users differ from one process's, and the SASRec tower trims the left padding a
+    # batch shares, so a sum can round differently in its last bit.
+    assert served["user_id"].astype(int).tolist() == expected["user_id"].astype(int).tolist()
+    differ = [
+        int(want["user_id"])
+        for (_, want), (_, got) in zip(expected.iterrows(), served.iterrows())
+        if [int(i) for i in got["item_ids"]] != [int(i) for i in want["item_ids"]]
+        or list(got["scores"]) != pytest.approx(list(want["scores"]), rel=1e-5, abs=1e-6)
+        or got["model_version"] != str(champion["model_version"])
+    ]
+    assert not differ, f"{len(differ)} of {len(expected)} users differ, first {differ[:10]}"
+
+
+def _worker(ti: dict) -> str:
+    """worker-N from a task instance's hostname (recsys.stack.worker_hostname: worker-N@host)."""
+    return str(ti["hostname"] or "").split("@")[0]
+
+
+def _stack_env(stack: dict) -> dict[str, str]:
+    from recsys import stack as stack_mod
+
+    return stack_mod.environment(stack["values"] | {f"{n}_HOST_PORT": p for n, p in stack["ports"].items()},
+                                 stack["home"].resolve(), os.cpu_count() or 2, 2)  # fmt: skip
