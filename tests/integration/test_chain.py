@@ -132,7 +132,7 @@ def test_lookup_command_in_a_new_process(chain):
         (["--user", "100000000000000000000000000000"], 2, "user_id must be an integer"),
         (["--user", "1", "--k", "0"], 2, "k must be an integer in 1..1000"),
         (["--user", "1", "--k", "1001"], 2, "k must be an integer in 1..1000"),
-        (["--user", "1", "--k", "500"], 2, "k must be at most 100, the length of the list stored for user 1"),
+        (["--user", "1", "--k", "500"], 1, "k must be at most 100, the length of the list stored for user 1"),
     ],
 )
 def test_lookup_bad_input_one_line_error(chain, args, code, message):
@@ -140,6 +140,22 @@ def test_lookup_bad_input_one_line_error(chain, args, code, message):
     assert out.returncode == code
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert out.stdout == ""
+
+
+def test_lookup_with_redis_down_is_one_line_and_a_non_zero_exit(chain):
+    closed = _free_port()  # nothing listens there
+    out = cli({**chain[0], "REDIS_CONNECTION_STRING": f"127.0.0.1:{closed}"}, "lookup", "--user", "1")
+    assert out.returncode == 1 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"127.0.0.1:{closed}" in out.stderr and "unreachable" in out.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_feast_get_online_features_returns_the_same_list(chain):
