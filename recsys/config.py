@@ -130,6 +130,13 @@ class DvcConfig(_Section):
     remote_url: str | None = None  # default: a directory under paths.home
 
 
+class LocksConfig(_Section):
+    # file: flock under paths.home/locks (one host). redis: keys in the online store's Redis, for
+    # workers on several hosts (make stack and docker-compose.yaml set it)
+    backend: Literal["file", "redis"] = "file"
+    ttl_s: float = Field(30.0, gt=1.0)  # redis: a dead holder's lock lapses after this; renewed at 1/3
+
+
 class Settings(_Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -139,6 +146,7 @@ class Settings(_Section):
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     dvc: DvcConfig = Field(default_factory=DvcConfig)
+    locks: LocksConfig = Field(default_factory=LocksConfig)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

@@ -142,6 +142,7 @@ def environment(values: dict[str, str], home: Path, cores: int, workers: int) ->
         "RECSYS_HOME": str(home / "recsys"),
         "RECSYS__PATHS__FEATURE_REPO": str(home / "feature_repo"),
         "RECSYS__SCORE__THREADS": "1",  # one task per core, one core per task
+        "RECSYS__LOCKS__BACKEND": "redis",  # one run at a time across workers (recsys.locks)
         "RECSYS_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow}",
     }
 
