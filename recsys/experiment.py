@@ -182,6 +182,7 @@ def run_training(
                 "data_version": data_version,
                 "run_id": run.info.run_id,
                 "user_tower": settings.model.user_tower,
+                "k": str(settings.score.k),  # the list length baked into the graph (score.k)
             },
         )
         timings["register_s"] = time.perf_counter() - tick

@@ -67,6 +67,7 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     assert steps["promote"]["promoted"] and steps["promote"]["reason"].startswith("first version")
     assert champion(settings) == "1"
     assert str(registry.resolve(settings, "challenger").version) == "1"
+    assert registry.resolve(settings, "champion").tags["k"] == "100"  # K on the model version
     # every user with a rating gets a list (610), not only the 603 the model was trained on
     assert steps["publish"]["written"]["users"] == 610
     recs = pd.read_parquet(steps["score"]["recommendations"])

@@ -132,14 +132,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         shutil.copytree(home / "logs", kept / "services", dirs_exist_ok=True)
         if (home / "airflow" / "logs").exists():
             shutil.copytree(home / "airflow" / "logs", kept / "tasks", dirs_exist_ok=True)
+        begin = time.monotonic()
         down = subprocess.run([*STACK, "down", "--dir", str(home)], env=env, capture_output=True, text=True)
         proc.wait(timeout=30)
+        took = time.monotonic() - begin
         left = [p for sid in sessions for p in _session(sid) if p.status() != psutil.STATUS_ZOMBIE]
         for p in left:
             p.kill()
         log.close()
         assert down.returncode == 0, down.stderr
         assert not left, [" ".join(p.cmdline()) for p in left]
+        assert took < 15, f"make stack-down took {took:.1f} s"
         shutil.rmtree(base, ignore_errors=True)
 
 
