@@ -17,7 +17,7 @@ import pytest
 from recsys import pipelines, registry, store
 from recsys.bundle import ModelBundle
 from recsys.config import PROJECT_ROOT
-from recsys.errors import StoreError, ValidationFailed
+from recsys.errors import InvalidRequestError, StoreError, ValidationFailed
 from recsys.lookup import history, lookup_many
 
 pytestmark = pytest.mark.dags
@@ -46,11 +46,11 @@ def first_lists(settings) -> Path:
     )
 
 
-def served(settings, user_ids=None) -> dict:
+def served(settings, user_ids=None, k: int = 100) -> dict:
     """What `recsys lookup` returns for each user (default: all 610): (movie_id, score), best first."""
     if user_ids is None:
         user_ids = pd.read_parquet(first_lists(settings), columns=["user_id"])["user_id"].tolist()
-    return {u: [(m, s) for m, s, _ in triples] for u, triples in lookup_many(user_ids, 100, settings).items()}
+    return {u: [(m, s) for m, s, _ in triples] for u, triples in lookup_many(user_ids, k, settings).items()}
 
 
 def states(airflow_db, dag_run) -> dict[str, list[str]]:
@@ -264,4 +264,6 @@ def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_it
     assert report["model_version"] == version and report["lookups_checked"] > 0
     recs = pd.read_parquet(report["recommendations"])
     assert recs["item_ids"].map(len).eq(20).all()
-    assert all(len(pairs) == 20 for pairs in served(recsys_env, [1, 42, 610]).values())
+    assert all(len(pairs) == 20 for pairs in served(recsys_env, [1, 42, 610], k=20).values())
+    with pytest.raises(InvalidRequestError, match="k must be at most 20"):  # the version's K
+        served(recsys_env, [1], k=21)

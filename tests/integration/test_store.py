@@ -257,7 +257,7 @@ def test_lookup_matches_feast_with_titles_best_first(
 ) -> None:
     titles = dict(zip(*synthetic_catalogue().to_dict("list").values()))
     for _, row in published.iterrows():
-        got = fast.lookup(int(row["user_id"]), k=100, settings=redis_settings)
+        got = fast.lookup(int(row["user_id"]), k=len(row["item_ids"]), settings=redis_settings)
         assert [m for m, _, _ in got] == row["item_ids"].tolist()
         assert [s for _, s, _ in got] == row["scores"].astype(float).tolist()  # float32 values, exact
         assert [t for _, _, t in got] == [titles[m] for m in row["item_ids"]]
