@@ -357,13 +357,22 @@ def down(home: Path) -> int:
         log(f"no stack running from {home} (no {state_file.name})")
         return 0
     state = json.loads(state_file.read_text())
-    supervisor = state["supervisor"]
-    if psutil.pid_exists(supervisor):
-        os.kill(supervisor, signal.SIGTERM)
-        try:
-            psutil.Process(supervisor).wait(timeout=20)
-        except psutil.Error:
-            pass
+    try:
+        supervisor = psutil.Process(state["supervisor"])
+        if "stack.py" not in " ".join(supervisor.cmdline()):
+            supervisor = None  # the pid was reused: not ours
+    except psutil.Error:
+        supervisor = None
+    if supervisor is not None:
+        supervisor.terminate()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # gone, or a zombie its parent has yet to reap
+            try:
+                if supervisor.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.2)
     left = [sid for sid in state["services"].values() if session(sid)]
     if left:  # the supervisor was killed: stop what it had recorded
         stop_sessions(left)

@@ -231,6 +231,20 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
     assert [t["state"] for t in tries][-1] == "success"
     assert any(t["try_number"] == killed["try"] and t["state"] == "failed" for t in tries), tries
     assert {_worker(t) for t in shards} == {"worker-1", "worker-2"}  # shards ran on both workers
+    # No secret of the stack in any task log or XCom value of the night (connection strings carry them)
+    secrets = [v for k, v in values.items() if k.endswith(("PASSWORD", "KEY", "SECRET"))]
+    logs = stack["home"] / "airflow" / "logs"
+    for path in logs.rglob("*.log"):
+        text = path.read_text(errors="replace")
+        assert not any(s in text for s in secrets), f"a secret in {path.relative_to(logs)}"
+    entries = api.call("GET", f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}/taskInstances/~/xcomEntries?limit=200")
+    assert entries["xcom_entries"]
+    for entry in entries["xcom_entries"]:
+        path = (f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}/taskInstances/{entry['task_id']}/xcomEntries/"
+                f"{entry['key']}?map_index={entry['map_index']}")  # fmt: skip
+        value = json.dumps(api.call("GET", path)["value"])
+        assert not any(s in value for s in secrets), (entry["task_id"], entry["key"])
+
     champion = api.call(
         "GET",
         f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}/taskInstances/resolve_champion/xcomEntries/return_value",
