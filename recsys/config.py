@@ -130,6 +130,22 @@ class DvcConfig(_Section):
     remote_url: str | None = None  # default: a directory under paths.home
 
 
+class PairsConfig(_Section):
+    """The pairwise table of "similar movies" (recsys.pairs)."""
+
+    min_query_count: int = Field(10, ge=2)  # train positives a query movie needs
+    min_support: int = Field(3, ge=1)  # users who liked both, for a positive
+    shrink: float = Field(10.0, ge=0.0)  # shrunk cosine: c / (sqrt(n_i n_j) + shrink)
+    min_positives: int = Field(5, ge=1)  # a query with fewer is left out
+    max_positives: int = Field(20, ge=1)
+    max_hard_negatives: int = Field(100, ge=0)
+    hard_min_match: float = Field(1.5, ge=0.0, le=3.0)  # genre Jaccard + same decade + same band
+    popularity_bands: int = Field(5, ge=2)
+    soft_sample: int = Field(5000, ge=1)  # opposite movies sampled per query ...
+    soft_clusters: int = Field(500, ge=1)  # ... and reduced to this many k-means medoids
+    seed: int = 0
+
+
 class LocksConfig(_Section):
     # file: flock under paths.home/locks (one host). redis: keys in the online store's Redis, for
     # workers on several hosts (make stack and docker-compose.yaml set it)
@@ -147,6 +163,7 @@ class Settings(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     dvc: DvcConfig = Field(default_factory=DvcConfig)
     locks: LocksConfig = Field(default_factory=LocksConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
