@@ -143,6 +143,7 @@ class PairsConfig(_Section):
     popularity_bands: int = Field(5, ge=2)
     soft_sample: int = Field(5000, ge=1)  # opposite movies sampled per query ...
     soft_clusters: int = Field(500, ge=1)  # ... and reduced to this many k-means medoids
+    block: int = Field(512, ge=1)  # query movies whose co-occurrence rows are computed at once
     seed: int = 0
 
 
