@@ -25,6 +25,10 @@ START_DATE = pendulum.datetime(2025, 1, 1, tz="UTC")
 PREPARED_DATA = Asset(name="recsys_prepared_data", uri="recsys://data/prepared", group="recsys")
 # Emitted by recsys_retrain only when the champion alias moved; schedules recsys_score_nightly.
 CHAMPION_MODEL = Asset(name="recsys_champion_model", uri="recsys://models/two_tower/champion", group="recsys")
+# Emitted by recsys_retrain only when the movie_similar champion moved; also schedules the nightly run.
+SIMILAR_MODEL = Asset(
+    name="recsys_similar_model", uri="recsys://models/movie_similar/champion", group="recsys"
+)
 
 # Transient failures (Redis restarting, MLflow server busy, a DVC push) get retried with backoff;
 # failures that retrying cannot fix raise AirflowFailException (see fail_fast_on_bad_input).

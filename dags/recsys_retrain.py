@@ -18,8 +18,20 @@ Runs when `recsys_ingest` announces new prepared data (asset **recsys_prepared_d
 - `announce_champion`: emits the model asset only when `champion` moved; otherwise it is skipped
   and the served lists stay as they are.
 
-Params: `force_promotion`, `dataset`, `k` (list length baked into the ONNX graph), `max_epochs`
-(empty = the setting). A failed training never touches the champion or the served lists.
+Beside it, the "similar movies" branch (same prepared data):
+`mine_pairs` -> `train_similar` -> `similar_gate` -> `announce_similar` (asset
+**recsys_similar_model**, which also schedules `recsys_score_nightly`).
+
+- `mine_pairs`: the pairwise table (positives, hard and soft negatives per query movie, split by
+  query movie) from the train split, validated by suite `pairs` and versioned with DVC.
+- `train_similar`: the item tower with a triplet loss, one MLflow run in experiment
+  `movie-similar` (per-epoch triplet loss and validation metrics), registered as `movie_similar`
+  with alias `challenger`.
+- `similar_gate`: `champion` of `movie_similar` moves only if the new version's validation
+  Recall@10 beats the champion's and the genre-only floor's on today's table.
+
+Params: `force_promotion` (both models), `dataset`, `k` (list length baked into the ONNX graph),
+`max_epochs` (empty = the setting). A failed training never touches the champion or the served lists.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from _common import (
     CHAMPION_MODEL,
     DEFAULT_ARGS,
     PREPARED_DATA,
+    SIMILAR_MODEL,
     START_DATE,
     MlflowRunLink,
     fail_fast_on_bad_input,
@@ -140,7 +153,58 @@ def recsys_retrain() -> None:
         }
         return promotion
 
+    @task
+    def mine_pairs(prepared: dict) -> dict:
+        """The pairwise table of similar movies: mined, validated (suite pairs), tracked by DVC."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.mine_pairs(
+                _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
+            )
+
+    @task(retries=1)
+    def train_similar(mined: dict, prepared: dict) -> dict:
+        """Item tower with a triplet loss: its own MLflow run, registered movie_similar@challenger."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.train_similar(
+                _settings(prepared["dataset"]),
+                mined["pairs_dir"],
+                prepared["prepared_dir"],
+                mined["pairs_version"],
+            )
+
+    @task
+    def similar_gate(trained: dict, mined: dict) -> dict:
+        """Move movie_similar@champion only if it beats the champion and the genre floor."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return pipelines.promote_similar(
+                _settings(), trained, mined["pairs_dir"], force=bool(params()["force_promotion"])
+            )
+
+    @task(outlets=[SIMILAR_MODEL])
+    def announce_similar(promotion: dict) -> dict:
+        """Emit the similar-model asset (the nightly publish follows) only when its champion moved."""
+        if not promotion["promoted"]:
+            raise AirflowSkipException(
+                f"movie_similar champion stays at v{promotion['champion']}: {promotion['reason']}"
+            )
+        get_current_context()["outlet_events"][SIMILAR_MODEL].extra = {
+            "model_version": promotion["version"],
+            "previous": promotion["previous"],
+            "reason": promotion["reason"],
+        }
+        return {k: v for k, v in promotion.items() if k in ("version", "promoted", "previous", "reason")}
+
     prepared = locate_prepared()
+    mined = mine_pairs(prepared)
+    similar = train_similar(mined, prepared)
+    similar.operator.operator_extra_links = [MlflowRunLink()]
+    announce_similar(similar_gate(similar, mined))
     trained = train(prepared)
     trained.operator.operator_extra_links = [MlflowRunLink()]
     announce_champion(promotion_gate(compare(trained, prepared)))

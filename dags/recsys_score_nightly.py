@@ -17,6 +17,12 @@ and the data version. Lists that fail suite `recommendations` fail the run at on
 retries) before anything is written, so the lists being served stay. Publishing is idempotent (last
 write wins), so a retried `publish` leaves the same lists.
 
+Beside the user lists: `score_similar` -> `publish_similar`. Every movie's top-K similar movies
+from the `movie_similar` champion (ONNX Runtime), checked, then written to Feast view
+`movie_similar` and read back. Skipped, with the reason, while no `movie_similar` version is
+champion. The run also starts when `recsys_retrain` moves that champion (asset
+**recsys_similar_model**).
+
 Params: `shard_size` (users per scoring task; default: setting `score.shard_size`, 25,000).
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 from _common import (
     CHAMPION_MODEL,
     DEFAULT_ARGS,
+    SIMILAR_MODEL,
     START_DATE,
     DataDocsLink,
     fail_fast_on_bad_input,
@@ -33,12 +40,13 @@ from _common import (
     with_links,
 )
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 
 @dag(
     dag_id="recsys_score_nightly",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=CHAMPION_MODEL
+        timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=CHAMPION_MODEL | SIMILAR_MODEL
     ),
     start_date=START_DATE,
     catchup=False,
@@ -145,6 +153,28 @@ def recsys_score_nightly() -> None:
         print(f"nightly scoring: {counts}")
         return counts
 
+    @task
+    def score_similar() -> dict:
+        """Every movie's similar movies from the movie_similar champion, with ONNX Runtime."""
+        from recsys import pipelines
+        from recsys.errors import ModelNotFoundError
+
+        try:
+            pipelines.locate_similar_champion(load())
+        except ModelNotFoundError as exc:  # no version promoted yet: nothing to publish
+            raise AirflowSkipException(f"no similar movies to publish: {exc}") from exc
+        with fail_fast_on_bad_input():
+            return pipelines.score_similar(load(), "champion")
+
+    @task
+    def publish_similar(scored: dict) -> dict:
+        """Write the similar movies into Redis (view movie_similar); read a sample back through Feast."""
+        from recsys import pipelines
+
+        with fail_fast_on_bad_input():
+            return {**pipelines.publish_similar(load(), scored["similar"]), "movies": scored["movies"]}
+
+    publish_similar(score_similar())
     champion = resolve_champion()
     scored = score_shard.expand(spec=plan_shards(champion))
     validated = with_links(validate_recommendations(merge_shards(scored)), DataDocsLink())

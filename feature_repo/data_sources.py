@@ -28,3 +28,12 @@ user_history_source = FileSource(
     owner="recsys@example.com",
     tags={"team": "recsys"},
 )
+
+movie_similar_source = FileSource(
+    name="movie_similar_source",
+    path="data/movie_similar.parquet",
+    timestamp_field="event_timestamp",
+    description="Each movie's most similar movies as published (one row per movie and run).",
+    owner="recsys@example.com",
+    tags={"team": "recsys"},
+)

@@ -6,7 +6,7 @@ it, so a failed night serves yesterday's lists instead of nothing.
 
 from datetime import timedelta
 
-from data_sources import movie_source, user_history_source, user_recommendations_source
+from data_sources import movie_similar_source, movie_source, user_history_source, user_recommendations_source
 from entities import movie, user
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
@@ -58,4 +58,24 @@ movie_features = FeatureView(
     description="Movie titles, so lookups render lists from the store alone.",
     owner="recsys@example.com",
     tags={"team": "recsys"},
+)
+
+movie_similar = FeatureView(
+    name="movie_similar",
+    entities=[movie],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="movie_ids", dtype=Array(Int64), description="The most similar other movies, best first."),
+        Field(name="scores", dtype=Array(Float32), description="Similarity (higher is closer), same order."),
+        Field(name="model_version", dtype=String, description="Registered movie_similar version."),
+        Field(
+            name="data_version", dtype=String, description="DVC version of the pairwise table it learnt from."
+        ),
+    ],
+    online=True,
+    source=movie_similar_source,
+    description="Each movie's top-K similar movies from the triplet-trained item tower (nightly publish).",
+    owner="recsys@example.com",
+    tags={"team": "recsys", "model": "movie_similar"},
 )

@@ -18,11 +18,12 @@ import pandas as pd
 from recsys.config import MAX_K
 from recsys.errors import InvalidRequestError
 
-__all__ = ["MAX_K", "MAX_BATCH", "check_request", "list_length", "user_id", "whole_number"]
+__all__ = ["MAX_K", "MAX_BATCH", "check_request", "list_length", "movie_id", "user_id", "whole_number"]
 INT64_MAX = 2**63 - 1  # Feast Int64 join keys
 MAX_BATCH = 1000  # users per HTTP request: a request's work and reply stay bounded
 DEFAULT_K = 10
 REQUEST_COLUMNS = ("user_id", "k")
+SIMILAR_COLUMNS = ("movie_id", "k")  # a "more like this" request
 _DECIMAL = re.compile(r"\+?[0-9]+")
 
 
@@ -58,6 +59,11 @@ def user_id(value: Any) -> int:
     return whole_number(value, "user_id", 1, INT64_MAX)
 
 
+def movie_id(value: Any) -> int:
+    """A movie id (1 .. 2^63 - 1); InvalidRequestError otherwise."""
+    return whole_number(value, "movie_id", 1, INT64_MAX)
+
+
 def list_length(value: Any, max_k: int = MAX_K) -> int:
     """A list length k in 1..max_k; InvalidRequestError otherwise."""
     return whole_number(value, "k", 1, max_k)
@@ -70,22 +76,31 @@ def check_request(frame: Any, max_k: int) -> tuple[list[int], list[int]]:
     unknown column, no rows, more than MAX_BATCH rows, or the first bad value (see
     :func:`whole_number`), with its row.
     """
-    if not isinstance(frame, pd.DataFrame) or "user_id" not in frame.columns:
-        raise InvalidRequestError("request needs a column 'user_id' (and optionally 'k')")
-    unknown = [str(c) for c in frame.columns if c not in REQUEST_COLUMNS]
-    if unknown:
+    return check_frame(frame, max_k, "user_id")
+
+
+def check_frame(frame: Any, max_k: int, key: str) -> tuple[list[int], list[int]]:
+    """(ids, ks) of a request frame keyed by ``key`` (``user_id`` or ``movie_id``); see
+    :func:`check_request`."""
+    columns = REQUEST_COLUMNS if key == "user_id" else SIMILAR_COLUMNS
+    if not isinstance(frame, pd.DataFrame) or key not in frame.columns:
         raise InvalidRequestError(
-            f"unknown column(s) {unknown[:5]}; a request has columns {list(REQUEST_COLUMNS)}"
+            "request needs a column 'user_id' (a user's list) or 'movie_id' (similar movies), "
+            "and optionally 'k'"
         )
+    unknown = [str(c) for c in frame.columns if c not in columns]
+    if unknown:
+        raise InvalidRequestError(f"unknown column(s) {unknown[:5]}; a request has columns {list(columns)}")
     if len(frame) == 0:
-        raise InvalidRequestError("request holds no rows; send at least one user_id")
+        raise InvalidRequestError(f"request holds no rows; send at least one {key}")
     if len(frame) > MAX_BATCH:
         raise InvalidRequestError(f"request holds {len(frame)} rows; at most {MAX_BATCH} per request")
     raw_ks = frame["k"].tolist() if "k" in frame.columns else [DEFAULT_K] * len(frame)
+    check_id = user_id if key == "user_id" else movie_id
     user_ids, ks = [], []
-    for row, (raw_id, raw_k) in enumerate(zip(frame["user_id"].tolist(), raw_ks)):
+    for row, (raw_id, raw_k) in enumerate(zip(frame[key].tolist(), raw_ks)):
         try:
-            user_ids.append(user_id(raw_id))
+            user_ids.append(check_id(raw_id))
             ks.append(list_length(raw_k, max_k))
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"row {row}: {exc}") from None

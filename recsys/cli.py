@@ -75,6 +75,46 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_json(result)
 
 
+def cmd_pairs(args: argparse.Namespace) -> None:
+    from recsys import ingest, pipelines
+
+    settings = _settings(args)
+    prepared = ingest.prepared_dir(settings)
+    _print_json(pipelines.mine_pairs(settings, str(prepared), ingest.data_version(prepared)))
+
+
+def cmd_train_similar(args: argparse.Namespace) -> None:
+    from recsys import ingest, pipelines
+
+    settings = _settings(args)
+    located = pipelines.locate_pairs(settings)
+    prepared = str(ingest.prepared_dir(settings))
+    result = pipelines.train_similar(settings, located["pairs_dir"], prepared, located["pairs_version"])
+    result["promotion"] = pipelines.promote_similar(
+        settings, result, located["pairs_dir"], force=args.force_promotion
+    )
+    _print_json(result)
+
+
+def cmd_publish_similar(args: argparse.Namespace) -> None:
+    from recsys import pipelines
+
+    settings = _settings(args)
+    scored = pipelines.score_similar(settings, args.model)
+    _print_json({"score": scored, "publish": pipelines.publish_similar(settings, scored["similar"])})
+
+
+def cmd_similar(args: argparse.Namespace) -> None:
+    from recsys.lookup import similar
+
+    triples = similar(args.movie, args.k, _settings(args))
+    if args.json:
+        print(json.dumps([list(t) for t in triples]))
+        return
+    for movie_id, score, title in triples:
+        print(json.dumps([movie_id, round(score, 4), title]))
+
+
 def cmd_promote(args: argparse.Namespace) -> None:
     from recsys import registry
 
@@ -240,6 +280,13 @@ def _user_id(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _movie_id(text: str) -> int:
+    try:
+        return checks.movie_id(text)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _k(text: str) -> int:
     try:
         return checks.list_length(text)
@@ -311,6 +358,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
+    p.add_argument(
+        "--k",
+        type=_k,
+        default=10,
+        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
+    add(
+        "pairs",
+        cmd_pairs,
+        "mine the pairwise table of similar movies from the prepared data, validate, track",
+    )
+    p = add(
+        "train-similar",
+        cmd_train_similar,
+        "train the similar-movies item tower (triplet loss), register movie_similar, run its gate",
+    )
+    p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
+    p = add(
+        "publish-similar",
+        cmd_publish_similar,
+        "score every movie's similar movies with a movie_similar version and publish them",
+    )
+    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p = add(
+        "similar", cmd_similar, "print a movie's stored similar movies as [movie_id, score, title] triples"
+    )
+    p.add_argument("--movie", type=_movie_id, required=True, help="MovieLens movie id")
     p.add_argument(
         "--k",
         type=_k,

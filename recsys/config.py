@@ -115,6 +115,8 @@ class MLflowConfig(_Section):
     tracking_uri: SecretStr | None = None
     experiment: str = "two-tower"
     model_name: str = "two_tower"
+    similar_experiment: str = "movie-similar"  # the item tower's runs (recsys.item_tower)
+    similar_model_name: str = "movie_similar"
 
 
 class StoreConfig(_Section):
@@ -147,6 +149,32 @@ class PairsConfig(_Section):
     seed: int = 0
 
 
+class SimilarConfig(_Section):
+    """The "similar movies" item tower, trained with a triplet loss on the pairwise table
+    (recsys.item_tower), and its top-K lists (recsys.similar)."""
+
+    embedding_dim: int = Field(64, ge=2)
+    distance: Literal["cosine", "l2"] = "cosine"  # cosine: 1 - cos on unit vectors; l2: Euclidean
+    margin: float = Field(0.2, gt=0.0)  # [D(a, p) - D(a, n) + margin]+
+    # batch_hard: each anchor's closest negative in the batch; semi_hard: its closest negative that
+    # is still farther than the positive (FaceNet), the farthest when there is none
+    mining: Literal["batch_hard", "semi_hard"] = "semi_hard"
+    batch_size: int = Field(256, ge=2)  # (anchor, positive) rows per step
+    hard_per_anchor: int = Field(4, ge=0)  # the table's hard negatives added to a batch per anchor
+    soft_per_anchor: int = Field(1, ge=0)  # the table's soft negatives added to a batch per anchor
+    random_per_batch: int = Field(256, ge=0)  # catalogue movies added to each batch, uniform
+    id_dropout: float = Field(0.25, ge=0.0, le=1.0)  # share of rows whose id embedding is dropped
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(5, ge=1)  # epochs without validation Recall@10 gain before stopping
+    title_min_count: int = Field(2, ge=1)  # title words seen fewer times are left out
+    max_title_words: int = Field(8, ge=1)
+    k: int = Field(20, ge=1, le=MAX_K)  # similar movies stored per movie
+    batch_queries: int = Field(512, ge=1)  # movies per ONNX Runtime call when scoring
+    seed: int = 0
+
+
 class LocksConfig(_Section):
     # file: flock under paths.home/locks (one host). redis: keys in the online store's Redis, for
     # workers on several hosts (make stack and docker-compose.yaml set it)
@@ -165,6 +193,7 @@ class Settings(_Section):
     dvc: DvcConfig = Field(default_factory=DvcConfig)
     locks: LocksConfig = Field(default_factory=LocksConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
+    similar: SimilarConfig = Field(default_factory=SimilarConfig)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

@@ -45,6 +45,10 @@ class UnknownUserError(RecsysError):
     """The user has no recommendation list in the online store."""
 
 
+class UnknownMovieError(RecsysError):
+    """The movie has no similar-movies list in the online store."""
+
+
 class InvalidRequestError(RecsysError):
     """A lookup or serving request is malformed (bad user id, k out of range...)."""
 

@@ -29,8 +29,8 @@ import redis
 
 from recsys import checks, redis_server
 from recsys.config import Settings, load_settings
-from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
-from recsys.store import HISTORY_VIEW, MOVIE_KEY, MOVIE_VIEW, PROJECT, USER_KEY, USER_VIEW
+from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError, UnknownUserError
+from recsys.store import HISTORY_VIEW, MOVIE_KEY, MOVIE_VIEW, PROJECT, SIMILAR_VIEW, USER_KEY, USER_VIEW
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def entity_key(join_key: str, value: int) -> bytes:
 USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
 TITLE_FIELD = field_key(MOVIE_VIEW, "title")
 HISTORY_FIELD = field_key(HISTORY_VIEW, "movie_ids")
+SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, "movie_ids"), field_key(SIMILAR_VIEW, "scores")]
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -282,3 +283,56 @@ def history(user_id: int, settings: Settings | None = None) -> list[int]:
             f"{settings.redis_address}); check the id or run the nightly publish"
         )
     return movie_ids
+
+
+def stored_similar(
+    movie_ids: Iterable[Any], k: int = checks.MAX_K, settings: Settings | None = None
+) -> dict[int, tuple[list[int], list[float]] | None]:
+    """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
+    a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
+    checks.list_length(k)
+    ids = [checks.movie_id(m) for m in movie_ids]
+    settings = settings or load_settings()
+    conn = _client(settings.redis_connection)
+    with _store_errors(settings):
+        replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), SIMILAR_FIELDS) for m in ids])
+    return {
+        m: None if items is None else (decode_value(items, k), decode_value(scores, k))
+        for m, (items, scores) in zip(ids, replies)
+    }
+
+
+def similar_many(
+    movie_ids: Iterable[Any], k: int = 10, settings: Settings | None = None
+) -> dict[int, list[Triple]]:
+    """The ``k`` most similar movies of each movie as [movie_id, score, title] triples, best first
+    (two round trips in all).
+
+    Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond the stored lists' length
+    (the movie_similar version's K), UnknownMovieError naming movies without a list (unknown ids,
+    or movies too rare for the model), StoreError when Redis is unreachable.
+    """
+    settings = settings or load_settings()
+    lists = stored_similar(movie_ids, k, settings)
+    unknown = [str(m) for m, found in lists.items() if found is None]
+    if unknown:
+        raise UnknownMovieError(
+            f"movie {', '.join(unknown[:5])} has no similar movies in the online store (project "
+            f"{PROJECT} at {settings.redis_address}); check the id, or run the nightly publish"
+        )
+    found = {m: pair for m, pair in lists.items() if pair is not None}
+    short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
+    if short:
+        movie, held = short[0]
+        raise InvalidRequestError(
+            f"k must be at most {held}, the number of similar movies stored for movie {movie} "
+            f"(the movie_similar version's K), got {k}"
+        )
+    named = titles({m for items, _ in found.values() for m in items}, settings)
+    return {m: [(i, s, named[i]) for i, s in zip(items, scores)] for m, (items, scores) in found.items()}
+
+
+def similar(movie_id: Any, k: int = 10, settings: Settings | None = None) -> list[Triple]:
+    """The ``k`` most similar movies of one movie (errors as :func:`similar_many`)."""
+    movie = checks.movie_id(movie_id)
+    return similar_many([movie], k, settings)[movie]

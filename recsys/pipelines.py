@@ -361,7 +361,8 @@ def publish(settings: Settings, recommendations: str) -> dict:
 
 
 def run_all(settings: Settings, force_promotion: bool = False) -> dict:
-    """The whole chain on one machine: ingest -> ... -> publish. Returns each step's result."""
+    """The whole chain on one machine: ingest -> ... -> publish, then the similar movies (pairs ->
+    item tower -> gate -> lists -> publish). Returns each step's result."""
     steps: dict[str, dict] = {}
     steps["ingest"] = ingest(settings, validate=True)
     steps["prepare"] = prepare(settings, steps["ingest"]["raw_dir"], steps["ingest"]["data_version"])
@@ -371,6 +372,9 @@ def run_all(settings: Settings, force_promotion: bool = False) -> dict:
     steps["score"] = score(settings, "champion", prepared_dir=steps["prepare"]["prepared_dir"])
     steps["validate_recommendations"] = validate_recommendations(settings, steps["score"]["recommendations"])
     steps["publish"] = publish(settings, steps["score"]["recommendations"])
+    steps["similar"] = run_similar(
+        settings, steps["prepare"]["prepared_dir"], steps["prepare"]["data_version"], force_promotion
+    )
     log.info("chain done: %s", json.dumps(steps, default=str)[:2000])
     return steps
 
@@ -471,3 +475,186 @@ def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -
                 f"user {user_id}: the served list differs from {recommendations}; re-run publish"
             )
     return {"checked": len(chosen), "k": k}
+
+
+# --- "Similar movies": the pairwise table, the item tower, its gate, its lists (issue 9).
+
+
+def similar_settings(settings: Settings) -> Settings:
+    """``settings`` with MLflow pointed at the similar-movies experiment and registered model, so
+    recsys.registry serves ``movie_similar`` exactly as it serves ``two_tower``."""
+    mlflow_cfg = settings.mlflow.model_copy(
+        update={
+            "experiment": settings.mlflow.similar_experiment,
+            "model_name": settings.mlflow.similar_model_name,
+        }
+    )
+    return settings.model_copy(update={"mlflow": mlflow_cfg})
+
+
+def pairs_dir(settings: Settings, dataset: str | None = None) -> Path:
+    """The pairwise table's folder ``pairs/<dataset>`` in the DVC workspace."""
+    from recsys import ingest as ingest_mod
+
+    return ingest_mod.workspace(settings) / "pairs" / (dataset or settings.data.dataset)
+
+
+def pair_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Rows per kind and split, plus the positives that share no characteristic."""
+    counts = table.groupby(["kind", "split"]).size()
+    out: dict[str, dict[str, int]] = {
+        kind: {split: int(counts.get((kind, split), 0)) for split in ("train", "valid", "test")}
+        for kind in ("positive", "hard_negative", "soft_negative")
+    }
+    queries = table.groupby("split")["movie_id_first"].nunique()
+    out["queries"] = {split: int(queries.get(split, 0)) for split in ("train", "valid", "test")}
+    positives = table[table["kind"] == "positive"]
+    out["positives_sharing_no_characteristic"] = {
+        split: int((~positives[positives["split"] == split]["shares_characteristics"]).sum())
+        for split in ("train", "valid", "test")
+    }
+    return out
+
+
+@locked("data")
+def mine_pairs(settings: Settings, prepared_dir: str, data_version: str = "") -> dict:
+    """Mine the pairwise table from the prepared train split (recsys.pairs), validate it (suite
+    ``pairs``), swap it in and track it with DVC. A table that fails validation replaces nothing."""
+    from recsys import ingest as ingest_mod
+    from recsys import pairs
+    from recsys.validation import validate_pairs
+
+    prepared = data_mod.load_prepared(Path(prepared_dir))
+    table = pairs.mine(prepared.split("train"), prepared.catalogue, settings.pairs)
+    validation = validate_pairs(
+        table, settings.pairs.min_positives, settings.pairs.max_positives, data_docs(settings)
+    )
+    target = pairs_dir(settings)
+    staging = target.with_name(target.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    table.to_parquet(staging / "pairs.parquet", index=False)
+    meta = {
+        "prepared_data_version": data_version or _data_version(Path(prepared_dir)),
+        "counts": pair_counts(table),
+        "overlaps": pairs.overlaps(table),
+        "settings": settings.pairs.model_dump(),
+    }
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    _swap(staging, target)
+    version = ingest_mod.track(target, settings)
+    log.info("pairwise table: %d rows, %s", len(table), json.dumps(meta["counts"]))
+    return {
+        "pairs_dir": str(target),
+        "pairs_version": version,
+        "prepared_dir": str(prepared_dir),
+        "rows": len(table),
+        "validation": validation,
+        **{k: meta[k] for k in ("counts", "overlaps", "prepared_data_version")},
+    }
+
+
+def locate_pairs(settings: Settings) -> dict:
+    """The current pairwise table and its DVC version (DataError if none: run `recsys pairs`)."""
+    from recsys.errors import DataError
+
+    folder = pairs_dir(settings)
+    if not (folder / "pairs.parquet").is_file():
+        raise DataError(f"no pairwise table in {folder}; run `recsys pairs` first")
+    return {"pairs_dir": str(folder), "pairs_version": _data_version(folder)}
+
+
+def _load_pairs(pairs_folder: str) -> pd.DataFrame:
+    return data_mod.read_parquet(Path(pairs_folder) / "pairs.parquet", fix="run `recsys pairs` again")
+
+
+@locked("model")
+def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pairs_version: str = "") -> dict:
+    """Train the item tower (its own MLflow run) and register a ``movie_similar`` version."""
+    from recsys.similar_experiment import run_similar_training
+
+    table = _load_pairs(pairs_folder)
+    prepared = data_mod.load_prepared(Path(prepared_dir))
+    return run_similar_training(
+        similar_settings(settings),
+        table,
+        prepared.catalogue,
+        pairs_version or _data_version(Path(pairs_folder)),
+    )
+
+
+@locked("model")
+def promote_similar(settings: Settings, trained: dict, pairs_folder: str, force: bool = False) -> dict:
+    """The gate of ``movie_similar``: ``champion`` moves to the new version only if its Recall@10
+    on the current table's validation queries beats the champion's, scored alike from each
+    version's item vectors, and the genre-only baseline's (or ``force``)."""
+    from recsys.similar_experiment import similar_gate
+
+    return similar_gate(similar_settings(settings), trained["version"], _load_pairs(pairs_folder), force)
+
+
+def similar_dir(settings: Settings, model_version: str) -> Path:
+    """Where one movie_similar version's lists are written."""
+    return settings.paths.home / "similar" / f"v{model_version}"
+
+
+def locate_similar_champion(settings: Settings) -> str:
+    """The ``movie_similar`` champion's version; ModelNotFoundError while there is none."""
+    from recsys import registry
+
+    settings = similar_settings(settings)
+    registry.configure(settings)
+    return str(registry.resolve(settings, registry.CHAMPION).version)
+
+
+def score_similar(settings: Settings, ref: str = "champion") -> dict:
+    """Every movie's top-K similar movies from the ``movie_similar`` version behind ``ref``, with
+    ONNX Runtime, checked (K per movie, no self, no repeats, sorted) into similar.parquet."""
+    from recsys import registry
+    from recsys.scoring import write_recommendations
+    from recsys.similar import SimilarBundle, check_similar
+    from recsys.similar import score_similar as score_all
+
+    settings = similar_settings(settings)
+    registry.configure(settings)
+    version, folder = registry.download_bundle(settings, ref)
+    bundle = SimilarBundle.load(folder, threads=settings.score.threads or None)
+    lists = score_all(
+        bundle, version, str(bundle.meta.get("pairs_version", "")), settings.similar.batch_queries
+    )
+    check_similar(lists, bundle.k)
+    path = write_recommendations(lists, similar_dir(settings, version) / "similar.parquet")
+    return {"similar": str(path), "model_version": version, "movies": len(lists), "k": bundle.k}
+
+
+@locked("publish")
+def publish_similar(settings: Settings, similar: str) -> dict:
+    """Write each movie's similar movies (Feast view ``movie_similar``) into Redis and read a
+    sample back through the fast path."""
+    from recsys import redis_server, store
+    from recsys.similar import check_similar
+
+    lists = data_mod.read_parquet(Path(similar), fix="run `recsys similar-score` again")
+    check_similar(lists, min((len(x) for x in lists["movie_ids"]), default=1))
+    redis_server.ensure_running(settings)
+    store.apply(settings)
+    written = store.publish_similar(lists, settings)
+    verified = store.verify_similar(lists, settings, settings.score.verify_sample)
+    return {
+        "written": written,
+        "verified": verified,
+        "model_version": str(lists["model_version"].iat[0]) if len(lists) else None,
+    }
+
+
+def run_similar(settings: Settings, prepared_dir: str, data_version: str = "", force: bool = False) -> dict:
+    """Mine -> train -> gate -> score -> publish the similar movies, on one machine."""
+    steps: dict[str, dict] = {}
+    steps["pairs"] = mine_pairs(settings, prepared_dir, data_version)
+    steps["train"] = train_similar(
+        settings, steps["pairs"]["pairs_dir"], prepared_dir, steps["pairs"]["pairs_version"]
+    )
+    steps["promote"] = promote_similar(settings, steps["train"], steps["pairs"]["pairs_dir"], force)
+    steps["score"] = score_similar(settings, "champion")
+    steps["publish"] = publish_similar(settings, steps["score"]["similar"])
+    return steps

@@ -1,6 +1,10 @@
 """The MLflow pyfunc model behind the HTTP endpoint (``mlflow models serve``).
 
-Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``
+Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``.
+"More like this": ``{"dataframe_split": {"columns": ["movie_id", "k"], "data": [[1, 10]]}}`` answers
+one row per movie with ``similar`` = k triples [movie_id, score, title], best first, read from the
+online store (Feast view ``movie_similar``, published nightly); a movie without a stored list, or
+a k beyond the stored K, is an HTTP 400 naming it. A request holds user ids or movie ids, not both.
 (``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
 request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
 requested user, in request order, with ``recommendations`` = K triples [movie_id, score, title],
@@ -29,16 +33,17 @@ from __future__ import annotations
 import gc
 import logging
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from mlflow.pyfunc import PythonModel
 
 from recsys.bundle import ModelBundle, OnnxRetriever
-from recsys.checks import MAX_K, check_request
+from recsys.checks import MAX_K, check_frame, check_request
 from recsys.config import Settings, load_settings
-from recsys.errors import InvalidRequestError, StoreError
-from recsys.lookup import history_many, stored_lists, titles
+from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
+from recsys.lookup import history_many, similar_many, stored_lists, titles
 from recsys.scoring import inputs_from_histories, score_users
 
 log = logging.getLogger(__name__)
@@ -125,8 +130,10 @@ class RecommenderModel(PythonModel):
         traceback of any other exception to the reply); the traceback goes to the server's log.
         """
         try:
+            if isinstance(model_input, pd.DataFrame) and "movie_id" in model_input.columns:
+                return self._answer_similar(model_input)
             return self._answer(model_input)
-        except InvalidRequestError as exc:
+        except (InvalidRequestError, UnknownMovieError) as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
         except Exception:
             log.exception("request failed")
@@ -151,3 +158,49 @@ class RecommenderModel(PythonModel):
             triples = [[m, s, named[m]] for m, s in zip(items[:k], scores[:k])]
             rows.append({"user_id": user_id, "source": source, "recommendations": triples})
         return rows
+
+    def _answer_similar(self, model_input: pd.DataFrame) -> list[dict]:
+        """One dict per requested movie: its stored similar movies (one pipelined round trip, one
+        more for the titles)."""
+        movie_ids, ks = check_frame(model_input, MAX_K, "movie_id")
+        found = similar_many(list(dict.fromkeys(movie_ids)), max(ks), self.settings)
+        return [
+            {"movie_id": m, "source": "online_store", "similar": [list(t) for t in found[m][:k]]}
+            for m, k in zip(movie_ids, ks)
+        ]
+
+
+class SimilarModel(PythonModel):
+    """The ``movie_similar`` version served on its own: a movie's top-K from the version's ONNX
+    graph (no online store needed). Request columns ``movie_id`` and optionally ``k``."""
+
+    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's PythonModelContext
+        from recsys.similar import SimilarBundle
+
+        self.bundle = SimilarBundle.load(context.artifacts["bundle"], threads=1)
+        self.titles = dict(zip(self.bundle.movie_ids.tolist(), self.bundle.catalogue["title"].astype(str)))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:  # noqa: ANN001
+        try:
+            movie_ids, ks = check_frame(model_input, min(MAX_K, self.bundle.k), "movie_id")
+            rows = self.bundle.item_index(np.asarray(movie_ids, dtype=np.int64))
+            unknown = [m for m, r in zip(movie_ids, rows) if r < 0]
+            if unknown:
+                raise UnknownMovieError(
+                    f"movie {', '.join(map(str, unknown[:5]))} is unknown to this movie_similar "
+                    "version: too rare in its training data, or a bad id"
+                )
+            items, scores = self.bundle.similar(rows)
+        except (InvalidRequestError, UnknownMovieError) as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        ids = self.bundle.movie_ids
+        return [
+            {
+                "movie_id": m,
+                "source": "model",
+                "similar": [
+                    [int(ids[i]), float(v), self.titles[int(ids[i])]] for i, v in zip(row[:k], vals[:k])
+                ],
+            }
+            for m, k, row, vals in zip(movie_ids, ks, items, scores)
+        ]

@@ -18,6 +18,10 @@ Publish frames:
 - histories (optional): one row per user - ``user_id`` int64, ``movie_ids`` list[int64] (recent
   positive movies, newest last; may be empty), ``data_version`` str, ``event_timestamp`` tz-aware UTC.
 - catalogue: ``movie_id`` int64, ``title`` str.
+- similar (:func:`publish_similar`): one row per movie - ``movie_id`` int64, ``movie_ids``
+  list[int64] (the most similar other movies, best first), ``scores`` list[float32],
+  ``model_version`` str (the ``movie_similar`` version), ``data_version`` str (DVC version of the
+  pairwise table it was trained on), ``event_timestamp`` tz-aware UTC.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ USER_VIEW = "user_recommendations"
 MOVIE_VIEW = "movie"
 FEATURE_SERVICE = "recommendations_v1"
 HISTORY_VIEW = "user_history"
+SIMILAR_VIEW = "movie_similar"
+SIMILAR_SERVICE = "similar_movies_v1"
+SIMILAR_FEATURES = ("movie_ids", "scores", "model_version", "data_version")
+SIMILAR_COLUMNS = (MOVIE_KEY, *SIMILAR_FEATURES, "event_timestamp")
 USER_FEATURES = ("item_ids", "scores", "model_version", "data_version")
 HISTORY_FEATURES = ("movie_ids", "data_version")
 MOVIE_FEATURES = ("title",)
@@ -528,3 +536,69 @@ def verify(
     checked = _compare(recs, sample, settings, "lists")
     histories_checked = 0 if histories is None else _compare(histories, sample, settings, "histories")
     return {"checked": checked, "histories_checked": histories_checked, "mismatches": 0}
+
+
+def publish_similar(
+    lists: pd.DataFrame, settings: Settings, batch_size: int = BATCH_SIZE, writer: Writer = "fast"
+) -> dict[str, Any]:
+    """Write every movie's similar movies (view ``movie_similar``; frame in the module docstring).
+
+    Last write wins, as for the user lists; a movie that drops out of the catalogue keeps its last
+    list until it is overwritten. Returns counts, round trips, writer and seconds. Raises DataError
+    for a malformed frame, StoreError when Redis is unreachable.
+    """
+    import numpy as np
+    import pandas as pd
+
+    _check_columns(lists, SIMILAR_COLUMNS, "similar movies")
+    if lists[MOVIE_KEY].duplicated().any():
+        raise DataError("similar-movies frame has duplicate movie_id rows; one list per movie")
+    frame = lists[list(SIMILAR_COLUMNS)].assign(
+        movie_id=lists[MOVIE_KEY].astype("int64"),
+        movie_ids=[np.asarray(items, dtype=np.int64) for items in lists["movie_ids"]],
+        scores=[np.asarray(scores, dtype=np.float32) for scores in lists["scores"]],
+        model_version=lists["model_version"].astype(str),
+        data_version=lists["data_version"].astype(str),
+        event_timestamp=pd.to_datetime(lists["event_timestamp"], utc=True),
+    )
+    redis_server.require(settings)
+    started = time.perf_counter()
+    store = feature_store(settings)
+    with _online_writer(store, [SIMILAR_VIEW], writer, batch_size, settings, lambda rows: None) as write:
+        _write_record(frame, settings.paths.feature_repo, SIMILAR_VIEW)
+        batches = write(SIMILAR_VIEW, frame)
+    seconds = time.perf_counter() - started
+    log.info("published the similar movies of %d movies in %.1fs (%s writer)", len(frame), seconds, writer)
+    return {"movies": len(frame), "batches": batches, "writer": writer, "seconds": round(seconds, 3)}
+
+
+def read_similar(movie_ids: Sequence[int], settings: Settings) -> pd.DataFrame:
+    """Movies' similar lists through Feast ``get_online_features`` (feature service
+    similar_movies_v1): one row per requested id, in order - movie_id, movie_ids, scores,
+    model_version, data_version, title (the query movie's). Raises StoreError when Redis is down."""
+    redis_server.require(settings)
+    store = feature_store(settings)
+    rows = [{MOVIE_KEY: int(m)} for m in movie_ids]
+    frame = store.get_online_features(
+        features=store.get_feature_service(SIMILAR_SERVICE), entity_rows=rows
+    ).to_df()
+    return frame[[MOVIE_KEY, *SIMILAR_FEATURES, "title"]]
+
+
+def verify_similar(lists: pd.DataFrame, settings: Settings, sample: int) -> dict[str, int]:
+    """Read a fixed sample of movies back through Feast and compare; StoreError on a difference."""
+    if sample <= 0 or lists.empty:
+        return {"checked": 0, "mismatches": 0}
+    chosen = lists.sample(n=min(sample, len(lists)), random_state=0)
+    got = read_similar(chosen[MOVIE_KEY].tolist(), settings)
+    for (_, want), (_, have) in zip(chosen.iterrows(), got.iterrows()):
+        field = _list_mismatch(
+            {**want.to_dict(), "item_ids": want["movie_ids"]},
+            {**have.to_dict(), "item_ids": have["movie_ids"]},
+        )
+        if field:
+            raise StoreError(
+                f"online store differs from the published similar movies (first: movie "
+                f"{int(want[MOVIE_KEY])}, field {field}); re-run the similar-movies publish"
+            )
+    return {"checked": len(chosen), "mismatches": 0}

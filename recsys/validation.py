@@ -6,8 +6,10 @@ dataframe asset per suite and a whole-dataframe batch definition. The context, t
 batch definitions are built once per process, so a repeated validation costs only the metrics.
 
 Suites: ``ratings_raw`` (the raw ratings snapshot), ``interactions`` (the prepared positives; parameters
-``n_users``, ``n_items``, ``rating_threshold``) and ``recommendations`` (per-user checks derived by
-:func:`recommendation_checks`, because GX has no list expectations; parameter ``k``).
+``n_users``, ``n_items``, ``rating_threshold``), ``recommendations`` (per-user checks derived by
+:func:`recommendation_checks`, because GX has no list expectations; parameter ``k``) and ``pairs``
+(the pairwise table of similar movies with per-row checks from :func:`pair_checks`; parameters
+``min_positives``, ``max_positives``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
-SUITES = ("ratings_raw", "interactions", "recommendations")
+SUITES = ("ratings_raw", "interactions", "recommendations", "pairs")
 RECOMMENDATION_COLUMNS = ["user_id", "item_ids", "scores", "model_version", "data_version", "event_timestamp"]
 MAX_EXAMPLES = 5  # bad values / rows quoted per failed expectation
 # Columns that name a failing row in the report (when present), instead of the bare frame index.
@@ -45,6 +47,7 @@ _ROW_KEYS = {
     "ratings_raw": ["user_id", "movie_id"],
     "interactions": ["user_id", "movie_id"],
     "recommendations": ["user_id"],
+    "pairs": ["movie_id_first", "movie_id_second"],
 }
 
 
@@ -339,3 +342,35 @@ def validate_recommendations(
         )
     checks = recommendation_checks(recs, rated)
     return validate("recommendations", checks, {"k": int(k)}, docs_dir)
+
+
+PAIR_COLUMNS = ["movie_id_first", "movie_id_second", "label", "kind", "split", "shares_characteristics"]
+
+
+def pair_checks(table: pd.DataFrame) -> pd.DataFrame:
+    """The table plus what suite ``pairs`` checks per row: ``self_pair``, ``label_matches_kind``,
+    ``query_splits`` (splits the row's query appears in) and ``query_positives`` (its positives)."""
+    first = table["movie_id_first"]
+    positive = table["kind"] == "positive"
+    return table.assign(
+        self_pair=first == table["movie_id_second"],
+        label_matches_kind=(table["label"] == 1) == positive,
+        query_splits=table.groupby("movie_id_first")["split"].transform("nunique").astype("int64"),
+        query_positives=positive.groupby(first).transform("sum").astype("int64"),
+    )
+
+
+def validate_pairs(
+    table: pd.DataFrame, min_positives: int, max_positives: int, docs_dir: Path | None = None
+) -> dict:
+    """Validate the pairwise table (recsys.pairs.mine) with suite ``pairs``; ValidationFailed also
+    when a column is missing."""
+    missing = [c for c in PAIR_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValidationFailed(
+            "pairs",
+            f"- expect_table_columns_to_match_set [table]\n"
+            f"    missing column(s) {missing}; got {list(table.columns)}",
+        )
+    parameters = {"min_positives": int(min_positives), "max_positives": int(max_positives)}
+    return validate("pairs", pair_checks(table), parameters, docs_dir)

@@ -1,0 +1,391 @@
+"""Similar movies: the triplet item tower against two-tower item vectors and genres, several seeds.
+
+Protocol: the pairwise table (recsys.pairs, default settings) is split by query movie; a small grid
+of triplet configs is trained with the first seed (0) and the config with the best validation Recall@10 is
+chosen; the chosen config (and the defaults of SimilarConfig, when they differ) is then trained
+with every seed and reported on test. Baselines: the default two-tower recommender's item vectors
+as they are (no extra training) scored by cosine and by dot product, and the genre multi-hot
+(cosine and Jaccard, no training; ties among equal genre sets broken at random per seed, since the
+metrics' rank counts only strictly higher scores). Runs go to parallel worker processes, one torch
+thread each.
+
+    .venv/bin/python benchmarks/similar.py --seeds 0 1 2 --workers 2
+    .venv/bin/python benchmarks/similar.py --quick --out /tmp/similar-quick.json
+
+``--grid "similar.distance=l2 similar.margin=0.5"`` (repeatable) replaces the built-in grid;
+``--set similar.max_epochs=20`` (repeatable) applies to every triplet run, defaults included.
+Prints markdown tables and writes JSON (default benchmarks/results/similar-<dataset>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import pairs
+from recsys.config import load_settings
+from recsys.data import Prepared, load_movies, load_ratings, prepare
+from recsys.similar import item_features, similarity_metrics, vector_scores
+
+ScoresOf = Callable[[np.ndarray], np.ndarray]
+
+DEFAULT_GRID = [
+    f"similar.distance={distance} similar.margin={margin} similar.mining={mining}"
+    for distance, margins in (("cosine", (0.1, 0.2, 0.4)), ("l2", (0.5, 1.0)))
+    for margin in margins
+    for mining in ("semi_hard", "batch_hard")
+]
+QUICK_GRID = DEFAULT_GRID[:2]
+QUICK_SET = ["similar.max_epochs=2"]
+QUICK_TWO_TOWER = ["train.max_epochs=2"]
+METRICS = ("recall_at_10", "recall_at_50", "auc_hard", "auc_soft")
+COLUMNS = [f"test_{m}" for m in METRICS] + ["valid_recall_at_10"]
+HEADERS = ["test Recall@10", "test Recall@50", "test AUC vs hard", "test AUC vs soft", "valid Recall@10"]
+
+
+@lru_cache(maxsize=1)
+def load_prepared(dataset: str) -> Prepared:
+    settings = load_settings([f"data.dataset={dataset}"])
+    folder = settings.paths.datasets / dataset
+    ratings, movies = load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv")
+    prepared = prepare(ratings, movies, settings.data)
+    if not (prepared.catalogue["item_idx"].to_numpy() == np.arange(prepared.n_items)).all():
+        raise RuntimeError("the catalogue is not in item_idx order")
+    return prepared
+
+
+@lru_cache(maxsize=1)
+def load_table(dataset: str) -> pd.DataFrame:
+    """The pairwise table with the default pairs settings (deterministic: seeded)."""
+    prepared = load_prepared(dataset)
+    return pairs.mine(prepared.split("train"), prepared.catalogue, load_settings().pairs)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _evaluate(scores_of: ScoresOf, table: pd.DataFrame, movie_ids: np.ndarray) -> dict[str, float]:
+    """valid_* and test_* metrics of one similarity."""
+    out: dict[str, float] = {}
+    for split in ("valid", "test"):
+        metrics = similarity_metrics(scores_of, table[table["split"] == split], movie_ids)
+        out.update({f"{split}_{k}": v for k, v in metrics.items()})
+    return out
+
+
+def run_triplet(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]:
+    """Train the item tower with ``overrides`` and ``seed``; metrics on valid and test."""
+    import torch
+
+    from recsys.item_tower import train_tower
+
+    prepared, table = load_prepared(dataset), load_table(dataset)
+    cfg = load_settings([*overrides, f"similar.seed={seed}"]).similar
+    start = time.perf_counter()
+    result = train_tower(table, prepared.catalogue, cfg)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        vectors = result.model.all_vectors().numpy()
+    movie_ids = prepared.catalogue["movie_id"].to_numpy()
+    return {
+        "kind": "triplet",
+        "overrides": overrides,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.epochs),
+        "train_seconds": seconds,
+        **_evaluate(vector_scores(vectors, cfg.distance), table, movie_ids),
+        "history": result.epochs,
+    }
+
+
+def run_two_tower(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]:
+    """Train the default two-tower recommender; its item vectors scored by cosine and by dot."""
+    from recsys.training import train
+
+    prepared, table = load_prepared(dataset), load_table(dataset)
+    base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}"]
+    start = time.perf_counter()
+    result = train(prepared, load_settings([*base, *overrides]))
+    seconds = time.perf_counter() - start
+    vectors = result.model.item_vectors().detach().numpy()
+    if len(vectors) != prepared.n_items:
+        raise RuntimeError(f"two-tower item vectors {vectors.shape} for {prepared.n_items} items")
+    movie_ids = prepared.catalogue["movie_id"].to_numpy()
+    return {
+        "kind": "two_tower",
+        "overrides": overrides,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.epochs),
+        "train_seconds": seconds,
+        "by_distance": {d: _evaluate(vector_scores(vectors, d), table, movie_ids) for d in ("cosine", "dot")},
+    }
+
+
+def genre_scores(genres: np.ndarray, measure: str, seed: int | None) -> ScoresOf:
+    """Genre multi-hot similarity: cosine or Jaccard; with ``seed``, ties broken by a jitter far
+    below the gap between two distinct values."""
+    g = np.asarray(genres, dtype=np.float64)
+    sizes = g.sum(1)
+    jitter = None if seed is None else np.random.default_rng(seed).random(len(g)) * 1e-6
+
+    def scores_of(rows: np.ndarray) -> np.ndarray:
+        inter = g[rows] @ g.T
+        if measure == "cosine":
+            denominator = np.sqrt(np.outer(sizes[rows], sizes))
+        else:
+            denominator = sizes[rows][:, None] + sizes[None, :] - inter
+        scores = np.divide(inter, denominator, out=np.zeros_like(inter), where=denominator > 0)
+        return scores if jitter is None else scores + jitter[None, :]
+
+    return scores_of
+
+
+def genre_rows(prepared: Prepared, table: pd.DataFrame, seeds: list[int]) -> dict[str, dict]:
+    """No-training baselines: genre cosine and Jaccard, random tie-break per seed, and the cosine
+    with ties left to the metric (which counts only strictly higher scores: optimistic)."""
+    genres = item_features(prepared.catalogue).genres
+    movie_ids = prepared.catalogue["movie_id"].to_numpy()
+    rows = {}
+    for measure in ("cosine", "jaccard"):
+        runs = [{"seed": s, **_evaluate(genre_scores(genres, measure, s), table, movie_ids)} for s in seeds]
+        rows[f"genre {measure} (no training)"] = summarise(runs, {"measure": measure})
+    rows["genre cosine, ties not broken (optimistic)"] = summarise(
+        [{"seed": None, **_evaluate(genre_scores(genres, "cosine", None), table, movie_ids)}],
+        {"measure": "cosine", "tie_break": False},
+    )
+    return rows
+
+
+def summarise(runs: list[dict], extra: dict | None = None) -> dict[str, Any]:
+    """Mean and std (ddof=1; 0 for one run) over seeds of every valid_/test_ metric, per-seed rows."""
+    keys = [k for k in runs[0] if k.startswith(("valid_", "test_"))]
+    out: dict[str, Any] = dict(extra or {})
+    for k in keys:
+        values = np.asarray([r[k] for r in runs], dtype=np.float64)
+        out[k] = float(values.mean())
+        out[f"{k}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    timed = [r["train_seconds"] for r in runs if "train_seconds" in r]
+    if timed:
+        out["train_seconds_median"] = float(np.median(timed))
+    out["per_seed"] = [
+        {k: v for k, v in r.items() if k not in ("history", "overrides", "kind")}
+        for r in sorted(runs, key=lambda r: -1 if r["seed"] is None else r["seed"])
+    ]
+    return out
+
+
+def table_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts = table.groupby(["kind", "split"]).size().unstack(fill_value=0)
+    return {kind: {s: int(n) for s, n in row.items()} for kind, row in counts.iterrows()}
+
+
+def pair_leakage(table: pd.DataFrame) -> dict[str, float | int]:
+    """Valid/test positive pairs whose two movies also form a train positive pair, either way
+    round (the item tower trains on the train pairs both ways: those are seen in training)."""
+    positive = table[table["kind"] == "positive"]
+    train = positive[positive["split"] == "train"]
+    seen = {frozenset(p) for p in zip(train["movie_id_first"], train["movie_id_second"])}
+    out: dict[str, float | int] = {}
+    for split in ("valid", "test"):
+        rows = positive[positive["split"] == split]
+        hits = sum(frozenset(p) in seen for p in zip(rows["movie_id_first"], rows["movie_id_second"]))
+        out[f"{split}_positive_pairs"] = len(rows)
+        out[f"{split}_positive_pairs_in_train"] = int(hits)
+        out[f"{split}_positive_pairs_in_train_share"] = round(hits / max(len(rows), 1), 4)
+    return out
+
+
+def _config_key(overrides: list[str]) -> str:
+    """The resolved SimilarConfig (seed aside), so equal configs written differently match."""
+    return json.dumps(load_settings(overrides).similar.model_dump(exclude={"seed"}), sort_keys=True)
+
+
+def _cell(row: dict, key: str) -> str:
+    if key not in row:
+        return "-"
+    return f"{row[key]:.4f} ± {row.get(f'{key}_std', 0.0):.4f}"
+
+
+def print_tables(grid: list[dict], results: dict[str, dict], chosen: str, seeds: list[int]) -> None:
+    print(f"\n## Grid (seed {seeds[0]}, validation)\n")
+    print("| config | valid Recall@10 | valid Recall@50 | valid AUC hard | valid AUC soft | best epoch |")
+    print("|---|---|---|---|---|---|")
+    for g in grid:
+        mark = " **(chosen)**" if g["config"] == chosen else ""
+        print(
+            f"| {g['config'] or '(defaults)'}{mark} | {g['valid_recall_at_10']:.4f} | "
+            f"{g['valid_recall_at_50']:.4f} | {g['valid_auc_hard']:.4f} | {g['valid_auc_soft']:.4f} | "
+            f"{g['best_epoch']}/{g['epochs']} |"
+        )
+    print(f"\n## Similar movies, test (mean ± std over seeds {seeds})\n")
+    print("| method | " + " | ".join(HEADERS) + " |")
+    print("|---|" + "---|" * len(HEADERS))
+    for name, row in results.items():
+        print(f"| {name} | " + " | ".join(_cell(row, c) for c in COLUMNS) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--dataset", default="ml-latest-small")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    parser.add_argument(
+        "--grid", action="append", default=[], help='"override override ..." (default: the built-in grid)'
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], help="override applied to every triplet run (repeatable)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 grid configs, 2 epochs, 2-epoch two-tower"
+    )
+    parser.add_argument("--no-two-tower", action="store_true", help="skip the two-tower baseline")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    common = [*(QUICK_SET if args.quick else []), *args.set]
+    grid_texts = args.grid or (QUICK_GRID if args.quick else DEFAULT_GRID)
+    grid_configs = [[*common, *text.split()] for text in grid_texts]
+    default_config = list(common)
+    for overrides in [*grid_configs, default_config]:
+        load_settings(overrides)  # fail now on a bad key, not after the grid
+    two_tower_overrides = QUICK_TWO_TOWER if args.quick else []
+    out = args.out or Path(__file__).parent / "results" / f"similar-{args.dataset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    prepared, table = load_prepared(args.dataset), load_table(args.dataset)
+    counts, overlap, leakage = table_counts(table), pairs.overlaps(table), pair_leakage(table)
+    print(f"pairs: {len(table)} rows, {overlap['queries']} queries; {json.dumps(counts)}", flush=True)
+
+    runs: dict[tuple[str, int], dict] = {}  # (config key, seed) -> triplet run
+    two_tower: list[dict] = []
+    pending: dict[Future, tuple[str, int] | None] = {}
+    seed0 = args.seeds[0]
+    grid_keys = [_config_key(c) for c in grid_configs]
+    default_key = _config_key(default_config)
+    by_key = {k: c for k, c in zip([*grid_keys, default_key], [*grid_configs, default_config])}
+    chosen_key: str | None = None
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_worker_init) as pool:
+
+        def submit_triplet(key: str, seed: int) -> None:
+            if (key, seed) not in runs and (key, seed) not in pending.values():
+                pending[pool.submit(run_triplet, args.dataset, by_key[key], seed)] = (key, seed)
+
+        for key in grid_keys:
+            submit_triplet(key, seed0)
+        for seed in args.seeds:
+            submit_triplet(default_key, seed)
+        if not args.no_two_tower:
+            for seed in args.seeds:
+                pending[pool.submit(run_two_tower, args.dataset, two_tower_overrides, seed)] = None
+        results = genre_rows(prepared, table, args.seeds)  # in this process, while workers train
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                slot = pending.pop(future)
+                run = future.result()
+                if slot is None:
+                    two_tower.append(run)
+                    what = f"two-tower seed {run['seed']}: valid Recall@10 (cosine) "
+                    what += f"{run['by_distance']['cosine']['valid_recall_at_10']:.4f}"
+                else:
+                    runs[slot] = run
+                    what = f"triplet {' '.join(run['overrides']) or '(defaults)'} seed {run['seed']}: "
+                    what += f"valid Recall@10 {run['valid_recall_at_10']:.4f}, best epoch {run['best_epoch']}"
+                elapsed = time.perf_counter() - started
+                print(f"[{elapsed:6.0f} s] {what}, {run['train_seconds']:.0f} s", flush=True)
+            if chosen_key is None and all((k, seed0) in runs for k in grid_keys):
+                chosen_key = max(grid_keys, key=lambda k: runs[(k, seed0)]["valid_recall_at_10"])
+                print(f"chosen on validation: {' '.join(by_key[chosen_key]) or '(defaults)'}", flush=True)
+                for seed in args.seeds:
+                    submit_triplet(chosen_key, seed)
+    assert chosen_key is not None
+
+    grid = [
+        {
+            "config": " ".join(c),
+            "defaults": k == default_key,
+            "best_epoch": runs[(k, seed0)]["best_epoch"],
+            "epochs": runs[(k, seed0)]["epochs"],
+            "train_seconds": runs[(k, seed0)]["train_seconds"],
+            **{m: v for m, v in runs[(k, seed0)].items() if m.startswith("valid_")},
+            "history": runs[(k, seed0)]["history"],
+        }
+        for k, c in zip(grid_keys, grid_configs)
+    ]
+    rows: dict[str, dict] = {}
+    labels = [("triplet, chosen on validation", chosen_key)]
+    if chosen_key != default_key:
+        labels.append(("triplet, SimilarConfig defaults", default_key))
+    else:
+        labels[0] = ("triplet, chosen on validation (= SimilarConfig defaults)", chosen_key)
+    for label, key in labels:
+        seeded = [runs[(key, s)] for s in args.seeds]
+        rows[label] = summarise(seeded, {"overrides": " ".join(by_key[key])})
+        rows[label]["best_epochs"] = [r["best_epoch"] for r in seeded]
+    for distance in ("cosine", "dot") if two_tower else ():
+        seeded = [
+            {"seed": r["seed"], "train_seconds": r["train_seconds"], "best_epoch": r["best_epoch"]}
+            | r["by_distance"][distance]
+            for r in two_tower
+        ]
+        rows[f"two-tower item vectors, {distance}"] = summarise(
+            seeded, {"overrides": " ".join(two_tower_overrides)}
+        )
+    rows.update(results)
+    chosen_config = " ".join(by_key[chosen_key])
+    print_tables(grid, rows, chosen_config, args.seeds)
+    wall = time.perf_counter() - started
+    out.write_text(
+        json.dumps(
+            {
+                "dataset": args.dataset,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": "benchmarks/similar.py " + shlex.join(sys.argv[1:]),
+                "seeds": args.seeds,
+                "workers": args.workers,
+                "quick": args.quick,
+                "wall_seconds": wall,
+                "users": prepared.n_users,
+                "items": prepared.n_items,
+                "pairs_settings": load_settings().pairs.model_dump(),
+                "similar_defaults": load_settings(default_config).similar.model_dump(),
+                "pairs": {"rows": len(table), "counts": counts, "overlaps": overlap, "leakage": leakage},
+                "common_overrides": common,
+                "grid": grid,
+                "chosen": {
+                    "config": chosen_config,
+                    "similar": load_settings(by_key[chosen_key]).similar.model_dump(),
+                    "is_default": chosen_key == default_key,
+                },
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwall {wall:.0f} s; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
