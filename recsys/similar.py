@@ -119,7 +119,8 @@ def similarity_metrics(
 
     ``scores_of(rows)`` -> [len(rows), N] similarities of the catalogue rows ``rows`` to every
     catalogue movie; ``pairs``: the table's rows of one split; ``movie_ids``: catalogue movie id per
-    row. Recall@K of a query = its positives among its top K (itself left out) / its positives.
+    row. Recall@K of a query = its positives ranked below K (itself left out) / its positives, where
+    a tie with other movies counts as half of them ranking higher.
     A pair whose movie the catalogue lacks counts as a miss (a positive) or is dropped (a negative).
     """
     index = pd.Index(movie_ids)
@@ -141,8 +142,14 @@ def similarity_metrics(
             if not len(pos):
                 continue
             known = pos[pos >= 0]
-            # rank = movies scoring strictly higher (the protocol's rank), the query excluded
-            rank = (s[None, :] > s[known][:, None]).sum(1) if len(known) else np.empty(0)
+            # rank = movies scoring strictly higher (the protocol's rank) plus half the other movies
+            # scoring the same (the expected position under a random tie-break: a scorer with many
+            # ties, like genre overlap, gets no credit for them); the query itself is excluded
+            if len(known):
+                higher = (s[None, :] > s[known][:, None]).sum(1)
+                rank = higher + 0.5 * ((s[None, :] == s[known][:, None]).sum(1) - 1)
+            else:
+                rank = np.empty(0)
             for k in ks:
                 recalls[k].append(float((rank < k).sum()) / len(pos))
             for kind in aucs:

@@ -2,9 +2,10 @@
 
 Runs `recsys_ingest`, `recsys_retrain` and `recsys_score_nightly` in order with `dag.test()` on a
 SQLite metadata DB in a project-local AIRFLOW_HOME (.recsys/airflow), then prints the lookup for
-user 1 from the online store. Exits 1 (naming the DAG and its failed tasks) if a run fails.
+user 1 and the movies similar to movie 1 (Toy Story) from the online store. Exits 1 (naming the DAG
+and its failed tasks) if a run fails.
 
-    .venv/bin/python scripts/demo.py [--user 1] [--k 10]
+    .venv/bin/python scripts/demo.py [--user 1] [--movie 1] [--k 10]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def failed_tasks(dag_run) -> list[str]:  # noqa: ANN001 - an Airflow DagRun
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--user", default="1")
+    parser.add_argument("--movie", default="1", help="movie whose similar movies are shown (1: Toy Story)")
     parser.add_argument("--k", default="10")
     parser.add_argument("--timings", type=Path, help="also write the per-DAG wall times here (JSON)")
     args = parser.parse_args()
@@ -94,7 +96,11 @@ def main() -> int:
             + "\n"
         )
     print(f"=== recsys lookup --user {args.user} ===", flush=True)
-    return subprocess.run([str(BIN / "recsys"), "lookup", "--user", args.user, "--k", args.k]).returncode
+    looked = subprocess.run([str(BIN / "recsys"), "lookup", "--user", args.user, "--k", args.k]).returncode
+    if looked != 0:
+        return looked
+    print(f"=== recsys similar --movie {args.movie} (more like this) ===", flush=True)
+    return subprocess.run([str(BIN / "recsys"), "similar", "--movie", args.movie, "--k", args.k]).returncode
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ DAGS = PROJECT_ROOT / "dags"
 # promotion gate requires of a first version.
 FAST = {
     "RECSYS__TRAIN__MAX_EPOCHS": "6",
+    "RECSYS__SIMILAR__MAX_EPOCHS": "3",
     "RECSYS__TRAIN__LEARNING_RATE": "0.003",
     "RECSYS__TRAIN__PROGRESS_BAR": "false",
 }

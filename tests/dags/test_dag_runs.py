@@ -93,6 +93,46 @@ def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db
     assert link.endswith(f"/#/experiments/{trained['experiment_id']}/runs/{trained['run_id']}")
 
 
+def test_retrain_mines_pairs_and_trains_the_similar_movies_model(chain, airflow_db, recsys_env):
+    dag_run = chain["recsys_retrain"]
+    mined = airflow_db.xcom(dag_run, "mine_pairs")
+    assert mined["validation"]["suite"] == "pairs" and mined["validation"]["success"]
+    counts = mined["counts"]
+    assert (
+        min(counts[kind][split] for kind in ("positive", "hard_negative") for split in counts["queries"]) > 0
+    )
+    assert mined["pairs_version"].endswith(".dir")  # tracked by DVC like the prepared data
+    trained = airflow_db.xcom(dag_run, "train_similar")
+    assert trained["version"] == "1" and trained["epochs"] <= 3
+    assert trained["valid"]["recall_at_10"] > trained["genre_valid"]["recall_at_10"]
+    gate = airflow_db.xcom(dag_run, "similar_gate")
+    assert gate["promoted"] and gate["metrics"]["recall_at_10"] == pytest.approx(
+        trained["valid"]["recall_at_10"]
+    )
+    similar = pipelines.similar_settings(recsys_env)
+    registry.configure(similar)
+    assert str(registry.resolve(similar, "champion").version) == "1"
+    (event,) = airflow_db.asset_events("recsys_similar_model")
+    assert event["model_version"] == "1"
+    link = airflow_db.xcom(dag_run, "train_similar", key="_link_MlflowRunLink")
+    assert link.endswith(f"/#/experiments/{trained['experiment_id']}/runs/{trained['run_id']}")
+    registry.configure(recsys_env)
+
+
+def test_nightly_publishes_every_movies_similar_movies(chain, airflow_db, recsys_env):
+    from recsys.lookup import similar_many
+
+    dag_run = chain["recsys_score_nightly"]
+    scored = airflow_db.xcom(dag_run, "score_similar")
+    published = airflow_db.xcom(dag_run, "publish_similar")
+    assert scored["movies"] == 1_956 and published["written"]["movies"] == 1_956
+    assert published["verified"]["checked"] > 0 and published["model_version"] == "1"
+    lists = pd.read_parquet(scored["similar"]).set_index("movie_id")
+    toy_story = similar_many([1], scored["k"], recsys_env)[1]
+    assert [m for m, _, _ in toy_story] == lists.loc[1, "movie_ids"].tolist()
+    assert all(title for _, _, title in toy_story) and 1 not in [m for m, _, _ in toy_story]
+
+
 def test_nightly_scores_in_shards_and_serves_every_user(chain, airflow_db, recsys_env):
     dag_run = chain["recsys_score_nightly"]
     assert dag_run.state == "success", states(airflow_db, dag_run)

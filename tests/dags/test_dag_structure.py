@@ -21,6 +21,12 @@ ORDER = {
         ("locate_prepared", "compare"),
         ("compare", "promotion_gate"),
         ("promotion_gate", "announce_champion"),
+        ("locate_prepared", "mine_pairs"),
+        ("mine_pairs", "train_similar"),
+        ("locate_prepared", "train_similar"),
+        ("train_similar", "similar_gate"),
+        ("mine_pairs", "similar_gate"),
+        ("similar_gate", "announce_similar"),
     ],
     "recsys_score_nightly": [
         ("resolve_champion", "plan_shards"),
@@ -30,6 +36,7 @@ ORDER = {
         ("validate_recommendations", "publish"),
         ("publish", "verify_lookups"),
         ("verify_lookups", "report"),
+        ("score_similar", "publish_similar"),
     ],
 }
 
@@ -67,11 +74,13 @@ def test_schedules_chain_the_dags_through_assets(dagbag):
     assert retrain.timetable.timetable.expression == "0 3 * * 0"  # weekly, Sunday 03:00 UTC
     (model,) = retrain.task_dict["announce_champion"].outlets
     assert model.name == "recsys_champion_model"
+    (similar,) = retrain.task_dict["announce_similar"].outlets
+    assert similar.name == "recsys_similar_model"
     assert isinstance(score.timetable, AssetOrTimeSchedule)
-    assert score.timetable.asset_condition == model
+    assert score.timetable.asset_condition == (model | similar)  # either champion moving rescores
     assert score.timetable.timetable.expression == "30 1 * * *"  # nightly
     outlets = {t.task_id for d in dagbag.dags.values() for t in d.tasks if t.outlets}
-    assert outlets == {"validate_prepared", "announce_champion"}
+    assert outlets == {"validate_prepared", "announce_champion", "announce_similar"}
 
 
 def test_scoring_is_mapped_over_shards(dagbag):
@@ -182,7 +191,7 @@ def test_the_readme_dag_table_matches_the_dags(dagbag):
             for upstream in task.upstream_task_ids:
                 assert min(positions[upstream]) < max(positions[task.task_id]), (upstream, task.task_id)
         named = set(re.findall(r"\b[a-z]+(?:_[a-z]+)+\b", row.split("|")[3]))
-        assets = {"recsys_prepared_data", "recsys_champion_model"}
+        assets = {"recsys_prepared_data", "recsys_champion_model", "recsys_similar_model", "movie_similar"}
         assert named - assets <= set(dag.task_dict), (dag_id, named - assets - set(dag.task_dict))
 
 

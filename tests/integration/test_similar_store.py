@@ -1,0 +1,139 @@
+"""Similar movies in the online store: both writers put the same bytes, Feast reads them back, the
+fast lookup and the HTTP pyfunc serve them, and bad requests get one line naming the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import lookup, redis_server, store
+from recsys.config import Settings
+from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownMovieError
+from recsys.serving import RecommenderModel
+from tests.integration.test_serving import N_MOVIES, bundle_dir, served, title  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration
+K = 5
+STAMP = pd.Timestamp("2026-11-25 02:00", tz="UTC")
+
+
+def similar_lists() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    movies = np.arange(1, N_MOVIES + 1)
+    items = [rng.choice(movies[movies != m], K, replace=False).astype("int64") for m in movies]
+    items[-1][0] = 2**40  # an id past 2**32 on the wire
+    scores = [np.sort(rng.random(K)).astype("float32")[::-1] for _ in movies]
+    return pd.DataFrame(
+        {
+            "movie_id": movies.astype("int64"),
+            "movie_ids": items,
+            "scores": scores,
+            "model_version": "2",
+            "data_version": "p1",
+            "event_timestamp": STAMP,
+        }
+    )
+
+
+def dump(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
+    conn = redis_server.client(settings.redis_connection)
+    try:
+        return {key: conn.hgetall(key) for key in conn.scan_iter() if not key.startswith(b"recsys:publ")}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def published_similar(own_redis: Settings) -> pd.DataFrame:
+    lists = similar_lists()
+    store.apply(own_redis)
+    catalogue = pd.DataFrame(
+        {"movie_id": np.arange(1, N_MOVIES + 1), "title": [title(m) for m in range(1, 41)]}
+    )
+    store.publish(
+        pd.DataFrame(
+            {
+                "user_id": [1],
+                "item_ids": [np.array([1, 2])],
+                "scores": [np.array([0.5, 0.4], dtype="float32")],
+                "model_version": "1",
+                "data_version": "d1",
+                "event_timestamp": STAMP,
+            }
+        ),
+        catalogue,
+        own_redis,
+    )
+    written = store.publish_similar(lists, own_redis)
+    assert written["movies"] == N_MOVIES and written["writer"] == "fast"
+    return lists
+
+
+def test_the_fast_writer_writes_the_bytes_feast_writes(own_redis: Settings) -> None:
+    store.apply(own_redis)
+    lists = similar_lists()
+    contents = {}
+    for writer in ("feast", "fast"):
+        redis_server.client(own_redis.redis_connection).flushdb()
+        store.publish_similar(lists, own_redis, writer=writer)  # type: ignore[arg-type]
+        contents[writer] = dump(own_redis)
+    assert contents["fast"] == contents["feast"] and len(contents["fast"]) == N_MOVIES
+
+
+def test_feast_and_the_fast_lookup_read_back_what_was_published(
+    published_similar: pd.DataFrame, own_redis: Settings
+) -> None:
+    got = store.read_similar([1, 40, 77], own_redis)
+    assert got["movie_id"].tolist() == [1, 40, 77]
+    assert got["movie_ids"].iloc[0] == published_similar["movie_ids"].iloc[0].tolist()
+    assert got["movie_ids"].iloc[1][0] == 2**40 and got["title"].iloc[0] == title(1)
+    assert got["movie_ids"].iloc[2] is None  # no list stored for movie 77
+    assert store.verify_similar(published_similar, own_redis, 10) == {"checked": 10, "mismatches": 0}
+    triples = lookup.similar(1, 3, own_redis)
+    want = published_similar.iloc[0]
+    assert [m for m, _, _ in triples] == want["movie_ids"][:3].tolist()
+    assert [s for _, s, _ in triples] == pytest.approx(want["scores"][:3].tolist())
+    assert [t for _, _, t in triples] == [title(int(m)) for m in want["movie_ids"][:3]]
+    assert lookup.similar_many([1, 2], 2, own_redis)[2][0][0] == published_similar["movie_ids"].iloc[1][0]
+
+
+def test_a_changed_store_fails_the_read_back(published_similar: pd.DataFrame, own_redis: Settings) -> None:
+    changed = published_similar.copy()
+    changed.at[0, "model_version"] = "3"
+    with pytest.raises(StoreError, match="movie 1, field model_version"):
+        store.verify_similar(changed, own_redis, len(changed))
+
+
+def test_bad_lookups_get_one_line_naming_the_problem(
+    published_similar: pd.DataFrame, own_redis: Settings
+) -> None:
+    with pytest.raises(UnknownMovieError, match="movie 77 has no similar movies in the online store"):
+        lookup.similar(77, 3, own_redis)
+    with pytest.raises(InvalidRequestError, match="k must be at most 5, the number of similar movies stored"):
+        lookup.similar(1, 6, own_redis)
+    with pytest.raises(InvalidRequestError, match="movie_id must be an integer"):
+        lookup.similar(0, 3, own_redis)
+    with pytest.raises(DataError, match="duplicate movie_id"):
+        store.publish_similar(pd.concat([published_similar, published_similar.iloc[:1]]), own_redis)
+
+
+def test_http_answers_movie_id_requests_from_the_store(
+    served: RecommenderModel,  # noqa: F811 - the fixture imported above
+    published_similar: pd.DataFrame,
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    rows = served.predict(None, pd.DataFrame({"movie_id": [2, 1, 2], "k": [2, 5, 1]}))
+    assert [r["movie_id"] for r in rows] == [2, 1, 2] and {r["source"] for r in rows} == {"online_store"}
+    assert [len(r["similar"]) for r in rows] == [2, 5, 1]
+    assert [m for m, _, _ in rows[1]["similar"]] == published_similar["movie_ids"].iloc[0].tolist()
+    for frame, message in [
+        (pd.DataFrame({"movie_id": [77]}), "movie 77 has no similar movies"),
+        (pd.DataFrame({"movie_id": [1], "k": [6]}), "k must be at most 5"),
+        (pd.DataFrame({"movie_id": [1], "user_id": [1]}), "unknown column"),
+        (pd.DataFrame({"movie_id": ["x"]}), "movie_id must be an integer"),
+    ]:
+        with pytest.raises(MlflowException, match=message) as raised:
+            served.predict(None, frame)
+        assert raised.value.get_http_status_code() == 400

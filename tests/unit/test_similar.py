@@ -1,0 +1,172 @@
+"""Similar movies: item features, the triplet loss and its mining, the metrics, the item tower on a
+planted catalogue, the exported top-K graph, and the checks on tables and lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys import checks, pairs, similar
+from recsys.config import SimilarConfig
+from recsys.errors import DataError, InvalidRequestError, ValidationFailed
+from recsys.item_tower import distances, train_tower, triplet_loss, write_bundle
+from recsys.validation import validate_pairs
+from tests.unit.test_pairs import CFG, planted
+
+pytestmark = pytest.mark.unit
+
+
+def test_item_features_read_genres_decade_and_title_words():
+    catalogue = pd.DataFrame(
+        {
+            "title": ["Toy Story (1995)", "Toy Soldiers (1991)", "Heat (1995)", "Untitled"],
+            "genres": ["Animation|Children", "Action", "Action|Crime", "(no genres listed)"],
+        }
+    )
+    feats = similar.item_features(catalogue, title_min_count=2)
+    assert feats.genre_names == ["Action", "Animation", "Children", "Crime"]
+    assert feats.genres.tolist() == [[0, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]]
+    assert feats.decade.tolist()[:3] == [10, 10, 10] and feats.decade[3] == 0  # 1990s; unknown
+    assert feats.vocabulary == ["toy"]  # the only word in two titles; the year is not a word
+    assert feats.words[:, 0].tolist() == [1, 1, 0, 0]
+    assert similar.title_words("Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)")[:2] == ["am", "lie"]
+
+
+def test_triplet_loss_mines_the_hardest_or_the_semi_hard_negative():
+    anchors = torch.tensor([[1.0, 0.0]])
+    positives = torch.tensor([[0.8, 0.6]])  # cosine distance 0.2
+    candidates = torch.tensor([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # 0.4, 0.0, 1.0, 2.0
+    allowed = torch.tensor([[True, False, True, True]])  # the second is a known positive
+    d = distances(anchors, candidates, "cosine")
+    assert d.tolist()[0] == pytest.approx([0.4, 0.0, 1.0, 2.0])
+    hard, share = triplet_loss(anchors, positives, candidates, allowed, 0.5, "batch_hard", "cosine")
+    assert float(hard) == pytest.approx(0.2 - 0.4 + 0.5) and float(share) == 1.0
+    # semi-hard: the closest negative farther than the positive is also 0.4 here ...
+    semi, _ = triplet_loss(anchors, positives, candidates, allowed, 0.5, "semi_hard", "cosine")
+    assert float(semi) == pytest.approx(0.3)
+    # ... and without it, the next one (1.0): the loss is then zero for this margin
+    semi, share = triplet_loss(
+        anchors, positives, candidates, torch.tensor([[False, False, True, True]]), 0.5, "semi_hard", "cosine"
+    )
+    assert float(semi) == 0.0 and float(share) == 0.0
+    # no farther negative at all: the farthest one (FaceNet keeps the easy side)
+    closer = torch.tensor([[0.6, 0.8]])
+    semi, _ = triplet_loss(
+        anchors, torch.tensor([[0.0, 1.0]]), closer, torch.tensor([[True]]), 0.5, "semi_hard", "cosine"
+    )
+    assert float(semi) == pytest.approx(1.0 - 0.4 + 0.5)
+    l2, _ = triplet_loss(anchors, positives, candidates, allowed, 1.0, "batch_hard", "l2")
+    assert float(l2) == pytest.approx(np.sqrt(0.4) - np.sqrt(0.8) + 1.0, rel=1e-5)
+
+
+def test_metrics_are_perfect_for_perfect_vectors_and_inverted_for_inverted_ones():
+    movie_ids = np.array([10, 11, 12, 13, 14])
+    table = pd.DataFrame(
+        {
+            "movie_id_first": [10, 10, 10, 10],
+            "movie_id_second": [11, 12, 13, 14],
+            "kind": ["positive", "hard_negative", "soft_negative", "positive"],
+        }
+    )
+    good = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0], [0.8, 0.2]])
+    metrics = similar.similarity_metrics(similar.vector_scores(good, "cosine"), table, movie_ids, ks=(2, 4))
+    assert metrics["recall_at_2"] == 1.0 and metrics["auc_hard"] == 1.0 and metrics["auc_soft"] == 1.0
+    bad = np.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [-0.9, -0.1]])
+    metrics = similar.similarity_metrics(similar.vector_scores(bad, "cosine"), table, movie_ids, ks=(2, 4))
+    assert metrics["recall_at_2"] == 0.0 and metrics["recall_at_4"] == 1.0
+    assert metrics["auc_hard"] == 0.0 and metrics["auc_soft"] == 0.0 and metrics["queries"] == 1
+    # a positive the catalogue lacks is a miss
+    missing = pd.concat([table, table.iloc[:1].assign(movie_id_second=99)])
+    metrics = similar.similarity_metrics(similar.vector_scores(good, "cosine"), missing, movie_ids, ks=(4,))
+    assert metrics["recall_at_4"] == pytest.approx(2 / 3)
+
+
+def test_the_tower_learns_what_the_characteristics_cannot_tell_apart():
+    """Tastes 0 and 1 share every characteristic: only the triplets can separate them."""
+    train, catalogue = planted()
+    table = pairs.mine(train, catalogue, CFG)
+    cfg = SimilarConfig(max_epochs=15, patience=15, batch_size=64, random_per_batch=32, id_dropout=0.0)
+    result = train_tower(table, catalogue, cfg)
+    genre = similar.similarity_metrics(
+        similar.vector_scores(similar.item_features(catalogue).genres, "cosine"),
+        table[table["split"] == "valid"],
+        catalogue["movie_id"].to_numpy(),
+    )
+    assert genre["auc_hard"] == pytest.approx(0.5)  # the same genres, decade and band
+    assert result.valid["auc_hard"] > 0.9 and result.valid["recall_at_10"] > genre["recall_at_10"]
+    assert result.epochs[-1]["triplet_loss"] < result.epochs[0]["triplet_loss"]
+    assert result.best_epoch == max(
+        range(1, len(result.epochs) + 1), key=lambda e: result.epochs[e - 1]["valid_recall_at_10"]
+    )
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2"])
+def test_the_exported_graph_returns_each_movies_nearest_other_movies(tmp_path, distance):
+    train, catalogue = planted()
+    table = pairs.mine(train, catalogue, CFG)
+    result = train_tower(table, catalogue, SimilarConfig(max_epochs=1, distance=distance))
+    folder = write_bundle(result.model, catalogue, 7, tmp_path / "bundle", {"pairs_version": "p1"})
+    bundle = similar.SimilarBundle.load(folder)
+    assert bundle.k == 7 and bundle.distance == distance and bundle.meta["pairs_version"] == "p1"
+    lists = similar.score_similar(bundle, "3", "p1", batch=16)
+    similar.check_similar(lists, 7)
+    scores = similar.vector_scores(np.load(folder / "item_vectors.npy"), distance)(np.arange(60))
+    np.fill_diagonal(scores, -np.inf)
+    for row in (0, 25, 59):
+        got = lists.loc[row, "scores"]
+        assert got == pytest.approx(np.sort(scores[row])[::-1][:7], abs=1e-4)
+        assert set(lists.loc[row, "movie_ids"]) <= set(catalogue["movie_id"]) - {catalogue["movie_id"][row]}
+
+
+def test_damaged_lists_and_bundles_are_refused(tmp_path):
+    lists = pd.DataFrame(
+        {
+            "movie_id": [1, 2],
+            "movie_ids": [[2, 3], [1, 1]],
+            "scores": [[0.9, 0.5], [0.9, 0.8]],
+            "model_version": "1",
+            "data_version": "d",
+        }
+    )
+    with pytest.raises(DataError, match="movie 2 lists a movie twice"):
+        similar.check_similar(lists, 2)
+    with pytest.raises(DataError, match="movie 1 holds 2 movies and 2 scores, not 3"):
+        similar.check_similar(lists, 3)
+    with pytest.raises(DataError, match="movie 1 lists the movie itself"):
+        similar.check_similar(lists.assign(movie_ids=[[1, 3], [3, 4]]), 2)
+    with pytest.raises(DataError, match="not finite or not best first"):
+        similar.check_similar(lists.assign(movie_ids=[[2, 3], [3, 4]], scores=[[0.1, 0.5], [1, 0]]), 2)
+    with pytest.raises(DataError, match="lacks"):
+        similar.SimilarBundle.load(tmp_path)
+
+
+def test_suite_pairs_names_what_is_wrong_with_a_table():
+    train, catalogue = planted()
+    table = pairs.mine(train, catalogue, CFG)
+    assert validate_pairs(table, CFG.min_positives, CFG.max_positives)["success"]
+    bad = table.copy()
+    bad.loc[0, "movie_id_second"] = bad.loc[0, "movie_id_first"]
+    bad.loc[1, "label"] = 0  # a positive labelled 0
+    moved = bad["movie_id_first"] == bad["movie_id_first"].iat[-1]
+    bad.loc[moved[moved].index[:1], "split"] = "test" if bad.loc[moved, "split"].iat[0] != "test" else "train"
+    with pytest.raises(ValidationFailed) as failed:
+        validate_pairs(bad, CFG.min_positives, CFG.max_positives)
+    report = failed.value.report
+    assert "[self_pair]" in report and "[label_matches_kind]" in report and "[query_splits]" in report
+    with pytest.raises(ValidationFailed, match="missing column"):
+        validate_pairs(table.drop(columns=["kind"]), 1, 20)
+
+
+def test_movie_ids_and_similar_requests_are_checked():
+    assert checks.movie_id("42") == 42
+    for bad in (0, -1, 1.5, "abc", 2**63):
+        with pytest.raises(InvalidRequestError, match="movie_id must be an integer"):
+            checks.movie_id(bad)
+    ids, ks = checks.check_frame(pd.DataFrame({"movie_id": [1, 2], "k": [5, 20]}), 20, "movie_id")
+    assert ids == [1, 2] and ks == [5, 20]
+    with pytest.raises(InvalidRequestError, match="row 1: k must be an integer in 1..20"):
+        checks.check_frame(pd.DataFrame({"movie_id": [1, 2], "k": [5, 21]}), 20, "movie_id")
+    with pytest.raises(InvalidRequestError, match="unknown column"):
+        checks.check_frame(pd.DataFrame({"movie_id": [1], "user_id": [1]}), 20, "movie_id")
