@@ -29,6 +29,8 @@ Beside it, the "similar movies" branch (same prepared data):
   with alias `challenger`.
 - `similar_gate`: `champion` of `movie_similar` moves only if the new version's validation
   Recall@10 beats the champion's and the genre-only floor's on today's table.
+- `announce_similar` waits for `promotion_gate` too: the nightly run its asset starts must find a
+  `two_tower` champion.
 
 Params: `force_promotion` (both models), `dataset`, `k` (list length baked into the ONNX graph),
 `max_epochs` (empty = the setting). A failed training never touches the champion or the served lists.
@@ -204,10 +206,14 @@ def recsys_retrain() -> None:
     mined = mine_pairs(prepared)
     similar = train_similar(mined, prepared)
     similar.operator.operator_extra_links = [MlflowRunLink()]
-    announce_similar(similar_gate(similar, mined))
+    announced = announce_similar(similar_gate(similar, mined))
     trained = train(prepared)
     trained.operator.operator_extra_links = [MlflowRunLink()]
-    announce_champion(promotion_gate(compare(trained, prepared)))
+    gate = promotion_gate(compare(trained, prepared))
+    announce_champion(gate)
+    # The similar asset also starts the nightly run: only once the two-tower gate has decided, so
+    # that run finds a two_tower champion (on a first night, the similar branch may finish first).
+    gate >> announced
 
 
 recsys_retrain()
