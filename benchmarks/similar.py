@@ -1,13 +1,14 @@
 """Similar movies: the triplet item tower against two-tower item vectors and genres, several seeds.
 
 Protocol: the pairwise table (recsys.pairs, default settings) is split by query movie; a small grid
-of triplet configs is trained with the first seed (0) and the config with the best validation Recall@10 is
-chosen; the chosen config (and the defaults of SimilarConfig, when they differ) is then trained
-with every seed and reported on test. Baselines: the default two-tower recommender's item vectors
+of triplet configs is trained with the first seed (0) and the config with the best validation
+Recall@10 is chosen; the chosen config (and the defaults of SimilarConfig, when they differ) is then
+trained with every seed and reported on test. Baselines: the default two-tower recommender's item vectors
 as they are (no extra training) scored by cosine and by dot product, and the genre multi-hot
-(cosine and Jaccard, no training; ties among equal genre sets broken at random per seed, since the
-metrics' rank counts only strictly higher scores). Runs go to parallel worker processes, one torch
-thread each.
+(cosine and Jaccard, no training; ties among equal genre sets broken at random per seed; the
+JSON was written before recsys.similar counted a tie as half a movie ranked higher). Runs go to parallel worker processes, one torch
+thread each, a fresh process per run. The triplet rows are also scored in float64 (a diagnostic of
+the float32 scoring's precision when the vectors collapse into a small ball).
 
     .venv/bin/python benchmarks/similar.py --seeds 0 1 2 --workers 2
     .venv/bin/python benchmarks/similar.py --quick --out /tmp/similar-quick.json
@@ -91,6 +92,19 @@ def _evaluate(scores_of: ScoresOf, table: pd.DataFrame, movie_ids: np.ndarray) -
     return out
 
 
+def exact_scores(vectors: np.ndarray, distance: str) -> ScoresOf:
+    """``scores_of`` in float64 without the norm expansion: cos on unit vectors, or -||a - b|| on
+    vectors centred first (L2 is translation-invariant). A diagnostic: :func:`vector_scores` (float32,
+    ||a||^2 + ||b||^2 - 2 a.b, as served) loses the ranking when the vectors sit in a tiny ball far
+    from the origin."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if distance == "cosine":
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return lambda rows: v[rows] @ v.T
+    v = v - v.mean(0)
+    return lambda rows: -np.sqrt(((v[rows][:, None, :] - v[None, :, :]) ** 2).sum(-1))
+
+
 def run_triplet(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]:
     """Train the item tower with ``overrides`` and ``seed``; metrics on valid and test."""
     import torch
@@ -113,6 +127,11 @@ def run_triplet(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]
         "epochs": len(result.epochs),
         "train_seconds": seconds,
         **_evaluate(vector_scores(vectors, cfg.distance), table, movie_ids),
+        **{
+            f"exact_{k}": v
+            for k, v in _evaluate(exact_scores(vectors, cfg.distance), table, movie_ids).items()
+        },
+        "spread": vector_spread(vectors),
         "history": result.epochs,
     }
 
@@ -138,6 +157,16 @@ def run_two_tower(dataset: str, overrides: list[str], seed: int) -> dict[str, An
         "epochs": len(result.epochs),
         "train_seconds": seconds,
         "by_distance": {d: _evaluate(vector_scores(vectors, d), table, movie_ids) for d in ("cosine", "dot")},
+    }
+
+
+def vector_spread(vectors: np.ndarray) -> dict[str, float]:
+    """How far apart the vectors are: median norm and median distance to their mean (a collapse
+    shows as a distance to the mean far below the norm)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    return {
+        "median_norm": float(np.median(np.linalg.norm(v, axis=1))),
+        "median_distance_to_mean": float(np.median(np.linalg.norm(v - v.mean(0), axis=1))),
     }
 
 
@@ -178,7 +207,7 @@ def genre_rows(prepared: Prepared, table: pd.DataFrame, seeds: list[int]) -> dic
 
 def summarise(runs: list[dict], extra: dict | None = None) -> dict[str, Any]:
     """Mean and std (ddof=1; 0 for one run) over seeds of every valid_/test_ metric, per-seed rows."""
-    keys = [k for k in runs[0] if k.startswith(("valid_", "test_"))]
+    keys = [k for k in runs[0] if k.startswith(("valid_", "test_", "exact_valid_", "exact_test_"))]
     out: dict[str, Any] = dict(extra or {})
     for k in keys:
         values = np.asarray([r[k] for r in runs], dtype=np.float64)
@@ -228,20 +257,30 @@ def _cell(row: dict, key: str) -> str:
 
 def print_tables(grid: list[dict], results: dict[str, dict], chosen: str, seeds: list[int]) -> None:
     print(f"\n## Grid (seed {seeds[0]}, validation)\n")
-    print("| config | valid Recall@10 | valid Recall@50 | valid AUC hard | valid AUC soft | best epoch |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| config | valid Recall@10 | valid Recall@50 | valid AUC hard | valid AUC soft | best epoch "
+        "| valid Recall@10, float64 | distance to mean / norm |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for g in grid:
         mark = " **(chosen)**" if g["config"] == chosen else ""
         print(
             f"| {g['config'] or '(defaults)'}{mark} | {g['valid_recall_at_10']:.4f} | "
             f"{g['valid_recall_at_50']:.4f} | {g['valid_auc_hard']:.4f} | {g['valid_auc_soft']:.4f} | "
-            f"{g['best_epoch']}/{g['epochs']} |"
+            f"{g['best_epoch']}/{g['epochs']} | {g['exact_valid_recall_at_10']:.4f} | "
+            f"{g['spread']['median_distance_to_mean']:.3f} / {g['spread']['median_norm']:.3f} |"
         )
     print(f"\n## Similar movies, test (mean ± std over seeds {seeds})\n")
     print("| method | " + " | ".join(HEADERS) + " |")
     print("|---|" + "---|" * len(HEADERS))
     for name, row in results.items():
         print(f"| {name} | " + " | ".join(_cell(row, c) for c in COLUMNS) + " |")
+    print("\nTriplet rows with float64 scores (cosine; L2 on centred vectors), a diagnostic:\n")
+    print("| method | " + " | ".join(HEADERS) + " |")
+    print("|---|" + "---|" * len(HEADERS))
+    for name, row in results.items():
+        if "exact_test_recall_at_10" in row:
+            print(f"| {name} | " + " | ".join(_cell(row, f"exact_{c}") for c in COLUMNS) + " |")
 
 
 def main() -> None:
@@ -286,7 +325,13 @@ def main() -> None:
     chosen_key: str | None = None
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_worker_init) as pool:
+    # a fresh process per run: a run's float rounding must not depend on what its process ran before
+    pool_options: dict[str, Any] = {
+        "mp_context": context,
+        "initializer": _worker_init,
+        "max_tasks_per_child": 1,
+    }
+    with ProcessPoolExecutor(args.workers, **pool_options) as pool:
 
         def submit_triplet(key: str, seed: int) -> None:
             if (key, seed) not in runs and (key, seed) not in pending.values():
@@ -329,7 +374,8 @@ def main() -> None:
             "best_epoch": runs[(k, seed0)]["best_epoch"],
             "epochs": runs[(k, seed0)]["epochs"],
             "train_seconds": runs[(k, seed0)]["train_seconds"],
-            **{m: v for m, v in runs[(k, seed0)].items() if m.startswith("valid_")},
+            **{m: v for m, v in runs[(k, seed0)].items() if m.startswith(("valid_", "exact_valid_"))},
+            "spread": runs[(k, seed0)]["spread"],
             "history": runs[(k, seed0)]["history"],
         }
         for k, c in zip(grid_keys, grid_configs)
