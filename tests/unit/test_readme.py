@@ -48,3 +48,39 @@ def test_readme_scale_tables_match_the_committed_json():
         "night",
     } <= set(stages)
     assert report["results"]["score"]["n_users"] == 138_493
+
+
+def test_readme_similar_movies_tables_match_the_committed_json():
+    results = json.loads(
+        (PROJECT_ROOT / "benchmarks" / "results" / "similar-ml-latest-small.json").read_text()
+    )
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert len(results["seeds"]) >= 3 and not results["quick"]
+    for name, row in results["results"].items():
+        if "optimistic" in name or "jaccard" in name:  # kept in the JSON, not in the README
+            continue
+        cells = [
+            f"{row[k]:.3f} ± {row[k + '_std']:.3f}"
+            for k in (
+                "valid_recall_at_10",
+                "test_recall_at_10",
+                "test_recall_at_50",
+                "test_auc_hard",
+                "test_auc_soft",
+            )
+        ]
+        assert " | ".join(cells) + " |" in readme, name
+    counts = results["pairs"]["counts"]
+    for kind in ("positive", "hard_negative", "soft_negative"):
+        cells = " | ".join(f"{counts[kind][split]:,}" for split in ("train", "valid", "test"))
+        assert f"| {kind} | {cells} |" in readme, kind
+    # the chosen configuration is the default the product trains with
+    from recsys.config import SimilarConfig
+
+    chosen = results["chosen"]["similar"]
+    default = SimilarConfig()
+    assert (default.distance, default.margin, default.mining) == (
+        chosen["distance"],
+        chosen["margin"],
+        chosen["mining"],
+    )
