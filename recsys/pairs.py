@@ -7,7 +7,8 @@ From the train split's positives and the catalogue (pure logic, no I/O):
   ``c_ij / (sqrt(n_i n_j) + shrink)``. ``shares_characteristics`` is False for the positive pairs whose
   movies share no genre: liked together, yet not distinguishable by their characteristics;
 - **hard negatives** (``pairs.max_hard_negatives``): movies that match the query on almost every key
-  characteristic (genre Jaccard, decade, popularity band) but that its fans liked no more than chance
+  characteristic - at least one shared genre, and genre Jaccard + same decade + same popularity
+  band >= ``pairs.hard_min_match`` (closest first) - but that its fans liked no more than chance
   (PMI <= 0, or never together);
 - **soft negatives**: up to ``pairs.soft_sample`` movies with opposite characteristics (no shared
   genre, another decade and another popularity band), clustered by k-means on their characteristics
@@ -144,7 +145,7 @@ def mine(train: pd.DataFrame, catalogue: pd.DataFrame, cfg: PairsConfig) -> pd.D
         chance[other[together > expected]] = False
         chance[q] = False
         match = jaccard + (feats["decade"] == feats["decade"][q]) + (feats["band"] == feats["band"][q])
-        hard = np.flatnonzero(chance & (match >= cfg.hard_min_match))
+        hard = np.flatnonzero(chance & (jaccard > 0) & (match >= cfg.hard_min_match))
         hard = hard[np.lexsort((rng.random(len(hard)), -match[hard]))][: cfg.max_hard_negatives]
         rows += [(q, j, 0, "hard_negative", True) for j in hard]
 

@@ -170,3 +170,30 @@ def test_movie_ids_and_similar_requests_are_checked():
         checks.check_frame(pd.DataFrame({"movie_id": [1, 2], "k": [5, 21]}), 20, "movie_id")
     with pytest.raises(InvalidRequestError, match="unknown column"):
         checks.check_frame(pd.DataFrame({"movie_id": [1], "user_id": [1]}), 20, "movie_id")
+
+
+def test_the_movie_similar_pyfunc_answers_from_its_graph(tmp_path):
+    from types import SimpleNamespace
+
+    from mlflow.exceptions import MlflowException
+
+    from recsys.serving import SimilarModel
+
+    train, catalogue = planted()
+    table = pairs.mine(train, catalogue, CFG)
+    result = train_tower(table, catalogue, SimilarConfig(max_epochs=1))
+    folder = write_bundle(result.model, catalogue, 5, tmp_path / "bundle", {})
+    model = SimilarModel()
+    model.load_context(SimpleNamespace(artifacts={"bundle": str(folder)}))
+    rows = model.predict(None, pd.DataFrame({"movie_id": [1003, 1000], "k": [2, 5]}))
+    lists = similar.score_similar(similar.SimilarBundle.load(folder), "1", "p").set_index("movie_id")
+    assert [r["movie_id"] for r in rows] == [1003, 1000] and [len(r["similar"]) for r in rows] == [2, 5]
+    assert [m for m, _, _ in rows[1]["similar"]] == lists.loc[1000, "movie_ids"].tolist()
+    assert rows[1]["similar"][0][2] == catalogue.set_index("movie_id").loc[rows[1]["similar"][0][0], "title"]
+    for frame, message in [
+        (pd.DataFrame({"movie_id": [5], "k": [2]}), "movie 5 is unknown to this movie_similar version"),
+        (pd.DataFrame({"movie_id": [1000], "k": [6]}), "k must be an integer in 1..5"),
+    ]:
+        with pytest.raises(MlflowException, match=message) as raised:
+            model.predict(None, frame)
+        assert raised.value.get_http_status_code() == 400
