@@ -7,9 +7,9 @@ Recall@10 is chosen; the chosen config (and the defaults of SimilarConfig, when 
 two-tower recommender's item vectors as they are (no extra training) scored by cosine and by dot
 product, and the genre multi-hot (cosine and Jaccard, no training; ties among equal genre sets
 broken at random per seed, and once left to the metric, which counts a tie as half a movie ranked
-higher). Runs go to parallel worker processes, one torch thread each, a fresh process per run. The
-triplet rows are also scored in float64 (a diagnostic of the float32 scoring's precision when the
-vectors collapse into a small ball).
+higher). The table is mined once and handed to parallel worker processes, one torch thread each, a
+fresh process per run. The triplet rows are also scored in float64 (a diagnostic of the float32
+scoring's precision when the vectors collapse into a small ball).
 
     .venv/bin/python benchmarks/similar.py --seeds 0 1 2 --workers 2 \
         --compare "similar.distance=cosine similar.margin=0.2 similar.mining=semi_hard"
@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -71,18 +72,37 @@ def load_prepared(dataset: str) -> Prepared:
     return prepared
 
 
-@lru_cache(maxsize=1)
+_TABLES: dict[str, pd.DataFrame] = {}  # the main process's table, handed to every worker
+
+
 def load_table(dataset: str) -> pd.DataFrame:
-    """The pairwise table with the default pairs settings (deterministic: seeded)."""
-    prepared = load_prepared(dataset)
-    return pairs.mine(prepared.split("train"), prepared.catalogue, load_settings().pairs)
+    """The pairwise table with the default pairs settings, mined once (by the main process)."""
+    if dataset not in _TABLES:
+        prepared = load_prepared(dataset)
+        _TABLES[dataset] = pairs.mine(prepared.split("train"), prepared.catalogue, load_settings().pairs)
+    return _TABLES[dataset]
 
 
-def _worker_init() -> None:
+def _worker_init(dataset: str, table: pd.DataFrame) -> None:
     import torch
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
+    _TABLES[dataset] = table
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the files under recsys/ or benchmarks/ that differ from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        changed = git("status", "--porcelain", "--", "recsys", "benchmarks/similar.py").splitlines()
+        return {"commit": git("rev-parse", "HEAD").strip(), "changed": [line[3:] for line in changed]}
+    except (OSError, subprocess.CalledProcessError):
+        return {}
 
 
 def _evaluate(scores_of: ScoresOf, table: pd.DataFrame, movie_ids: np.ndarray) -> dict[str, float]:
@@ -344,6 +364,7 @@ def main() -> None:
     pool_options: dict[str, Any] = {
         "mp_context": context,
         "initializer": _worker_init,
+        "initargs": (args.dataset, table),
         "max_tasks_per_child": 1,
     }
     with ProcessPoolExecutor(args.workers, **pool_options) as pool:
@@ -440,7 +461,14 @@ def main() -> None:
                 "items": prepared.n_items,
                 "pairs_settings": load_settings().pairs.model_dump(),
                 "similar_defaults": load_settings(default_config).similar.model_dump(),
-                "pairs": {"rows": len(table), "counts": counts, "overlaps": overlap, "leakage": leakage},
+                "git": git_state(),
+                "pairs": {
+                    "rows": len(table),
+                    "hash": int(pd.util.hash_pandas_object(table, index=False).sum()),
+                    "counts": counts,
+                    "overlaps": overlap,
+                    "leakage": leakage,
+                },
                 "common_overrides": common,
                 "grid": grid,
                 "chosen": {

@@ -12,7 +12,8 @@ negatives from the table, and ``random_per_batch`` catalogue movies. A candidate
 positive of the anchor, or the anchor itself, is never its negative. Mining picks one negative per
 anchor among the candidates: the closest (``batch_hard``) or the closest that is still farther
 than the positive (``semi_hard``, the farthest when none is). Pairs are used both ways (the
-relation is symmetric). The epoch kept is the one with the best validation Recall@10.
+relation is symmetric), except a train pair whose reverse is a validation or test positive: it would
+show training that held-out pair. The epoch kept is the one with the best validation Recall@10.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def distances(a: Tensor, b: Tensor, distance: str) -> Tensor:
     """Pairwise D: a [A, D], b [C, D] -> [A, C]; 1 - cos (unit vectors) or Euclidean."""
     if distance == "cosine":
         return 1.0 - a @ b.T
+    # Distances do not change under a translation: centring first keeps |a|^2 + |b|^2 - 2ab exact
+    # in float32 when the vectors sit close together far from the origin (batch-hard training
+    # drives them there).
+    centre = torch.cat([a, b]).mean(0, keepdim=True).detach()
+    a, b = a - centre, b - centre
     squared = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return squared.clamp_min(1e-12).sqrt()
 
@@ -145,7 +151,12 @@ class TripletData:
         second = index.get_indexer(train["movie_id_second"].to_numpy())
         kinds = train["kind"].to_numpy()
         ok = (first >= 0) & (second >= 0)
-        pos = ok & (kinds == "positive")
+        # A train pair (x, q) whose reverse (q, x) is a held-out (valid or test) positive would show
+        # that pair to training (22% of them on ml-latest-small); such pairs are left out.
+        held = table[(table["split"] != "train") & (table["kind"] == "positive")]
+        reverse = pd.MultiIndex.from_arrays([held["movie_id_second"], held["movie_id_first"]])
+        seen = pd.MultiIndex.from_arrays([train["movie_id_first"], train["movie_id_second"]]).isin(reverse)
+        pos = ok & (kinds == "positive") & ~seen
         pairs = np.stack([first[pos], second[pos]], axis=1)
         rows = np.unique(np.concatenate([pairs, pairs[:, ::-1]]), axis=0)
         positives: dict[int, set[int]] = {}
@@ -299,7 +310,10 @@ class SimilarRetrieval(nn.Module):
         super().__init__()
         if not 1 <= k < len(vectors):
             raise ValueError(f"k must be in 1..{len(vectors) - 1} (catalogue size - 1), got {k}")
-        self.register_buffer("vectors", vectors.detach().float().clone())
+        vectors = vectors.detach().float()
+        if distance == "l2":  # the same distances, computed close to the origin (see distances())
+            vectors = vectors - vectors.mean(0, keepdim=True)
+        self.register_buffer("vectors", vectors.clone())
         self.register_buffer("norms", (self.vectors * self.vectors).sum(1))
         self.k, self.distance = k, distance
 

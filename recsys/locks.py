@@ -35,7 +35,9 @@ from pathlib import Path
 from recsys.config import Settings
 from recsys.errors import LockedError
 
-ORDER = ("data", "model", "publish")
+# similar_model / similar_publish: the movie_similar model and its Feast view have writers of their
+# own, which run beside the two-tower's (Celery runs both retrain branches at once)
+ORDER = ("data", "model", "similar_model", "publish", "similar_publish")
 POLL_S = 0.2
 REDIS_PREFIX = "recsys:lock:"
 # Renew or delete the key only while it still holds this holder's token.

@@ -3,8 +3,10 @@
 Every function takes the resolved Settings plus paths/ids and returns a small JSON-able dict (paths
 and ids, never data frames), so tasks can pass results through Airflow XCom. Nothing that is being
 served is overwritten before the new data, model or lists have passed validation. Steps that write
-shared state run one at a time (recsys.locks): ingest and prepare take the ``data`` lock, train and
-promote the ``model`` lock, publish the ``data`` and ``publish`` locks.
+shared state run one at a time (recsys.locks): ingest, prepare and mine_pairs take the ``data`` lock,
+train and promote the ``model`` lock, publish the ``data`` and ``publish`` locks; the similar-movies
+model and its view have locks of their own (``similar_model``, ``similar_publish``), so both
+retrain branches and both publishes run side by side on Celery.
 """
 
 from __future__ import annotations
@@ -568,7 +570,7 @@ def _load_pairs(pairs_folder: str) -> pd.DataFrame:
     return data_mod.read_parquet(Path(pairs_folder) / "pairs.parquet", fix="run `recsys pairs` again")
 
 
-@locked("model")
+@locked("similar_model")
 def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pairs_version: str = "") -> dict:
     """Train the item tower (its own MLflow run) and register a ``movie_similar`` version."""
     from recsys.similar_experiment import run_similar_training
@@ -583,7 +585,7 @@ def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pair
     )
 
 
-@locked("model")
+@locked("similar_model")
 def promote_similar(settings: Settings, trained: dict, pairs_folder: str, force: bool = False) -> dict:
     """The gate of ``movie_similar``: ``champion`` moves to the new version only if its Recall@10
     on the current table's validation queries beats the champion's, scored alike from each
@@ -627,7 +629,7 @@ def score_similar(settings: Settings, ref: str = "champion") -> dict:
     return {"similar": str(path), "model_version": version, "movies": len(lists), "k": bundle.k}
 
 
-@locked("publish")
+@locked("similar_publish")
 def publish_similar(settings: Settings, similar: str) -> dict:
     """Write each movie's similar movies (Feast view ``movie_similar``) into Redis and read a
     sample back through the fast path."""

@@ -119,8 +119,8 @@ def similarity_metrics(
 
     ``scores_of(rows)`` -> [len(rows), N] similarities of the catalogue rows ``rows`` to every
     catalogue movie; ``pairs``: the table's rows of one split; ``movie_ids``: catalogue movie id per
-    row. Recall@K of a query = its positives ranked below K (itself left out) / its positives, where
-    a tie with other movies counts as half of them ranking higher.
+    row. Recall@K of a query = its positives ranked below K (itself left out) / its positives, ties
+    with other movies broken at random (the expected value is counted).
     A pair whose movie the catalogue lacks counts as a miss (a positive) or is dropped (a negative).
     """
     index = pd.Index(movie_ids)
@@ -142,16 +142,15 @@ def similarity_metrics(
             if not len(pos):
                 continue
             known = pos[pos >= 0]
-            # rank = movies scoring strictly higher (the protocol's rank) plus half the other movies
-            # scoring the same (the expected position under a random tie-break: a scorer with many
-            # ties, like genre overlap, gets no credit for them); the query itself is excluded
+            # a hit counts P(rank < K) when ties are broken at random: (K - movies scoring higher) /
+            # (movies scoring the same + 1), clipped to 0..1; the query itself is excluded
             if len(known):
                 higher = (s[None, :] > s[known][:, None]).sum(1)
-                rank = higher + 0.5 * ((s[None, :] == s[known][:, None]).sum(1) - 1)
+                ties = (s[None, :] == s[known][:, None]).sum(1) - 1
             else:
-                rank = np.empty(0)
-            for k in ks:
-                recalls[k].append(float((rank < k).sum()) / len(pos))
+                higher = ties = np.empty(0)
+            for k in ks:  # P(rank < k) when the tied movies are put in a random order
+                recalls[k].append(float(np.clip((k - higher) / (ties + 1), 0, 1).sum()) / len(pos))
             for kind in aucs:
                 neg = others[members][(kinds[members] == kind) & (others[members] >= 0)]
                 if len(neg) and len(known):
@@ -167,6 +166,8 @@ def vector_scores(vectors: np.ndarray, distance: str) -> Any:
     """``scores_of`` for :func:`similarity_metrics` from item vectors [N, D]: cos(a, b) for
     ``cosine`` (vectors normalised here), -||a - b|| for ``l2``, a . b for ``dot``."""
     v = np.asarray(vectors, dtype=np.float32)
+    if distance == "l2":  # translation-invariant; centred, float32 stays exact (item_tower.distances)
+        v = v - v.mean(0, keepdims=True)
     if distance == "cosine":
         v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     norms = (v * v).sum(1)

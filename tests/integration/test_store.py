@@ -113,7 +113,10 @@ def test_apply_registers_the_repo_objects(published: pd.DataFrame, redis_setting
         store.USER_VIEW: list(store.USER_FEATURES),
         store.HISTORY_VIEW: list(store.HISTORY_FEATURES),
         store.MOVIE_VIEW: ["title"],
+        store.SIMILAR_VIEW: list(store.SIMILAR_FEATURES),
     }
+    similar = fs.get_feature_service(store.SIMILAR_SERVICE)
+    assert {p.name for p in similar.feature_view_projections} == {store.SIMILAR_VIEW, store.MOVIE_VIEW}
     assert store.apply(redis_settings) == store.apply(redis_settings)  # re-applying changes nothing
     repo = redis_settings.paths.feature_repo
     assert repo != PROJECT_ROOT / "feature_repo" and (repo / "data" / "registry.db").is_file()
