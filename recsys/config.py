@@ -157,11 +157,11 @@ class SimilarConfig(_Section):
 
     embedding_dim: int = Field(64, ge=2)
     # Defaults chosen on validation Recall@10 (benchmarks/results/similar-ml-latest-small.json).
-    distance: Literal["cosine", "l2"] = "l2"  # cosine: 1 - cos on unit vectors; l2: Euclidean
-    margin: float = Field(0.5, gt=0.0)  # [D(a, p) - D(a, n) + margin]+
+    distance: Literal["cosine", "l2"] = "cosine"  # cosine: 1 - cos on unit vectors; l2: Euclidean
+    margin: float = Field(0.4, gt=0.0)  # [D(a, p) - D(a, n) + margin]+
     # batch_hard: each anchor's closest negative in the batch; semi_hard: its closest negative that
     # is still farther than the positive (FaceNet), the farthest when there is none
-    mining: Literal["batch_hard", "semi_hard"] = "batch_hard"
+    mining: Literal["batch_hard", "semi_hard"] = "semi_hard"
     batch_size: int = Field(256, ge=2)  # (anchor, positive) rows per step
     hard_per_anchor: int = Field(4, ge=0)  # the table's hard negatives added to a batch per anchor
     soft_per_anchor: int = Field(1, ge=0)  # the table's soft negatives added to a batch per anchor
