@@ -1,18 +1,18 @@
 """Similar movies: the triplet item tower against two-tower item vectors and genres, several seeds.
 
-Protocol: the pairwise table (recsys.pairs, default settings) is split by query movie; a small grid
-of triplet configs is trained with the first seed (0) and the config with the best validation
-Recall@10 is chosen; the chosen config (and the defaults of SimilarConfig, when they differ, and any
-``--compare`` config) is then trained with every seed and reported on test. Baselines: the default
-two-tower recommender's item vectors as they are (no extra training) scored by cosine and by dot
-product, and the genre multi-hot (cosine and Jaccard, no training; ties among equal genre sets
-broken at random per seed, and once left to the metric, which counts a tie as half a movie ranked
-higher). The table is mined once and handed to parallel worker processes, one torch thread each, a
-fresh process per run. The triplet rows are also scored in float64 (a diagnostic of the float32
-scoring's precision when the vectors collapse into a small ball).
+Protocol: the pairwise table (recsys.pairs, default settings) is split by query movie. The default
+two-tower recommender is trained once per seed; its item vectors are a baseline as they are (no
+extra training, scored by cosine and by dot product) and they start the item tower of every config
+with ``similar.init=two_tower`` trained with the same seed. Every grid config is trained with every
+seed, and the config with the best mean validation Recall@10 over the seeds is chosen; its test
+figures are reported beside the defaults of SimilarConfig (when they differ), any ``--compare``
+config and the baselines. The genre multi-hot (cosine and Jaccard, no training; ties among equal
+genre sets broken at random per seed, and once left to the metric, which counts a tie as half a
+movie ranked higher) is the floor. The table is mined once and handed to parallel worker processes,
+one torch thread each, a fresh process per run. The triplet rows are also scored in float64 (a
+diagnostic of the float32 scoring's precision when the vectors collapse into a small ball).
 
-    .venv/bin/python benchmarks/similar.py --seeds 0 1 2 --workers 2 \
-        --compare "similar.distance=cosine similar.margin=0.2 similar.mining=semi_hard"
+    .venv/bin/python benchmarks/similar.py --seeds 0 1 2 --workers 2
     .venv/bin/python benchmarks/similar.py --quick --out /tmp/similar-quick.json
 
 ``--grid "similar.distance=l2 similar.margin=0.5"`` (repeatable) replaces the built-in grid;
@@ -47,13 +47,22 @@ from recsys.similar import item_features, similarity_metrics, vector_scores
 
 ScoresOf = Callable[[np.ndarray], np.ndarray]
 
+FINE_TUNE = "similar.init=two_tower similar.distance=cosine similar.mining=semi_hard"
 DEFAULT_GRID = [
-    f"similar.distance={distance} similar.margin={margin} similar.mining={mining}"
-    for distance, margins in (("cosine", (0.1, 0.2, 0.4)), ("l2", (0.5, 1.0)))
-    for margin in margins
-    for mining in ("semi_hard", "batch_hard")
+    f"{FINE_TUNE} similar.learning_rate=1e-4 similar.margin=0.4 similar.id_dropout=0",
+    f"{FINE_TUNE} similar.learning_rate=3e-5 similar.margin=0.4 similar.id_dropout=0",
+    f"{FINE_TUNE} similar.learning_rate=3e-4 similar.margin=0.4 similar.id_dropout=0",
+    f"{FINE_TUNE} similar.learning_rate=1e-4 similar.margin=0.2 similar.id_dropout=0",
+    f"{FINE_TUNE} similar.learning_rate=1e-4 similar.margin=0.4 similar.id_dropout=0.25",
+    "similar.init=two_tower similar.distance=l2 similar.mining=semi_hard similar.learning_rate=1e-4 "
+    "similar.margin=0.5 similar.id_dropout=0",
+    # from scratch: the previous default, and without the id dropout
+    "similar.init=random similar.distance=cosine similar.mining=semi_hard similar.learning_rate=3e-3 "
+    "similar.margin=0.4 similar.id_dropout=0.25",
+    "similar.init=random similar.distance=cosine similar.mining=semi_hard similar.learning_rate=3e-3 "
+    "similar.margin=0.4 similar.id_dropout=0",
 ]
-QUICK_GRID = DEFAULT_GRID[:2]
+QUICK_GRID = [DEFAULT_GRID[0], DEFAULT_GRID[-1]]
 QUICK_SET = ["similar.max_epochs=2"]
 QUICK_TWO_TOWER = ["train.max_epochs=2"]
 METRICS = ("recall_at_10", "recall_at_50", "auc_hard", "auc_soft")
@@ -127,16 +136,24 @@ def exact_scores(vectors: np.ndarray, distance: str) -> ScoresOf:
     return lambda rows: -np.sqrt(((v[rows][:, None, :] - v[None, :, :]) ** 2).sum(-1))
 
 
-def run_triplet(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]:
-    """Train the item tower with ``overrides`` and ``seed``; metrics on valid and test."""
+def run_triplet(
+    dataset: str, overrides: list[str], seed: int, init_vectors: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Train the item tower with ``overrides`` and ``seed`` (``init_vectors``: the same seed's
+    two-tower item vectors, used when the config's ``similar.init`` is two_tower); metrics on
+    valid and test."""
     import torch
 
     from recsys.item_tower import train_tower
 
     prepared, table = load_prepared(dataset), load_table(dataset)
     cfg = load_settings([*overrides, f"similar.seed={seed}"]).similar
+    if cfg.init == "two_tower" and init_vectors is None:
+        raise RuntimeError("similar.init=two_tower needs the two-tower vectors of the same seed")
     start = time.perf_counter()
-    result = train_tower(table, prepared.catalogue, cfg)
+    result = train_tower(
+        table, prepared.catalogue, cfg, init_vectors=init_vectors if cfg.init == "two_tower" else None
+    )
     seconds = time.perf_counter() - start
     with torch.no_grad():
         vectors = result.model.all_vectors().numpy()
@@ -148,6 +165,7 @@ def run_triplet(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]
         "best_epoch": result.best_epoch,
         "epochs": len(result.epochs),
         "train_seconds": seconds,
+        "start_valid_recall_at_10": result.start_valid["recall_at_10"],
         **_evaluate(vector_scores(vectors, cfg.distance), table, movie_ids),
         **{
             f"exact_{k}": v
@@ -179,6 +197,7 @@ def run_two_tower(dataset: str, overrides: list[str], seed: int) -> dict[str, An
         "epochs": len(result.epochs),
         "train_seconds": seconds,
         "by_distance": {d: _evaluate(vector_scores(vectors, d), table, movie_ids) for d in ("cosine", "dot")},
+        "vectors": vectors,  # start the item towers of this seed (not written to the JSON)
     }
 
 
@@ -278,19 +297,20 @@ def _cell(row: dict, key: str) -> str:
 
 
 def print_tables(grid: list[dict], results: dict[str, dict], chosen: str, seeds: list[int]) -> None:
-    print(f"\n## Grid (seed {seeds[0]}, validation)\n")
+    print(f"\n## Grid (validation, mean ± std over seeds {seeds})\n")
     print(
-        "| config | valid Recall@10 | valid Recall@50 | valid AUC hard | valid AUC soft | best epoch "
-        "| valid Recall@10, float64 | distance to mean / norm |"
+        "| config | valid Recall@10 | valid Recall@50 | valid AUC hard | valid AUC soft | best epochs "
+        "| valid Recall@10 at the start | valid Recall@10, float64 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for g in grid:
         mark = " **(chosen)**" if g["config"] == chosen else ""
+        starts = ", ".join(f"{v:.4f}" for v in g["start_valid_recall_at_10"])
         print(
-            f"| {g['config'] or '(defaults)'}{mark} | {g['valid_recall_at_10']:.4f} | "
-            f"{g['valid_recall_at_50']:.4f} | {g['valid_auc_hard']:.4f} | {g['valid_auc_soft']:.4f} | "
-            f"{g['best_epoch']}/{g['epochs']} | {g['exact_valid_recall_at_10']:.4f} | "
-            f"{g['spread']['median_distance_to_mean']:.3f} / {g['spread']['median_norm']:.3f} |"
+            f"| {g['config'] or '(defaults)'}{mark} | {_cell(g, 'valid_recall_at_10')} | "
+            f"{_cell(g, 'valid_recall_at_50')} | {_cell(g, 'valid_auc_hard')} | "
+            f"{_cell(g, 'valid_auc_soft')} | "
+            f"{g['best_epochs']} of {g['epochs']} | {starts} | {_cell(g, 'exact_valid_recall_at_10')} |"
         )
     print(f"\n## Similar movies, test (mean ± std over seeds {seeds})\n")
     print("| method | " + " | ".join(HEADERS) + " |")
@@ -345,9 +365,9 @@ def main() -> None:
     print(f"pairs: {len(table)} rows, {overlap['queries']} queries; {json.dumps(counts)}", flush=True)
 
     runs: dict[tuple[str, int], dict] = {}  # (config key, seed) -> triplet run
-    two_tower: list[dict] = []
+    two_tower: dict[int, dict] = {}  # seed -> two-tower run (its vectors start that seed's towers)
     pending: dict[Future, tuple[str, int] | None] = {}
-    seed0 = args.seeds[0]
+    waiting: list[tuple[str, int]] = []  # fine-tuning runs whose seed's two-tower is not done yet
     grid_keys = [_config_key(c) for c in grid_configs]
     default_key = _config_key(default_config)
     compare_keys = [_config_key(c) for c in compare_configs]
@@ -357,7 +377,9 @@ def main() -> None:
             [*compare_keys, *grid_keys, default_key], [*compare_configs, *grid_configs, default_config]
         )
     }
-    chosen_key: str | None = None
+    fine_tunes = {k for k, c in by_key.items() if load_settings(c).similar.init == "two_tower"}
+    if fine_tunes and args.no_two_tower:
+        parser.error("configs with similar.init=two_tower need the two-tower runs: drop --no-two-tower")
 
     context = multiprocessing.get_context("spawn")
     # a fresh process per run: a run's float rounding must not depend on what its process ran before
@@ -370,17 +392,20 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers, **pool_options) as pool:
 
         def submit_triplet(key: str, seed: int) -> None:
-            if (key, seed) not in runs and (key, seed) not in pending.values():
-                pending[pool.submit(run_triplet, args.dataset, by_key[key], seed)] = (key, seed)
+            if (key, seed) in runs or (key, seed) in pending.values() or (key, seed) in waiting:
+                return
+            if key in fine_tunes and seed not in two_tower:
+                waiting.append((key, seed))
+                return
+            init = two_tower[seed]["vectors"] if key in fine_tunes else None
+            pending[pool.submit(run_triplet, args.dataset, by_key[key], seed, init)] = (key, seed)
 
-        for key in grid_keys:
-            submit_triplet(key, seed0)
-        for key in [default_key, *compare_keys]:
-            for seed in args.seeds:
-                submit_triplet(key, seed)
-        if not args.no_two_tower:
+        if not args.no_two_tower:  # first: the fine-tuning runs wait for them
             for seed in args.seeds:
                 pending[pool.submit(run_two_tower, args.dataset, two_tower_overrides, seed)] = None
+        for key in dict.fromkeys([*grid_keys, default_key, *compare_keys]):
+            for seed in args.seeds:
+                submit_triplet(key, seed)
         results = genre_rows(prepared, table, args.seeds)  # in this process, while workers train
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -388,38 +413,40 @@ def main() -> None:
                 slot = pending.pop(future)
                 run = future.result()
                 if slot is None:
-                    two_tower.append(run)
+                    two_tower[run["seed"]] = run
                     what = f"two-tower seed {run['seed']}: valid Recall@10 (cosine) "
                     what += f"{run['by_distance']['cosine']['valid_recall_at_10']:.4f}"
+                    for key, seed in [w for w in waiting if w[1] == run["seed"]]:
+                        waiting.remove((key, seed))
+                        submit_triplet(key, seed)
                 else:
                     runs[slot] = run
                     what = f"triplet {' '.join(run['overrides']) or '(defaults)'} seed {run['seed']}: "
-                    what += f"valid Recall@10 {run['valid_recall_at_10']:.4f}, best epoch {run['best_epoch']}"
+                    what += f"valid Recall@10 {run['valid_recall_at_10']:.4f} "
+                    what += f"(start {run['start_valid_recall_at_10']:.4f}), best epoch {run['best_epoch']}"
                 elapsed = time.perf_counter() - started
                 print(f"[{elapsed:6.0f} s] {what}, {run['train_seconds']:.0f} s", flush=True)
-            if chosen_key is None and all((k, seed0) in runs for k in grid_keys):
-                chosen_key = max(grid_keys, key=lambda k: runs[(k, seed0)]["valid_recall_at_10"])
-                print(f"chosen on validation: {' '.join(by_key[chosen_key]) or '(defaults)'}", flush=True)
-                for seed in args.seeds:
-                    submit_triplet(chosen_key, seed)
-    assert chosen_key is not None
+    assert not waiting
 
-    grid = [
-        {
-            "config": " ".join(c),
-            "defaults": k == default_key,
-            "best_epoch": runs[(k, seed0)]["best_epoch"],
-            "epochs": runs[(k, seed0)]["epochs"],
-            "train_seconds": runs[(k, seed0)]["train_seconds"],
-            **{m: v for m, v in runs[(k, seed0)].items() if m.startswith(("valid_", "exact_valid_"))},
-            "spread": runs[(k, seed0)]["spread"],
-            "history": runs[(k, seed0)]["history"],
-        }
-        for k, c in zip(grid_keys, grid_configs)
-    ]
+    def mean_valid(key: str) -> float:
+        return float(np.mean([runs[(key, s)]["valid_recall_at_10"] for s in args.seeds]))
+
+    chosen_key = max(grid_keys, key=mean_valid)
+    print(f"chosen on validation: {' '.join(by_key[chosen_key]) or '(defaults)'}", flush=True)
+    grid = []
+    for k, c in zip(grid_keys, grid_configs):
+        seeded = [runs[(k, s)] for s in args.seeds]
+        row = summarise(seeded, {"config": " ".join(c), "defaults": k == default_key})
+        row["best_epochs"] = [r["best_epoch"] for r in seeded]
+        row["epochs"] = [r["epochs"] for r in seeded]
+        row["start_valid_recall_at_10"] = [r["start_valid_recall_at_10"] for r in seeded]
+        row["spread"] = seeded[0]["spread"]
+        row["history"] = {r["seed"]: r["history"] for r in seeded}
+        grid.append(row)
     rows: dict[str, dict] = {}
     defaults = load_settings(default_config).similar
-    shown = f"{defaults.distance}, margin {defaults.margin}, {defaults.mining}"
+    shown = f"init {defaults.init}, {defaults.distance}, margin {defaults.margin}, {defaults.mining}"
+    shown += f", lr {defaults.learning_rate:g}, id dropout {defaults.id_dropout:g}"
     labels = [("triplet, chosen on validation", chosen_key)]
     if chosen_key != default_key:
         labels.append((f"triplet, SimilarConfig defaults ({shown})", default_key))
@@ -430,6 +457,10 @@ def main() -> None:
         for k in dict.fromkeys(compare_keys)
         if k not in dict(labels).values()
     ]
+    best_random = max((k for k in grid_keys if k not in fine_tunes), key=mean_valid, default=None)
+    if best_random is not None and best_random not in dict(labels).values():
+        scratch = " ".join(by_key[best_random])
+        labels.append((f"triplet from scratch, best on validation ({scratch})", best_random))
     for label, key in labels:
         seeded = [runs[(key, s)] for s in args.seeds]
         rows[label] = summarise(seeded, {"overrides": " ".join(by_key[key])})
@@ -438,7 +469,7 @@ def main() -> None:
         seeded = [
             {"seed": r["seed"], "train_seconds": r["train_seconds"], "best_epoch": r["best_epoch"]}
             | r["by_distance"][distance]
-            for r in two_tower
+            for r in two_tower.values()
         ]
         rows[f"two-tower item vectors, {distance}"] = summarise(
             seeded, {"overrides": " ".join(two_tower_overrides)}
@@ -473,6 +504,7 @@ def main() -> None:
                 "grid": grid,
                 "chosen": {
                     "config": chosen_config,
+                    "rule": "best mean validation Recall@10 over the seeds",
                     "similar": load_settings(by_key[chosen_key]).similar.model_dump(),
                     "is_default": chosen_key == default_key,
                 },

@@ -18,19 +18,19 @@ Runs when `recsys_ingest` announces new prepared data (asset **recsys_prepared_d
 - `announce_champion`: emits the model asset only when `champion` moved; otherwise it is skipped
   and the served lists stay as they are.
 
-Beside it, the "similar movies" branch (same prepared data):
-`mine_pairs` -> `train_similar` -> `similar_gate` -> `announce_similar` (asset
-**recsys_similar_model**, which also schedules `recsys_score_nightly`).
+Then the "similar movies" branch (same prepared data; mining runs beside the two-tower training):
+`mine_pairs` -> `train_similar` (after `promotion_gate`) -> `similar_gate` -> `announce_similar`
+(asset **recsys_similar_model**, which also schedules `recsys_score_nightly`).
 
 - `mine_pairs`: the pairwise table (positives, hard and soft negatives per query movie, split by
   query movie) from the train split, validated by suite `pairs` and versioned with DVC.
-- `train_similar`: the item tower with a triplet loss, one MLflow run in experiment
-  `movie-similar` (per-epoch triplet loss and validation metrics), registered as `movie_similar`
-  with alias `challenger`.
+- `train_similar`: the item tower, its id embeddings started from the `two_tower` champion's item
+  vectors and fine-tuned with a triplet loss; one MLflow run in experiment `movie-similar`
+  (per-epoch triplet loss and validation metrics), registered as `movie_similar` with alias
+  `challenger`. It waits for `promotion_gate`, so it starts from today's champion.
 - `similar_gate`: `champion` of `movie_similar` moves only if the new version's validation
-  Recall@10 beats the champion's and the genre-only floor's on today's table.
-- `announce_similar` waits for `promotion_gate` too: the nightly run its asset starts must find a
-  `two_tower` champion.
+  Recall@10 beats the champion's, the genre-only floor's and the `two_tower` champion's item
+  vectors' on today's table.
 
 Params: `force_promotion` (both models), `dataset`, `k` (list length baked into the ONNX graph),
 `max_epochs` (empty = the setting). A failed training never touches the champion or the served lists.
@@ -180,7 +180,7 @@ def recsys_retrain() -> None:
 
     @task
     def similar_gate(trained: dict, mined: dict) -> dict:
-        """Move movie_similar@champion only if it beats the champion and the genre floor."""
+        """Move movie_similar@champion only if it beats the champion and the floors."""
         from recsys import pipelines
 
         with fail_fast_on_bad_input():
@@ -203,17 +203,17 @@ def recsys_retrain() -> None:
         return {k: v for k, v in promotion.items() if k in ("version", "promoted", "previous", "reason")}
 
     prepared = locate_prepared()
-    mined = mine_pairs(prepared)
-    similar = train_similar(mined, prepared)
-    similar.operator.operator_extra_links = [MlflowRunLink()]
-    announced = announce_similar(similar_gate(similar, mined))
     trained = train(prepared)
     trained.operator.operator_extra_links = [MlflowRunLink()]
     gate = promotion_gate(compare(trained, prepared))
     announce_champion(gate)
-    # The similar asset also starts the nightly run: only once the two-tower gate has decided, so
-    # that run finds a two_tower champion (on a first night, the similar branch may finish first).
-    gate >> announced
+    mined = mine_pairs(prepared)
+    similar = train_similar(mined, prepared)
+    similar.operator.operator_extra_links = [MlflowRunLink()]
+    announce_similar(similar_gate(similar, mined))
+    # The item tower starts from the two_tower champion's item vectors: it trains once that model's
+    # gate has decided (so the nightly run the similar asset starts also finds a two_tower champion).
+    gate >> similar
 
 
 recsys_retrain()

@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "train-similar",
         cmd_train_similar,
-        "train the similar-movies item tower (triplet loss), register movie_similar, run its gate",
+        "train the similar-movies item tower (from the two_tower champion's item vectors, triplet loss), "
+        "register movie_similar, run its gate",
     )
     p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
     p = add(

@@ -156,9 +156,13 @@ class SimilarConfig(_Section):
     (recsys.item_tower), and its top-K lists (recsys.similar)."""
 
     embedding_dim: int = Field(64, ge=2)
+    # two_tower: the id embeddings start from the two_tower champion's item vectors (matched by
+    # movie_id, scaled to unit mean norm; a movie it lacks starts random) and are fine-tuned; random:
+    # from scratch. Without a two_tower champion, training starts random and says so.
+    init: Literal["two_tower", "random"] = "two_tower"
     # Defaults chosen on validation Recall@10 (benchmarks/results/similar-ml-latest-small.json).
-    distance: Literal["cosine", "l2"] = "cosine"  # cosine: 1 - cos on unit vectors; l2: Euclidean
-    margin: float = Field(0.4, gt=0.0)  # [D(a, p) - D(a, n) + margin]+
+    distance: Literal["cosine", "l2"] = "l2"  # cosine: 1 - cos on unit vectors; l2: Euclidean
+    margin: float = Field(0.5, gt=0.0)  # [D(a, p) - D(a, n) + margin]+
     # batch_hard: each anchor's closest negative in the batch; semi_hard: its closest negative that
     # is still farther than the positive (FaceNet), the farthest when there is none
     mining: Literal["batch_hard", "semi_hard"] = "semi_hard"
@@ -166,8 +170,8 @@ class SimilarConfig(_Section):
     hard_per_anchor: int = Field(4, ge=0)  # the table's hard negatives added to a batch per anchor
     soft_per_anchor: int = Field(1, ge=0)  # the table's soft negatives added to a batch per anchor
     random_per_batch: int = Field(256, ge=0)  # catalogue movies added to each batch, uniform
-    id_dropout: float = Field(0.25, ge=0.0, le=1.0)  # share of rows whose id embedding is dropped
-    learning_rate: float = Field(3e-3, gt=0.0)
+    id_dropout: float = Field(0.0, ge=0.0, le=1.0)  # share of rows whose id embedding is dropped
+    learning_rate: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(5, ge=1)  # epochs without validation Recall@10 gain before stopping

@@ -3,7 +3,10 @@
 Tower: item_idx -> (id embedding + genre projection + decade embedding + mean title-word embedding)
 -> a residual MLP -> a vector (unit length for the cosine distance). The features live in buffers,
 so the exported graph needs nothing but the item index. Siamese: anchor, positive and negative go
-through the same tower.
+through the same tower. Given another model's item vectors (the two-tower champion's), the id
+embeddings start from them and the features and the MLP's output start at zero: the untrained
+tower then ranks as those vectors do, and training fine-tunes them (benchmarks/similar.py: from
+scratch the triplets alone do not reach the two-tower's vectors; fine-tuned they beat them).
 
 Loss: mean over anchors of [D(a, p) - D(a, n) + margin]+ (FaceNet). Each batch holds (query,
 positive) rows of the train split; the candidate negatives of the batch are the other rows'
@@ -47,7 +50,9 @@ class ItemTower(nn.Module):
     decade: Tensor
     words: Tensor
 
-    def __init__(self, features: ItemFeatures, cfg: SimilarConfig) -> None:
+    def __init__(
+        self, features: ItemFeatures, cfg: SimilarConfig, init_vectors: np.ndarray | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         n, dim = len(features.decade), cfg.embedding_dim
@@ -55,7 +60,14 @@ class ItemTower(nn.Module):
         self.register_buffer("genres", torch.as_tensor(features.genres, dtype=torch.float32))
         self.register_buffer("decade", torch.as_tensor(features.decade, dtype=torch.long))
         self.register_buffer("words", torch.as_tensor(features.words, dtype=torch.long))
-        self.id_emb = nn.Embedding(n, dim)
+        init_dim = dim if init_vectors is None else int(init_vectors.shape[1])
+        self.id_emb = nn.Embedding(n, init_dim)
+        # another width (the two-tower's embedding_dim differs): a learned projection, orthogonal at
+        # the start (dot products kept when it widens; a random projection when it narrows)
+        self.id_proj: nn.Module = nn.Identity()
+        if init_dim != dim:
+            self.id_proj = nn.Linear(init_dim, dim, bias=False)
+            nn.init.orthogonal_(self.id_proj.weight)
         self.genre_proj = nn.Linear(features.genres.shape[1], dim, bias=False)
         self.decade_emb = nn.Embedding(features.n_decades, dim)
         self.word_emb = nn.Embedding(features.n_words, dim, padding_idx=0)
@@ -65,9 +77,21 @@ class ItemTower(nn.Module):
             self.word_emb.weight[0].zero_()
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.norm = nn.LayerNorm(dim)
+        if init_vectors is not None:
+            # Fine-tuning: the features and the MLP's output start at zero, so the starting tower
+            # ranks movies as the given vectors do (up to LayerNorm's centring) and training moves
+            # away from them only where the triplets ask for it.
+            with torch.no_grad():
+                self.id_emb.weight.copy_(torch.as_tensor(initial_ids(init_vectors, cfg.seed)))
+                for zero in (self.genre_proj.weight, self.decade_emb.weight, self.word_emb.weight):
+                    zero.zero_()
+                last = self.mlp[2]
+                assert isinstance(last, nn.Linear)
+                last.weight.zero_()
+                last.bias.zero_()
 
     def forward(self, item_idx: Tensor) -> Tensor:
-        ids = self.id_emb(item_idx)
+        ids = self.id_proj(self.id_emb(item_idx))
         if self.training and self.cfg.id_dropout > 0:
             keep = torch.rand(len(item_idx), 1, device=ids.device) >= self.cfg.id_dropout
             ids = ids * keep
@@ -80,6 +104,23 @@ class ItemTower(nn.Module):
 
     def all_vectors(self) -> Tensor:
         return self(torch.arange(self.n_items))
+
+
+def initial_ids(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Id embeddings from another model's item vectors [N, D] (rows of NaN: movies it lacks), scaled
+    to unit mean norm; a missing row starts at random with that norm's per-coordinate spread."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    known = ~np.isnan(vectors).any(1)
+    if not known.any():
+        raise ValueError("no movie has an initial vector")
+    scale = float(np.linalg.norm(vectors[known], axis=1).mean())
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"initial vectors have mean norm {scale}")
+    out = vectors / scale
+    rng = np.random.default_rng(seed)
+    missing = int((~known).sum())
+    out[~known] = rng.normal(0.0, 1.0 / np.sqrt(vectors.shape[1]), size=(missing, vectors.shape[1]))
+    return out.astype(np.float32)
 
 
 def distances(a: Tensor, b: Tensor, distance: str) -> Tensor:
@@ -174,8 +215,9 @@ class TripletData:
 class TowerResult:
     model: ItemTower
     epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # 0: the starting state (nothing learnt beat it on validation)
     valid: dict[str, float] = field(default_factory=dict)
+    start_valid: dict[str, float] = field(default_factory=dict)  # validation metrics before training
 
 
 def _batch_candidates(
@@ -224,13 +266,18 @@ def train_tower(
     cfg: SimilarConfig,
     on_epoch: Callable[[dict], None] | None = None,
     max_minutes: float = 0.0,
+    init_vectors: np.ndarray | None = None,
 ) -> TowerResult:
-    """Train on the table's train split, keep the epoch with the best validation Recall@10."""
+    """Train on the table's train split, keep the epoch with the best validation Recall@10.
+
+    ``init_vectors`` [N, D] (rows in catalogue order, NaN for a movie without one; see
+    :func:`recsys.similar.align_vectors`) start the id embeddings (:func:`initial_ids`); the
+    starting state counts as epoch 0, so the epoch kept is never worse on validation than it."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     movie_ids = catalogue["movie_id"].to_numpy(dtype=np.int64)
     features = item_features(catalogue, cfg.title_min_count, cfg.max_title_words)
-    model = ItemTower(features, cfg)
+    model = ItemTower(features, cfg, init_vectors)
     data = TripletData.from_table(table, movie_ids)
     if not len(data.rows):
         from recsys.errors import DataError
@@ -238,7 +285,12 @@ def train_tower(
         raise DataError("the pairwise table has no train positives for this catalogue; run `recsys pairs`")
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     result = TowerResult(model)
-    best, best_state, stale = -1.0, None, 0
+    initial = evaluate_tower(model, table, "valid", movie_ids)
+    result.start_valid = initial
+    if on_epoch is not None:
+        on_epoch({"epoch": 0, **{f"valid_{k}": v for k, v in initial.items() if k != "queries"}})
+    best, best_state, stale = initial["recall_at_10"], copy.deepcopy(model.state_dict()), 0
+    result.best_epoch, result.valid = 0, initial
     started = time.perf_counter()
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -292,8 +344,7 @@ def train_tower(
                 break
         if max_minutes and time.perf_counter() - started > 60 * max_minutes:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    model.load_state_dict(best_state)
     model.eval()
     return result
 

@@ -572,8 +572,10 @@ def _load_pairs(pairs_folder: str) -> pd.DataFrame:
 
 @locked("similar_model")
 def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pairs_version: str = "") -> dict:
-    """Train the item tower (its own MLflow run) and register a ``movie_similar`` version."""
-    from recsys.similar_experiment import run_similar_training
+    """Train the item tower (its own MLflow run) and register a ``movie_similar`` version. With
+    ``similar.init`` two_tower its id embeddings start from the ``two_tower`` champion's item
+    vectors, so it runs after that model's gate (random, with a warning, while there is none)."""
+    from recsys.similar_experiment import run_similar_training, two_tower_vectors
 
     table = _load_pairs(pairs_folder)
     prepared = data_mod.load_prepared(Path(prepared_dir))
@@ -582,6 +584,7 @@ def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pair
         table,
         prepared.catalogue,
         pairs_version or _data_version(Path(pairs_folder)),
+        two_tower_vectors(settings, prepared.catalogue),
     )
 
 
@@ -589,10 +592,18 @@ def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pair
 def promote_similar(settings: Settings, trained: dict, pairs_folder: str, force: bool = False) -> dict:
     """The gate of ``movie_similar``: ``champion`` moves to the new version only if its Recall@10
     on the current table's validation queries beats the champion's, scored alike from each
-    version's item vectors, and the genre-only baseline's (or ``force``)."""
-    from recsys.similar_experiment import similar_gate
+    version's item vectors, the genre-only baseline's and the ``two_tower`` champion's own item
+    vectors' (or ``force``)."""
+    from recsys import registry
+    from recsys.similar import SimilarBundle
+    from recsys.similar_experiment import similar_gate, two_tower_vectors
 
-    return similar_gate(similar_settings(settings), trained["version"], _load_pairs(pairs_folder), force)
+    similar = similar_settings(settings)
+    registry.configure(similar)
+    _, folder = registry.download_bundle(similar, str(trained["version"]))
+    reference = two_tower_vectors(settings, SimilarBundle.load(folder).catalogue)
+    table = _load_pairs(pairs_folder)
+    return similar_gate(similar, trained["version"], table, force, reference)
 
 
 def similar_dir(settings: Settings, model_version: str) -> Path:

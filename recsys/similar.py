@@ -181,6 +181,18 @@ def vector_scores(vectors: np.ndarray, distance: str) -> Any:
     return scores_of
 
 
+def align_vectors(vectors: np.ndarray, their_ids: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    """Rows of ``vectors`` (one per movie of ``their_ids``) reordered to ``movie_ids``; a movie they
+    lack gets a row of NaN. Raises ValueError when the two lengths disagree."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(their_ids):
+        raise ValueError(f"{vectors.shape} vectors for {len(their_ids)} movie ids")
+    where = pd.Index(np.asarray(their_ids)).get_indexer(np.asarray(movie_ids))
+    out = np.full((len(movie_ids), vectors.shape[1]), np.nan, dtype=np.float32)
+    out[where >= 0] = vectors[where[where >= 0]]
+    return out
+
+
 # --- the model version -----------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -22,12 +23,59 @@ import pandas as pd
 from recsys import registry
 from recsys.config import PROJECT_ROOT, Settings
 from recsys.errors import DataError, ModelNotFoundError
-from recsys.similar import SimilarBundle, item_features, similarity_metrics, vector_scores
+from recsys.similar import (
+    SimilarBundle,
+    align_vectors,
+    item_features,
+    similarity_metrics,
+    vector_scores,
+)
 
 log = logging.getLogger(__name__)
 SIMILAR_ENTRY = PROJECT_ROOT / "recsys" / "pyfunc_similar.py"
 GATE_METRIC = "recall_at_10"
 VALID_TAG = "valid_recall_at_10"
+
+
+@dataclass(frozen=True)
+class TwoTowerVectors:
+    """The two_tower champion's item vectors, rows matched to a catalogue (NaN: a movie it lacks)."""
+
+    version: str
+    vectors: np.ndarray
+    coverage: float  # share of the catalogue's movies with a vector
+
+
+def two_tower_vectors(settings: Settings, catalogue: pd.DataFrame) -> TwoTowerVectors | None:
+    """The ``two_tower`` champion's item vectors for ``catalogue`` (settings: the recommender's, not
+    :func:`recsys.pipelines.similar_settings`); None, with a warning, while there is no champion or
+    it has no item vectors."""
+    registry.configure(settings)
+    try:
+        version, folder = registry.download_bundle(settings, registry.CHAMPION)
+        their = pd.read_parquet(folder / "catalogue.parquet", columns=["item_idx", "movie_id"])
+        vectors = np.load(folder / "item_vectors.npy")
+        rows = their["item_idx"].to_numpy()
+        aligned = align_vectors(vectors[rows], their["movie_id"].to_numpy(), catalogue["movie_id"].to_numpy())
+    except (ModelNotFoundError, DataError, OSError, ValueError, IndexError) as exc:
+        log.warning("no two_tower item vectors to start the item tower from (%s)", exc)
+        return None
+    known = ~np.isnan(aligned).any(1)
+    if not known.any():
+        log.warning("the two_tower champion v%s shares no movie with this catalogue", version)
+        return None
+    return TwoTowerVectors(str(version), aligned, float(known.mean()))
+
+
+def two_tower_metrics(
+    reference: TwoTowerVectors, table: pd.DataFrame, catalogue: pd.DataFrame, split: str
+) -> dict[str, float]:
+    """The two_tower champion's item vectors as they are, scored by cosine (a movie without a vector
+    scores 0 with every other): the floor a fine-tuned version must beat."""
+    vectors = np.nan_to_num(reference.vectors, nan=0.0)
+    return similarity_metrics(
+        vector_scores(vectors, "cosine"), table[table["split"] == split], catalogue["movie_id"].to_numpy()
+    )
 
 
 def genre_metrics(table: pd.DataFrame, catalogue: pd.DataFrame, split: str) -> dict[str, float]:
@@ -62,9 +110,15 @@ def _plot_loss(epochs: list[dict], best: int, path: Path) -> Path:
 
 
 def run_similar_training(
-    settings: Settings, table: pd.DataFrame, catalogue: pd.DataFrame, pairs_version: str
+    settings: Settings,
+    table: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    pairs_version: str,
+    reference: TwoTowerVectors | None = None,
 ) -> dict:
-    """Train, evaluate (valid and test, the genre floor beside it), log, register; ids and metrics."""
+    """Train, evaluate (valid and test, the genre floor and the two_tower vectors beside it), log,
+    register; ids and metrics. ``reference``: the two_tower champion's vectors, which start the id
+    embeddings when ``similar.init`` is ``two_tower``."""
     import torch
 
     from recsys.item_tower import evaluate_tower, train_tower, write_bundle
@@ -76,7 +130,16 @@ def run_similar_training(
         mlflow.log_params(
             {k: v for k, v in settings.flat().items() if k.split(".")[0] in ("similar", "pairs")}
         )
-        mlflow.set_tags({"pairs_version": pairs_version, "dataset": settings.data.dataset})
+        start = reference if cfg.init == "two_tower" else None
+        mlflow.set_tags(
+            {
+                "pairs_version": pairs_version,
+                "dataset": settings.data.dataset,
+                "init_from": f"two_tower v{start.version}" if start else "random",
+            }
+        )
+        if cfg.init == "two_tower" and start is None:
+            log.warning("similar.init is two_tower but there is no two_tower champion: starting at random")
         mlflow.log_input(
             mlflow.data.from_pandas(  # type: ignore[attr-defined]
                 table, name=f"{settings.data.dataset}-pairs", digest=(pairs_version or "unversioned")[:36]
@@ -90,14 +153,27 @@ def run_similar_training(
         def log_epoch(row: dict) -> None:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-        result = train_tower(table, catalogue, cfg, on_epoch=log_epoch)
+        result = train_tower(
+            table, catalogue, cfg, on_epoch=log_epoch, init_vectors=start.vectors if start else None
+        )
         train_s = time.perf_counter() - tick
         test = evaluate_tower(result.model, table, "test", movie_ids)
         floor = genre_metrics(table, catalogue, "valid")
+        baseline = (
+            {
+                f"two_tower_{split}_{k}": v
+                for split in ("valid", "test")
+                for k, v in two_tower_metrics(reference, table, catalogue, split).items()
+            }
+            if reference
+            else {}
+        )
         metrics = {
             **{f"best_valid_{k}": v for k, v in result.valid.items()},
             **{f"test_{k}": v for k, v in test.items()},
             **{f"genre_valid_{k}": v for k, v in floor.items()},
+            **baseline,
+            **({"init_coverage": start.coverage} if start else {}),
             "best_epoch": float(result.best_epoch),
             "train_seconds": train_s,
         }
@@ -138,6 +214,8 @@ def run_similar_training(
         "valid": result.valid,
         "test": test,
         "genre_valid": floor,
+        "two_tower": baseline,
+        "init_from": f"two_tower v{start.version}" if start else "random",
         "epochs": len(result.epochs),
         "train_seconds": round(train_s, 3),
     }
@@ -151,13 +229,24 @@ def bundle_metrics(bundle: SimilarBundle, table: pd.DataFrame, split: str = "val
     )
 
 
-def similar_gate(settings: Settings, version: str, table: pd.DataFrame, force: bool = False) -> dict:
-    """Promote ``version`` if it beats the champion and the genre floor on today's validation
-    queries (see recsys.pipelines.promote_similar); the decision is logged to its run and tags."""
+def similar_gate(
+    settings: Settings,
+    version: str,
+    table: pd.DataFrame,
+    force: bool = False,
+    reference: TwoTowerVectors | None = None,
+) -> dict:
+    """Promote ``version`` if it beats the champion and the floors on today's validation queries
+    (see recsys.pipelines.promote_similar): the genre cosine and, given ``reference``, the two_tower
+    champion's item vectors as they are. The decision is logged to its run and tags."""
     registry.configure(settings)
     candidate = SimilarBundle.load(registry.download_bundle(settings, version)[1])
     mine = bundle_metrics(candidate, table)
-    floor = genre_metrics(table, candidate.catalogue, "valid")
+    floors = {"the genre floor": genre_metrics(table, candidate.catalogue, "valid")}
+    if reference is not None:
+        floors[f"two_tower v{reference.version}'s item vectors"] = two_tower_metrics(
+            reference, table, candidate.catalogue, "valid"
+        )
     previous = registry.champion_version(settings)
     theirs = None
     if previous is not None and previous != str(version):
@@ -166,16 +255,17 @@ def similar_gate(settings: Settings, version: str, table: pd.DataFrame, force: b
                 SimilarBundle.load(registry.download_bundle(settings, previous)[1]), table
             )
         except (ModelNotFoundError, DataError) as exc:
-            log.warning(
-                "similar champion v%s cannot be evaluated (%s); gating on the genre floor", previous, exc
-            )
+            log.warning("similar champion v%s cannot be evaluated (%s); gating on the floors", previous, exc)
     ours = mine[GATE_METRIC]
+    beaten = [name for name, floor in floors.items() if ours <= floor[GATE_METRIC]]
+    shown = ", ".join(f"{name} {floor[GATE_METRIC]:.4f}" for name, floor in floors.items())
     if force:
         promote, reason = True, "forced"
-    elif ours <= floor[GATE_METRIC]:
+    elif beaten:
+        lost = beaten[0]
         promote, reason = (
             False,
-            f"valid Recall@10 {ours:.4f} does not beat the genre floor {floor[GATE_METRIC]:.4f}",
+            f"valid Recall@10 {ours:.4f} does not beat {lost} {floors[lost][GATE_METRIC]:.4f}",
         )
     elif theirs is not None and ours <= theirs[GATE_METRIC]:
         promote, reason = (
@@ -184,10 +274,7 @@ def similar_gate(settings: Settings, version: str, table: pd.DataFrame, force: b
         )
     else:
         against = f"champion v{previous}'s {theirs[GATE_METRIC]:.4f}" if theirs else "no readable champion"
-        promote, reason = (
-            True,
-            f"valid Recall@10 {ours:.4f} beats the genre floor {floor[GATE_METRIC]:.4f} and {against}",
-        )
+        promote, reason = True, f"valid Recall@10 {ours:.4f} beats {shown} and {against}"
     if promote and previous != str(version):
         registry.promote(settings, str(version), reason)
     tags = {"gate_decision": "promoted" if promote else "kept_champion", "gate_reason": reason}
@@ -196,6 +283,8 @@ def similar_gate(settings: Settings, version: str, table: pd.DataFrame, force: b
         mlflow.log_metrics({f"gate_valid_{k}": v for k, v in mine.items()})
         if theirs:
             mlflow.log_metrics({f"gate_champion_valid_{k}": v for k, v in theirs.items()})
+        if reference is not None:
+            mlflow.log_metrics({f"gate_two_tower_valid_{k}": v for k, v in list(floors.values())[-1].items()})
     registry.tag_version(settings, str(version), tags)
     log.info("movie_similar gate for version %s: %s", version, reason)
     return {
@@ -206,5 +295,6 @@ def similar_gate(settings: Settings, version: str, table: pd.DataFrame, force: b
         "reason": reason,
         "metrics": mine,
         "champion_metrics": theirs,
-        "genre_metrics": floor,
+        "genre_metrics": floors["the genre floor"],
+        "two_tower_metrics": list(floors.values())[-1] if reference is not None else None,
     }

@@ -105,10 +105,13 @@ def test_retrain_mines_pairs_and_trains_the_similar_movies_model(chain, airflow_
     trained = airflow_db.xcom(dag_run, "train_similar")
     assert trained["version"] == "1" and trained["epochs"] <= 3
     assert trained["valid"]["recall_at_10"] > trained["genre_valid"]["recall_at_10"]
+    # it ran after promotion_gate and started from that champion's item vectors
+    assert trained["init_from"] == "two_tower v1"
     gate = airflow_db.xcom(dag_run, "similar_gate")
     assert gate["promoted"] and gate["metrics"]["recall_at_10"] == pytest.approx(
         trained["valid"]["recall_at_10"]
     )
+    assert gate["metrics"]["recall_at_10"] > gate["two_tower_metrics"]["recall_at_10"]
     similar = pipelines.similar_settings(recsys_env)
     registry.configure(similar)
     assert str(registry.resolve(similar, "champion").version) == "1"

@@ -27,7 +27,7 @@ ORDER = {
         ("train_similar", "similar_gate"),
         ("mine_pairs", "similar_gate"),
         ("similar_gate", "announce_similar"),
-        ("promotion_gate", "announce_similar"),
+        ("promotion_gate", "train_similar"),
     ],
     "recsys_score_nightly": [
         ("resolve_champion", "plan_shards"),

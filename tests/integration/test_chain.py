@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -168,6 +169,43 @@ def test_feast_get_online_features_returns_the_same_list(chain):
     triples = lookup(1, 100, settings)
     assert got["item_ids"][0] == [t[0] for t in triples]
     assert got["scores"][0] == pytest.approx([t[1] for t in triples], abs=1e-6)
+
+
+def test_the_similar_tower_starts_from_the_two_tower_champion_and_must_beat_its_vectors(chain, tmp_path):
+    import mlflow
+
+    from recsys.similar import SimilarBundle
+    from recsys.similar_experiment import TwoTowerVectors, similar_gate, two_tower_vectors
+
+    _, settings, steps = chain
+    trained, gate = steps["similar"]["train"], steps["similar"]["promote"]
+    assert trained["init_from"] == "two_tower v1"
+    assert gate["promoted"] and "two_tower v1's item vectors" in gate["reason"]
+    assert gate["metrics"]["recall_at_10"] > gate["two_tower_metrics"]["recall_at_10"]
+    assert gate["metrics"]["recall_at_10"] > gate["genre_metrics"]["recall_at_10"]
+    similar = pipelines.similar_settings(settings)
+    registry.configure(similar)
+    run = mlflow.get_run(trained["run_id"])
+    assert run.data.tags["init_from"] == "two_tower v1" and run.data.metrics["init_coverage"] == 1.0
+    assert run.data.metrics["two_tower_valid_recall_at_10"] == pytest.approx(
+        gate["two_tower_metrics"]["recall_at_10"]
+    )
+    # the untrained start is epoch 0 of the validation curve
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_recall_at_10")
+    assert sorted(m.step for m in history)[:2] == [0, 1]
+    # a version no better than the floor (here: its own vectors as the two_tower's) stays challenger
+    version, folder = registry.download_bundle(similar, "champion")
+    bundle = SimilarBundle.load(folder)
+    own = TwoTowerVectors("1", np.load(folder / "item_vectors.npy"), 1.0)
+    table = pd.read_parquet(Path(steps["similar"]["pairs"]["pairs_dir"]) / "pairs.parquet")
+    refused = similar_gate(similar, version, table, reference=own)
+    assert not refused["promoted"] and "does not beat two_tower v1's item vectors" in refused["reason"]
+    assert str(registry.resolve(similar, "champion").version) == version
+    registry.configure(settings)
+    # with no two_tower champion (an empty registry), training starts at random and says so
+    empty = load_settings(env={"RECSYS_HOME": str(tmp_path / "empty")})
+    assert two_tower_vectors(empty, bundle.catalogue) is None
+    registry.configure(settings)
 
 
 def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):

@@ -11,7 +11,14 @@ import torch
 from recsys import checks, pairs, similar
 from recsys.config import SimilarConfig
 from recsys.errors import DataError, InvalidRequestError, ValidationFailed
-from recsys.item_tower import distances, evaluate_tower, train_tower, triplet_loss, write_bundle
+from recsys.item_tower import (
+    distances,
+    evaluate_tower,
+    initial_ids,
+    train_tower,
+    triplet_loss,
+    write_bundle,
+)
 from recsys.validation import validate_pairs
 from tests.unit.test_pairs import CFG, planted
 
@@ -87,7 +94,9 @@ def test_the_tower_learns_what_the_characteristics_cannot_tell_apart():
     """Tastes 0 and 1 share every characteristic: only the triplets can separate them."""
     train, catalogue = planted()
     table = pairs.mine(train, catalogue, CFG)
-    cfg = SimilarConfig(max_epochs=15, patience=15, batch_size=64, random_per_batch=32, id_dropout=0.0)
+    cfg = SimilarConfig(
+        max_epochs=15, patience=15, batch_size=64, random_per_batch=32, id_dropout=0.0, learning_rate=3e-3
+    )
     result = train_tower(table, catalogue, cfg)
     genre = similar.similarity_metrics(
         similar.vector_scores(similar.item_features(catalogue).genres, "cosine"),
@@ -100,9 +109,45 @@ def test_the_tower_learns_what_the_characteristics_cannot_tell_apart():
     fit = evaluate_tower(result.model, table, "train", catalogue["movie_id"].to_numpy())
     assert fit["auc_hard"] > 0.9 and fit["recall_at_10"] > genre["recall_at_10"]
     assert result.epochs[-1]["triplet_loss"] < result.epochs[0]["triplet_loss"]
-    assert result.best_epoch == max(
-        range(1, len(result.epochs) + 1), key=lambda e: result.epochs[e - 1]["valid_recall_at_10"]
+    curve = [result.start_valid["recall_at_10"]] + [e["valid_recall_at_10"] for e in result.epochs]
+    assert result.best_epoch == int(np.argmax(curve))  # epoch 0: the untrained start
+
+
+def test_a_tower_started_from_vectors_ranks_as_they_do_then_keeps_its_best_epoch():
+    """Fine-tuning: the id embeddings start from another model's vectors (matched by movie id, a
+    movie it lacks starting at random) and the features start at zero, so the untrained tower ranks
+    as those vectors do; the epoch kept is never worse on validation than that start."""
+    train, catalogue = planted()
+    table = pairs.mine(train, catalogue, CFG)
+    rng = np.random.default_rng(1)
+    taste = np.eye(3)[np.arange(60) // 20] * 2.0 + rng.normal(0, 0.4, (60, 3))
+    vectors = np.concatenate([taste, -taste], axis=1)  # every row sums to 0: LayerNorm keeps cosines
+    # another model's catalogue: reversed, without the first movie, with a movie this one lacks
+    their_ids = np.concatenate([catalogue["movie_id"].to_numpy()[:0:-1], [5]])
+    theirs = np.concatenate([vectors[:0:-1], np.ones((1, 6))])
+    aligned = similar.align_vectors(theirs, their_ids, catalogue["movie_id"].to_numpy())
+    assert np.isnan(aligned[0]).all() and np.allclose(aligned[1:], vectors[1:])
+    start_ids = initial_ids(aligned, seed=0)
+    assert np.isfinite(start_ids).all() and np.linalg.norm(start_ids[1:], axis=1).mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="vectors for"):
+        similar.align_vectors(theirs[:5], their_ids, catalogue["movie_id"].to_numpy())
+
+    cfg = SimilarConfig(embedding_dim=6, max_epochs=3, patience=3, batch_size=64, random_per_batch=32)
+    result = train_tower(table, catalogue, cfg, init_vectors=aligned)
+    valid = table[table["split"] == "valid"]
+    centred = start_ids - start_ids.mean(1, keepdims=True)  # LayerNorm's centring (the random row)
+    expected = similar.similarity_metrics(
+        similar.vector_scores(centred, "cosine"), valid, catalogue["movie_id"].to_numpy()
     )
+    assert result.start_valid["auc_hard"] > 0.9  # the vectors tell the tastes apart; genres cannot
+    for metric in ("recall_at_10", "auc_hard", "auc_soft"):
+        assert result.start_valid[metric] == pytest.approx(expected[metric], abs=1e-6)
+    assert result.valid["recall_at_10"] >= result.start_valid["recall_at_10"]
+    kept = evaluate_tower(result.model, table, "valid", catalogue["movie_id"].to_numpy())
+    assert kept["recall_at_10"] == pytest.approx(result.valid["recall_at_10"])
+    # a wider tower projects the vectors orthogonally at the start: their dot products are kept
+    wide = train_tower(table, catalogue, cfg.model_copy(update={"embedding_dim": 16}), init_vectors=aligned)
+    assert wide.start_valid["auc_hard"] > 0.9
 
 
 @pytest.mark.parametrize("distance", ["cosine", "l2"])
