@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/python scripts/demo.py --user 1 $(DEMO_ARGS)
 
-# The same chain without Airflow, straight through recsys.pipelines.
+# The same chain without Airflow, straight through recsys.pipelines.tasks.
 chain: install
 	$(BIN)/recsys run
 	$(BIN)/recsys lookup --user 1

@@ -1,7 +1,7 @@
 """HTTP endpoint under load: `recsys serve` latency per request size, and throughput with concurrent clients.
 
 Self-contained: in a temporary RECSYS_HOME (nothing of the developer's ~/.recsys, settings or Redis is
-used) it runs the real chain on the bundled sample (`recsys.pipelines.run_all`, --epochs epochs,
+used) it runs the real chain on the bundled sample (`recsys.pipelines.tasks.run_all`, --epochs epochs,
 promotion forced: speed does not depend on quality), starts `recsys serve` on a free 127.0.0.1 port
 (--workers, default: the command's own), waits for /ping, warms up over --clients connections so
 that every server worker gets requests of each kind, then times, all with k=--k:
@@ -53,9 +53,10 @@ from contextlib import contextmanager  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from recsys import pipelines, redis_server  # noqa: E402
 from recsys.config import PROJECT_ROOT, Settings, load_settings  # noqa: E402
-from recsys.lookup import USER_FIELDS, entity_key  # noqa: E402
+from recsys.online.reader import USER_FIELDS, entity_key  # noqa: E402
+from recsys.ops import redis_server  # noqa: E402
+from recsys.pipelines import tasks as pipelines  # noqa: E402
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
 HEADERS = {"Content-Type": "application/json"}

@@ -2,11 +2,11 @@
 
 Starts the project's embedded Redis on a free 127.0.0.1 port in a temporary home, applies a temporary
 copy of feature_repo/ and publishes the same synthetic frames (--users lists of --k items, as many
-histories of --history ids, --items titles) with both writers of `recsys.store.publish`, alternating
+histories of --history ids, --items titles) with both writers of `recsys.online.store.publish`, alternating
 feast, fast, feast, fast... on an emptied database, --repeats times each. It times:
 - the online writes of each writer (users/s, median over --repeats; lists, histories and titles),
   and the whole publish (with the offline parquet record, the same for both);
-- `recsys.lookup.lookup` (median and p99 over --lookups calls, k=10 and k=100),
+- `recsys.online.reader.lookup` (median and p99 over --lookups calls, k=10 and k=100),
 - Feast's own `get_online_features` for one user (median), for reference in the same run.
 
     .venv/bin/python benchmarks/online_store.py                      # MovieLens 20M shape, minutes
@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys import redis_server, store
 from recsys.config import PROJECT_ROOT, Settings, load_settings
-from recsys.lookup import lookup
+from recsys.online import store
+from recsys.online.reader import lookup
+from recsys.ops import redis_server
 
 WRITERS = ("feast", "fast")
 LARGEST_MOVIE_ID = 131_262  # MovieLens 20M: ids up to 3-byte varints
@@ -44,7 +45,7 @@ def free_port() -> int:
 
 
 def synthetic(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(recs, catalogue, histories) of the shapes recsys.store documents, MovieLens-sized ids."""
+    """(recs, catalogue, histories) of the shapes recsys.online.store documents, MovieLens-sized ids."""
     rng = np.random.default_rng(0)
     movie_ids = np.sort(rng.choice(np.arange(1, LARGEST_MOVIE_ID + 1), args.items, replace=False))
     users = np.arange(1, args.users + 1)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.config import load_settings
-from recsys.data import Prepared, load_movies, load_ratings, prepare, seen_lists
-from recsys.evaluation import (
+from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare, seen_lists
+from recsys.evaluation.metrics import (
     EASE,
     bootstrap_interval,
     evaluate_ranks,
@@ -36,7 +36,7 @@ from recsys.evaluation import (
     ndcg_at_k,
     recall_at_k,
 )
-from recsys.gate import mostpop_metrics
+from recsys.tracking.gate import mostpop_metrics
 
 SAMPLED = "model.softmax=sampled"
 ID_SEED = "model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
@@ -90,7 +90,7 @@ def _split_overrides(text: str) -> tuple[list[str], str | None]:
 
 def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa: ANN001
     """The champion stand-in's top lists for train users, positions [skip, pool) (pad n_items)."""
-    from recsys.training import Scorer, serving_histories
+    from recsys.models.two_tower.training import Scorer, serving_histories
 
     histories = (
         serving_histories(prepared, model.cfg.history_length, ("train",)) if model.reads_history else None
@@ -104,7 +104,7 @@ def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa:
 
 def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> dict:
     """Train variant ``name`` with ``seed`` (its champion first, if it has one); evaluate it."""
-    from recsys.training import evaluate_model, train
+    from recsys.models.two_tower.training import evaluate_model, train
 
     logging.basicConfig(level=logging.WARNING)
     prepared = load_prepared(dataset)
@@ -172,7 +172,7 @@ def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
 
 def baselines(prepared: Prepared) -> dict[str, dict]:
     """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits)."""
-    from recsys.baselines import tune_ials
+    from recsys.evaluation.baselines import tune_ials
 
     rows = {
         "MostPop": {

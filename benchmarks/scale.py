@@ -1,6 +1,6 @@
 """The real nightly chain at MovieLens-20M scale, stage by stage: wall time and peak memory.
 
-Every stage runs the project's own code (recsys.pipelines, the CLI, the Airflow DAG) in a child
+Every stage runs the project's own code (recsys.pipelines.tasks, the CLI, the Airflow DAG) in a child
 process of its own, in a temporary RECSYS_HOME with its own embedded Redis on a free 127.0.0.1
 port, so nothing of the developer's .recsys is touched. Per stage it records the wall time, the
 peak RSS of the stage's process (and of the children it waited for: DVC, GX), and the peak of
@@ -13,7 +13,7 @@ ratings_raw on every row), prepare (protocol split + suite interactions on every
 registration: each timed inside), promote (the gate: both versions re-scored on validation),
 score (all users, one process), validate (suite recommendations on every row), publish (lists,
 histories and titles into Redis through the fast Feast-layout writer, Feast read-back), lookups
-(`recsys.lookup` on a sample, compared with the scored lists), night (`recsys_score_nightly`
+(`recsys.online.reader` on a sample, compared with the scored lists), night (`recsys_score_nightly`
 through `dag.test()`, mapped shards; per-task times), train_budget (with --train-minutes: train
 for that long, then the validation metrics).
 
@@ -65,19 +65,19 @@ def free_port() -> int:
 
 
 def _stage_ingest(settings, state: dict) -> dict:  # noqa: ANN001 - recsys Settings
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     return pipelines.ingest(settings, validate=True)
 
 
 def _stage_prepare(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     return pipelines.prepare(settings, state["ingest"]["raw_dir"], state["ingest"]["data_version"])
 
 
 def _train(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     result = pipelines.train(settings, state["prepare"]["prepared_dir"], state["prepare"]["data_version"])
     pairs = sum(row["pairs"] for row in result["epochs"])
@@ -100,26 +100,26 @@ def _stage_train_budget(settings, state: dict) -> dict:  # noqa: ANN001
 
 
 def _stage_promote(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     comparison = pipelines.compare(settings, state["train"]["version"], state["prepare"]["prepared_dir"])
     return {"comparison": comparison, "promotion": pipelines.promote(settings, comparison, force=True)}
 
 
 def _stage_score(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     return pipelines.score(settings, "champion", prepared_dir=state["prepare"]["prepared_dir"])
 
 
 def _stage_validate(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     return pipelines.validate_recommendations(settings, state["score"]["recommendations"])
 
 
 def _stage_publish(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     return pipelines.publish(settings, state["score"]["recommendations"])
 
@@ -129,9 +129,9 @@ def _stage_lookups(settings, state: dict) -> dict:  # noqa: ANN001
 
     import numpy as np
 
-    from recsys import pipelines
-    from recsys.lookup import lookup
-    from recsys.scoring import read_recommendations
+    from recsys.online.reader import lookup
+    from recsys.pipelines import tasks as pipelines
+    from recsys.runtime.scoring import read_recommendations
 
     checked = pipelines.verify_lookups(settings, state["score"]["recommendations"], sample=1000)
     users = read_recommendations(Path(state["score"]["recommendations"]))["user_id"].to_numpy()

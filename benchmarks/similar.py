@@ -1,6 +1,6 @@
 """Similar movies: the triplet item tower against two-tower item vectors and genres, several seeds.
 
-Protocol: the pairwise table (recsys.pairs, default settings) is split by query movie. The default
+Protocol: the pairwise table (recsys.data.pairs, default settings) is split by query movie. The default
 two-tower recommender is trained once per seed; its item vectors are a baseline as they are (no
 extra training, scored by cosine and by dot product) and they start the item tower of every config
 with ``similar.init=two_tower`` trained with the same seed. Every grid config is trained with every
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys import pairs
 from recsys.config import load_settings
-from recsys.data import Prepared, load_movies, load_ratings, prepare
-from recsys.similar import item_features, similarity_metrics, vector_scores
+from recsys.data import pairs
+from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
+from recsys.runtime.similar import item_features, similarity_metrics, vector_scores
 
 ScoresOf = Callable[[np.ndarray], np.ndarray]
 
@@ -144,7 +144,7 @@ def run_triplet(
     valid and test."""
     import torch
 
-    from recsys.item_tower import train_tower
+    from recsys.models.item_tower.model import train_tower
 
     prepared, table = load_prepared(dataset), load_table(dataset)
     cfg = load_settings([*overrides, f"similar.seed={seed}"]).similar
@@ -178,7 +178,7 @@ def run_triplet(
 
 def run_two_tower(dataset: str, overrides: list[str], seed: int) -> dict[str, Any]:
     """Train the default two-tower recommender; its item vectors scored by cosine and by dot."""
-    from recsys.training import train
+    from recsys.models.two_tower.training import train
 
     prepared, table = load_prepared(dataset), load_table(dataset)
     base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}"]

@@ -5,7 +5,7 @@ Synthetic model at MovieLens-20M scale by default (138,493 users x 26,744 items,
 times, over the same batches:
 
 - floor: the bare ONNX Runtime MatMul of all user vectors against all item vectors;
-- retrieval: that MatMul + the seen mask + the exact top-K (recsys.topk), i.e. what scoring adds;
+- retrieval: that MatMul + the seen mask + the exact top-K (recsys.runtime.topk), i.e. what scoring adds;
 - tower: the user tower alone (history -> user vectors);
 - nightly: the whole call nightly scoring makes (FastRetriever.recommend: tower + retrieval);
 - graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path.
@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys.bundle import FastRetriever, OnnxRetriever
 from recsys.config import ModelConfig, ScoreConfig
-from recsys.export import export_onnx, export_scoring
-from recsys.model import TwoTower
-from recsys.topk import masked_topk
+from recsys.models.two_tower.export import export_onnx, export_scoring
+from recsys.models.two_tower.model import TwoTower
+from recsys.runtime.topk import masked_topk
+from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
 
 
 def timed(fn) -> float:

@@ -55,7 +55,7 @@ def recsys_ingest() -> None:
     @task
     def ingest() -> dict:
         """DVC snapshot of the raw release, validated while staged (the current one stays if it fails)."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.ingest(_settings(), validate=True)
@@ -63,7 +63,7 @@ def recsys_ingest() -> None:
     @task
     def validate_raw(snapshot: dict) -> dict:
         """Suite ratings_raw on the snapshot in place; its summary becomes this task's result."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             summary = pipelines.validate_raw(_settings(), snapshot["raw_dir"])
@@ -76,7 +76,7 @@ def recsys_ingest() -> None:
     @task
     def prepare(snapshot: dict) -> dict:
         """Protocol split, id maps, catalogue; validated (suite interactions) before it swaps in."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.prepare(_settings(), snapshot["raw_dir"], snapshot["data_version"])
@@ -84,7 +84,7 @@ def recsys_ingest() -> None:
     @task(outlets=[PREPARED_DATA])
     def validate_prepared(prepared: dict) -> dict:
         """Suite interactions on the prepared data in place, then announce it to recsys_retrain."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         settings = _settings()
         with fail_fast_on_bad_input():

@@ -102,7 +102,7 @@ def recsys_retrain() -> None:
     @task
     def locate_prepared() -> dict:
         """The prepared data to train on: the triggering asset event's, else the settings'."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         events = get_current_context()["triggering_asset_events"].get(PREPARED_DATA, [])
         if events and not params()["dataset"]:
@@ -116,7 +116,7 @@ def recsys_retrain() -> None:
         """Train, evaluate (valid + test, MostPop beside it), log to MLflow, register @challenger."""
         import mlflow
 
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             result = pipelines.train(
@@ -128,7 +128,7 @@ def recsys_retrain() -> None:
     @task
     def compare(trained: dict, prepared: dict) -> dict:
         """New version, champion and MostPop evaluated alike on today's validation split."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.compare(
@@ -138,7 +138,7 @@ def recsys_retrain() -> None:
     @task
     def promotion_gate(comparison: dict) -> dict:
         """Move alias champion to the new version only if it wins (or force_promotion is set)."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.promote(_settings(), comparison, force=bool(params()["force_promotion"]))
@@ -158,7 +158,7 @@ def recsys_retrain() -> None:
     @task
     def mine_pairs(prepared: dict) -> dict:
         """The pairwise table of similar movies: mined, validated (suite pairs), tracked by DVC."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.mine_pairs(
@@ -168,7 +168,7 @@ def recsys_retrain() -> None:
     @task(retries=1)
     def train_similar(mined: dict, prepared: dict) -> dict:
         """Item tower with a triplet loss: its own MLflow run, registered movie_similar@challenger."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.train_similar(
@@ -181,7 +181,7 @@ def recsys_retrain() -> None:
     @task
     def similar_gate(trained: dict, mined: dict) -> dict:
         """Move movie_similar@champion only if it beats the champion and the floors."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.promote_similar(

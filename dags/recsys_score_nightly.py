@@ -67,7 +67,7 @@ def recsys_score_nightly() -> None:
     @task
     def resolve_champion() -> dict:
         """Pin the version behind alias champion and today's prepared data; count the users."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.plan_scoring(load(), "champion", params()["shard_size"])
@@ -82,7 +82,7 @@ def recsys_score_nightly() -> None:
     @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
     def score_shard(spec: dict) -> dict:
         """Score one shard of users with ONNX Runtime (seen items masked) into a parquet file."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return pipelines.score(
@@ -98,7 +98,7 @@ def recsys_score_nightly() -> None:
     @task
     def merge_shards(scored: list[dict]) -> dict:
         """One recommendations parquet from every shard's file."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             # Index by length: iterating the lazy XCom sequence probes one past the end and logs a 404.
@@ -108,7 +108,7 @@ def recsys_score_nightly() -> None:
     @task
     def validate_recommendations(merged: dict) -> dict:
         """Suite recommendations: K per user, no duplicates, no seen item, sorted scores."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             summary = pipelines.validate_recommendations(load(), merged["recommendations"])
@@ -117,7 +117,7 @@ def recsys_score_nightly() -> None:
     @task
     def publish(validated: dict) -> dict:
         """Write the lists and titles into Redis through Feast; read a sample back through Feast."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return {
@@ -128,7 +128,7 @@ def recsys_score_nightly() -> None:
     @task
     def verify_lookups(published: dict) -> dict:
         """Read a fixed sample of users the way `recsys lookup` and the HTTP endpoint do."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         settings = load()
         with fail_fast_on_bad_input():
@@ -156,8 +156,8 @@ def recsys_score_nightly() -> None:
     @task
     def score_similar() -> dict:
         """Every movie's similar movies from the movie_similar champion, with ONNX Runtime."""
-        from recsys import pipelines
         from recsys.errors import ModelNotFoundError
+        from recsys.pipelines import tasks as pipelines
 
         try:
             pipelines.locate_similar_champion(load())
@@ -169,7 +169,7 @@ def recsys_score_nightly() -> None:
     @task
     def publish_similar(scored: dict) -> dict:
         """Write the similar movies into Redis (view movie_similar); read a sample back through Feast."""
-        from recsys import pipelines
+        from recsys.pipelines import tasks as pipelines
 
         with fail_fast_on_bad_input():
             return {**pipelines.publish_similar(load(), scored["similar"]), "movies": scored["movies"]}

@@ -12,6 +12,6 @@ case "${1:-}" in
 esac
 # MLflow's basic-auth config holds a password: written at start from the environment, never baked in.
 if [[ "${1:-}" == mlflow && -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
-  python -m recsys.stack mlflow-auth-ini "${MLFLOW_AUTH_CONFIG_PATH}" >/dev/null
+  python -m recsys.ops.stack mlflow-auth-ini "${MLFLOW_AUTH_CONFIG_PATH}" >/dev/null
 fi
 exec "$@"

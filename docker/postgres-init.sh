@@ -16,7 +16,7 @@ REVOKE ALL ON DATABASE airflow FROM PUBLIC;
 CREATE ROLE mlflow LOGIN PASSWORD :'mlflow_password';
 CREATE DATABASE mlflow OWNER mlflow;
 REVOKE ALL ON DATABASE mlflow FROM PUBLIC;
--- MLflow's basic-auth users and permissions (recsys/stack.py mlflow_auth_ini)
+-- MLflow's basic-auth users and permissions (recsys/ops/stack.py mlflow_auth_ini)
 CREATE DATABASE mlflow_auth OWNER mlflow;
 REVOKE ALL ON DATABASE mlflow_auth FROM PUBLIC;
 SQL

@@ -1,4 +1,5 @@
-"""The ``recsys`` command: a thin shell over recsys.pipelines, recsys.lookup and recsys.registry.
+"""The ``recsys`` command: a thin shell over recsys.pipelines, recsys.online.reader and
+recsys.ops.registry.
 
 Settings overrides go after the sub-command as ``section.key=value`` (``recsys train
 model.temperature=0.1 train.max_epochs=7``). Results go to stdout, logs to stderr. Exit codes:
@@ -31,14 +32,14 @@ def _settings(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     steps = pipelines.run_all(_settings(args), force_promotion=args.force_promotion)
     _print_json({"train": steps["train"], "promote": steps["promote"], "publish": steps["publish"]})
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     extra = [f"data.dataset={args.dataset}"] if args.dataset else []
     extra += [f"data.source={args.source}"] if args.source else []
@@ -47,7 +48,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from recsys import synth
+    from recsys.data import synth
 
     params = synth.params_for(
         args.preset, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed
@@ -56,7 +57,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from recsys import ingest, pipelines
+    from recsys.data import snapshots as ingest
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     raw = ingest.raw_dir(settings)
@@ -65,7 +67,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from recsys import ingest, pipelines
+    from recsys.data import snapshots as ingest
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     prepared = ingest.prepared_dir(settings)
@@ -76,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    from recsys import ingest, pipelines
+    from recsys.data import snapshots as ingest
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     prepared = ingest.prepared_dir(settings)
@@ -84,7 +88,8 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_train_similar(args: argparse.Namespace) -> None:
-    from recsys import ingest, pipelines
+    from recsys.data import snapshots as ingest
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     located = pipelines.locate_pairs(settings)
@@ -97,7 +102,7 @@ def cmd_train_similar(args: argparse.Namespace) -> None:
 
 
 def cmd_publish_similar(args: argparse.Namespace) -> None:
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     scored = pipelines.score_similar(settings, args.model)
@@ -105,7 +110,7 @@ def cmd_publish_similar(args: argparse.Namespace) -> None:
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
-    from recsys.lookup import similar
+    from recsys.online.reader import similar
 
     triples = similar(args.movie, args.k, _settings(args))
     if args.json:
@@ -116,7 +121,7 @@ def cmd_similar(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from recsys import registry
+    from recsys.ops import registry
 
     settings = _settings(args)
     registry.configure(settings)
@@ -126,7 +131,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from recsys import registry
+    from recsys.ops import registry
 
     settings = _settings(args)
     registry.configure(settings)
@@ -134,7 +139,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from recsys import pipelines
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     result = pipelines.score(settings, args.model)
@@ -143,7 +148,8 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from recsys import pipelines, registry
+    from recsys.ops import registry
+    from recsys.pipelines import tasks as pipelines
 
     settings = _settings(args)
     path = args.recommendations
@@ -158,7 +164,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_lookup(args: argparse.Namespace) -> None:
-    from recsys.lookup import lookup
+    from recsys.online.reader import lookup
 
     triples = lookup(args.user, args.k, _settings(args))
     if args.json:
@@ -169,7 +175,8 @@ def cmd_lookup(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from recsys import publication, redis_server
+    from recsys.online import publication
+    from recsys.ops import redis_server
 
     settings = _settings(args)
     redis_server.require(settings)
@@ -207,13 +214,13 @@ def publication_holder(target: dict) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    from recsys import redis_server
+    from recsys.ops import redis_server
 
     print(f"redis listening on {redis_server.ensure_running(_settings(args))}")
 
 
 def cmd_down(args: argparse.Namespace) -> None:
-    from recsys import redis_server
+    from recsys.ops import redis_server
 
     stopped = redis_server.stop(_settings(args))
     print("stopped the embedded redis" if stopped else "nothing was running")
@@ -236,7 +243,7 @@ def _positive(text: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from recsys import redis_server
+    from recsys.ops import redis_server
 
     settings = _settings(args)
     redis_server.ensure_running(settings)

@@ -115,7 +115,7 @@ class MLflowConfig(_Section):
     tracking_uri: SecretStr | None = None
     experiment: str = "two-tower"
     model_name: str = "two_tower"
-    similar_experiment: str = "movie-similar"  # the item tower's runs (recsys.item_tower)
+    similar_experiment: str = "movie-similar"  # the item tower's runs (recsys.models.item_tower.model)
     similar_model_name: str = "movie_similar"
 
 
@@ -133,7 +133,7 @@ class DvcConfig(_Section):
 
 
 class PairsConfig(_Section):
-    """The pairwise table of "similar movies" (recsys.pairs)."""
+    """The pairwise table of "similar movies" (recsys.data.pairs)."""
 
     min_query_count: int = Field(10, ge=2)  # train positives a query movie needs
     min_support: int = Field(3, ge=1)  # users who liked both, for a positive
@@ -153,7 +153,7 @@ class PairsConfig(_Section):
 
 class SimilarConfig(_Section):
     """The "similar movies" item tower, trained with a triplet loss on the pairwise table
-    (recsys.item_tower), and its top-K lists (recsys.similar)."""
+    (recsys.models.item_tower.model), and its top-K lists (recsys.runtime.similar)."""
 
     embedding_dim: int = Field(64, ge=2)
     # two_tower: the id embeddings start from the two_tower champion's item vectors (matched by

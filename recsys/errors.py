@@ -54,4 +54,4 @@ class InvalidRequestError(RecsysError):
 
 
 class LockedError(RecsysError):
-    """Another run holds a lock this one needs (recsys.locks); the message names the holder."""
+    """Another run holds a lock this one needs (recsys.ops.locks); the message names the holder."""

@@ -37,8 +37,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from recsys import stack  # noqa: E402
 from recsys.config import ConfigError  # noqa: E402
+from recsys.ops import stack  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GRACE_S = 8.0  # SIGTERM -> SIGKILL, as scripts/supervise.py

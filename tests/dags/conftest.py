@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from recsys import redis_server
 from recsys.config import PROJECT_ROOT, Settings, load_settings
+from recsys.ops import redis_server
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAGS = PROJECT_ROOT / "dags"

@@ -14,11 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import pipelines, registry, store
-from recsys.bundle import ModelBundle
 from recsys.config import PROJECT_ROOT
 from recsys.errors import InvalidRequestError, StoreError, ValidationFailed
-from recsys.lookup import history, lookup_many
+from recsys.online import store
+from recsys.online.reader import history, lookup_many
+from recsys.ops import registry
+from recsys.pipelines import tasks as pipelines
+from recsys.runtime.two_tower import ModelBundle
 
 pytestmark = pytest.mark.dags
 
@@ -123,7 +125,7 @@ def test_retrain_mines_pairs_and_trains_the_similar_movies_model(chain, airflow_
 
 
 def test_nightly_publishes_every_movies_similar_movies(chain, airflow_db, recsys_env):
-    from recsys.lookup import similar_many
+    from recsys.online.reader import similar_many
 
     dag_run = chain["recsys_score_nightly"]
     scored = airflow_db.xcom(dag_run, "score_similar")

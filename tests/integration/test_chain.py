@@ -1,6 +1,6 @@
 """The whole chain on the bundled sample with real DVC, GX, MLflow, ONNX Runtime, Feast and Redis.
 
-One module-scoped run of `recsys.pipelines.run_all` (few epochs), then what a user sees: the lookup
+One module-scoped run of `recsys.pipelines.tasks.run_all` (few epochs), then what a user sees: the lookup
 command in a fresh process, Feast's own get_online_features, the registry's aliases, and what
 happens when a later run fails validation (nothing served is touched) or does not beat the champion.
 """
@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import pipelines, redis_server, registry, store
 from recsys.config import PROJECT_ROOT, load_settings
 from recsys.errors import ValidationFailed
-from recsys.lookup import lookup
+from recsys.online import store
+from recsys.online.reader import lookup
+from recsys.ops import redis_server, registry
+from recsys.pipelines import tasks as pipelines
 
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
@@ -174,8 +176,8 @@ def test_feast_get_online_features_returns_the_same_list(chain):
 def test_the_similar_tower_starts_from_the_two_tower_champion_and_must_beat_its_vectors(chain, tmp_path):
     import mlflow
 
-    from recsys.similar import SimilarBundle
-    from recsys.similar_experiment import TwoTowerVectors, similar_gate, two_tower_vectors
+    from recsys.runtime.similar import SimilarBundle
+    from recsys.tracking.similar import TwoTowerVectors, similar_gate, two_tower_vectors
 
     _, settings, steps = chain
     trained, gate = steps["similar"]["train"], steps["similar"]["promote"]
@@ -307,7 +309,7 @@ def _wait_for_server(port: int, proc: subprocess.Popen, timeout_s: float = 180) 
 def test_http_endpoint_answers_the_seed_request(chain, port_factory):
     import signal
 
-    from recsys.lookup import USER_FIELDS, entity_key, history
+    from recsys.online.reader import USER_FIELDS, entity_key, history
 
     env, settings, _ = chain
     port = port_factory()
@@ -383,10 +385,10 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
 def test_hard_negatives_come_from_the_champions_lists(chain):
     import mlflow
 
-    from recsys.bundle import ModelBundle
-    from recsys.data import load_prepared
-    from recsys.experiment import champion_hard_lists
-    from recsys.scoring import score_users, user_inputs
+    from recsys.data.prepared import load_prepared
+    from recsys.runtime.scoring import score_users, user_inputs
+    from recsys.runtime.two_tower import ModelBundle
+    from recsys.tracking.two_tower import champion_hard_lists
 
     env, settings, steps = chain
     hard_settings = load_settings(

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recsys import ingest
 from recsys.config import PROJECT_ROOT, Settings, load_settings
+from recsys.data import snapshots as ingest
 from recsys.errors import DataError, IngestError
 
 pytestmark = pytest.mark.integration

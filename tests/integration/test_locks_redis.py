@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from recsys import locks, pipelines
 from recsys.config import Settings, load_settings
 from recsys.errors import LockedError
+from recsys.ops import locks
+from recsys.pipelines import tasks as pipelines
 
 pytestmark = pytest.mark.integration
 
 HOLD = """
 import sys, time
-from recsys import locks
+from recsys.ops import locks
 from recsys.config import load_settings
 settings = load_settings([f"store.port={sys.argv[2]}", "locks.backend=redis", "locks.ttl_s=3"],
                          env={"RECSYS_HOME": sys.argv[1]})

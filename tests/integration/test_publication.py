@@ -1,4 +1,4 @@
-"""A publish against faults (recsys.publication): killed at 10/50/90 %, Redis restarted mid-way,
+"""A publish against faults (recsys.online.publication): killed at 10/50/90 %, Redis restarted mid-way,
 users gone from the new scoring; every reader sees a whole list, a re-run converges, status says so.
 
 Frames are synthetic: 2,000 users, lists of 20 of 300 movies, versions "A" and "B" with different
@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import lookup, publication, redis_server, store
 from recsys.config import Settings
+from recsys.online import publication, store
+from recsys.online import reader as lookup
+from recsys.ops import redis_server
 
 pytestmark = pytest.mark.integration
 N_USERS, N_MOVIES, K, ROWS = 2_000, 300, 20, 100
@@ -75,7 +77,7 @@ def env_of(settings: Settings) -> dict[str, str]:
 
 PUBLISH = """
 import sys, pandas as pd
-from recsys import store
+from recsys.online import store
 from recsys.config import load_settings
 recs, catalogue = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 store.publish(recs, catalogue, load_settings(), batch_size=int(sys.argv[3]))

@@ -1,8 +1,8 @@
-"""The HTTP pyfunc (recsys.serving) against a real Redis: a source per user, bounded round trips.
+"""The HTTP pyfunc (recsys.serving.models) against a real Redis: a source per user, bounded round trips.
 
 A small real bundle (an untrained SASRec tower over a synthetic catalogue, written by
-recsys.experiment.write_bundle) and synthetic lists, histories and titles published through
-recsys.store into a per-test embedded Redis. The model is loaded as MLflow loads it
+recsys.tracking.two_tower.write_bundle) and synthetic lists, histories and titles published through
+recsys.online.store into a per-test embedded Redis. The model is loaded as MLflow loads it
 (``load_context`` with the bundle artefact), with the store's connection in the environment.
 """
 
@@ -18,13 +18,15 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys import lookup, redis_server, store
 from recsys.config import DataConfig, Settings, load_settings
-from recsys.data import prepare
-from recsys.experiment import write_bundle
-from recsys.model import TwoTower
-from recsys.scoring import inputs_from_histories, score_users
-from recsys.serving import RecommenderModel
+from recsys.data.prepared import prepare
+from recsys.models.two_tower.model import TwoTower
+from recsys.online import reader as lookup
+from recsys.online import store
+from recsys.ops import redis_server
+from recsys.runtime.scoring import inputs_from_histories, score_users
+from recsys.serving.models import RecommenderModel
+from recsys.tracking.two_tower import write_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -215,16 +217,16 @@ def test_redis_down_falls_back_with_one_warning_until_it_is_back(
 ) -> None:
     assert redis_server.stop(own_redis)
     frame = request(np.random.default_rng(3))
-    with caplog.at_level(logging.WARNING, logger="recsys.serving"):
+    with caplog.at_level(logging.WARNING, logger="recsys.serving.models"):
         first = served.predict(None, frame)
         second = served.predict(None, frame)
     assert first == second
     # the SASRec tower needs a history: without the store everyone gets the popular list
     assert {r["source"] for r in first} == {"popular"}
-    warnings = [r.getMessage() for r in caplog.records if r.name == "recsys.serving"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "recsys.serving.models"]
     assert len(warnings) == 1 and "online store unavailable" in warnings[0]
     redis_server.start(own_redis)  # the lists survive the restart
-    with caplog.at_level(logging.WARNING, logger="recsys.serving"):
+    with caplog.at_level(logging.WARNING, logger="recsys.serving.models"):
         again = served.predict(None, frame)
     assert {r["source"] for r in again} == {"online_store", "computed", "popular"}
     assert "online store is back" in caplog.records[-1].getMessage()
@@ -253,7 +255,7 @@ def test_bad_requests_are_refused_without_a_stack_trace(
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(served, "_stored", broken)
-    with caplog.at_level(logging.ERROR, logger="recsys.serving"):
+    with caplog.at_level(logging.ERROR, logger="recsys.serving.models"):
         with pytest.raises(MlflowException, match="see the server log") as raised:
             served.predict(None, pd.DataFrame({"user_id": [1]}))
     assert raised.value.get_http_status_code() == 500

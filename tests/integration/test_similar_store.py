@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import lookup, redis_server, store
 from recsys.config import Settings
 from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownMovieError
-from recsys.serving import RecommenderModel
+from recsys.online import reader as lookup
+from recsys.online import store
+from recsys.ops import redis_server
+from recsys.serving.models import RecommenderModel
 from tests.integration.test_serving import N_MOVIES, bundle_dir, served, title  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """The online store end to end: real redis-server, real Feast apply/write/read, and the fast lookup.
 
 Lists, histories and titles are published with the default (fast) writer and read back both through
-Feast and through the hand-written decoder in recsys.lookup. The fast writer is compared byte for
+Feast and through the hand-written decoder in recsys.online.reader. The fast writer is compared byte for
 byte with Feast's own ``write_to_online_store``, which pins writer and decoder to Feast's layout.
 """
 
@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import lookup as fast
-from recsys import redis_server, store
 from recsys.config import PROJECT_ROOT, Settings
 from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownUserError
+from recsys.online import reader as fast
+from recsys.online import store
+from recsys.ops import redis_server
 
 pytestmark = pytest.mark.integration
 

@@ -294,12 +294,12 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
 
 
 def _worker(ti: dict) -> str:
-    """worker-N from a task instance's hostname (recsys.stack.worker_hostname: worker-N@host)."""
+    """worker-N from a task instance's hostname (recsys.ops.stack.worker_hostname: worker-N@host)."""
     return str(ti["hostname"] or "").split("@")[0]
 
 
 def _stack_env(stack: dict) -> dict[str, str]:
-    from recsys import stack as stack_mod
+    from recsys.ops import stack as stack_mod
 
     return stack_mod.environment(stack["values"] | {f"{n}_HOST_PORT": p for n, p in stack["ports"].items()},
                                  stack["home"].resolve(), os.cpu_count() or 2, 2)  # fmt: skip

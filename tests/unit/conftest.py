@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from recsys.config import DataConfig
-from recsys.data import Prepared, prepare
+from recsys.data.prepared import Prepared, prepare
 
 
 def checkerboard(

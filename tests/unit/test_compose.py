@@ -320,7 +320,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
 def test_make_stack_runs_the_same_configuration_from_the_same_env_file(compose):
     """scripts/stack.py (make stack) and docker-compose.yaml: the same Airflow and recsys settings
     (host ports and folders instead of service names and volumes) from one env file layout."""
-    from recsys import stack
+    from recsys.ops import stack
 
     names = stack.template_names()
     assert names == list(_env_example())
@@ -355,8 +355,8 @@ def test_make_stack_runs_the_same_configuration_from_the_same_env_file(compose):
 
 
 def test_stack_env_file_is_generated_private_and_refused_when_readable(tmp_path, monkeypatch):
-    from recsys import stack
     from recsys.config import ConfigError
+    from recsys.ops import stack
 
     for name in stack.template_names():
         monkeypatch.delenv(name, raising=False)

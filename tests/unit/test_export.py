@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.bundle import FastRetriever, OnnxRetriever, pad_lists
 from recsys.config import ModelConfig
-from recsys.export import TopKRetrieval, export_onnx, export_scoring, input_name
-from recsys.model import TwoTower
+from recsys.models.two_tower.export import TopKRetrieval, export_onnx, export_scoring, input_name
+from recsys.models.two_tower.model import TwoTower
+from recsys.runtime.two_tower import FastRetriever, OnnxRetriever, pad_lists
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +21,7 @@ def test_onnx_matches_pytorch(tmp_path, tower):
     rng = np.random.default_rng(0)
     seen = [rng.choice(n_items, size=rng.integers(0, 40), replace=False) for _ in range(n_users)]
     # left-padded histories of every length 1..h (an empty history is never scored: it gets
-    # the popular list, see recsys.scoring)
+    # the popular list, see recsys.runtime.scoring)
     history = np.full((n_users, h), n_items)
     for u in range(n_users):
         n = 1 + u % h

@@ -1,4 +1,4 @@
-"""recsys.feast_layout against the encoders Feast itself uses (protobuf, serialize_entity_key, _mmh3).
+"""recsys.online.layout against the encoders Feast itself uses (protobuf, serialize_entity_key, _mmh3).
 
 The integration tests compare whole Redis contents written by both writers; these pin each encoder
 on the edge cases (empty lists, varint size boundaries, negatives, non-ASCII, nanoseconds).
@@ -17,7 +17,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import FloatList, Int64List, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from recsys import feast_layout
+from recsys.online import layout as feast_layout
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""One run at a time (recsys.locks): a real second process holds the lock; the kernel frees it."""
+"""One run at a time (recsys.ops.locks): a real second process holds the lock; the kernel frees it."""
 
 import os
 import signal
@@ -8,15 +8,16 @@ import time
 
 import pytest
 
-from recsys import locks, pipelines
 from recsys.config import load_settings
 from recsys.errors import LockedError
+from recsys.ops import locks
+from recsys.pipelines import tasks as pipelines
 
 pytestmark = pytest.mark.unit
 
 HOLD = """
 import sys, time
-from recsys import locks
+from recsys.ops import locks
 from recsys.config import load_settings
 with locks.hold(load_settings(env={"RECSYS_HOME": sys.argv[1]}), *sys.argv[2:]):
     print("held", flush=True)

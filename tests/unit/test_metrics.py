@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.evaluation import (
+from recsys.evaluation.metrics import (
     MostPop,
     bootstrap_interval,
     evaluate,
@@ -82,8 +82,8 @@ def test_bootstrap_interval_brackets_the_mean():
 
 
 def test_ease_recovers_the_checkerboard(tiny):
-    from recsys.data import seen_lists
-    from recsys.evaluation import EASE
+    from recsys.data.prepared import seen_lists
+    from recsys.evaluation.metrics import EASE
 
     train = tiny.split("train")
     before = tiny.interactions[tiny.interactions["split"].isin(["train", "valid"])]

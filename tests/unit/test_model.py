@@ -6,9 +6,15 @@ import torch
 
 from recsys.config import ModelConfig, load_settings
 from recsys.errors import ConfigError
-from recsys.model import TwoTower, checkpoint, from_checkpoint, full_softmax_loss, sampled_softmax_loss
-from recsys.sequences import build_histories, window_examples
-from recsys.training import NegativeSampler, evaluate_model, train, uses_full_softmax
+from recsys.models.two_tower.model import (
+    TwoTower,
+    checkpoint,
+    from_checkpoint,
+    full_softmax_loss,
+    sampled_softmax_loss,
+)
+from recsys.models.two_tower.sequences import build_histories, window_examples
+from recsys.models.two_tower.training import NegativeSampler, evaluate_model, train, uses_full_softmax
 
 pytestmark = pytest.mark.unit
 
@@ -124,7 +130,7 @@ def test_full_softmax_distillation_adds_the_teacher_term():
 
 
 def test_teacher_scores_are_prefix_sums_with_the_prefix_masked():
-    from recsys.training import teacher_scores
+    from recsys.models.two_tower.training import teacher_scores
 
     pairs = np.array([[0, i] for i in (0, 1, 2, 3, 4)])
     ex = window_examples(pairs, n_items=6, length=2)  # windows: [2,3]->[3,4], [0,1]->[1,2]

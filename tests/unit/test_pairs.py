@@ -1,4 +1,4 @@
-"""The pairwise table of "similar movies" (recsys.pairs) on a catalogue with planted structure."""
+"""The pairwise table of "similar movies" (recsys.data.pairs) on a catalogue with planted structure."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import pairs
 from recsys.config import PairsConfig
+from recsys.data import pairs
 
 pytestmark = pytest.mark.unit
 

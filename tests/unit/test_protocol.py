@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from recsys.config import PROJECT_ROOT, DataConfig
-from recsys.data import (
+from recsys.data.prepared import (
     filter_positives,
     index_splits,
     load_movies,
@@ -79,7 +79,7 @@ def test_heldout_items_missing_from_train_are_kept_as_misses():
 
 
 def test_unknown_heldout_items_count_as_misses_and_are_reported():
-    from recsys.evaluation import ranks_of_targets
+    from recsys.evaluation.metrics import ranks_of_targets
 
     ranks = ranks_of_targets(
         np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]]),

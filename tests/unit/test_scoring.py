@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys.bundle import BUNDLE_FILE, ModelBundle
 from recsys.config import load_settings
 from recsys.errors import DataError
-from recsys.experiment import write_bundle
-from recsys.gate import decide, evaluate_bundle, list_ranks
-from recsys.model import TwoTower
-from recsys.scoring import inputs_from_histories, score_users, user_inputs
-from recsys.training import evaluate_model
+from recsys.models.two_tower.model import TwoTower
+from recsys.models.two_tower.training import evaluate_model
+from recsys.runtime.scoring import inputs_from_histories, score_users, user_inputs
+from recsys.runtime.two_tower import BUNDLE_FILE, ModelBundle
+from recsys.tracking.gate import decide, evaluate_bundle, list_ranks
+from recsys.tracking.two_tower import write_bundle
 
 pytestmark = pytest.mark.unit
 

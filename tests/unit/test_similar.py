@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys import checks, pairs, similar
+from recsys import checks
 from recsys.config import SimilarConfig
+from recsys.data import pairs
+from recsys.data.validation import validate_pairs
 from recsys.errors import DataError, InvalidRequestError, ValidationFailed
-from recsys.item_tower import (
+from recsys.models.item_tower.model import (
     distances,
     evaluate_tower,
     initial_ids,
@@ -19,7 +21,7 @@ from recsys.item_tower import (
     triplet_loss,
     write_bundle,
 )
-from recsys.validation import validate_pairs
+from recsys.runtime import similar
 from tests.unit.test_pairs import CFG, planted
 
 pytestmark = pytest.mark.unit
@@ -225,7 +227,7 @@ def test_the_movie_similar_pyfunc_answers_from_its_graph(tmp_path):
 
     from mlflow.exceptions import MlflowException
 
-    from recsys.serving import SimilarModel
+    from recsys.serving.models import SimilarModel
 
     train, catalogue = planted()
     table = pairs.mine(train, catalogue, CFG)

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import synth
 from recsys.cli import main
 from recsys.config import DataConfig
-from recsys.data import load_movies, load_ratings, prepare, seen_lists
+from recsys.data import synth
+from recsys.data.prepared import load_movies, load_ratings, prepare, seen_lists
 from recsys.errors import ConfigError, DataError
-from recsys.evaluation import MostPop, evaluate
+from recsys.evaluation.metrics import MostPop, evaluate
 
 pytestmark = pytest.mark.unit
 

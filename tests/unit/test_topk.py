@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recsys.topk import BLOCK, masked_topk
+from recsys.runtime.topk import BLOCK, masked_topk
 
 pytestmark = pytest.mark.unit
 

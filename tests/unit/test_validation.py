@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import validation
 from recsys.config import PROJECT_ROOT, DataConfig
-from recsys.data import Prepared, load_movies, load_ratings, prepare
+from recsys.data import validation
+from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
 from recsys.errors import DataError, ValidationFailed
 
 pytestmark = pytest.mark.unit

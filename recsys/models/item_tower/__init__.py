@@ -1,0 +1,1 @@
+"""The similar-movies item tower: model and triplet loss, training, ONNX export."""

@@ -1,0 +1,1 @@
+"""The two-tower recommender: model, training examples from sequences, training, ONNX export."""

@@ -1,0 +1,335 @@
+"""Train the two-tower model: sampled epochs, per-epoch validation, early stopping on NDCG@10.
+
+History towers (sasrec, mean) train on windows that cover each user's whole train sequence: every
+position of every window predicts the next positive, so a user is many examples per epoch. The id
+tower trains on (user, item) pairs. Both go through one loss: full softmax over the catalogue, or
+sampled softmax (in-batch + catalogue negatives with logQ correction, optional hard negatives).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recsys.config import Settings
+from recsys.data.prepared import Prepared, seen_lists
+from recsys.errors import ConfigError
+from recsys.evaluation.metrics import ease_weights, evaluate, evaluate_ranks, metrics_from_ranks
+from recsys.models.two_tower.model import (
+    TwoTower,
+    full_softmax_loss,
+    item_log_prob_from_counts,
+    sampled_softmax_loss,
+)
+from recsys.models.two_tower.sequences import Examples, build_histories, id_examples, window_examples
+
+log = logging.getLogger(__name__)
+SELECTION_METRIC = "ndcg_at_10"
+
+
+@dataclass
+class TrainResult:
+    """The best model (by validation NDCG@10) and what happened on the way."""
+
+    model: TwoTower
+    epochs: list[dict] = field(default_factory=list)  # per epoch: loss and validation metrics
+    best_epoch: int = 0
+    valid_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator for epoch sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def uses_full_softmax(settings: Settings, n_items: int) -> bool:
+    """model.softmax resolved: 'auto' is full while the catalogue is small enough."""
+    mode = settings.model.softmax
+    return mode == "full" or (mode == "auto" and n_items <= settings.model.full_softmax_max_items)
+
+
+class Scorer:
+    """Score users against the catalogue with a model in eval mode (numpy in, numpy out)."""
+
+    def __init__(self, model: TwoTower, histories: torch.Tensor | None) -> None:
+        self.model, self.histories = model, histories
+
+    @torch.no_grad()
+    def __call__(self, user_idx: np.ndarray) -> np.ndarray:
+        users = torch.as_tensor(user_idx, dtype=torch.long)
+        history = None if self.histories is None else self.histories[users]
+        return self.model.score_all(users, history).numpy()
+
+
+class NegativeSampler:
+    """Catalogue negatives, uniform or proportional to count^0.75, with their log-probabilities."""
+
+    def __init__(self, counts: np.ndarray, distribution: str, gen: torch.Generator) -> None:
+        weights = np.ones(len(counts)) if distribution == "uniform" else np.power(counts, 0.75)
+        self.probs = torch.as_tensor(weights / weights.sum(), dtype=torch.float64)
+        self.log_probs = self.probs.log().float()
+        self.gen = gen
+
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n item indices (with replacement) and the log of each one's sampling probability."""
+        items = torch.multinomial(self.probs, n, replacement=True, generator=self.gen)
+        return items, self.log_probs[items]
+
+
+@dataclass
+class LossContext:
+    """What a training step needs besides the batch: sampler, hard-negative lists, EASE teacher."""
+
+    full: bool
+    sampler: NegativeSampler | None = None
+    hard_lists: torch.Tensor | None = None  # [n_users, P] item_idx, padded with n_items
+    teacher: torch.Tensor | None = None  # [n_items + 1, n_items] EASE rows (last row zero)
+
+
+def teacher_scores(ex: Examples, idx: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """EASE scores of every prefix of windows ``idx``: [B, H, N], the prefix's own items -inf.
+
+    Position t's prefix is the window's earlier items (``before``) plus its inputs up to t, so
+    its score row is base + cumulative sum of the teacher rows [N + 1, N] (pad row zero).
+    """
+    assert ex.teacher_base is not None and ex.before_mask is not None
+    rows, n = ex.inputs[idx], teacher.shape[1]
+    scores = ex.teacher_base[idx].unsqueeze(1) + teacher[rows].cumsum(dim=1)
+    seen = torch.nn.functional.one_hot(rows, n + 1)[..., :n].cumsum(dim=1) > 0
+    seen = seen | ex.before_mask[idx].unsqueeze(1)
+    return scores.masked_fill(seen, float("-inf"))
+
+
+def _hard_negatives(
+    ctx: LossContext, owners: torch.Tensor, n: int, gen: torch.Generator
+) -> torch.Tensor | None:
+    if ctx.hard_lists is None or n == 0:
+        return None
+    pool = ctx.hard_lists[owners]
+    picks = torch.randint(0, pool.shape[1], (len(owners), n), generator=gen)
+    return pool.gather(1, picks)
+
+
+def _step_loss(
+    model: TwoTower,
+    ex: Examples,
+    idx: torch.Tensor,
+    settings: Settings,
+    ctx: LossContext,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Loss of the examples ``idx``: every real target position is one query."""
+    rows, targets = ex.inputs[idx], ex.targets[idx]
+    if model.reads_history:
+        mask = targets != model.n_items
+        queries, tgt = model.sequence_vectors(rows)[mask], targets[mask]
+        owners = ex.users[idx].unsqueeze(1).expand_as(targets)[mask]
+    else:
+        queries, tgt, owners = model.user_vectors(rows), targets, ex.users[idx]
+    cfg = settings.train
+    if ctx.full:
+        teacher = None
+        if ctx.teacher is not None:
+            teacher = teacher_scores(ex, idx, ctx.teacher)[mask]
+        return full_softmax_loss(model, queries, tgt, teacher, cfg.distill_weight, cfg.distill_temperature)
+    n_neg = settings.model.num_sampled_negatives
+    n_hard = int(round(n_neg * cfg.hard_negative_ratio)) if ctx.hard_lists is not None else 0
+    sampled = log_q = None
+    if n_neg - n_hard > 0 and ctx.sampler is not None:
+        sampled, log_q = ctx.sampler.draw(n_neg - n_hard)
+    return sampled_softmax_loss(
+        model, queries, tgt, sampled, log_q, _hard_negatives(ctx, owners, n_hard, gen)
+    )
+
+
+def _epoch_order(ex: Examples, max_targets: int, gen: torch.Generator) -> torch.Tensor:
+    """Shuffled example indices, cut once ``max_targets`` predicted positives are covered."""
+    order = torch.randperm(len(ex.inputs), generator=gen)
+    covered = ex.n_targets[order].cumsum(0)
+    return order[: int(torch.searchsorted(covered, max_targets, right=True)) or 1]
+
+
+def _train_epoch(
+    model: TwoTower,
+    optimizer: torch.optim.Optimizer,
+    ex: Examples,
+    settings: Settings,
+    ctx: LossContext,
+    gen: torch.Generator,
+    desc: str,
+) -> tuple[float, int]:
+    """One pass over a fresh sample of examples; returns (mean loss, predicted positives)."""
+    cfg = settings.train
+    order = _epoch_order(ex, cfg.max_interactions, gen)
+    model.train()
+    losses = []
+    steps = range(0, len(order), cfg.batch_size)
+    for start in tqdm(steps, desc=desc, disable=not cfg.progress_bar, leave=False):
+        idx = order[start : start + cfg.batch_size]
+        loss = _step_loss(model, ex, idx, settings, ctx, gen)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses)), int(ex.n_targets[order].sum())
+
+
+def _loss_context(
+    prepared: Prepared,
+    settings: Settings,
+    model: TwoTower,
+    ex: Examples,
+    gen: torch.Generator,
+    hard_lists: np.ndarray | None,
+) -> LossContext:
+    """Resolve softmax mode, sampler, hard negatives and the distillation teacher."""
+    cfg, full = settings.train, uses_full_softmax(settings, model.n_items)
+    if cfg.distill_weight > 0 and not (full and model.reads_history):
+        raise ConfigError(
+            "train.distill_weight > 0 needs a history tower with the full softmax "
+            "(model.user_tower=sasrec|mean, model.softmax=full or auto on a small catalogue)"
+        )
+    if cfg.hard_negative_ratio > 0 and full:
+        raise ConfigError(
+            "train.hard_negative_ratio > 0 needs model.softmax=sampled: the full "
+            "softmax already uses every item as a negative"
+        )
+    ctx = LossContext(full=full)
+    if not full:
+        counts = prepared.catalogue["train_count"].to_numpy(dtype=np.float64)
+        ctx.sampler = NegativeSampler(counts, settings.model.negative_distribution, gen)
+    if cfg.hard_negative_ratio > 0:
+        if hard_lists is None:
+            log.warning(
+                "train.hard_negative_ratio=%s but no champion lists: naive negatives only",
+                cfg.hard_negative_ratio,
+            )
+        else:
+            ctx.hard_lists = torch.as_tensor(hard_lists, dtype=torch.long)
+    if cfg.distill_weight > 0:
+        weights = ease_weights(
+            prepared.split("train"), prepared.n_users, prepared.n_items, cfg.distill_ease_l2
+        )
+        teacher = np.vstack([weights, np.zeros((1, model.n_items))]).astype(np.float32)
+        ctx.teacher = torch.from_numpy(teacher)
+        ex.attach_teacher_base(ctx.teacher)
+    return ctx
+
+
+def train(
+    prepared: Prepared,
+    settings: Settings,
+    on_epoch: Callable[[dict], None] | None = None,
+    hard_lists: np.ndarray | None = None,
+) -> TrainResult:
+    """Train on ``prepared``; return the epoch with the best validation NDCG@10.
+
+    ``on_epoch`` receives {"epoch", "loss", "valid_<metric>"...} after each epoch (for MLflow).
+    ``hard_lists`` [n_users, P]: item_idx of the champion's list below its top, per user_idx
+    (padded with n_items), for ``train.hard_negative_ratio``.
+    Raises ConfigError for settings that cannot go together.
+    """
+    if settings.train.threads:
+        torch.set_num_threads(settings.train.threads)
+    gen = set_seed(settings.train.seed)
+    train_df = prepared.split("train")
+    pairs_np = train_df[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
+    counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
+    model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts))
+    length = settings.model.history_length
+    ex = window_examples(pairs_np, prepared.n_items, length) if model.reads_history else id_examples(pairs_np)
+    ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.train.learning_rate, weight_decay=settings.train.weight_decay
+    )
+    histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
+    seen = seen_lists(train_df, prepared.n_users)
+    valid = prepared.split("valid")
+    result = TrainResult(model=model, best_epoch=0, valid_metrics={SELECTION_METRIC: -1.0})
+    best_state, waited = copy.deepcopy(model.state_dict()), 0
+    budget = settings.train.max_minutes * 60 if settings.train.max_minutes else None
+    started = time.perf_counter()
+    for epoch in range(1, settings.train.max_epochs + 1):
+        tick = time.perf_counter()
+        loss, n_pairs = _train_epoch(
+            model, optimizer, ex, settings, ctx, gen, f"epoch {epoch}/{settings.train.max_epochs}"
+        )
+        model.eval()
+        tock = time.perf_counter()
+        metrics = evaluate(
+            Scorer(model, histories if model.reads_history else None),
+            valid,
+            seen,
+            settings.train.eval_batch_size,
+        )
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "pairs": n_pairs,
+            "train_seconds": tock - tick,
+            "valid_seconds": time.perf_counter() - tock,
+            **{f"valid_{k}": v for k, v in metrics.items()},
+        }
+        result.epochs.append(row)
+        log.info(
+            "epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f",
+            epoch,
+            loss,
+            metrics["ndcg_at_10"],
+            metrics["recall_at_10"],
+        )
+        if on_epoch:
+            on_epoch(row)
+        if metrics[SELECTION_METRIC] > result.valid_metrics[SELECTION_METRIC]:
+            result.best_epoch, result.valid_metrics = epoch, metrics
+            best_state, waited = copy.deepcopy(model.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= settings.train.patience:
+                log.info("early stop after epoch %d (best %d)", epoch, result.best_epoch)
+                break
+        if budget is not None and time.perf_counter() - started >= budget:
+            log.info(
+                "time budget of %.1f min spent after epoch %d (best %d)",
+                settings.train.max_minutes,
+                epoch,
+                result.best_epoch,
+            )
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def serving_histories(prepared: Prepared, length: int, splits: tuple[str, ...]) -> torch.Tensor:
+    """Histories from the given splits (time-ordered), e.g. ("train", "valid") for test scoring."""
+    frame = prepared.interactions[prepared.interactions["split"].isin(splits)]
+    frame = frame[frame["item_idx"] >= 0]
+    frame = frame.sort_values(["user_idx", "timestamp", "movie_id"], kind="mergesort")
+    pairs = frame[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
+    return build_histories(pairs, prepared.n_users, prepared.n_items, length)
+
+
+def evaluate_model(
+    model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics and per-user ranks of ``model`` on 'valid' (seen = train) or 'test' (seen = train+valid)."""
+    before = ("train",) if split == "valid" else ("train", "valid")
+    seen_pairs = prepared.interactions[prepared.interactions["split"].isin(before)]
+    seen = seen_lists(seen_pairs[seen_pairs["item_idx"] >= 0], prepared.n_users)
+    histories = None
+    if model.reads_history:
+        histories = serving_histories(prepared, model.cfg.history_length, before)
+    ranks = evaluate_ranks(Scorer(model, histories), prepared.split(split), seen, batch_size)
+    return metrics_from_ranks(ranks), ranks

@@ -1,0 +1,125 @@
+"""What the online store serves, and whether a publish is under way: the publication record.
+
+Feast's Redis layout has one hash per user and no notion of a release, so a publish cannot switch
+every user at once. What it guarantees instead:
+
+- per reader, all or nothing: each user's list (ids, scores, versions, timestamp) is one HSET, so a
+  reader sees the complete list of version N-1 or of version N, never a mix;
+- an interrupted publish says so: the record below holds ``state`` (``publishing`` until the last
+  write, then ``complete``), the target versions, how many rows are written, and the versions that
+  were fully served before. ``recsys status`` reads it, with the publish lock's holder;
+- a re-run converges: every write is idempotent (event timestamps come from the scored file), so
+  publishing the same file again after a kill, at any point, ends in exactly the state an
+  uninterrupted publish leaves;
+- users missing from the new scoring are removed (``store.stale_users=remove``, the default) or
+  kept (``keep``): the set of users of the last complete publication is kept beside the record.
+
+Keys (plain names beside Feast's binary entity keys): ``recsys:publication`` (hash) and
+``recsys:published_users`` (set of user ids).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from recsys.config import Settings
+from recsys.ops import locks
+
+RECORD_KEY = "recsys:publication"
+USERS_KEY = "recsys:published_users"
+FAULT_ENV = "RECSYS_FAULT_KILL_PUBLISH_AT"  # fault injection (tests): SIGKILL at this fraction
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def begin(conn: redis.Redis, model_version: str, data_version: str, total_rows: int) -> None:
+    """Mark a publish of (model_version, data_version) as under way, ``total_rows`` rows to write."""
+    conn.hset(
+        RECORD_KEY,
+        mapping={
+            "state": "publishing",
+            "target_model_version": model_version,
+            "target_data_version": data_version,
+            "started_at": _now(),
+            "written_rows": 0,
+            "total_rows": total_rows,
+        },
+    )
+
+
+def progress(conn: redis.Redis, written_rows: int, total_rows: int) -> None:
+    """Record how many rows are written (and honour the fault-injection point, if one is set)."""
+    conn.hset(RECORD_KEY, "written_rows", written_rows)
+    at = os.environ.get(FAULT_ENV)
+    if at and total_rows and written_rows / total_rows >= float(at):
+        os.kill(os.getpid(), signal.SIGKILL)  # as an OOM kill or a lost machine would
+
+
+def finish(conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_stale: bool) -> int:
+    """Close a publish: drop (or keep) users of the last publication missing from this one,
+    record this publication's users and versions. Returns how many stale users were removed.
+
+    ``user_key(user_id) -> bytes`` is the Feast entity key of a user (one hash for all its views).
+    """
+    ids = [int(u) for u in user_ids]
+    staging = f"{USERS_KEY}:next"
+    conn.delete(staging)
+    for start in range(0, len(ids), 10_000):
+        conn.sadd(staging, *ids[start : start + 10_000])
+    stale = [int(u) for u in conn.sdiff(USERS_KEY, staging)] if conn.exists(USERS_KEY) else []
+    if stale and remove_stale:
+        for start in range(0, len(stale), 10_000):
+            conn.delete(*[user_key(u) for u in stale[start : start + 10_000]])
+    record = conn.hgetall(RECORD_KEY)
+    with conn.pipeline(transaction=True) as pipe:  # the set and the record move together
+        if ids:
+            pipe.rename(staging, USERS_KEY)
+        else:
+            pipe.delete(USERS_KEY, staging)
+        pipe.hset(
+            RECORD_KEY,
+            mapping={
+                "state": "complete",
+                "model_version": record.get(b"target_model_version", b""),
+                "data_version": record.get(b"target_data_version", b""),
+                "published_at": _now(),
+                "users": len(ids),
+                "stale_users": len(stale),
+                "stale_users_removed": len(stale) if remove_stale else 0,
+            },
+        )
+        pipe.hdel(RECORD_KEY, "target_model_version", "target_data_version")
+        pipe.execute()
+    return len(stale) if remove_stale else 0
+
+
+def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
+    """What is served and whether a publish is under way (``publish``: idle, under way, or
+    interrupted: started, not finished, and nobody holds the publish lock)."""
+    record = {k.decode(): v.decode() for k, v in conn.hgetall(RECORD_KEY).items()}
+    served = {key: record.get(key) for key in ("model_version", "data_version", "published_at")}
+    served["users"] = int(conn.scard(USERS_KEY))
+    out: dict[str, Any] = {"served": served, "publish": "idle"}
+    if record.get("state") == "publishing":
+        holder = locks.held_by(settings, "publish")
+        written, total = int(record.get("written_rows", 0)), int(record.get("total_rows", 0))
+        out["publish"] = "under way" if holder else "interrupted"
+        out["target"] = {
+            "model_version": record.get("target_model_version"),
+            "data_version": record.get("target_data_version"),
+            "started_at": record.get("started_at"),
+            "written_rows": written,
+            "total_rows": total,
+            "percent": round(100 * written / total, 1) if total else 0.0,
+        }
+        if holder:
+            out["target"]["holder"] = holder
+    return out

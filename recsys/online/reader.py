@@ -1,0 +1,347 @@
+"""Fast lookup: a user's top-K list with titles, or history, read straight from Feast's Redis layout.
+
+``import feast`` costs 7-8 s, so this module never imports it. It reads the keys Feast's Redis
+online store writes (feast/infra/online_stores/redis.py, entity_key_serialization_version 3):
+
+- key: serialized EntityKey + project name, for one Int64 join key
+  ``<I 1> <I STRING=2> <I len(name)> name <I INT64=4> <I 8> <q value>`` then ``b"recsys"``;
+- hash field per feature: murmur3_32(``"<view>:<feature>"``) as 4 little-endian bytes;
+- hash value: a serialized ``feast.types.Value`` protobuf.
+
+Only three Value cases occur here, so a dozen lines of protobuf wire decoding replace the
+generated classes: ``string_val`` (field 2), ``int64_list_val`` (14) and ``float_list_val`` (16),
+each list being a message whose field 1 holds the values (packed, or repeated one by one).
+Feast writes an empty list as the list field with length 0 (bytes ``72 00`` for int64), which decodes
+to ``[]``; a field Redis does not hold decodes to None.
+The integration tests write through Feast and read through this module, pinning the layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import mmh3
+import redis
+
+from recsys import checks
+from recsys.config import Settings, load_settings
+from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError, UnknownUserError
+from recsys.online.store import (
+    HISTORY_VIEW,
+    MOVIE_KEY,
+    MOVIE_VIEW,
+    PROJECT,
+    SIMILAR_VIEW,
+    USER_KEY,
+    USER_VIEW,
+)
+from recsys.ops import redis_server
+
+log = logging.getLogger(__name__)
+
+VALUE_TYPE_STRING, VALUE_TYPE_INT64 = 2, 4  # feast.types.ValueType enum
+STRING_VAL, INT64_LIST_VAL, FLOAT_LIST_VAL = 2, 14, 16  # feast.types.Value field numbers
+Triple = tuple[int, float, str]
+
+
+def field_key(view: str, feature: str) -> bytes:
+    """Hash field Feast uses for one feature of one view (murmur3_32, little-endian)."""
+    return struct.pack("<I", mmh3.hash(f"{view}:{feature}", signed=False))
+
+
+def entity_key(join_key: str, value: int) -> bytes:
+    """Redis key of one entity with a single Int64 join key in project ``recsys``."""
+    name = join_key.encode()
+    head = struct.pack("<III", 1, VALUE_TYPE_STRING, len(name)) + name
+    return head + struct.pack("<IIq", VALUE_TYPE_INT64, 8, value) + PROJECT.encode()
+
+
+USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
+TITLE_FIELD = field_key(MOVIE_VIEW, "title")
+HISTORY_FIELD = field_key(HISTORY_VIEW, "movie_ids")
+SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, "movie_ids"), field_key(SIMILAR_VIEW, "scores")]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
+    """(field number, wire type, value) of each field of one protobuf message."""
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise StoreError(f"unsupported protobuf wire type {wire} in a Feast value")
+        yield number, wire, value
+
+
+def _int64_list(buf: bytes, limit: int) -> list[int]:
+    out: list[int] = []
+    for _, wire, value in _fields(buf):
+        if wire == 2:  # packed
+            pos = 0
+            while pos < len(value) and len(out) < limit:
+                item, pos = _varint(value, pos)
+                out.append(item)
+        else:
+            out.append(value)
+        if len(out) >= limit:
+            break
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
+
+
+def _float_list(buf: bytes, limit: int) -> list[float]:
+    out: list[float] = []
+    for _, _, value in _fields(buf):
+        n = min(len(value) // 4, limit - len(out))
+        out.extend(struct.unpack(f"<{n}f", value[: 4 * n]))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def decode_value(buf: bytes | None, limit: int | None = None) -> Any:
+    """Decode a serialized feast Value holding a string, an int64 list or a float list (None if unset).
+
+    ``limit``: decode only the first ``limit`` elements of a list (a lookup of the top 10 of a
+    100-item list skips 90% of the work); a string is always whole.
+    """
+    if not buf:
+        return None
+    limit = len(buf) if limit is None else limit  # a list never holds more values than bytes
+    for number, _, value in _fields(buf):
+        if number == STRING_VAL:
+            return value.decode("utf-8")
+        if number == INT64_LIST_VAL:
+            return _int64_list(value, limit)
+        if number == FLOAT_LIST_VAL:
+            return _float_list(value, limit)
+    raise StoreError(f"Feast value {buf[:16]!r} is not a string, int64 list or float list")
+
+
+def _check_ids(user_ids: Iterable[Any]) -> list[int]:
+    """The ids as ints; InvalidRequestError naming the first that is not an id (recsys.checks)."""
+    return [checks.user_id(u) for u in user_ids]
+
+
+def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
+    checks.list_length(k)
+    return _check_ids(user_ids)
+
+
+def _client(connection_string: str) -> redis.Redis:
+    """One pooled client per connection string, reused across lookups (saves the TCP handshake)."""
+    return redis_server.client(connection_string)
+
+
+@contextmanager
+def _store_errors(settings: Settings) -> Iterator[None]:
+    """Turn redis-py failures inside the block into StoreError (unreachable or failed command)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise redis_server.unreachable(settings, exc) from exc
+    except redis.RedisError as exc:
+        raise StoreError(f"Redis at {settings.redis_address} failed the lookup: {exc}") from exc
+
+
+def _hmget_all(conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]) -> list[list[Any]]:
+    """One HMGET reply per (key, fields), in order, from one pipelined round trip."""
+    with conn.pipeline(transaction=False) as pipe:
+        for key, fields in commands:
+            pipe.hmget(key, fields)  # type: ignore[arg-type]  # redis-py accepts bytes keys
+        return pipe.execute()
+
+
+def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
+    """Titles of ``movie_ids`` in one pipelined round trip ("" and a warning for a missing one)."""
+    ordered = sorted(movie_ids)
+    replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), [TITLE_FIELD]) for m in ordered])
+    titles = {m: decode_value(reply[0]) for m, reply in zip(ordered, replies)}
+    missing = [m for m, title in titles.items() if title is None]
+    if missing:
+        log.warning(
+            "no title in the online store for %d movie(s), e.g. %s; publish the catalogue",
+            len(missing),
+            missing[:5],
+        )
+    return {m: title or "" for m, title in titles.items()}
+
+
+def stored_lists(
+    user_ids: Iterable[int], k: int = checks.MAX_K, settings: Settings | None = None
+) -> dict[int, tuple[list[int], list[float]] | None]:
+    """Each user's stored (item_ids, scores), the first ``k`` of each, best first; None for a user
+    without a stored list. One pipelined round trip for all users.
+
+    Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..MAX_K,
+    StoreError when Redis is unreachable.
+    """
+    ids = _check(user_ids, k)
+    settings = settings or load_settings()
+    conn = _client(settings.redis_connection)
+    with _store_errors(settings):
+        replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
+    lists = {}
+    for user_id, (items, scores) in zip(ids, replies):
+        lists[user_id] = None if items is None else (decode_value(items, k), decode_value(scores, k))
+    return lists
+
+
+def titles(movie_ids: Iterable[int], settings: Settings | None = None) -> dict[int, str]:
+    """Title of each movie in one round trip ("" and a warning for a movie without a stored title).
+
+    Raises StoreError when Redis is unreachable.
+    """
+    settings = settings or load_settings()
+    conn = _client(settings.redis_connection)
+    with _store_errors(settings):
+        return _titles(conn, {int(m) for m in movie_ids})
+
+
+def lookup_many(
+    user_ids: Iterable[int], k: int = 10, settings: Settings | None = None
+) -> dict[int, list[Triple]]:
+    """Top-``k`` [movie_id, score, title] triples, best first, per user (two round trips in all).
+
+    Raises InvalidRequestError for a non-positive or non-integer id, k outside 1..MAX_K or k
+    beyond a stored list's length (the model version's K), UnknownUserError naming users without
+    a list, StoreError when Redis is unreachable.
+    """
+    ids = _check(user_ids, k)
+    settings = settings or load_settings()
+    lists = stored_lists(ids, k, settings)
+    unknown = [str(u) for u, found in lists.items() if found is None]
+    if unknown:
+        raise UnknownUserError(
+            f"user {', '.join(unknown[:5])} has no recommendations in the online store (project "
+            f"{PROJECT} at {settings.redis_address}); check the id or run the nightly publish"
+        )
+    found = {u: pair for u, pair in lists.items() if pair is not None}
+    short = [(u, len(items)) for u, (items, _) in found.items() if len(items) < k]
+    if short:  # the list's K is the model version's (set at export): asking for more is an error
+        user_id, held = short[0]
+        raise InvalidRequestError(
+            f"k must be at most {held}, the length of the list stored for user {user_id} "
+            f"(the model version's K), got {k}"
+        )
+    named = titles({m for items, _ in found.values() for m in items}, settings)
+    return {u: [(m, s, named[m]) for m, s in zip(items, scores)] for u, (items, scores) in found.items()}
+
+
+def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[Triple]:
+    """Top-``k`` [movie_id, score, title] triples for one user, best first (errors as lookup_many)."""
+    ids = _check([user_id], k)
+    return lookup_many(ids, k, settings)[ids[0]]
+
+
+def _histories(user_ids: Iterable[Any], settings: Settings | None) -> dict[int, list[int] | None]:
+    """Each user's stored movie_ids (None where Redis holds none) in one pipelined round trip."""
+    ids = _check_ids(user_ids)
+    settings = settings or load_settings()
+    conn = _client(settings.redis_connection)
+    with _store_errors(settings):
+        replies = _hmget_all(conn, [(entity_key(USER_KEY, u), [HISTORY_FIELD]) for u in ids])
+    return {u: decode_value(reply[0]) for u, reply in zip(ids, replies)}
+
+
+def history_many(user_ids: Iterable[int], settings: Settings | None = None) -> dict[int, list[int]]:
+    """Recent positive movie ids, newest last, per user (one round trip).
+
+    A user without a stored history maps to ``[]``, as does one whose stored history is empty: a
+    batch caller wants a row per id. Raises InvalidRequestError for a non-positive or non-integer
+    id, StoreError when Redis is unreachable.
+    """
+    return {u: movie_ids or [] for u, movie_ids in _histories(user_ids, settings).items()}
+
+
+def history(user_id: int, settings: Settings | None = None) -> list[int]:
+    """One user's recent positive movie ids, newest last (``[]`` when the stored history is empty).
+
+    Raises UnknownUserError when no history is stored for the user, InvalidRequestError for a bad
+    id, StoreError when Redis is unreachable.
+    """
+    ids = _check_ids([user_id])
+    settings = settings or load_settings()
+    movie_ids = _histories(ids, settings)[ids[0]]
+    if movie_ids is None:
+        raise UnknownUserError(
+            f"user {ids[0]} has no history in the online store (project {PROJECT} at "
+            f"{settings.redis_address}); check the id or run the nightly publish"
+        )
+    return movie_ids
+
+
+def stored_similar(
+    movie_ids: Iterable[Any], k: int = checks.MAX_K, settings: Settings | None = None
+) -> dict[int, tuple[list[int], list[float]] | None]:
+    """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
+    a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
+    checks.list_length(k)
+    ids = [checks.movie_id(m) for m in movie_ids]
+    settings = settings or load_settings()
+    conn = _client(settings.redis_connection)
+    with _store_errors(settings):
+        replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), SIMILAR_FIELDS) for m in ids])
+    return {
+        m: None if items is None else (decode_value(items, k), decode_value(scores, k))
+        for m, (items, scores) in zip(ids, replies)
+    }
+
+
+def similar_many(
+    movie_ids: Iterable[Any], k: int = 10, settings: Settings | None = None
+) -> dict[int, list[Triple]]:
+    """The ``k`` most similar movies of each movie as [movie_id, score, title] triples, best first
+    (two round trips in all).
+
+    Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond the stored lists' length
+    (the movie_similar version's K), UnknownMovieError naming movies without a list (unknown ids,
+    or movies too rare for the model), StoreError when Redis is unreachable.
+    """
+    settings = settings or load_settings()
+    lists = stored_similar(movie_ids, k, settings)
+    unknown = [str(m) for m, found in lists.items() if found is None]
+    if unknown:
+        raise UnknownMovieError(
+            f"movie {', '.join(unknown[:5])} has no similar movies in the online store (project "
+            f"{PROJECT} at {settings.redis_address}); check the id, or run the nightly publish"
+        )
+    found = {m: pair for m, pair in lists.items() if pair is not None}
+    short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
+    if short:
+        movie, held = short[0]
+        raise InvalidRequestError(
+            f"k must be at most {held}, the number of similar movies stored for movie {movie} "
+            f"(the movie_similar version's K), got {k}"
+        )
+    named = titles({m for items, _ in found.values() for m in items}, settings)
+    return {m: [(i, s, named[i]) for i, s in zip(items, scores)] for m, (items, scores) in found.items()}
+
+
+def similar(movie_id: Any, k: int = 10, settings: Settings | None = None) -> list[Triple]:
+    """The ``k`` most similar movies of one movie (errors as :func:`similar_many`)."""
+    movie = checks.movie_id(movie_id)
+    return similar_many([movie], k, settings)[movie]

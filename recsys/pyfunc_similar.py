@@ -1,7 +1,0 @@
-"""Entry point MLflow logs as the movie_similar serving model's code ("models from code")."""
-
-import mlflow.models
-
-from recsys.serving import SimilarModel
-
-mlflow.models.set_model(SimilarModel())

@@ -1,0 +1,206 @@
+"""Batch scoring with ONNX Runtime: every user's top-K list over the whole catalogue.
+
+Inputs come from TODAY's data, not from the model version: each user's history (most recent
+positives, time order) and seen set (everything rated, whatever the rating) are built from the
+latest prepared ``activity`` and mapped into the model's item index (movies unknown to the model are
+skipped). A user with a usable history (history towers) or a training-time index (id tower) gets a
+personalised list; anyone else with ratings gets the popular list minus what they rated.
+
+Output (the recommendations data product, one row per user): ``user_id`` int64, ``item_ids``
+list[int64] (MovieLens movie ids, best first), ``scores`` list[float32], ``source`` str ("model"
+or "popular"), ``history`` list[int64] (the user's last 2 x H positive movie ids, newest last),
+``model_version`` str, ``data_version`` str, ``event_timestamp`` UTC timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recsys.data.prepared import left_pad, read_parquet
+from recsys.errors import DataError
+from recsys.runtime.two_tower import ModelBundle
+
+log = logging.getLogger(__name__)
+ACTIVITY_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
+# The stored recent history holds the last 2 x H positives, so the HTTP endpoint can rebuild the
+# model's H-item history after skipping movies the model does not know.
+RECENT_FACTOR = 2
+
+
+@dataclass
+class UserInputs:
+    """What the graph reads per user, in the model's item index."""
+
+    user_ids: np.ndarray  # [U] int64
+    user: np.ndarray  # history [U, H] (pad n_items) or training-time user_idx [U] (-1: unknown)
+    seen: list[np.ndarray]  # per user: item_idx of every rated movie the model knows
+    recent: list[np.ndarray]  # per user: last 2 x H positive movie ids, newest last
+    personal: np.ndarray  # [U] bool: the model can score this user
+
+
+def _inputs(
+    bundle: ModelBundle,
+    user_ids: np.ndarray,
+    seen: list[np.ndarray],
+    history: list[np.ndarray],
+    recent: list[np.ndarray],
+) -> UserInputs:
+    if bundle.reads_history:
+        user = left_pad(history, bundle.history_length, bundle.n_items)
+        personal = np.array([len(h) > 0 for h in history], dtype=bool)
+    else:
+        user = bundle.user_index(user_ids)
+        personal = user >= 0
+    return UserInputs(np.asarray(user_ids, dtype=np.int64), user, seen, recent, personal)
+
+
+def user_inputs(
+    activity: pd.DataFrame, bundle: ModelBundle, user_ids: np.ndarray | None = None
+) -> UserInputs:
+    """Inputs of every user in ``activity`` (or of ``user_ids`` among them), ascending user_id.
+
+    ``activity``: every rating (user_id, movie_id, rating, timestamp). Positives are ratings >=
+    the model's rating threshold. Raises DataError when a column is missing.
+    """
+    missing = [c for c in ACTIVITY_COLUMNS if c not in activity.columns]
+    if missing:
+        raise DataError(f"activity frame lacks column(s) {missing}; expected {ACTIVITY_COLUMNS}")
+    if user_ids is not None:
+        activity = activity[activity["user_id"].isin(user_ids)]
+    activity = activity.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
+    users = activity["user_id"].to_numpy(dtype=np.int64)
+    movies = activity["movie_id"].to_numpy(dtype=np.int64)
+    items = bundle.item_index(movies)
+    positive = activity["rating"].to_numpy() >= bundle.rating_threshold
+    ids, starts = np.unique(users, return_index=True)
+    bounds = np.append(starts, len(users))
+    h = bundle.history_length
+    seen, history, recent = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        it, pos = items[a:b], positive[a:b]
+        seen.append(np.unique(it[it >= 0]))
+        history.append(it[pos & (it >= 0)][-h:])  # as in training: H known items
+        recent.append(movies[a:b][pos][-RECENT_FACTOR * h :])
+    return _inputs(bundle, ids, seen, history, recent)
+
+
+def inputs_from_histories(bundle: ModelBundle, user_ids: list[int], histories: list[list[int]]) -> UserInputs:
+    """Inputs from stored recent histories (movie ids, newest last); seen = those movies.
+
+    The same rule as :func:`user_inputs` (the last H movies the model knows), applied to the
+    stored tail of RECENT_FACTOR x H positives.
+    """
+    history, seen, recent = [], [], []
+    for stored in histories:
+        movies = np.asarray(stored, dtype=np.int64)
+        items = bundle.item_index(movies)
+        known = items[items >= 0]
+        history.append(known[-bundle.history_length :])
+        seen.append(np.unique(known))
+        recent.append(movies)
+    return _inputs(bundle, np.asarray(user_ids, dtype=np.int64), seen, history, recent)
+
+
+def _model_lists(
+    bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int, progress: bool
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    if inputs.user.ndim == 2:  # history towers: similar lengths together, less padding per batch
+        lengths = (inputs.user[rows] != bundle.n_items).sum(axis=1)
+        rows = rows[np.argsort(lengths, kind="stable")]
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
+        batch = rows[start : start + batch_size]
+        idx, sc = bundle.retriever.recommend(inputs.user[batch], [inputs.seen[r] for r in batch])
+        for row, items, scores in zip(batch, idx, sc):
+            keep = np.isfinite(scores)
+            out[int(row)] = (items[keep], scores[keep])
+    return out
+
+
+def score_users(
+    bundle: ModelBundle,
+    inputs: UserInputs,
+    model_version: str,
+    data_version: str,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Every user's top-K list (the frame in the module docstring), in ``inputs`` order."""
+    personal = np.flatnonzero(inputs.personal)
+    lists = _model_lists(bundle, inputs, personal, batch_size, progress)
+    items_out, scores_out, sources = [], [], []
+    for row in range(len(inputs.user_ids)):
+        if row in lists:
+            items, scores = lists[row]
+            sources.append("model")
+        else:
+            items, scores = bundle.popular_for(inputs.seen[row], bundle.k)
+            sources.append("popular")
+        items_out.append(bundle.movie_ids[items].astype(np.int64))
+        scores_out.append(np.asarray(scores, dtype=np.float32))
+    log.info(
+        "scored %d users with model %s on data %s (%d popular)",
+        len(inputs.user_ids),
+        model_version,
+        data_version,
+        len(inputs.user_ids) - len(personal),
+    )
+    return pd.DataFrame(
+        {
+            "user_id": inputs.user_ids,
+            "item_ids": items_out,
+            "scores": scores_out,
+            "source": sources,
+            "history": [np.asarray(r, dtype=np.int64) for r in inputs.recent],
+            "model_version": str(model_version),
+            "data_version": str(data_version),
+            "event_timestamp": pd.Timestamp(datetime.now(UTC)),
+        }
+    )
+
+
+def write_recommendations(recs: pd.DataFrame, path: Path) -> Path:
+    """Write the recommendations parquet atomically (temp file, then rename).
+
+    Raises DataError naming the folder when it cannot be written (disk full, read-only, ...); the
+    file already at ``path`` is then untouched and the partial temp file removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # parallel writers never share it
+    try:
+        recs.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"cannot write {path.name} into {path.parent} ({exc.strerror or exc}); "
+            "free space there or point paths.home elsewhere, then score again"
+        ) from exc
+    return path
+
+
+def read_activity(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The prepared data's activity (every rating); DataError when it is missing."""
+    path = Path(folder) / "activity.parquet"
+    if not path.is_file():
+        raise DataError(
+            f"{path} does not exist: the prepared data predates fresh scoring or is "
+            "incomplete; run `recsys ingest` and `recsys prepare` again"
+        )
+    return read_parquet(path, columns, fix="run `recsys prepare` again")
+
+
+def read_recommendations(path: Path) -> pd.DataFrame:
+    """Read a recommendations parquet (raises DataError if missing)."""
+    if not path.is_file():
+        raise DataError(f"recommendations {path} do not exist; run `recsys score` first")
+    return read_parquet(path, fix="run `recsys score` again")

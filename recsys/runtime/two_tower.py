@@ -1,0 +1,261 @@
+"""A model version as its consumers see it: ONNX graph, id maps, catalogue, K and tower kind.
+
+The one reader of a version's artefacts: nightly scoring, the HTTP pyfunc and the promotion gate all
+load a :class:`ModelBundle` from a folder, so none reaches into another's objects. The folder holds
+``model.onnx`` (see recsys.models.two_tower.export), ``catalogue.parquet`` (item_idx, movie_id, title, genres,
+train_count), ``users.parquet`` (user_idx, user_id: the id tower's training-time users) and
+``bundle.json``; versions trained since issue 7 also hold ``user_tower.onnx`` and
+``item_vectors.npy`` (recsys.models.two_tower.export.export_scoring), which :class:`FastRetriever` uses:
+same lists, several times faster. This module imports neither torch nor MLflow: serving needs ONNX Runtime
+(and numba for the top-K kernel) only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.config import HISTORY_TOWERS
+from recsys.data.prepared import read_parquet
+from recsys.errors import DataError
+
+BUNDLE_FILE = "bundle.json"
+FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
+FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
+SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
+DAMAGED = (
+    "a damaged copy of a model version: delete its folder under $RECSYS_HOME/models to "
+    "download it again from the registry"
+)
+
+
+def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
+    """Right-pad variable-length int arrays into [len(lists), max(len, min_width)] with ``pad``."""
+    width = max([min_width] + [len(x) for x in lists])
+    out = np.full((len(lists), width), pad, dtype=np.int64)
+    for row, values in enumerate(lists):
+        out[row, : len(values)] = values
+    return out
+
+
+def _session(model: Path | bytes, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.log_severity_level = 3
+    # Idle intra-op threads would otherwise spin between calls and take the cores the top-K
+    # kernel (recsys.runtime.topk) runs on right after each MatMul.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
+        where = "an in-memory graph" if isinstance(model, bytes) else str(model)
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"cannot load the ONNX graph {where} ({reason}); {DAMAGED}") from exc
+
+
+class OnnxRetriever:
+    """An ONNX Runtime session over the retrieval graph written by
+    :func:`recsys.models.two_tower.export.export_onnx`."""
+
+    def __init__(self, onnx_path: Path, n_items: int, threads: int | None = None) -> None:
+        if not Path(onnx_path).is_file():
+            raise DataError(f"ONNX model {onnx_path} does not exist")
+        self.session = _session(Path(onnx_path), threads)
+        self.user_input = self.session.get_inputs()[0].name  # "history" or "user_idx"
+        self.n_items = n_items
+
+    def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
+        feeds = {self.user_input: np.asarray(user, dtype=np.int64), "seen": pad_lists(seen, self.n_items)}
+        item_idx, scores = self.session.run(["item_idx", "scores"], feeds)
+        return item_idx, scores
+
+
+def matmul_graph(items: np.ndarray) -> bytes:
+    """An ONNX graph ``user_vectors`` [B, D] -> ``scores`` [B, N]: one MatMul by ``items``.T.
+
+    The item matrix is an initializer, stored transposed ([D, N]) so nothing is transposed per call.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, d = items.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["user_vectors", "items_t"], ["scores"])],
+        "scores",
+        [helper.make_tensor_value_info("user_vectors", TensorProto.FLOAT, ["batch", d])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n])],
+        [numpy_helper.from_array(np.ascontiguousarray(items.T, dtype=np.float32), "items_t")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9  # readable by every onnxruntime this project supports
+    return model.SerializeToString()
+
+
+class FastRetriever:
+    """The nightly scoring path: user tower (ONNX) -> MatMul (ONNX) -> fused masked top-K.
+
+    Returns what :class:`OnnxRetriever` returns for the same version (tests/unit/test_export.py):
+    the top-K of the same float32 dot products, ties to the lower item index.
+    """
+
+    def __init__(self, tower_path: Path, items_path: Path, k: int, threads: int | None = None) -> None:
+        """``threads``: ONNX Runtime and top-K threads (None: every core; 1 when scoring shards run
+        side by side, one per core)."""
+        for path in (tower_path, items_path):
+            if not Path(path).is_file():
+                raise DataError(f"scoring file {path} does not exist")
+        self.tower = _session(Path(tower_path), threads)
+        self.user_input = self.tower.get_inputs()[0].name  # "history" or "user_idx"
+        try:
+            items = np.load(items_path)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"cannot read {items_path} ({exc}); {DAMAGED}") from exc
+        if items.ndim != 2:
+            raise DataError(f"{items_path} must hold an [items, dim] matrix, got shape {items.shape}")
+        self.n_items, self.k = items.shape[0], min(k, items.shape[0])
+        self.matmul = _session(matmul_graph(items), threads)
+        self.threads = threads
+
+    def user_vectors(self, user: np.ndarray) -> np.ndarray:
+        """history [B, H] or user_idx [B] -> user vectors [B, D] float32.
+
+        Columns that are padding in every row of a history batch are cut first (the encoder's
+        positions count from the end and padding is masked, so the vectors stay the same): a batch
+        of short histories costs less. Batch users of similar history length together.
+        """
+        user = np.asarray(user, dtype=np.int64)
+        if user.ndim == 2 and user.shape[1] > 2:
+            real = (user != self.n_items).any(axis=0)
+            first = min(int(real.argmax()) if real.any() else user.shape[1], user.shape[1] - 2)
+            user = user[:, first:]
+        return self.tower.run(["user_vectors"], {self.user_input: user})[0]
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """user vectors [B, D] -> every item's score [B, N] (the bare MatMul: the floor)."""
+        return self.matmul.run(["scores"], {"user_vectors": vectors})[0]
+
+    def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
+        from recsys.runtime.topk import masked_topk
+
+        scores = self.scores(self.user_vectors(user))
+        if not scores.flags.writeable:  # onnxruntime hands back its own buffer: writable today
+            scores = scores.copy()
+        return masked_topk(scores, seen, self.k, self.threads)
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model version (see the module docstring); use :meth:`load`."""
+
+    folder: Path
+    user_tower: str  # sasrec | mean | id
+    k: int  # list length the graph returns
+    history_length: int
+    rating_threshold: float  # rating >= this is a positive (history input)
+    catalogue: pd.DataFrame
+    users: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # scoring threads (None: every core); see FastRetriever
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int | None = None) -> ModelBundle:
+        """Read a bundle folder; raises DataError naming a missing file or an unknown format.
+
+        ``threads`` bounds the threads its retriever scores with (None: every core)."""
+        folder = Path(folder)
+        missing = [name for name in FILES if not (folder / name).is_file()]
+        if missing:
+            raise DataError(
+                f"model bundle {folder} lacks {missing}; was it written by this "
+                "version of recsys? Retrain to get a current bundle"
+            )
+        try:
+            meta = json.loads((folder / BUNDLE_FILE).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{folder / BUNDLE_FILE} is not valid JSON ({exc}); {DAMAGED}") from exc
+        if meta.get("format") != FORMAT:
+            raise DataError(
+                f"model bundle {folder} has format {meta.get('format')!r}, this recsys "
+                f"reads format {FORMAT}; retrain the model"
+            )
+        catalogue = read_parquet(folder / "catalogue.parquet", fix=DAMAGED).sort_values("item_idx")
+        return cls(
+            folder,
+            meta["user_tower"],
+            int(meta["k"]),
+            int(meta["history_length"]),
+            float(meta["rating_threshold"]),
+            catalogue.reset_index(drop=True),
+            read_parquet(folder / "users.parquet", fix=DAMAGED),
+            meta,
+            threads,
+        )
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalogue)
+
+    @property
+    def reads_history(self) -> bool:
+        return self.user_tower in HISTORY_TOWERS
+
+    @cached_property
+    def movie_ids(self) -> np.ndarray:
+        """item_idx -> movie_id, [N] int64."""
+        return self.catalogue["movie_id"].to_numpy(dtype=np.int64)
+
+    @cached_property
+    def _item_lookup(self) -> pd.Index:
+        return pd.Index(self.movie_ids)
+
+    @cached_property
+    def _user_lookup(self) -> pd.Index:
+        return pd.Index(self.users.sort_values("user_idx")["user_id"].to_numpy(dtype=np.int64))
+
+    def item_index(self, movie_ids: np.ndarray) -> np.ndarray:
+        """movie ids -> item_idx, -1 for a movie unknown to this model."""
+        return self._item_lookup.get_indexer(np.asarray(movie_ids, dtype=np.int64))
+
+    def user_index(self, user_ids: np.ndarray) -> np.ndarray:
+        """user ids -> training-time user_idx (the id tower's input), -1 for a user it never saw."""
+        return self._user_lookup.get_indexer(np.asarray(user_ids, dtype=np.int64))
+
+    @cached_property
+    def popular(self) -> np.ndarray:
+        """item_idx by train popularity, most popular first (ties by item_idx)."""
+        counts = self.catalogue["train_count"].to_numpy()
+        return np.lexsort((np.arange(len(counts)), -counts))
+
+    @cached_property
+    def titles(self) -> dict[int, str]:
+        return dict(zip(self.movie_ids.tolist(), self.catalogue["title"].astype(str).tolist()))
+
+    @property
+    def fast_scoring(self) -> bool:
+        """True when the version holds the fast scoring files (trained since issue 7)."""
+        return all((self.folder / name).is_file() for name in SCORING_FILES)
+
+    @cached_property
+    def retriever(self) -> OnnxRetriever | FastRetriever:
+        """:class:`FastRetriever` when the version has its files, else the end-to-end graph."""
+        if self.fast_scoring:
+            return FastRetriever(
+                self.folder / SCORING_FILES[0], self.folder / SCORING_FILES[1], self.k, self.threads
+            )
+        return OnnxRetriever(self.folder / "model.onnx", self.n_items, self.threads)
+
+    def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most popular items not in ``seen`` (item_idx) and their train counts as scores."""
+        order = self.popular[~np.isin(self.popular, seen)][:k]
+        return order, self.catalogue["train_count"].to_numpy()[order].astype(np.float32)

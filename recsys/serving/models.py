@@ -1,0 +1,206 @@
+"""The MLflow pyfunc model behind the HTTP endpoint (``mlflow models serve``).
+
+Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``.
+"More like this": ``{"dataframe_split": {"columns": ["movie_id", "k"], "data": [[1, 10]]}}`` answers
+one row per movie with ``similar`` = k triples [movie_id, score, title], best first, read from the
+online store (Feast view ``movie_similar``, published nightly); a movie without a stored list, or
+a k beyond the stored K, is an HTTP 400 naming it. A request holds user ids or movie ids, not both.
+(``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
+request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
+requested user, in request order, with ``recommendations`` = K triples [movie_id, score, title],
+best first, and ``source``:
+
+- ``online_store``: the list the nightly job stored in Redis through Feast;
+- ``computed``: no stored list, but a stored recent history (Feast view ``user_history``), or a
+  training-time user of the id tower: scored on the spot by this version's ONNX graph, with the
+  stored history as the seen set;
+- ``popular``: nothing known about the user: the most popular catalogue items.
+
+A request costs a bounded number of steps whatever its number of users: one pipelined Redis round
+trip for every user's stored list, one more for the histories of the users without a list (only
+when there are some), one batched ONNX Runtime call for those the model can score. Titles come from
+the version's catalogue in memory, the one the nightly publish wrote to Redis; a movie missing from
+it (a list stored by another version) costs one round trip for its stored title. Settings are read
+once, when MLflow loads the model, and everything loaded by then is kept out of the garbage
+collector's full passes (``gc.freeze``). When Redis is unreachable, every user is answered from the
+model or the popular list, with one warning per outage rather than one per request.
+
+The model version is read through :class:`recsys.runtime.two_tower.ModelBundle`, like nightly scoring.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from mlflow.pyfunc import PythonModel
+
+from recsys.checks import MAX_K, check_frame, check_request
+from recsys.config import Settings, load_settings
+from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
+from recsys.online.reader import history_many, similar_many, stored_lists, titles
+from recsys.runtime.scoring import inputs_from_histories, score_users
+from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
+
+log = logging.getLogger(__name__)
+SOURCES = {"model": "computed", "popular": "popular"}  # score_users' source -> the response's
+Ranked = tuple[str, list[int], list[float]]  # source, movie ids best first, scores
+
+
+class RecommenderModel(PythonModel):
+    """Stored list from the online store, else an on-the-spot ONNX retrieval, else popular items."""
+
+    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's PythonModelContext
+        bundle = ModelBundle.load(context.artifacts["bundle"])
+        # One ONNX Runtime thread: a request scores a handful of users (10: 1.2 ms on one thread,
+        # 1.7 ms on two) and the server already runs one worker per core.
+        bundle.retriever = OnnxRetriever(bundle.folder / "model.onnx", bundle.n_items, threads=1)
+        self.bundle = bundle
+        self.settings: Settings = load_settings()
+        self.max_k = min(MAX_K, self.bundle.k)
+        self.store_up = True
+        # Built now rather than by the first request that needs them.
+        _ = self.bundle.titles, self.bundle.popular
+        # A full garbage collection walks every object MLflow, pandas and ONNX Runtime have loaded
+        # (about 300k, 150 ms measured) once every few hundred requests: leave those out of it.
+        gc.collect()
+        gc.freeze()
+
+    def _store_failed(self, exc: StoreError) -> None:
+        if self.store_up:
+            log.warning(
+                "online store unavailable (%s): answering from the model and the popular "
+                "list until it is back (no stored lists or histories)",
+                exc,
+            )
+        self.store_up = False
+
+    def _stored(self, user_ids: list[int], k: int) -> dict[int, tuple[list[int], list[float]] | None]:
+        """Each user's stored list (None: none stored, or the store is down); one round trip."""
+        try:
+            lists = stored_lists(user_ids, k, self.settings)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return dict.fromkeys(user_ids)
+        if not self.store_up:
+            log.warning("online store is back: serving stored lists again")
+            self.store_up = True
+        return lists
+
+    def _fresh(self, user_ids: list[int]) -> dict[int, Ranked]:
+        """Lists of users without a stored one: their stored histories (one round trip), then the
+        graph for those it can score (one batched call) and the popular list for the rest."""
+        histories: dict[int, list[int]] = {}
+        if self.store_up:
+            try:
+                histories = history_many(user_ids, self.settings)
+            except StoreError as exc:
+                self._store_failed(exc)
+        inputs = inputs_from_histories(self.bundle, user_ids, [histories.get(u, []) for u in user_ids])
+        scored = score_users(self.bundle, inputs, "", "")
+        return {
+            u: (SOURCES[source], items.tolist(), scores.tolist())
+            for u, source, items, scores in zip(
+                user_ids, scored["source"], scored["item_ids"], scored["scores"]
+            )
+        }
+
+    def _titles(self, movie_ids: set[int]) -> dict[int, str]:
+        """Titles from the bundle; those it lacks from the online store ("" if it is down)."""
+        known = self.bundle.titles
+        named = {m: known[m] for m in movie_ids if m in known}
+        missing = movie_ids - named.keys()
+        if missing:
+            try:
+                named.update(titles(missing, self.settings))
+            except StoreError as exc:
+                self._store_failed(exc)
+                named.update(dict.fromkeys(missing, ""))
+        return named
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:  # noqa: ANN001
+        """One dict per requested user, in request order (MLflow writes them as the JSON rows).
+
+        A bad request is an HTTP 400 whose body names the problem; any other failure an HTTP 500
+        that says to read the server log. Neither carries a stack trace (MLflow adds the
+        traceback of any other exception to the reply); the traceback goes to the server's log.
+        """
+        try:
+            if isinstance(model_input, pd.DataFrame) and "movie_id" in model_input.columns:
+                return self._answer_similar(model_input)
+            return self._answer(model_input)
+        except (InvalidRequestError, UnknownMovieError) as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        except Exception:
+            log.exception("request failed")
+            raise MlflowException(
+                "recommendation failed on the server; see the server log", error_code=INTERNAL_ERROR
+            ) from None
+
+    def _answer(self, model_input: pd.DataFrame) -> list[dict]:
+        user_ids, ks = check_request(model_input, self.max_k)
+        unique = list(dict.fromkeys(user_ids))
+        stored = self._stored(unique, max(ks))
+        ranked: dict[int, Ranked] = {
+            u: ("online_store", *pair) for u, pair in stored.items() if pair is not None
+        }
+        missing = [u for u in unique if u not in ranked]
+        if missing:
+            ranked.update(self._fresh(missing))
+        named = self._titles({m for u, k in zip(user_ids, ks) for m in ranked[u][1][:k]})
+        rows = []
+        for user_id, k in zip(user_ids, ks):
+            source, items, scores = ranked[user_id]
+            triples = [[m, s, named[m]] for m, s in zip(items[:k], scores[:k])]
+            rows.append({"user_id": user_id, "source": source, "recommendations": triples})
+        return rows
+
+    def _answer_similar(self, model_input: pd.DataFrame) -> list[dict]:
+        """One dict per requested movie: its stored similar movies (one pipelined round trip, one
+        more for the titles)."""
+        movie_ids, ks = check_frame(model_input, MAX_K, "movie_id")
+        found = similar_many(list(dict.fromkeys(movie_ids)), max(ks), self.settings)
+        return [
+            {"movie_id": m, "source": "online_store", "similar": [list(t) for t in found[m][:k]]}
+            for m, k in zip(movie_ids, ks)
+        ]
+
+
+class SimilarModel(PythonModel):
+    """The ``movie_similar`` version served on its own: a movie's top-K from the version's ONNX
+    graph (no online store needed). Request columns ``movie_id`` and optionally ``k``."""
+
+    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's PythonModelContext
+        from recsys.runtime.similar import SimilarBundle
+
+        self.bundle = SimilarBundle.load(context.artifacts["bundle"], threads=1)
+        self.titles = dict(zip(self.bundle.movie_ids.tolist(), self.bundle.catalogue["title"].astype(str)))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:  # noqa: ANN001
+        try:
+            movie_ids, ks = check_frame(model_input, min(MAX_K, self.bundle.k), "movie_id")
+            rows = self.bundle.item_index(np.asarray(movie_ids, dtype=np.int64))
+            unknown = [m for m, r in zip(movie_ids, rows) if r < 0]
+            if unknown:
+                raise UnknownMovieError(
+                    f"movie {', '.join(map(str, unknown[:5]))} is unknown to this movie_similar "
+                    "version: too rare in its training data, or a bad id"
+                )
+            items, scores = self.bundle.similar(rows)
+        except (InvalidRequestError, UnknownMovieError) as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        ids = self.bundle.movie_ids
+        return [
+            {
+                "movie_id": m,
+                "source": "model",
+                "similar": [
+                    [int(ids[i]), float(v), self.titles[int(ids[i])]] for i, v in zip(row[:k], vals[:k])
+                ],
+            }
+            for m, k, row, vals in zip(movie_ids, ks, items, scores)
+        ]

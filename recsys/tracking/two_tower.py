@@ -1,0 +1,199 @@
+"""One training as one MLflow run: params, per-epoch metrics, plots, artefacts, a registered version."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import mlflow.data
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from recsys.config import PROJECT_ROOT, Settings
+from recsys.data.prepared import Prepared
+from recsys.errors import DataError, ModelNotFoundError
+from recsys.evaluation.metrics import bootstrap_interval, ndcg_at_k
+from recsys.models.two_tower.export import export_onnx, export_scoring
+from recsys.models.two_tower.model import TwoTower, checkpoint
+from recsys.models.two_tower.training import TrainResult, evaluate_model, train
+from recsys.ops import registry
+from recsys.runtime import two_tower as bundle_mod
+from recsys.runtime.two_tower import pad_lists
+from recsys.tracking import gate
+from recsys.tracking.plots import plot_curves
+
+log = logging.getLogger(__name__)
+PYFUNC_ENTRY = PROJECT_ROOT / "recsys" / "serving" / "pyfunc_two_tower.py"  # "models from code" entry point
+
+
+def mostpop_metrics(prepared: Prepared) -> dict[str, float]:
+    """MostPop's metrics as flat run metrics: ``mostpop_<split>_<metric>``."""
+    return {
+        f"mostpop_{split}_{k}": v
+        for split, metrics in gate.mostpop_metrics(prepared).items()
+        for k, v in metrics.items()
+    }
+
+
+def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder: Path) -> Path:
+    """The model version's bundle (recsys.runtime.two_tower): ONNX graphs, item vectors, catalogue, users,
+    bundle.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, folder / "model.onnx", settings.score.k)
+    export_scoring(model, folder)
+    prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
+    prepared.users.to_parquet(folder / "users.parquet", index=False)
+    meta = {
+        "format": bundle_mod.FORMAT,
+        "user_tower": model.cfg.user_tower,
+        "k": min(settings.score.k, model.n_items),
+        "history_length": model.cfg.history_length,
+        "rating_threshold": settings.data.rating_threshold,
+        "n_items": model.n_items,
+        "n_users": model.n_users,
+        "embedding_dim": model.cfg.embedding_dim,
+    }
+    (folder / bundle_mod.BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def _write_training_files(result: TrainResult, settings: Settings, folder: Path) -> None:
+    """Weights with their config, item embeddings and the resolved settings (run artefacts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = result.model
+    torch.save(
+        checkpoint(model, {"settings": settings.public(), "best_epoch": result.best_epoch}),
+        folder / "checkpoint.pt",
+    )
+    np.save(folder / "item_embeddings.npy", model.item_vectors().detach().numpy())
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings.public(), sort_keys=False))
+
+
+def _log_epoch(row: dict) -> None:
+    """One epoch's metrics (the row training reports) into the active MLflow run."""
+    mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+def log_dataset(prepared: Prepared, settings: Settings, data_version: str, folder: str) -> None:
+    """Record the training data as an MLflow dataset input, its DVC version as the digest."""
+    train_df = prepared.split("train")[["user_id", "movie_id", "rating", "timestamp"]]
+    dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # set up lazily by mlflow.data
+        train_df,
+        source=folder or None,
+        name=f"{settings.data.dataset}-train",
+        digest=(data_version or "unversioned")[:36],
+    )
+    mlflow.log_input(dataset, context="training", tags={"data_version": data_version, "split": "train"})
+
+
+def champion_hard_lists(settings: Settings, prepared: Prepared) -> np.ndarray | None:
+    """Per user_idx: item_idx of the champion's list at positions [skip, pool) (pad n_items).
+
+    The champion scores each train user from the train history with its own graph, so its lists
+    are today's; None when there is no champion yet.
+    """
+    from recsys.runtime.scoring import score_users, user_inputs
+    from recsys.runtime.two_tower import ModelBundle
+
+    if settings.train.hard_negative_ratio <= 0 or registry.champion_version(settings) is None:
+        return None
+    try:
+        version, folder = registry.download_bundle(settings, registry.CHAMPION)
+        champion = ModelBundle.load(folder)
+    except (ModelNotFoundError, DataError) as exc:
+        log.warning("no hard negatives: the champion cannot be read (%s)", exc)
+        return None
+    train_df = prepared.split("train")
+    recs = score_users(champion, user_inputs(train_df, champion), version, "train")
+    lo, hi = settings.train.hard_negative_skip, settings.train.hard_negative_pool
+    catalogue = pd.Index(prepared.catalogue["movie_id"].to_numpy())
+    rows = {
+        uid: catalogue.get_indexer(np.asarray(items[lo:hi], dtype=np.int64))
+        for uid, items in zip(recs["user_id"], recs["item_ids"])
+    }
+    lists = [rows.get(uid, np.empty(0, np.int64)) for uid in prepared.users["user_id"]]
+    lists = [np.where(r >= 0, r, prepared.n_items) for r in lists]
+    log.info("hard negatives from champion v%s: positions %d..%d of its lists", version, lo, hi)
+    return pad_lists(lists, prepared.n_items, min_width=1)
+
+
+def run_training(
+    settings: Settings, prepared: Prepared, data_version: str = "", prepared_dir: str = ""
+) -> dict:
+    """Train and evaluate in an MLflow run, register the model; returns ids and metrics."""
+    registry.configure(settings)
+    log.info("resolved settings: %s", json.dumps(settings.public(), default=str))
+    hard_lists = champion_hard_lists(settings, prepared)
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params(settings.flat())
+        mlflow.set_tags(
+            {
+                "data_version": data_version,
+                "dataset": settings.data.dataset,
+                "raw_data_version": str(prepared.meta.get("raw_data_version", "")),
+                "user_tower": settings.model.user_tower,
+                "hard_negatives_from": "champion" if hard_lists is not None else "none",
+            }
+        )
+        log_dataset(prepared, settings, data_version, prepared_dir)
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        result = train(
+            prepared,
+            settings,
+            on_epoch=_log_epoch,
+            hard_lists=hard_lists,
+        )
+        timings["train_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        test, test_ranks = evaluate_model(result.model, prepared, "test", settings.train.eval_batch_size)
+        low, high = bootstrap_interval(test_ranks, ndcg_at_k, 10, seed=settings.train.seed)
+        metrics = {
+            **{f"best_valid_{k}": v for k, v in result.valid_metrics.items()},
+            **{f"test_{k}": v for k, v in test.items()},
+            "test_ndcg_at_10_ci_low": low,
+            "test_ndcg_at_10_ci_high": high,
+            "best_epoch": float(result.best_epoch),
+            **mostpop_metrics(prepared),
+        }
+        mlflow.log_metrics(metrics)
+        timings["evaluate_s"] = time.perf_counter() - tick
+        folder = Path(tmp)
+        for png in plot_curves(result.epochs, folder / "plots", result.best_epoch):
+            mlflow.log_artifact(str(png), "plots")
+        _write_training_files(result, settings, folder / "training")
+        mlflow.log_artifacts(str(folder / "training"), "training")
+        tick = time.perf_counter()
+        bundle = write_bundle(result.model, prepared, settings, folder / "bundle")
+        timings["export_s"] = time.perf_counter() - tick
+        valid = {registry.TRAIN_VALID_TAG: result.valid_metrics["ndcg_at_10"]}
+        tick = time.perf_counter()
+        version = registry.log_model(
+            settings,
+            bundle,
+            PYFUNC_ENTRY,
+            valid,
+            {
+                "data_version": data_version,
+                "run_id": run.info.run_id,
+                "user_tower": settings.model.user_tower,
+                "k": str(settings.score.k),  # the list length baked into the graph (score.k)
+            },
+        )
+        timings["register_s"] = time.perf_counter() - tick
+    return {
+        "run_id": run.info.run_id,
+        "version": version,
+        "best_epoch": result.best_epoch,
+        "valid": result.valid_metrics,
+        "test": test,
+        "mostpop": {k: v for k, v in metrics.items() if k.startswith("mostpop_")},
+        "epochs": result.epochs,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
