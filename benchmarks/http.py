@@ -1,7 +1,7 @@
 """HTTP endpoint under load: `recsys serve` latency per request size, and throughput with concurrent clients.
 
 Self-contained: in a temporary RECSYS_HOME (nothing of the developer's ~/.recsys, settings or Redis is
-used) it runs the real chain on the bundled sample (`recsys.pipelines.tasks.run_all`, --epochs epochs,
+used) it runs the real chain on the bundled sample (`recsys.pipelines.chain.run_all`, --epochs epochs,
 promotion forced: speed does not depend on quality), starts `recsys serve` on a free 127.0.0.1 port
 (--workers, default: the command's own), waits for /ping, warms up over --clients connections so
 that every server worker gets requests of each kind, then times, all with k=--k:
@@ -56,7 +56,7 @@ import pandas as pd  # noqa: E402
 from recsys.config import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 from recsys.online.reader import USER_FIELDS, entity_key  # noqa: E402
 from recsys.ops import redis_server  # noqa: E402
-from recsys.pipelines import tasks as pipelines  # noqa: E402
+from recsys.pipelines import chain  # noqa: E402
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
 HEADERS = {"Content-Type": "application/json"}
@@ -242,7 +242,7 @@ def chain_settings(tmp: Path, epochs: int) -> tuple[Settings, dict[str, str]]:
 
 def publish_lists(settings: Settings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Run the chain, then delete HISTORY_ONLY random users' lists; (users with a list, the others)."""
-    steps = pipelines.run_all(settings, force_promotion=True)
+    steps = chain.run_all(settings, force_promotion=True)
     print(f"chain done (version {steps['train']['version']})", file=sys.stderr)
     users = pd.read_parquet(steps["score"]["recommendations"], columns=["user_id"])["user_id"].to_numpy()
     history_only = rng.choice(users, size=HISTORY_ONLY, replace=False)

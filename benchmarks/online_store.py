@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import PROJECT_ROOT, Settings, load_settings
-from recsys.online import store
+from recsys.online import feast_repo, layout
 from recsys.online.reader import lookup
 from recsys.ops import redis_server
 
@@ -79,7 +79,7 @@ def publish_runs(frames: tuple[pd.DataFrame, ...], settings: Settings, repeats: 
         for _ in range(repeats):
             for writer in WRITERS:
                 conn.flushdb()
-                runs[writer].append(store.publish(recs, catalogue, settings, histories, writer=writer))
+                runs[writer].append(writer.publish(recs, catalogue, settings, histories, writer=writer))
     finally:
         conn.close()
     return runs
@@ -99,8 +99,8 @@ def lookup_rows(settings: Settings, users: np.ndarray, calls: int) -> dict[str, 
     for k in (10, 100):
         med, p99 = latency(lambda i, k=k: lookup(int(users[i % len(users)]), k, settings), calls)
         rows[f"lookup_k{k}_median_ms"], rows[f"lookup_k{k}_p99_ms"] = med, p99
-    fs = store.feature_store(settings)
-    service = fs.get_feature_service(store.FEATURE_SERVICE)
+    fs = feast_repo.feature_store(settings)
+    service = fs.get_feature_service(layout.FEATURE_SERVICE)
     rows["feast_get_online_features_median_ms"], _ = latency(
         lambda i: fs.get_online_features(
             features=service, entity_rows=[{"user_id": int(users[i % len(users)])}]
@@ -142,7 +142,7 @@ def main() -> None:
             env={"RECSYS_HOME": str(Path(tmp) / "home")},
         )
         with redis_server.running(settings):
-            store.apply(settings)
+            feast_repo.apply(settings)
             runs = publish_runs(frames, settings, args.repeats)
             users = frames[0]["user_id"].to_numpy()
             rows = {**summary(runs, args.users), **lookup_rows(settings, users, args.lookups)}

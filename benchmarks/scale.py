@@ -1,6 +1,6 @@
 """The real nightly chain at MovieLens-20M scale, stage by stage: wall time and peak memory.
 
-Every stage runs the project's own code (recsys.pipelines.tasks, the CLI, the Airflow DAG) in a child
+Every stage runs the project's own code (recsys.pipelines, the CLI, the Airflow DAG) in a child
 process of its own, in a temporary RECSYS_HOME with its own embedded Redis on a free 127.0.0.1
 port, so nothing of the developer's .recsys is touched. Per stage it records the wall time, the
 peak RSS of the stage's process (and of the children it waited for: DVC, GX), and the peak of
@@ -65,21 +65,21 @@ def free_port() -> int:
 
 
 def _stage_ingest(settings, state: dict) -> dict:  # noqa: ANN001 - recsys Settings
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import ingest
 
-    return pipelines.ingest(settings, validate=True)
+    return ingest.ingest(settings, validate=True)
 
 
 def _stage_prepare(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import ingest
 
-    return pipelines.prepare(settings, state["ingest"]["raw_dir"], state["ingest"]["data_version"])
+    return ingest.prepare(settings, state["ingest"]["raw_dir"], state["ingest"]["data_version"])
 
 
 def _train(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import retrain
 
-    result = pipelines.train(settings, state["prepare"]["prepared_dir"], state["prepare"]["data_version"])
+    result = retrain.train(settings, state["prepare"]["prepared_dir"], state["prepare"]["data_version"])
     pairs = sum(row["pairs"] for row in result["epochs"])
     train_s = sum(row["train_seconds"] for row in result["epochs"])
     return {
@@ -100,28 +100,28 @@ def _stage_train_budget(settings, state: dict) -> dict:  # noqa: ANN001
 
 
 def _stage_promote(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import retrain
 
-    comparison = pipelines.compare(settings, state["train"]["version"], state["prepare"]["prepared_dir"])
-    return {"comparison": comparison, "promotion": pipelines.promote(settings, comparison, force=True)}
+    comparison = retrain.compare(settings, state["train"]["version"], state["prepare"]["prepared_dir"])
+    return {"comparison": comparison, "promotion": retrain.promote(settings, comparison, force=True)}
 
 
 def _stage_score(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import score_nightly
 
-    return pipelines.score(settings, "champion", prepared_dir=state["prepare"]["prepared_dir"])
+    return score_nightly.score(settings, "champion", pinned=state["prepare"])
 
 
 def _stage_validate(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import score_nightly
 
-    return pipelines.validate_recommendations(settings, state["score"]["recommendations"])
+    return score_nightly.validate_recommendations(settings, state["score"]["recommendations"])
 
 
 def _stage_publish(settings, state: dict) -> dict:  # noqa: ANN001
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import score_nightly
 
-    return pipelines.publish(settings, state["score"]["recommendations"])
+    return score_nightly.publish(settings, state["score"]["recommendations"])
 
 
 def _stage_lookups(settings, state: dict) -> dict:  # noqa: ANN001
@@ -130,10 +130,10 @@ def _stage_lookups(settings, state: dict) -> dict:  # noqa: ANN001
     import numpy as np
 
     from recsys.online.reader import lookup
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import score_nightly
     from recsys.runtime.scoring import read_recommendations
 
-    checked = pipelines.verify_lookups(settings, state["score"]["recommendations"], sample=1000)
+    checked = score_nightly.verify_lookups(settings, state["score"]["recommendations"], sample=1000)
     users = read_recommendations(Path(state["score"]["recommendations"]))["user_id"].to_numpy()
     rng = np.random.default_rng(0)
     times = []

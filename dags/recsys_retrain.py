@@ -102,46 +102,43 @@ def recsys_retrain() -> None:
     @task
     def locate_prepared() -> dict:
         """The prepared data to train on: the triggering asset event's, else the settings'."""
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import ingest
 
         events = get_current_context()["triggering_asset_events"].get(PREPARED_DATA, [])
         if events and not params()["dataset"]:
             extra = events[-1].extra
             return {k: extra[k] for k in ("dataset", "prepared_dir", "data_version")}
         with fail_fast_on_bad_input():
-            return pipelines.locate_prepared(_settings())
+            return ingest.locate_prepared(_settings())
 
     @task(retries=1)  # a training costs minutes: one retry covers a lost MLflow connection
     def train(prepared: dict) -> dict:
         """Train, evaluate (valid + test, MostPop beside it), log to MLflow, register @challenger."""
-        import mlflow
-
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import retrain
 
         with fail_fast_on_bad_input():
-            result = pipelines.train(
+            result = retrain.train(
                 _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
             )
-        experiment_id = mlflow.get_run(result["run_id"]).info.experiment_id
-        return {**result, "experiment_id": experiment_id, "dataset": prepared["dataset"]}
+        return {**result, "dataset": prepared["dataset"]}
 
     @task
     def compare(trained: dict, prepared: dict) -> dict:
         """New version, champion and MostPop evaluated alike on today's validation split."""
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import retrain
 
         with fail_fast_on_bad_input():
-            return pipelines.compare(
+            return retrain.compare(
                 _settings(trained["dataset"]), trained["version"], prepared["prepared_dir"]
             )
 
     @task
     def promotion_gate(comparison: dict) -> dict:
         """Move alias champion to the new version only if it wins (or force_promotion is set)."""
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import retrain
 
         with fail_fast_on_bad_input():
-            return pipelines.promote(_settings(), comparison, force=bool(params()["force_promotion"]))
+            return retrain.promote(_settings(), comparison, force=bool(params()["force_promotion"]))
 
     @task(outlets=[CHAMPION_MODEL])
     def announce_champion(promotion: dict) -> dict:
@@ -158,20 +155,20 @@ def recsys_retrain() -> None:
     @task
     def mine_pairs(prepared: dict) -> dict:
         """The pairwise table of similar movies: mined, validated (suite pairs), tracked by DVC."""
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import retrain
 
         with fail_fast_on_bad_input():
-            return pipelines.mine_pairs(
+            return retrain.mine_pairs(
                 _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
             )
 
     @task(retries=1)
     def train_similar(mined: dict, prepared: dict) -> dict:
         """Item tower with a triplet loss: its own MLflow run, registered movie_similar@challenger."""
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import retrain
 
         with fail_fast_on_bad_input():
-            return pipelines.train_similar(
+            return retrain.train_similar(
                 _settings(prepared["dataset"]),
                 mined["pairs_dir"],
                 prepared["prepared_dir"],
@@ -181,10 +178,10 @@ def recsys_retrain() -> None:
     @task
     def similar_gate(trained: dict, mined: dict) -> dict:
         """Move movie_similar@champion only if it beats the champion and the floors."""
-        from recsys.pipelines import tasks as pipelines
+        from recsys.pipelines import retrain
 
         with fail_fast_on_bad_input():
-            return pipelines.promote_similar(
+            return retrain.promote_similar(
                 _settings(), trained, mined["pairs_dir"], force=bool(params()["force_promotion"])
             )
 

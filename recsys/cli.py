@@ -32,19 +32,19 @@ def _settings(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines.chain import run_all
 
-    steps = pipelines.run_all(_settings(args), force_promotion=args.force_promotion)
+    steps = run_all(_settings(args), force_promotion=args.force_promotion)
     _print_json({"train": steps["train"], "promote": steps["promote"], "publish": steps["publish"]})
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import ingest
 
     extra = [f"data.dataset={args.dataset}"] if args.dataset else []
     extra += [f"data.source={args.source}"] if args.source else []
     settings = _settings(args, extra)
-    _print_json(pipelines.ingest(settings, validate=True))
+    _print_json(ingest.ingest(settings, validate=True))
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -57,56 +57,54 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from recsys.data import snapshots as ingest
-    from recsys.pipelines import tasks as pipelines
+    from recsys import home
+    from recsys.data.snapshots import data_version
+    from recsys.pipelines import ingest
 
     settings = _settings(args)
-    raw = ingest.raw_dir(settings)
-    pipelines.validate_raw(settings, str(raw))
-    _print_json(pipelines.prepare(settings, str(raw), ingest.data_version(raw)))
+    raw = home.raw_dir(settings)
+    ingest.validate_raw(settings, str(raw))
+    _print_json(ingest.prepare(settings, str(raw), data_version(raw)))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from recsys.data import snapshots as ingest
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import ingest, retrain
 
     settings = _settings(args)
-    prepared = ingest.prepared_dir(settings)
-    result = pipelines.train(settings, str(prepared), ingest.data_version(prepared))
-    result["comparison"] = pipelines.compare(settings, result["version"], str(prepared))
-    result["promotion"] = pipelines.promote(settings, result["comparison"], force=args.force_promotion)
+    prepared = ingest.locate_prepared(settings)
+    result = retrain.train(settings, prepared["prepared_dir"], prepared["data_version"])
+    result["comparison"] = retrain.compare(settings, result["version"], prepared["prepared_dir"])
+    result["promotion"] = retrain.promote(settings, result["comparison"], force=args.force_promotion)
     _print_json(result)
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    from recsys.data import snapshots as ingest
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import ingest, retrain
 
     settings = _settings(args)
-    prepared = ingest.prepared_dir(settings)
-    _print_json(pipelines.mine_pairs(settings, str(prepared), ingest.data_version(prepared)))
+    prepared = ingest.locate_prepared(settings)
+    _print_json(retrain.mine_pairs(settings, prepared["prepared_dir"], prepared["data_version"]))
 
 
 def cmd_train_similar(args: argparse.Namespace) -> None:
-    from recsys.data import snapshots as ingest
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import ingest, retrain
 
     settings = _settings(args)
-    located = pipelines.locate_pairs(settings)
-    prepared = str(ingest.prepared_dir(settings))
-    result = pipelines.train_similar(settings, located["pairs_dir"], prepared, located["pairs_version"])
-    result["promotion"] = pipelines.promote_similar(
+    located = retrain.locate_pairs(settings)
+    prepared = ingest.locate_prepared(settings)["prepared_dir"]
+    result = retrain.train_similar(settings, located["pairs_dir"], prepared, located["pairs_version"])
+    result["promotion"] = retrain.promote_similar(
         settings, result, located["pairs_dir"], force=args.force_promotion
     )
     _print_json(result)
 
 
 def cmd_publish_similar(args: argparse.Namespace) -> None:
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import score_nightly
 
     settings = _settings(args)
-    scored = pipelines.score_similar(settings, args.model)
-    _print_json({"score": scored, "publish": pipelines.publish_similar(settings, scored["similar"])})
+    scored = score_nightly.score_similar(settings, args.model)
+    _print_json({"score": scored, "publish": score_nightly.publish_similar(settings, scored["similar"])})
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
@@ -121,46 +119,45 @@ def cmd_similar(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from recsys.ops import registry
+    from recsys.ops.registry import Registry
 
     settings = _settings(args)
-    registry.configure(settings)
-    outcome = registry.promote(settings, str(args.version))
+    outcome = Registry.open(settings).promote(str(args.version))
     replaced = f"replaced version {outcome.previous}" if outcome.previous else "there was none before"
     print(f"{settings.mlflow.model_name}@champion -> version {outcome.version} ({replaced})")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from recsys.ops import registry
+    from recsys.ops.registry import MOVIE_SIMILAR, TWO_TOWER, Registry
 
     settings = _settings(args)
-    registry.configure(settings)
-    _print_json(registry.list_versions(settings))
+    _print_json(
+        [row for model in (TWO_TOWER, MOVIE_SIMILAR) for row in Registry.open(settings, model).versions()]
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from recsys.pipelines import tasks as pipelines
+    from recsys.pipelines import score_nightly
 
     settings = _settings(args)
-    result = pipelines.score(settings, args.model)
-    result["validation"] = pipelines.validate_recommendations(settings, result["recommendations"])
+    result = score_nightly.score(settings, args.model)
+    result["validation"] = score_nightly.validate_recommendations(settings, result["recommendations"])
     _print_json(result)
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from recsys.ops import registry
-    from recsys.pipelines import tasks as pipelines
+    from recsys import home
+    from recsys.ops.registry import CHAMPION, Registry
+    from recsys.pipelines import ingest, score_nightly
 
     settings = _settings(args)
     path = args.recommendations
     if path is None:
-        registry.configure(settings)
-        version = str(registry.resolve(settings, "champion").version)
-        located = pipelines.locate_prepared(settings)
-        folder = pipelines.scoring_dir(settings, version, located["data_version"])
+        version = str(Registry.open(settings).resolve(CHAMPION).version)
+        folder = home.scores_dir(settings, version, ingest.locate_prepared(settings)["data_version"])
         path = str(folder / "recommendations.parquet")
-    pipelines.validate_recommendations(settings, path)
-    _print_json(pipelines.publish(settings, path))
+    score_nightly.validate_recommendations(settings, path)
+    _print_json(score_nightly.publish(settings, path))
 
 
 def cmd_lookup(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from recsys.config import DataConfig
 from recsys.errors import DataError
+from recsys.files import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,65 @@ class Prepared:
         return self.interactions[self.interactions["split"] == name]
 
 
+@dataclass(frozen=True)
+class PreparedRef:
+    """Which prepared data a run works on: its folder, its DVC version and the id ``prepare`` wrote
+    into its meta.json.
+
+    Located (or pinned) once at the start of a run and passed on, through XCom as
+    :meth:`as_dict`; :meth:`check` raises DataError when the folder's content moved away from the
+    pinned one (a new prepare landed mid-run). The DVC version is recorded just after the folder
+    is swapped in, so the id is checked too: together they catch any such landing.
+    """
+
+    folder: Path
+    data_version: str
+    prepared_id: str = ""
+
+    @classmethod
+    def at(cls, folder: Path | str) -> PreparedRef:
+        """The prepared data now in ``folder`` (DataError when it is not tracked by DVC)."""
+        from recsys.data.snapshots import data_version
+
+        folder = Path(folder)
+        try:
+            prepared_id = str(json.loads((folder / "meta.json").read_text()).get("prepared_id", ""))
+        except (OSError, ValueError):
+            prepared_id = ""
+        return cls(folder, data_version(folder), prepared_id)
+
+    @classmethod
+    def from_dict(cls, pinned: dict) -> PreparedRef:
+        """A reference from :meth:`as_dict` (as a task receives it through XCom)."""
+        return cls(
+            Path(pinned["prepared_dir"]), str(pinned["data_version"]), str(pinned.get("prepared_id") or "")
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "prepared_dir": str(self.folder),
+            "data_version": self.data_version,
+            "prepared_id": self.prepared_id,
+        }
+
+    def check(self) -> PreparedRef:
+        """``self`` when the folder still holds the pinned content; DataError otherwise."""
+        now = PreparedRef.at(self.folder)
+        if now.data_version != self.data_version or (
+            self.prepared_id and now.prepared_id != self.prepared_id
+        ):
+            raise DataError(
+                f"prepared data in {self.folder} is now version {now.data_version} ({now.prepared_id}), "
+                f"not the pinned {self.data_version} ({self.prepared_id}): a new ingest landed during "
+                "this run; run the scoring again"
+            )
+        return self
+
+    def load(self) -> Prepared:
+        """The prepared data in memory (DataError when the folder is incomplete)."""
+        return load_prepared(self.folder)
+
+
 def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, cfg: DataConfig) -> Prepared:
     """Run protocol steps 1-5 and build the catalogue and serving exclusions."""
     positives = filter_positives(ratings, cfg)
@@ -178,23 +238,6 @@ def load_prepared(folder: Path) -> Prepared:
             f"{folder / 'meta.json'} is not valid JSON ({exc}); run `recsys prepare` again"
         ) from exc
     return Prepared(**frames, meta=meta)
-
-
-def read_parquet(path: Path, columns: list[str] | None = None, fix: str = "write it again") -> pd.DataFrame:
-    """A parquet file as a frame; DataError naming the file (and ``fix``) when it cannot be read.
-
-    A truncated or overwritten file raises pyarrow's own errors (ArrowInvalid, OSError) deep inside
-    pandas: this names the file instead.
-    """
-    import pyarrow as pa
-
-    try:
-        return pd.read_parquet(path, columns=columns)
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; {fix}") from None
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise DataError(f"{path} is not a readable parquet file ({reason}); {fix}") from exc
 
 
 def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:

@@ -25,6 +25,8 @@ import yaml
 
 from recsys.config import Settings
 from recsys.errors import DataError, IngestError
+from recsys.files import swap_in
+from recsys.home import raw_dir, workspace
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +56,6 @@ class IngestResult:
     raw_dir: Path  # folder holding ratings.csv and movies.csv
     data_version: str  # DVC md5 of raw_dir ("<32 hex>.dir")
     pushed: bool  # False when the DVC remote could not be written (a warning is logged)
-
-
-def workspace(settings: Settings) -> Path:
-    """The DVC workspace folder (``<paths.home>/data``); see :func:`init_workspace`."""
-    return settings.paths.home.resolve() / "data"
-
-
-def raw_dir(settings: Settings, dataset: str | None = None) -> Path:
-    """Raw snapshot folder ``raw/<dataset>`` (default ``settings.data.dataset``)."""
-    return workspace(settings) / "raw" / (dataset or settings.data.dataset)
-
-
-def prepared_dir(settings: Settings, dataset: str | None = None) -> Path:
-    """Prepared data folder ``prepared/<dataset>`` (default ``settings.data.dataset``)."""
-    return workspace(settings) / "prepared" / (dataset or settings.data.dataset)
 
 
 def init_workspace(settings: Settings) -> Path:
@@ -279,24 +266,6 @@ def _gather(settings: Settings, ws: Path, dest: Path) -> list[Path]:
     return []
 
 
-def _swap_in(ws: Path, staged: Path, final: Path) -> str:
-    """Replace ``final`` by ``staged`` and track it; put the old snapshot back if that fails."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    backup = staged.with_name(staged.name + ".old")
-    if final.exists():
-        final.rename(backup)
-    staged.rename(final)
-    try:
-        version = _add(ws, final)
-    except BaseException:
-        shutil.rmtree(final)
-        if backup.exists():
-            backup.rename(final)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-    return version
-
-
 def ingest(settings: Settings, check: Callable[[Path], object] | None = None) -> IngestResult:
     """Snapshot ``settings.data.dataset`` into ``raw/<dataset>/``, ``dvc add`` it and push it.
 
@@ -314,7 +283,9 @@ def ingest(settings: Settings, check: Callable[[Path], object] | None = None) ->
         also_tracked = _gather(settings, ws, staged)
         if check is not None:
             check(staged)
-        version = _swap_in(ws, staged, final)
+        versions: list[str] = []
+        swap_in(staged, final, then=lambda folder: versions.append(_add(ws, folder)))
+        version = versions[0]
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     pushed = _push(ws, *also_tracked, final)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import ConfigError, DataError
+from recsys.files import swap_in
 
 log = logging.getLogger(__name__)
 
@@ -657,24 +658,10 @@ def synthesize(params: SynthParams, out: Path, force: bool = False) -> dict:
     try:
         staged.chmod(0o755)
         write_release(release, staged)
-        _swap_in(staged, out)
+        swap_in(staged, out)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     seconds = round(time.perf_counter() - started, 1)
     log.info("wrote %s in %.1f s", out, seconds)
     return {"out": str(out), **asdict(params), "version": VERSION, "seconds": seconds, "stats": release.stats}
-
-
-def _swap_in(staged: Path, out: Path) -> None:
-    """Rename ``staged`` to ``out``; an existing ``out`` is removed only once that succeeded."""
-    old = staged.with_name(staged.name + ".old")
-    if out.exists():
-        out.rename(old)
-    try:
-        staged.rename(out)
-    except BaseException:
-        if old.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -19,7 +19,8 @@ Python loop. The integration tests compare every byte with what Feast writes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import mmh3
 import numpy as np
@@ -30,6 +31,26 @@ INT64_LIST_TAG = b"\x72"  # Value.int64_list_val: field 14, length-delimited
 FLOAT_LIST_TAG = b"\x82\x01"  # Value.float_list_val: field 16, length-delimited
 REPEATED_TAG = b"\x0a"  # Int64List.val / FloatList.val: field 1, packed
 SECONDS_TAG, NANOS_TAG = b"\x08", b"\x10"  # Timestamp.seconds (field 1), Timestamp.nanos (field 2)
+
+# Every name of the Feast repo that code outside feature_repo/ uses (tests/unit/test_feast_layout.py
+# pins them equal to feature_repo/'s objects).
+PROJECT = "recsys"
+USER_KEY = "user_id"
+MOVIE_KEY = "movie_id"
+USER_VIEW = "user_recommendations"
+MOVIE_VIEW = "movie"
+FEATURE_SERVICE = "recommendations_v1"
+HISTORY_VIEW = "user_history"
+SIMILAR_VIEW = "movie_similar"
+SIMILAR_SERVICE = "similar_movies_v1"
+SIMILAR_FEATURES = ("movie_ids", "scores", "model_version", "data_version")
+USER_FEATURES = ("item_ids", "scores", "model_version", "data_version")
+HISTORY_FEATURES = ("movie_ids", "data_version")
+MOVIE_FEATURES = ("title",)
+SIMILAR_COLUMNS = (MOVIE_KEY, *SIMILAR_FEATURES, "event_timestamp")
+RECS_COLUMNS = (USER_KEY, *USER_FEATURES, "event_timestamp")
+HISTORY_COLUMNS = (USER_KEY, *HISTORY_FEATURES, "event_timestamp")
+CATALOGUE_COLUMNS = (MOVIE_KEY, "title")
 
 
 def varint(value: int) -> bytes:
@@ -147,3 +168,15 @@ def timestamp_values(nanoseconds: np.ndarray) -> list[bytes]:
             cache[ns] = value
         out.append(value)
     return out
+
+
+def entity_key(join_key: str, value: int, project: str = PROJECT) -> bytes:
+    """Redis key of one entity with a single Int64 join key (see :func:`entity_keys`)."""
+    return entity_keys(join_key, np.array([value], dtype=np.int64), project)[0]
+
+
+ENCODERS: dict[str, Callable[[Any], list[bytes]]] = {  # Feast ValueType name -> column encoder
+    "INT64_LIST": int64_list_values,
+    "FLOAT_LIST": float_list_values,
+    "STRING": string_values,
+}

@@ -24,13 +24,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import mmh3
 import redis
 
 from recsys import checks
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError, UnknownUserError
-from recsys.online.store import (
+from recsys.online.layout import (
     HISTORY_VIEW,
     MOVIE_KEY,
     MOVIE_VIEW,
@@ -38,6 +37,8 @@ from recsys.online.store import (
     SIMILAR_VIEW,
     USER_KEY,
     USER_VIEW,
+    entity_key,
+    field_key,
 )
 from recsys.ops import redis_server
 
@@ -46,18 +47,6 @@ log = logging.getLogger(__name__)
 VALUE_TYPE_STRING, VALUE_TYPE_INT64 = 2, 4  # feast.types.ValueType enum
 STRING_VAL, INT64_LIST_VAL, FLOAT_LIST_VAL = 2, 14, 16  # feast.types.Value field numbers
 Triple = tuple[int, float, str]
-
-
-def field_key(view: str, feature: str) -> bytes:
-    """Hash field Feast uses for one feature of one view (murmur3_32, little-endian)."""
-    return struct.pack("<I", mmh3.hash(f"{view}:{feature}", signed=False))
-
-
-def entity_key(join_key: str, value: int) -> bytes:
-    """Redis key of one entity with a single Int64 join key in project ``recsys``."""
-    name = join_key.encode()
-    head = struct.pack("<III", 1, VALUE_TYPE_STRING, len(name)) + name
-    return head + struct.pack("<IIq", VALUE_TYPE_INT64, 8, value) + PROJECT.encode()
 
 
 USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
@@ -151,9 +140,16 @@ def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
     return _check_ids(user_ids)
 
 
+_CLIENTS: dict[str, redis.Redis] = {}  # this process's clients, one per connection string
+
+
 def _client(connection_string: str) -> redis.Redis:
-    """One pooled client per connection string, reused across lookups (saves the TCP handshake)."""
-    return redis_server.client(connection_string)
+    """One pooled client per connection string, built on first use and reused by every later
+    lookup of this process (saves the TCP handshake; redis-py's pool is thread-safe)."""
+    conn = _CLIENTS.get(connection_string)
+    if conn is None:
+        conn = _CLIENTS[connection_string] = redis_server.client(connection_string)
+    return conn
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.errors import LockedError
+from recsys.home import locks_dir
 
 # similar_model / similar_publish: the movie_similar model and its Feast view have writers of their
 # own, which run beside the two-tower's (Celery runs both retrain branches at once)
@@ -46,8 +47,7 @@ _RENEW = _MINE + "'pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = _MINE + "'del', KEYS[1]) end return 0"
 
 
-def lock_dir(settings: Settings) -> Path:
-    return settings.paths.home / "locks"
+lock_dir = locks_dir  # the file backend's folder
 
 
 def holder(settings: Settings, name: str) -> dict | None:

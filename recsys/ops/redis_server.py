@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from recsys.config import Settings, redact
 from recsys.errors import StoreError
+from recsys.home import redis_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ def ping(connection_string: str) -> bool:
         conn.close()
 
 
-def server_dir(settings: Settings) -> Path:
-    """Folder holding the embedded server's config, pid file, log and data."""
-    return settings.paths.home / "redis"
+server_dir = redis_dir  # the embedded server's config, pid file, log and data
 
 
 def _executable() -> str:

@@ -1,37 +1,50 @@
-"""MLflow tracking and the model registry: runs, registered model ``two_tower``, aliases.
+"""The MLflow model registry and tracking, one :class:`Registry` object per registered model.
 
-Aliases: ``challenger`` always points at the newest registered version; ``champion`` (the served
-model) moves only through the promotion gate (recsys.tracking.gate, run by recsys.pipelines.tasks.promote)
-or by hand with :func:`promote`. Stages are deprecated in MLflow and never used.
+Registered models: ``two_tower`` (the recommender) and ``movie_similar`` (the similar-movies item
+tower). Aliases: ``challenger`` always points at the newest registered version; ``champion`` (the
+served model) moves only through a promotion gate (recsys.tracking.gate) or by hand with
+:meth:`Registry.promote`. Stages are deprecated in MLflow and never used.
+
+This is the only module that touches MLflow's process-wide state: a :class:`Registry` holds its own
+client, and :meth:`Registry.run` points MLflow's fluent API (``mlflow.log_metrics`` and the like,
+which have no client argument) at this registry's store and experiment for the length of one run,
+then puts back what was there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
-from recsys.config import Settings  # noqa: E402
-from recsys.errors import ModelNotFoundError  # noqa: E402
+from recsys.config import Settings
+from recsys.errors import ModelNotFoundError
+from recsys.home import models_dir
 
 log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
+TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
+Model = Literal["two_tower", "movie_similar"]
+TWO_TOWER: Model = "two_tower"
+MOVIE_SIMILAR: Model = "movie_similar"
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _no_signature_warning(record: logging.LogRecord) -> bool:
     """Logging filter: drop MLflow's "Failed to infer model signature" (see log_model)."""
     return not record.getMessage().startswith("Failed to infer model signature")
-
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
-TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
 
 
 @dataclass
@@ -44,57 +57,209 @@ class Promotion:
     reason: str
 
 
-def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the settings' tracking URI and make sure the experiment exists."""
-    uri = settings.tracking_uri
-    assert uri is not None
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(settings.mlflow.experiment) is None:
-        location = None
-        if uri.startswith("sqlite:"):
-            settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-            location = settings.mlflow_artifacts.resolve().as_uri()
-        client.create_experiment(settings.mlflow.experiment, artifact_location=location)
-    mlflow.set_experiment(settings.mlflow.experiment)
-    return client
+@dataclass(frozen=True)
+class Registry:
+    """One registered model in one MLflow store, with an explicit client.
 
-
-def log_model(
-    settings: Settings, bundle: Path, python_model: Path, metrics: dict[str, float], tags: dict[str, str]
-) -> str:
-    """Log the pyfunc serving model (code ``python_model``, artefact ``bundle`` = the model bundle
-    folder of recsys.runtime.two_tower) in the active run and register it.
-
-    The new version gets alias ``challenger`` and the given metrics/tags as version tags.
-    Returns the new version number as a string.
+    Build it with :meth:`open`; every method works on ``model_name`` in ``tracking_uri`` only.
     """
-    # No input signature: MLflow's schema enforcement would drop unknown columns without a word
-    # and answer an id beyond int64 with a conversion error; recsys.checks refuses both with a
-    # message that names the problem (the request layout is documented in recsys.serving.models). MLflow
-    # warns that it could not infer one: that is the point, so the warning is left out.
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    pyfunc_log.addFilter(_no_signature_warning)
-    try:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(python_model),
-            artifacts={BUNDLE_ARTIFACT: str(bundle)},
-            registered_model_name=settings.mlflow.model_name,
-            pip_requirements=_pip_requirements(),
+
+    client: MlflowClient
+    tracking_uri: str
+    model_name: str
+    experiment: str
+    experiment_id: str
+    address: str  # the store as shown to people: no password
+    cache: Path  # downloaded model bundles, one folder per version
+
+    @classmethod
+    def open(cls, settings: Settings, model: Model = TWO_TOWER) -> Registry:
+        """The registry of ``model`` (``two_tower`` or ``movie_similar``) in the settings' MLflow
+        store; creates the store's folder (SQLite) and the model's experiment when missing."""
+        cfg = settings.mlflow
+        name, experiment = {
+            TWO_TOWER: (cfg.model_name, cfg.experiment),
+            MOVIE_SIMILAR: (cfg.similar_model_name, cfg.similar_experiment),
+        }[model]
+        uri = settings.tracking_uri
+        assert uri is not None
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if uri.startswith("sqlite:"):
+                settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+                location = settings.mlflow_artifacts.resolve().as_uri()
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+        cache = models_dir(settings, name)
+        return cls(client, uri, name, experiment, experiment_id, settings.tracking_address, cache)
+
+    @contextmanager
+    def _pointed(self) -> Iterator[None]:
+        """MLflow's fluent API pointed at this store for the block, then put back."""
+        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        bar = os.environ.get(PROGRESS_BAR)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        os.environ[PROGRESS_BAR] = "false"  # MLflow's download bars would flood the task logs
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before[0])
+            mlflow.set_registry_uri(before[1])
+            if bar is None:
+                os.environ.pop(PROGRESS_BAR, None)
+            else:
+                os.environ[PROGRESS_BAR] = bar
+
+    @contextmanager
+    def run(self, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+        """A new run in this model's experiment, or the existing run ``run_id``, as the active run:
+        ``mlflow.log_*`` inside the block log to it."""
+        with (
+            self._pointed(),
+            mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id) as active,
+        ):
+            yield active
+
+    def log_model(
+        self, bundle: Path, python_model: Path, metrics: dict[str, float], tags: dict[str, str]
+    ) -> str:
+        """Log the pyfunc serving model (code ``python_model``, artefact ``bundle``) in the active
+        run (see :meth:`run`) and register it as a new version with alias ``challenger``; the given
+        metrics and tags become version tags. Returns the new version number."""
+        # No input signature: MLflow's schema enforcement would drop unknown columns without a word
+        # and answer an id beyond int64 with a conversion error; recsys.checks refuses both with a
+        # message that names the problem. MLflow warns that it could not infer one: that is the
+        # point, so the warning is left out.
+        pyfunc_log = logging.getLogger("mlflow.pyfunc")
+        pyfunc_log.addFilter(_no_signature_warning)
+        try:
+            with self._pointed():
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(python_model),
+                    artifacts={BUNDLE_ARTIFACT: str(bundle)},
+                    registered_model_name=self.model_name,
+                    pip_requirements=_pip_requirements(),
+                )
+        finally:
+            pyfunc_log.removeFilter(_no_signature_warning)
+        version = str(info.registered_model_version)
+        self.tag_version(version, {**tags, **{k: f"{v:.6f}" for k, v in metrics.items()}})
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER, version)
+        log.info("registered %s version %s (alias %s)", self.model_name, version, CHALLENGER)
+        return version
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """A version by number ("3") or alias ("champion"); raises ModelNotFoundError naming what
+        exists."""
+        try:
+            if ref.isdigit():
+                return self.client.get_model_version(self.model_name, ref)
+            return self.client.get_model_version_by_alias(self.model_name, ref)
+        except MlflowException as exc:
+            raise ModelNotFoundError(self._missing(ref)) from exc
+
+    def _missing(self, ref: str) -> str:
+        versions = [row["version"] for row in self.versions()]
+        if not versions:
+            return (
+                f"model {self.model_name!r} has no versions at {self.address}; "
+                "run `recsys train` (or `make demo`) first"
+            )
+        kind = "version" if ref.isdigit() else "alias"
+        return (
+            f"model {self.model_name!r} has no {kind} {ref!r} at {self.address}; "
+            f"it has versions {', '.join(reversed(versions))}"
         )
-    finally:
-        pyfunc_log.removeFilter(_no_signature_warning)
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for key, value in {**tags, **{k: f"{v:.6f}" for k, v in metrics.items()}}.items():
-        client.set_model_version_tag(settings.mlflow.model_name, version, key, value)
-    client.set_registered_model_alias(settings.mlflow.model_name, CHALLENGER, version)
-    log.info("registered %s version %s (alias %s)", settings.mlflow.model_name, version, CHALLENGER)
-    return version
+
+    def champion_version(self) -> str | None:
+        """The version that holds alias ``champion``, or None."""
+        try:
+            return str(self.resolve(CHAMPION).version)
+        except ModelNotFoundError:
+            return None
+
+    def promote(self, version: str, reason: str = "manual") -> Promotion:
+        """Point ``champion`` at ``version`` (must exist); report what it replaced."""
+        self.resolve(version)
+        previous = self.champion_version()
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        log.info("%s champion -> version %s (was %s): %s", self.model_name, version, previous, reason)
+        return Promotion(version, True, previous, reason)
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        """Set tags on a registered version (e.g. the promotion gate's decision)."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def record_decision(self, version: str, tags: dict[str, str], metrics: dict[str, float]) -> None:
+        """A gate's decision on ``version``: tags and metrics on its training run, tags on the version."""
+        run_id = self.resolve(str(version)).run_id
+        if run_id:
+            for key, text in tags.items():
+                self.client.set_tag(run_id, key, text)
+            for key, number in metrics.items():
+                self.client.log_metric(run_id, key, number)
+        self.tag_version(version, tags)
+
+    def download_bundle(self, ref: str) -> tuple[str, Path]:
+        """(version, local bundle folder) of a version or alias, cached under ``cache``.
+
+        A version's artefacts never change, so each is downloaded once (to a temp folder, then
+        renamed); the cache key holds the run id too, so another store under the same home never
+        collides.
+        """
+        mv = self.resolve(ref)
+        cache = self.cache / f"v{mv.version}-{(mv.run_id or 'norun')[:12]}"
+        if not (cache / "bundle.json").is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+                with self._pointed():
+                    local = mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(Path(tmp) / "model")
+                    )
+                found = [p.parent for p in Path(local).rglob("bundle.json")]
+                if len(found) != 1:
+                    raise ModelNotFoundError(
+                        f"version {mv.version} of {mv.name} holds no model bundle; "
+                        "it was registered by an older recsys: retrain"
+                    )
+                try:
+                    found[0].rename(cache)
+                except OSError:  # another task (a parallel shard) renamed its copy first
+                    if not (cache / "bundle.json").is_file():
+                        raise
+        return str(mv.version), cache
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every registered version with its aliases and gate tags, newest first ([] when none)."""
+        try:
+            versions = self.client.search_model_versions(f"name='{self.model_name}'")
+            # search results leave aliases empty; the registered model holds alias -> version
+            aliases = self.client.get_registered_model(self.model_name).aliases if versions else {}
+        except MlflowException:
+            return []
+        rows = [
+            {
+                "model": self.model_name,
+                "version": str(v.version),
+                "run_id": v.run_id,
+                "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
+                "valid_metric": next(
+                    (v.tags[t] for t in (TRAIN_VALID_TAG, "valid_recall_at_10") if t in v.tags), None
+                ),
+                "data_version": v.tags.get("data_version") or v.tags.get("pairs_version"),
+                "gate_decision": v.tags.get("gate_decision"),
+            }
+            for v in versions
+        ]
+        return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
 def _pip_requirements() -> list[str]:
@@ -102,109 +267,3 @@ def _pip_requirements() -> list[str]:
 
     names = ["mlflow", "onnxruntime", "numpy", "pandas", "pyarrow", "redis", "pydantic", "PyYAML"]
     return [f"{n}=={version(n)}" for n in names]
-
-
-def resolve(settings: Settings, ref: str) -> mlflow.entities.model_registry.ModelVersion:
-    """A model version by number ("3") or alias ("champion"); raises ModelNotFoundError."""
-    client = MlflowClient()
-    name = settings.mlflow.model_name
-    try:
-        if ref.isdigit():
-            return client.get_model_version(name, ref)
-        return client.get_model_version_by_alias(name, ref)
-    except MlflowException as exc:
-        raise ModelNotFoundError(
-            f"model {name!r} has no version or alias {ref!r} at {settings.tracking_address}; "
-            "run `recsys train` (or `make demo`) first"
-        ) from exc
-
-
-def champion_version(settings: Settings) -> str | None:
-    """The version that holds alias ``champion``, or None."""
-    try:
-        return str(resolve(settings, CHAMPION).version)
-    except ModelNotFoundError:
-        return None
-
-
-def promote(settings: Settings, version: str, reason: str = "manual") -> Promotion:
-    """Point ``champion`` at ``version`` (must exist); report what it replaced."""
-    resolve(settings, version)
-    previous = champion_version(settings)
-    MlflowClient().set_registered_model_alias(settings.mlflow.model_name, CHAMPION, version)
-    log.info("champion -> version %s (was %s): %s", version, previous, reason)
-    return Promotion(version, True, previous, reason)
-
-
-def download(settings: Settings, ref: str, dst: Path) -> tuple[str, Path]:
-    """Download the serving model of a version/alias; returns (version, local model dir)."""
-    mv = resolve(settings, ref)
-    dst.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst)
-    )
-    return mv.version, Path(local)
-
-
-def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
-    """Set tags on a registered version (e.g. the promotion gate's decision)."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(settings.mlflow.model_name, str(version), key, value)
-
-
-def download_bundle(settings: Settings, ref: str) -> tuple[str, Path]:
-    """(version, local bundle folder) of a version/alias, cached under ``paths.home/models``.
-
-    A version's artefacts never change, so each is downloaded once (to a temp folder, then renamed);
-    the cache key holds the run id too, so another registry under the same home never collides.
-    """
-    import tempfile
-
-    mv = resolve(settings, ref)
-    cache = (
-        settings.paths.home
-        / "models"
-        / settings.mlflow.model_name
-        / f"v{mv.version}-{(mv.run_id or 'norun')[:12]}"
-    )
-    if not (cache / "bundle.json").is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
-            _, local = download(settings, str(mv.version), Path(tmp) / "model")
-            found = [p.parent for p in local.rglob("bundle.json")]
-            if len(found) != 1:
-                raise ModelNotFoundError(
-                    f"version {mv.version} of {mv.name} holds no model bundle; "
-                    "it was registered by an older recsys: retrain"
-                )
-            try:
-                found[0].rename(cache)
-            except OSError:  # another task (a parallel shard) renamed its copy first
-                if not (cache / "bundle.json").is_file():
-                    raise
-    return str(mv.version), cache
-
-
-def list_versions(settings: Settings) -> list[dict]:
-    """Every registered version with its aliases and gate metric, newest first."""
-    client = MlflowClient()
-    name = settings.mlflow.model_name
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-        # search results leave aliases empty; the registered model holds alias -> version
-        aliases = client.get_registered_model(name).aliases
-    except MlflowException:
-        return []
-    rows = [
-        {
-            "version": str(v.version),
-            "run_id": v.run_id,
-            "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
-            TRAIN_VALID_TAG: v.tags.get(TRAIN_VALID_TAG),
-            "data_version": v.tags.get("data_version"),
-            "gate_decision": v.tags.get("gate_decision"),
-        }
-        for v in versions
-    ]
-    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)

@@ -15,7 +15,6 @@ or "popular"), ``history`` list[int64] (the user's last 2 x H positive movie ids
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +23,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsys.data.prepared import left_pad, read_parquet
+from recsys.data.prepared import left_pad
 from recsys.errors import DataError
+from recsys.files import read_parquet, write_parquet
 from recsys.runtime.two_tower import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -169,23 +169,9 @@ def score_users(
 
 
 def write_recommendations(recs: pd.DataFrame, path: Path) -> Path:
-    """Write the recommendations parquet atomically (temp file, then rename).
-
-    Raises DataError naming the folder when it cannot be written (disk full, read-only, ...); the
-    file already at ``path`` is then untouched and the partial temp file removed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # parallel writers never share it
-    try:
-        recs.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(
-            f"cannot write {path.name} into {path.parent} ({exc.strerror or exc}); "
-            "free space there or point paths.home elsewhere, then score again"
-        ) from exc
-    return path
+    """Write a recommendations parquet atomically (recsys.files.write_parquet): DataError naming the
+    folder when it cannot be written; the file already at ``path`` is then untouched."""
+    return write_parquet(recs, path)
 
 
 def read_activity(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.data.prepared import read_parquet
 from recsys.errors import DataError
+from recsys.files import read_parquet
 from recsys.runtime.two_tower import DAMAGED, _session
 
 FORMAT = "movie_similar-1"  # bundle.json "format" of a movie_similar version

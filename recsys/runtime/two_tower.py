@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import HISTORY_TOWERS
-from recsys.data.prepared import read_parquet
 from recsys.errors import DataError
+from recsys.files import read_parquet
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error

@@ -1,4 +1,8 @@
-"""The promotion gate: champion and challenger evaluated alike, on today's validation split.
+"""The promotion gates of both registered models, in one shape: evaluate the candidate, the champion
+and the floors alike on today's validation split; :func:`decide`; :func:`record` the decision (alias,
+run tags and metrics, version tags).
+
+Two-tower: the floor is MostPop and the metric NDCG@10.
 
 Both versions are read through :class:`recsys.runtime.two_tower.ModelBundle` and scored with their own ONNX
 graphs exactly as nightly scoring would score them: each validation user's history and seen set
@@ -10,16 +14,20 @@ the list, or unknown to the model, is a miss. MostPop is evaluated on the same s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from recsys.data.prepared import Prepared, seen_lists
+from recsys.data.prepared import Prepared, PreparedRef, seen_lists
+from recsys.errors import DataError, ModelNotFoundError
 from recsys.evaluation.metrics import KS, MostPop, evaluate_ranks, metrics_from_ranks
+from recsys.ops.registry import Registry
 from recsys.runtime.scoring import score_users, user_inputs
 from recsys.runtime.two_tower import ModelBundle
 
+log = logging.getLogger(__name__)
 GATE_METRIC = "ndcg_at_10"
 
 
@@ -66,25 +74,94 @@ class Decision:
 
 
 def decide(
-    challenger: float,
+    ours: float,
+    floors: dict[str, float],
     champion: float | None,
-    mostpop: float,
-    force: bool = False,
     champion_version: str | None = None,
+    force: bool = False,
+    metric: str = "valid NDCG@10",
 ) -> Decision:
-    """Promote only a challenger that beats MostPop and the champion on the same split."""
-    name = GATE_METRIC.replace("_at_", "@")
+    """Promote only a candidate that beats every floor (``{name: value}``) and the champion (None:
+    there is none, or it cannot be read) on the same split; ``force`` always promotes."""
     if force:
         return Decision(True, "forced")
-    if challenger <= mostpop:
-        return Decision(False, f"valid {name} {challenger:.4f} <= MostPop's {mostpop:.4f}")
+    for name, floor in floors.items():
+        if ours <= floor:
+            return Decision(False, f"{metric} {ours:.4f} does not beat {name} ({floor:.4f})")
+    beaten = ", ".join(f"{name} ({floor:.4f})" for name, floor in floors.items())
     if champion is None:
-        return Decision(True, f"first version; valid {name} {challenger:.4f} > MostPop's {mostpop:.4f}")
-    if challenger > champion:
+        return Decision(True, f"first version; {metric} {ours:.4f} beats {beaten}")
+    if ours > champion:
         return Decision(
-            True,
-            f"valid {name} {challenger:.4f} > champion v{champion_version}'s {champion:.4f} (same split)",
+            True, f"{metric} {ours:.4f} beats champion v{champion_version} ({champion:.4f}) and {beaten}"
         )
-    return Decision(
-        False, f"valid {name} {challenger:.4f} <= champion v{champion_version}'s {champion:.4f} (same split)"
+    return Decision(False, f"{metric} {ours:.4f} does not beat champion v{champion_version} ({champion:.4f})")
+
+
+def record(models: Registry, version: str, decision: Decision, metrics: dict[str, float]) -> dict:
+    """Act on a decision: move ``champion`` when it says so, then tag the version and its run with
+    the decision and log ``metrics`` (the evidence) on the run. Returns the gate's result."""
+    previous = models.champion_version()
+    if decision.promote and previous != version:
+        models.promote(version, reason=decision.reason)
+    tags = {
+        "gate_decision": "promoted" if decision.promote else "kept_champion",
+        "gate_reason": decision.reason,
+    }
+    models.record_decision(version, tags, metrics)
+    log.info("%s gate for version %s: %s", models.model_name, version, decision.reason)
+    return {
+        "version": version,
+        "promoted": decision.promote,
+        "champion": version if decision.promote else previous,
+        "previous": previous,
+        "reason": decision.reason,
+    }
+
+
+def compare_two_tower(models: Registry, version: str, ref: PreparedRef) -> dict:
+    """``version``, the champion and MostPop evaluated alike on ``ref``'s validation split, each
+    version scored by its own graph; logged to the candidate's run. ``champion`` is None when no
+    version holds the alias; an unreadable champion (an older recsys) is gated on MostPop only."""
+    prepared = ref.load()
+    out: dict = {"version": version, "data_version": ref.data_version, "prepared_dir": str(ref.folder)}
+    out["metrics"] = evaluate_bundle(ModelBundle.load(models.download_bundle(version)[1]), prepared)
+    out["mostpop_metrics"] = mostpop_metrics(prepared)["valid"]
+    out["champion"], out["champion_metrics"] = None, None
+    current = models.champion_version()
+    if current is not None and current != version:
+        out["champion"] = current
+        try:
+            out["champion_metrics"] = evaluate_bundle(
+                ModelBundle.load(models.download_bundle(current)[1]), prepared
+            )
+        except (ModelNotFoundError, DataError) as exc:
+            log.warning("champion v%s cannot be evaluated (%s); gating on MostPop only", current, exc)
+            out["champion_unreadable"] = str(exc)
+    logged = {f"gate_challenger_valid_{k}": v for k, v in out["metrics"].items()}
+    logged.update({f"gate_mostpop_valid_{k}": v for k, v in out["mostpop_metrics"].items()})
+    logged.update({f"gate_champion_valid_{k}": v for k, v in (out["champion_metrics"] or {}).items()})
+    models.record_decision(
+        version, {"gate_data_version": ref.data_version, "gate_champion": str(out["champion"])}, logged
     )
+    return out
+
+
+def promote_two_tower(models: Registry, comparison: dict, force: bool = False) -> dict:
+    """The two-tower gate on a :func:`compare_two_tower` result; ModelNotFoundError when the
+    champion moved since the comparison (someone promoted by hand in between)."""
+    version, evaluated = str(comparison["version"]), comparison.get("champion_metrics")
+    previous = models.champion_version()
+    if previous not in (comparison["champion"], version):
+        raise ModelNotFoundError(
+            f"the champion moved to v{previous} after version {version} was compared with "
+            f"v{comparison['champion']}; run the comparison again"
+        )
+    decision = decide(
+        comparison["metrics"][GATE_METRIC],
+        {"MostPop": comparison["mostpop_metrics"][GATE_METRIC]},
+        evaluated[GATE_METRIC] if evaluated else None,
+        comparison["champion"],
+        force,
+    )
+    return record(models, version, decision, {})

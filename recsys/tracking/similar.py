@@ -4,7 +4,7 @@ The run (experiment ``mlflow.similar_experiment``) holds the settings as params,
 (the triplet loss, the share of active triplets, validation Recall@10/50 and AUCs), the loss curve,
 the pairwise table's counts and overlaps, and test metrics of the epoch kept. Its bundle
 (recsys.runtime.similar.SimilarBundle) is registered with alias ``challenger``; :func:`similar_gate` moves
-``champion``. The settings passed in are :func:`recsys.pipelines.tasks.similar_settings`.
+``champion``. Each function takes the :class:`~recsys.ops.registry.Registry` of the model it reads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 
 from recsys.config import PROJECT_ROOT, Settings
 from recsys.errors import DataError, ModelNotFoundError
-from recsys.ops import registry
+from recsys.ops.registry import CHAMPION, Registry
 from recsys.runtime.similar import (
     SimilarBundle,
     align_vectors,
@@ -30,6 +30,7 @@ from recsys.runtime.similar import (
     similarity_metrics,
     vector_scores,
 )
+from recsys.tracking.gate import decide, record
 
 log = logging.getLogger(__name__)
 SIMILAR_ENTRY = PROJECT_ROOT / "recsys" / "serving" / "pyfunc_similar.py"
@@ -46,13 +47,11 @@ class TwoTowerVectors:
     coverage: float  # share of the catalogue's movies with a vector
 
 
-def two_tower_vectors(settings: Settings, catalogue: pd.DataFrame) -> TwoTowerVectors | None:
-    """The ``two_tower`` champion's item vectors for ``catalogue`` (settings: the recommender's, not
-    :func:`recsys.pipelines.tasks.similar_settings`); None, with a warning, while there is no champion or
-    it has no item vectors."""
-    registry.configure(settings)
+def two_tower_vectors(two_tower: Registry, catalogue: pd.DataFrame) -> TwoTowerVectors | None:
+    """The ``two_tower`` champion's item vectors for ``catalogue`` (``two_tower``: that model's
+    registry); None, with a warning, while there is no champion or it has no item vectors."""
     try:
-        version, folder = registry.download_bundle(settings, registry.CHAMPION)
+        version, folder = two_tower.download_bundle(CHAMPION)
         their = pd.read_parquet(folder / "catalogue.parquet", columns=["item_idx", "movie_id"])
         vectors = np.load(folder / "item_vectors.npy")
         rows = their["item_idx"].to_numpy()
@@ -111,6 +110,7 @@ def _plot_loss(epochs: list[dict], best: int, path: Path) -> Path:
 
 def run_similar_training(
     settings: Settings,
+    models: Registry,
     table: pd.DataFrame,
     catalogue: pd.DataFrame,
     pairs_version: str,
@@ -123,10 +123,9 @@ def run_similar_training(
 
     from recsys.models.item_tower.model import evaluate_tower, train_tower, write_bundle
 
-    registry.configure(settings)
     cfg = settings.similar
     movie_ids = catalogue["movie_id"].to_numpy()
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    with models.run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(
             {k: v for k, v in settings.flat().items() if k.split(".")[0] in ("similar", "pairs")}
         )
@@ -195,8 +194,7 @@ def run_similar_training(
             folder / "bundle",
             {"pairs_version": pairs_version, "run_id": run.info.run_id},
         )
-        version = registry.log_model(
-            settings,
+        version = models.log_model(
             bundle,
             SIMILAR_ENTRY,
             {VALID_TAG: result.valid[GATE_METRIC]},
@@ -230,69 +228,43 @@ def bundle_metrics(bundle: SimilarBundle, table: pd.DataFrame, split: str = "val
 
 
 def similar_gate(
-    settings: Settings,
+    models: Registry,
     version: str,
     table: pd.DataFrame,
     force: bool = False,
     reference: TwoTowerVectors | None = None,
 ) -> dict:
     """Promote ``version`` if it beats the champion and the floors on today's validation queries
-    (see recsys.pipelines.tasks.promote_similar): the genre cosine and, given ``reference``, the two_tower
+    (see recsys.pipelines.retrain.promote_similar): the genre cosine and, given ``reference``, the two_tower
     champion's item vectors as they are. The decision is logged to its run and tags."""
-    registry.configure(settings)
-    candidate = SimilarBundle.load(registry.download_bundle(settings, version)[1])
+    candidate = SimilarBundle.load(models.download_bundle(version)[1])
     mine = bundle_metrics(candidate, table)
     floors = {"the genre floor": genre_metrics(table, candidate.catalogue, "valid")}
     if reference is not None:
         floors[f"two_tower v{reference.version}'s item vectors"] = two_tower_metrics(
             reference, table, candidate.catalogue, "valid"
         )
-    previous = registry.champion_version(settings)
+    previous = models.champion_version()
     theirs = None
     if previous is not None and previous != str(version):
         try:
-            theirs = bundle_metrics(
-                SimilarBundle.load(registry.download_bundle(settings, previous)[1]), table
-            )
+            theirs = bundle_metrics(SimilarBundle.load(models.download_bundle(previous)[1]), table)
         except (ModelNotFoundError, DataError) as exc:
             log.warning("similar champion v%s cannot be evaluated (%s); gating on the floors", previous, exc)
-    ours = mine[GATE_METRIC]
-    beaten = [name for name, floor in floors.items() if ours <= floor[GATE_METRIC]]
-    shown = ", ".join(f"{name} {floor[GATE_METRIC]:.4f}" for name, floor in floors.items())
-    if force:
-        promote, reason = True, "forced"
-    elif beaten:
-        lost = beaten[0]
-        promote, reason = (
-            False,
-            f"valid Recall@10 {ours:.4f} does not beat {lost} {floors[lost][GATE_METRIC]:.4f}",
-        )
-    elif theirs is not None and ours <= theirs[GATE_METRIC]:
-        promote, reason = (
-            False,
-            f"valid Recall@10 {ours:.4f} does not beat champion v{previous}'s {theirs[GATE_METRIC]:.4f}",
-        )
-    else:
-        against = f"champion v{previous}'s {theirs[GATE_METRIC]:.4f}" if theirs else "no readable champion"
-        promote, reason = True, f"valid Recall@10 {ours:.4f} beats {shown} and {against}"
-    if promote and previous != str(version):
-        registry.promote(settings, str(version), reason)
-    tags = {"gate_decision": "promoted" if promote else "kept_champion", "gate_reason": reason}
-    with mlflow.start_run(run_id=registry.resolve(settings, str(version)).run_id):
-        mlflow.set_tags(tags)
-        mlflow.log_metrics({f"gate_valid_{k}": v for k, v in mine.items()})
-        if theirs:
-            mlflow.log_metrics({f"gate_champion_valid_{k}": v for k, v in theirs.items()})
-        if reference is not None:
-            mlflow.log_metrics({f"gate_two_tower_valid_{k}": v for k, v in list(floors.values())[-1].items()})
-    registry.tag_version(settings, str(version), tags)
-    log.info("movie_similar gate for version %s: %s", version, reason)
+    decision = decide(
+        mine[GATE_METRIC],
+        {name: floor[GATE_METRIC] for name, floor in floors.items()},
+        theirs[GATE_METRIC] if theirs else None,
+        previous,
+        force,
+        metric="valid Recall@10",
+    )
+    logged = {f"gate_valid_{k}": v for k, v in mine.items()}
+    logged.update({f"gate_champion_valid_{k}": v for k, v in (theirs or {}).items()})
+    if reference is not None:
+        logged.update({f"gate_two_tower_valid_{k}": v for k, v in list(floors.values())[-1].items()})
     return {
-        "version": str(version),
-        "promoted": promote,
-        "champion": str(version) if promote else previous,
-        "previous": previous,
-        "reason": reason,
+        **record(models, str(version), decision, logged),
         "metrics": mine,
         "champion_metrics": theirs,
         "genre_metrics": floors["the genre floor"],

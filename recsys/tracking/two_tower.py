@@ -22,7 +22,7 @@ from recsys.evaluation.metrics import bootstrap_interval, ndcg_at_k
 from recsys.models.two_tower.export import export_onnx, export_scoring
 from recsys.models.two_tower.model import TwoTower, checkpoint
 from recsys.models.two_tower.training import TrainResult, evaluate_model, train
-from recsys.ops import registry
+from recsys.ops.registry import CHAMPION, TRAIN_VALID_TAG, Registry
 from recsys.runtime import two_tower as bundle_mod
 from recsys.runtime.two_tower import pad_lists
 from recsys.tracking import gate
@@ -92,7 +92,7 @@ def log_dataset(prepared: Prepared, settings: Settings, data_version: str, folde
     mlflow.log_input(dataset, context="training", tags={"data_version": data_version, "split": "train"})
 
 
-def champion_hard_lists(settings: Settings, prepared: Prepared) -> np.ndarray | None:
+def champion_hard_lists(settings: Settings, models: Registry, prepared: Prepared) -> np.ndarray | None:
     """Per user_idx: item_idx of the champion's list at positions [skip, pool) (pad n_items).
 
     The champion scores each train user from the train history with its own graph, so its lists
@@ -101,10 +101,10 @@ def champion_hard_lists(settings: Settings, prepared: Prepared) -> np.ndarray | 
     from recsys.runtime.scoring import score_users, user_inputs
     from recsys.runtime.two_tower import ModelBundle
 
-    if settings.train.hard_negative_ratio <= 0 or registry.champion_version(settings) is None:
+    if settings.train.hard_negative_ratio <= 0 or models.champion_version() is None:
         return None
     try:
-        version, folder = registry.download_bundle(settings, registry.CHAMPION)
+        version, folder = models.download_bundle(CHAMPION)
         champion = ModelBundle.load(folder)
     except (ModelNotFoundError, DataError) as exc:
         log.warning("no hard negatives: the champion cannot be read (%s)", exc)
@@ -124,13 +124,13 @@ def champion_hard_lists(settings: Settings, prepared: Prepared) -> np.ndarray | 
 
 
 def run_training(
-    settings: Settings, prepared: Prepared, data_version: str = "", prepared_dir: str = ""
+    settings: Settings, models: Registry, prepared: Prepared, data_version: str = "", prepared_dir: str = ""
 ) -> dict:
-    """Train and evaluate in an MLflow run, register the model; returns ids and metrics."""
-    registry.configure(settings)
+    """Train and evaluate in an MLflow run of ``models``' experiment, register a version of it;
+    returns ids and metrics."""
     log.info("resolved settings: %s", json.dumps(settings.public(), default=str))
-    hard_lists = champion_hard_lists(settings, prepared)
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    hard_lists = champion_hard_lists(settings, models, prepared)
+    with models.run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(settings.flat())
         mlflow.set_tags(
             {
@@ -172,10 +172,9 @@ def run_training(
         tick = time.perf_counter()
         bundle = write_bundle(result.model, prepared, settings, folder / "bundle")
         timings["export_s"] = time.perf_counter() - tick
-        valid = {registry.TRAIN_VALID_TAG: result.valid_metrics["ndcg_at_10"]}
+        valid = {TRAIN_VALID_TAG: result.valid_metrics["ndcg_at_10"]}
         tick = time.perf_counter()
-        version = registry.log_model(
-            settings,
+        version = models.log_model(
             bundle,
             PYFUNC_ENTRY,
             valid,
@@ -189,6 +188,7 @@ def run_training(
         timings["register_s"] = time.perf_counter() - tick
     return {
         "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
         "version": version,
         "best_epoch": result.best_epoch,
         "valid": result.valid_metrics,

@@ -16,10 +16,10 @@ import pytest
 
 from recsys.config import PROJECT_ROOT
 from recsys.errors import InvalidRequestError, StoreError, ValidationFailed
-from recsys.online import store
+from recsys.online import verify
 from recsys.online.reader import history, lookup_many
-from recsys.ops import registry
-from recsys.pipelines import tasks as pipelines
+from recsys.ops.registry import MOVIE_SIMILAR, Registry
+from recsys.pipelines import ingest, score_nightly
 from recsys.runtime.two_tower import ModelBundle
 
 pytestmark = pytest.mark.dags
@@ -88,7 +88,7 @@ def test_retrain_registers_promotes_and_announces_the_champion(chain, airflow_db
     # the gate scored the version through its ONNX graph: the same figure as training's evaluation
     assert comparison["metrics"]["ndcg_at_10"] == pytest.approx(trained["valid"]["ndcg_at_10"], abs=1e-6)
     assert airflow_db.xcom(dag_run, "promotion_gate")["reason"].startswith("first version")
-    assert str(registry.resolve(recsys_env, "champion").version) == "1"
+    assert str(Registry.open(recsys_env).resolve("champion").version) == "1"
     (event,) = airflow_db.asset_events("recsys_champion_model")
     assert event["model_version"] == "1" and event["previous"] is None
     link = airflow_db.xcom(dag_run, "train", key="_link_MlflowRunLink")
@@ -114,14 +114,11 @@ def test_retrain_mines_pairs_and_trains_the_similar_movies_model(chain, airflow_
         trained["valid"]["recall_at_10"]
     )
     assert gate["metrics"]["recall_at_10"] > gate["two_tower_metrics"]["recall_at_10"]
-    similar = pipelines.similar_settings(recsys_env)
-    registry.configure(similar)
-    assert str(registry.resolve(similar, "champion").version) == "1"
+    assert str(Registry.open(recsys_env, MOVIE_SIMILAR).resolve("champion").version) == "1"
     (event,) = airflow_db.asset_events("recsys_similar_model")
     assert event["model_version"] == "1"
     link = airflow_db.xcom(dag_run, "train_similar", key="_link_MlflowRunLink")
     assert link.endswith(f"/#/experiments/{trained['experiment_id']}/runs/{trained['run_id']}")
-    registry.configure(recsys_env)
 
 
 def test_nightly_publishes_every_movies_similar_movies(chain, airflow_db, recsys_env):
@@ -168,7 +165,7 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
     raw_before = (Path(raw) / "ratings.csv").read_bytes()
     before = served(recsys_env)
     monkeypatch.setenv("RECSYS__DATA__SOURCE", str(bad))
-    real_validate, raised = pipelines.validate_raw, []
+    real_validate, raised = ingest.validate_raw, []
 
     def spy(*args):
         try:
@@ -177,7 +174,7 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
             raised.append(exc)
             raise
 
-    monkeypatch.setattr(pipelines, "validate_raw", spy)
+    monkeypatch.setattr(ingest, "validate_raw", spy)
 
     dag_run, _ = run_dag("recsys_ingest")
 
@@ -189,23 +186,23 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
     assert airflow_db.xcom(dag_run, "ingest", key="data_docs") == str(page)
     assert airflow_db.xcom(dag_run, "ingest", key="_link_DataDocsLink") == page.as_uri()
     tis = airflow_db.task_instances(dag_run)
-    (ingest,) = tis["ingest"]
-    assert ingest.state == "failed" and ingest.try_number == 1  # AirflowFailException: no retry
+    (ingest_ti,) = tis["ingest"]
+    assert ingest_ti.state == "failed" and ingest_ti.try_number == 1  # AirflowFailException: no retry
     assert {t: [ti.state for ti in v] for t, v in tis.items() if t != "ingest"} == {
         t: ["upstream_failed"] for t in ("validate_raw", "prepare", "validate_prepared")
     }
     assert len(airflow_db.asset_events("recsys_prepared_data")) == 1  # retraining is not triggered
     assert (Path(raw) / "ratings.csv").read_bytes() == raw_before
     assert served(recsys_env) == before
-    assert str(registry.resolve(recsys_env, "champion").version) == "1"
-    assert len(registry.list_versions(recsys_env)) == 1
+    assert str(Registry.open(recsys_env).resolve("champion").version) == "1"
+    assert len(Registry.open(recsys_env).versions()) == 1
     last = (recsys_env.paths.home / "airflow" / "runs.jsonl").read_text().splitlines()[-1]
     assert '"state": "failed"' in last and dag_run.run_id in last  # recorded by the plugin's listener
 
 
 def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow_db, recsys_env, monkeypatch):
     before = served(recsys_env)
-    real_publish, calls = pipelines.publish, []
+    real_publish, calls = score_nightly.publish, []
 
     def publish_then_drop_the_connection(settings, recommendations):
         calls.append(recommendations)
@@ -214,7 +211,7 @@ def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow
             raise StoreError("Redis connection dropped after the write")
         return result
 
-    monkeypatch.setattr(pipelines, "publish", publish_then_drop_the_connection)
+    monkeypatch.setattr(score_nightly, "publish", publish_then_drop_the_connection)
     publish_task = dagbag.dags["recsys_score_nightly"].task_dict["publish"]
     monkeypatch.setattr(publish_task, "retry_delay", timedelta(0))
     monkeypatch.setattr(publish_task, "retry_exponential_backoff", 0)
@@ -266,7 +263,7 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
 
     assert ingest_run.state == "success", states(airflow_db, ingest_run)
     assert nightly_run.state == "success", states(airflow_db, nightly_run)
-    assert len(registry.list_versions(recsys_env)) == 1  # no retrain happened
+    assert len(Registry.open(recsys_env).versions()) == 1  # no retrain happened
     new_version = airflow_db.xcom(ingest_run, "validate_prepared")["data_version"]
     report = airflow_db.xcom(nightly_run, "report")
     assert report["model_version"] == "1" and report["data_version"] == new_version
@@ -280,14 +277,14 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
     assert served_now[1][: len(without)] != without
     # the new user (unknown at training time) gets a personalised list, not the popular one
     assert recs.loc[new_user, "source"] == "model"
-    bundle = ModelBundle.load(registry.download_bundle(recsys_env, "1")[1])
+    bundle = ModelBundle.load(Registry.open(recsys_env).download_bundle("1")[1])
     items, _ = bundle.popular_for(bundle.item_index(new_movies), bundle.k)
     assert served_now[new_user] != bundle.movie_ids[items].tolist()
     assert not set(served_now[new_user]) & set(new_movies)
     # the recent history is in the feature store, newest last, with the data version on both views
     assert history(new_user, recsys_env) == new_movies
     assert history(1, recsys_env)[-3:] == newly_rated
-    rows = store.read_lists([1, new_user], recsys_env)
+    rows = verify.read_lists([1, new_user], recsys_env)
     assert rows["data_version"].tolist() == [new_version] * 2
     assert rows["model_version"].tolist() == ["1", "1"]
 
@@ -301,7 +298,7 @@ def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_it
     retrain, _ = run_dag("recsys_retrain", k=20, force_promotion=True)
     assert retrain.state == "success", states(airflow_db, retrain)
     version = airflow_db.xcom(retrain, "train")["version"]
-    assert str(registry.resolve(recsys_env, "champion").version) == version != "1"
+    assert str(Registry.open(recsys_env).resolve("champion").version) == version != "1"
     assert recsys_env.score.k == 100
     nightly, _ = run_dag("recsys_score_nightly", shard_size=250)
     assert nightly.state == "success", states(airflow_db, nightly)

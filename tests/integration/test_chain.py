@@ -1,6 +1,6 @@
 """The whole chain on the bundled sample with real DVC, GX, MLflow, ONNX Runtime, Feast and Redis.
 
-One module-scoped run of `recsys.pipelines.tasks.run_all` (few epochs), then what a user sees: the lookup
+One module-scoped run of `recsys.pipelines.chain.run_all` (few epochs), then what a user sees: the lookup
 command in a fresh process, Feast's own get_online_features, the registry's aliases, and what
 happens when a later run fails validation (nothing served is touched) or does not beat the champion.
 """
@@ -20,10 +20,12 @@ import pytest
 
 from recsys.config import PROJECT_ROOT, load_settings
 from recsys.errors import ValidationFailed
-from recsys.online import store
+from recsys.online import feast_repo
 from recsys.online.reader import lookup
-from recsys.ops import redis_server, registry
-from recsys.pipelines import tasks as pipelines
+from recsys.ops import redis_server
+from recsys.ops.registry import MOVIE_SIMILAR, Registry
+from recsys.pipelines import ingest, score_nightly
+from recsys.pipelines.chain import run_all
 
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
@@ -47,11 +49,11 @@ def chain(tmp_path_factory, feature_repo_copy, port_factory):
     }
     settings = load_settings(FAST, env=env)
     with redis_server.running(settings):
-        yield env, settings, pipelines.run_all(settings)
+        yield env, settings, run_all(settings)
 
 
 def champion(settings) -> str:
-    return str(registry.resolve(settings, "champion").version)
+    return str(Registry.open(settings).resolve("champion").version)
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -69,8 +71,8 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     assert steps["train"]["version"] == "1"
     assert steps["promote"]["promoted"] and steps["promote"]["reason"].startswith("first version")
     assert champion(settings) == "1"
-    assert str(registry.resolve(settings, "challenger").version) == "1"
-    assert registry.resolve(settings, "champion").tags["k"] == "100"  # K on the model version
+    assert str(Registry.open(settings).resolve("challenger").version) == "1"
+    assert Registry.open(settings).resolve("champion").tags["k"] == "100"  # K on the model version
     # every user with a rating gets a list (610), not only the 603 the model was trained on
     assert steps["publish"]["written"]["users"] == 610
     recs = pd.read_parquet(steps["score"]["recommendations"])
@@ -78,16 +80,14 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     assert (recs["data_version"] == steps["prepare"]["data_version"]).all()
     assert set(recs["source"]) <= {"model", "popular"} and (recs["source"] == "model").sum() >= 603
     # MLflow run: params, per-epoch metrics, artefacts and the data version
-    import mlflow
-
-    run = mlflow.get_run(steps["train"]["run_id"])
+    run = Registry.open(settings).client.get_run(steps["train"]["run_id"])
     assert run.data.params["model.embedding_dim"] == "64"
     assert run.data.tags["data_version"] == steps["prepare"]["data_version"] != ""
     assert run.data.tags["raw_data_version"] == steps["ingest"]["data_version"] != ""
     assert "mostpop_valid_ndcg_at_10" in run.data.metrics and "test_recall_at_100" in run.data.metrics
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg_at_10")
+    history = Registry.open(settings).client.get_metric_history(run.info.run_id, "valid_ndcg_at_10")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
-    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "training")}
+    names = {a.path for a in Registry.open(settings).client.list_artifacts(run.info.run_id, "training")}
     assert {"training/checkpoint.pt", "training/item_embeddings.npy", "training/config.yaml"} <= names
     # the training data is a dataset input, its DVC version the digest
     (dataset_input,) = run.inputs.dataset_inputs
@@ -102,7 +102,7 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     )
     assert run.data.tags["gate_decision"] == "promoted"
     assert run.data.tags["gate_data_version"] == steps["prepare"]["data_version"]
-    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")} == {
+    assert {a.path for a in Registry.open(settings).client.list_artifacts(run.info.run_id, "plots")} == {
         "plots/loss.png",
         "plots/valid_metrics.png",
     }
@@ -164,7 +164,7 @@ def _free_port() -> int:
 
 def test_feast_get_online_features_returns_the_same_list(chain):
     _, settings, _ = chain
-    fs = store.feature_store(settings)
+    fs = feast_repo.feature_store(settings)
     got = fs.get_online_features(
         features=fs.get_feature_service("recommendations_v1"), entity_rows=[{"user_id": 1}]
     ).to_dict()
@@ -174,8 +174,6 @@ def test_feast_get_online_features_returns_the_same_list(chain):
 
 
 def test_the_similar_tower_starts_from_the_two_tower_champion_and_must_beat_its_vectors(chain, tmp_path):
-    import mlflow
-
     from recsys.runtime.similar import SimilarBundle
     from recsys.tracking.similar import TwoTowerVectors, similar_gate, two_tower_vectors
 
@@ -185,19 +183,18 @@ def test_the_similar_tower_starts_from_the_two_tower_champion_and_must_beat_its_
     assert gate["promoted"] and "two_tower v1's item vectors" in gate["reason"]
     assert gate["metrics"]["recall_at_10"] > gate["two_tower_metrics"]["recall_at_10"]
     assert gate["metrics"]["recall_at_10"] > gate["genre_metrics"]["recall_at_10"]
-    similar = pipelines.similar_settings(settings)
-    registry.configure(similar)
-    run = mlflow.get_run(trained["run_id"])
+    similar = Registry.open(settings, MOVIE_SIMILAR)
+    run = similar.client.get_run(trained["run_id"])
     assert run.data.tags["init_from"] == "two_tower v1" and run.data.metrics["init_coverage"] == 1.0
     assert run.data.metrics["two_tower_valid_recall_at_10"] == pytest.approx(
         gate["two_tower_metrics"]["recall_at_10"]
     )
     # the untrained start is epoch 0 of the validation curve
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_recall_at_10")
+    history = similar.client.get_metric_history(run.info.run_id, "valid_recall_at_10")
     assert sorted(m.step for m in history)[:2] == [0, 1]
     # a version that does not beat the two_tower floor stays as it is; here the floor is an oracle:
     # one dimension per validation query, shared by the query and its positives
-    version, folder = registry.download_bundle(similar, "champion")
+    version, folder = similar.download_bundle("champion")
     bundle = SimilarBundle.load(folder)
     table = pd.read_parquet(Path(steps["similar"]["pairs"]["pairs_dir"]) / "pairs.parquet")
     positives = table[(table["split"] == "valid") & (table["kind"] == "positive")]
@@ -208,12 +205,10 @@ def test_the_similar_tower_starts_from_the_two_tower_champion_and_must_beat_its_
         oracle[[row[query], row[positive]], column[query]] = 1.0
     refused = similar_gate(similar, version, table, reference=TwoTowerVectors("1", oracle, 1.0))
     assert not refused["promoted"] and "does not beat two_tower v1's item vectors" in refused["reason"]
-    assert str(registry.resolve(similar, "champion").version) == version
-    registry.configure(settings)
+    assert str(similar.resolve("champion").version) == version
     # with no two_tower champion (an empty registry), training starts at random and says so
     empty = load_settings(env={"RECSYS_HOME": str(tmp_path / "empty")})
-    assert two_tower_vectors(empty, bundle.catalogue) is None
-    registry.configure(settings)
+    assert two_tower_vectors(Registry.open(empty), bundle.catalogue) is None
 
 
 def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
@@ -235,11 +230,11 @@ def test_failed_validation_leaves_served_lists_and_champion(chain, tmp_path):
     raw = Path(chain[2]["ingest"]["raw_dir"])
     raw_before = (raw / "ratings.csv").read_bytes()
     with pytest.raises(ValidationFailed, match="rating"):
-        pipelines.run_all(corrupted)
+        run_all(corrupted)
     assert (raw / "ratings.csv").read_bytes() == raw_before  # the good snapshot stays
     assert lookup(1, 100, settings) == before
     assert champion(settings) == "1"
-    assert [(v["version"], v["aliases"]) for v in registry.list_versions(settings)] == [
+    assert [(v["version"], v["aliases"]) for v in Registry.open(settings).versions()] == [
         ("1", ["challenger", "champion"])
     ]
 
@@ -255,13 +250,11 @@ def test_a_worse_model_does_not_move_the_champion(chain):
     assert result["comparison"]["champion_metrics"]["ndcg_at_10"] == pytest.approx(
         chain[2]["train"]["valid"]["ndcg_at_10"], abs=1e-6
     )
-    import mlflow
-
-    run = mlflow.get_run(result["run_id"])
+    run = Registry.open(settings).client.get_run(result["run_id"])
     assert run.data.tags["gate_decision"] == "kept_champion"
     assert "gate_champion_valid_ndcg_at_10" in run.data.metrics
     assert champion(settings) == "1"
-    assert str(registry.resolve(settings, "challenger").version) == "2"
+    assert str(Registry.open(settings).resolve("challenger").version) == "2"
     promoted = cli(env, "promote", "2")
     assert promoted.returncode == 0 and "replaced version 1" in promoted.stdout
     assert champion(settings) == "2"
@@ -383,8 +376,6 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
 
 
 def test_hard_negatives_come_from_the_champions_lists(chain):
-    import mlflow
-
     from recsys.data.prepared import load_prepared
     from recsys.runtime.scoring import score_users, user_inputs
     from recsys.runtime.two_tower import ModelBundle
@@ -405,7 +396,7 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
     assert lists.shape == (prepared.n_users, 80)
     # the champion scores user 1 from the train history with its own graph; its list from rank
     # 20 on, in the challenger's item index, never holds a train positive of the user
-    bundle = ModelBundle.load(registry.download_bundle(settings, "champion")[1])
+    bundle = ModelBundle.load(Registry.open(settings).download_bundle("champion")[1])
     train = prepared.split("train")
     ranked = score_users(bundle, user_inputs(train[train["user_id"] == 1], bundle), "1", "t")
     user_idx = int(prepared.users.set_index("user_id").loc[1, "user_idx"])
@@ -421,7 +412,7 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
         "train.progress_bar=false",
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    run = mlflow.get_run(json.loads(out.stdout)["run_id"])
+    run = Registry.open(settings).client.get_run(json.loads(out.stdout)["run_id"])
     assert run.data.tags["hard_negatives_from"] == "champion"
     assert run.data.params["train.hard_negative_ratio"] == "0.5"
 
@@ -443,9 +434,9 @@ def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identic
     env, settings, steps = chain
     before, user_1 = _served(settings), lookup(1, 100, settings)
     raw = Path(steps["ingest"]["raw_dir"])
-    prepared = Path(pipelines.locate_prepared(settings)["prepared_dir"])
+    prepared = Path(ingest.locate_prepared(settings)["prepared_dir"])
     recs = Path(steps["score"]["recommendations"])
-    bundle = Path(registry.download_bundle(settings, "champion")[1])
+    bundle = Path(Registry.open(settings).download_bundle("champion")[1])
     prepared_before = {p.name: p.read_bytes() for p in prepared.iterdir() if p.is_file()}
 
     def raw_copy_with(name: str, how: str) -> str:
@@ -458,32 +449,32 @@ def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identic
         (
             "ratings.csv",
             "garbage",
-            lambda: pipelines.prepare(settings, raw_copy_with("ratings.csv", "garbage")),
+            lambda: ingest.prepare(settings, raw_copy_with("ratings.csv", "garbage")),
             "ratings.csv",
         ),
         (
             "movies.csv",
             "garbage",
-            lambda: pipelines.prepare(settings, raw_copy_with("movies.csv", "garbage")),
+            lambda: ingest.prepare(settings, raw_copy_with("movies.csv", "garbage")),
             "movies.csv",
         ),
         (
             "activity.parquet",
             "truncate",
-            lambda: pipelines.score(settings),
+            lambda: score_nightly.score(settings),
             "activity.parquet is not a readable parquet file",
         ),
-        ("user_tower.onnx", "garbage", lambda: pipelines.score(settings), "cannot load the ONNX graph"),
+        ("user_tower.onnx", "garbage", lambda: score_nightly.score(settings), "cannot load the ONNX graph"),
         (
             "recommendations.parquet",
             "truncate",
-            lambda: pipelines.validate_recommendations(settings, str(recs)),
+            lambda: score_nightly.validate_recommendations(settings, str(recs)),
             "recommendations.parquet is not a readable parquet file",
         ),
         (
             "recommendations.parquet",
             "garbage",
-            lambda: pipelines.publish(settings, str(recs)),
+            lambda: score_nightly.publish(settings, str(recs)),
             "recommendations.parquet is not a readable parquet file",
         ),
     ]
@@ -532,7 +523,7 @@ def test_a_full_disk_under_the_scores_folder_stops_scoring_and_keeps_the_old_fil
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)
     with pytest.raises(DataError, match="No space left on device.*free space there") as failed:
-        pipelines.score(settings)
+        score_nightly.score(settings)
     monkeypatch.undo()
     assert written and "\n" not in str(failed.value)
     assert {p.name: p.read_bytes() for p in recs.parent.iterdir()} == files_before  # no temp left

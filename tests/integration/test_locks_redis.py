@@ -14,7 +14,7 @@ import pytest
 from recsys.config import Settings, load_settings
 from recsys.errors import LockedError
 from recsys.ops import locks
-from recsys.pipelines import tasks as pipelines
+from recsys.pipelines import score_nightly
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_a_redis_lock_names_its_holder_outlives_its_ttl_while_held_and_lapses_wh
                 pass
         assert locks.held_by(here, "publish")["pid"] == proc.pid
         with pytest.raises(LockedError, match=f"pid {proc.pid}"):  # the step refuses before anything
-            pipelines.publish(here, str(tmp_path / "missing.parquet"))
+            score_nightly.publish(here, str(tmp_path / "missing.parquet"))
         with locks.hold(here, "data", "model"):  # other locks stay free
             pass
         proc.send_signal(signal.SIGKILL)

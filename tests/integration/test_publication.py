@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from recsys.config import Settings
-from recsys.online import publication, store
+from recsys.online import feast_repo, publication, writer
 from recsys.online import reader as lookup
 from recsys.ops import redis_server
 
@@ -77,26 +77,26 @@ def env_of(settings: Settings) -> dict[str, str]:
 
 PUBLISH = """
 import sys, pandas as pd
-from recsys.online import store
+from recsys.online import feast_repo, writer
 from recsys.config import load_settings
 recs, catalogue = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
-store.publish(recs, catalogue, load_settings(), batch_size=int(sys.argv[3]))
+writer.publish(recs, catalogue, load_settings(), batch_size=int(sys.argv[3]))
 """
 
 
 @pytest.fixture
 def published(own_redis: Settings, tmp_path: Path) -> dict:
     """A + B frames on disk, B's end state (published cleanly once), then A served again."""
-    store.apply(own_redis)
+    feast_repo.apply(own_redis)
     files = {}
     for version in "AB":
         recs, catalogue = frames(version)
         files[version] = (tmp_path / f"{version}.parquet", tmp_path / "catalogue.parquet")
         recs.to_parquet(files[version][0])
         catalogue.to_parquet(files[version][1])
-    store.publish(*frames("B"), own_redis, batch_size=ROWS)
+    writer.publish(*frames("B"), own_redis, batch_size=ROWS)
     end_state = feast_keys(own_redis)
-    store.publish(*frames("A"), own_redis, batch_size=ROWS)
+    writer.publish(*frames("A"), own_redis, batch_size=ROWS)
     return {"files": files, "end_state": end_state}
 
 
@@ -144,7 +144,7 @@ def test_a_publish_killed_part_way_leaves_whole_lists_says_so_and_converges(
     )
     assert status.returncode == 0 and "interrupted" in status.stdout and "B" in status.stdout
     # the same publish again: exactly the state a clean publish of B leaves
-    store.publish(*frames("B"), own_redis, batch_size=ROWS)
+    writer.publish(*frames("B"), own_redis, batch_size=ROWS)
     assert feast_keys(own_redis) == published["end_state"]
     final = record(own_redis)
     assert final["publish"] == "idle" and final["served"]["model_version"] == "B"
@@ -166,12 +166,12 @@ def test_redis_restarted_mid_publish_converges(
 
     monkeypatch.setattr(publication, "progress", restart_at_half)
     try:
-        store.publish(*frames("B"), own_redis, batch_size=ROWS)
+        writer.publish(*frames("B"), own_redis, batch_size=ROWS)
     except Exception as exc:  # a reconnect may fail once: it must say Redis, then a re-run heals
         assert "Redis" in str(exc), exc
     monkeypatch.setattr(publication, "progress", real)
     assert restarted
-    store.publish(*frames("B"), own_redis, batch_size=ROWS)
+    writer.publish(*frames("B"), own_redis, batch_size=ROWS)
     assert feast_keys(own_redis) == published["end_state"]
 
 
@@ -182,7 +182,7 @@ def test_users_gone_from_the_new_scoring_are_removed_or_kept_by_setting(
     settings = own_redis.model_copy(deep=True)
     settings.store.stale_users = policy
     fewer, catalogue = frames("B", range(1, N_USERS - 99))  # the last 100 users are gone
-    counts = store.publish(fewer, catalogue, settings, batch_size=ROWS)
+    counts = writer.publish(fewer, catalogue, settings, batch_size=ROWS)
     gone = lookup.stored_lists(list(range(N_USERS - 99, N_USERS + 1)), K, settings)
     if policy == "remove":
         assert counts["stale_users_removed"] == 100 and all(v is None for v in gone.values())

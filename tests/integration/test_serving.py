@@ -2,7 +2,7 @@
 
 A small real bundle (an untrained SASRec tower over a synthetic catalogue, written by
 recsys.tracking.two_tower.write_bundle) and synthetic lists, histories and titles published through
-recsys.online.store into a per-test embedded Redis. The model is loaded as MLflow loads it
+recsys.online.writer into a per-test embedded Redis. The model is loaded as MLflow loads it
 (``load_context`` with the bundle artefact), with the store's connection in the environment.
 """
 
@@ -21,8 +21,8 @@ import torch
 from recsys.config import DataConfig, Settings, load_settings
 from recsys.data.prepared import prepare
 from recsys.models.two_tower.model import TwoTower
+from recsys.online import feast_repo, writer
 from recsys.online import reader as lookup
-from recsys.online import store
 from recsys.ops import redis_server
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.serving.models import RecommenderModel
@@ -107,8 +107,8 @@ def published(own_redis: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     recs, histories = stored_recs(rng), stored_histories(rng)
     ids = [*range(1, N_MOVIES + 1), OUTSIDE]
     catalogue = pd.DataFrame({"movie_id": np.array(ids, dtype="int64"), "title": [title(m) for m in ids]})
-    store.apply(own_redis)
-    store.publish(recs, catalogue, own_redis, histories)
+    feast_repo.apply(own_redis)
+    writer.publish(recs, catalogue, own_redis, histories)
     return recs, histories
 
 

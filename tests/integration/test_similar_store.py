@@ -9,8 +9,8 @@ import pytest
 
 from recsys.config import Settings
 from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownMovieError
+from recsys.online import feast_repo, verify, writer
 from recsys.online import reader as lookup
-from recsys.online import store
 from recsys.ops import redis_server
 from recsys.serving.models import RecommenderModel
 from tests.integration.test_serving import N_MOVIES, bundle_dir, served, title  # noqa: F401 - fixtures
@@ -49,11 +49,11 @@ def dump(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
 @pytest.fixture
 def published_similar(own_redis: Settings) -> pd.DataFrame:
     lists = similar_lists()
-    store.apply(own_redis)
+    feast_repo.apply(own_redis)
     catalogue = pd.DataFrame(
         {"movie_id": np.arange(1, N_MOVIES + 1), "title": [title(m) for m in range(1, 41)]}
     )
-    store.publish(
+    writer.publish(
         pd.DataFrame(
             {
                 "user_id": [1],
@@ -67,31 +67,31 @@ def published_similar(own_redis: Settings) -> pd.DataFrame:
         catalogue,
         own_redis,
     )
-    written = store.publish_similar(lists, own_redis)
+    written = writer.publish_similar(lists, own_redis)
     assert written["movies"] == N_MOVIES and written["writer"] == "fast"
     return lists
 
 
 def test_the_fast_writer_writes_the_bytes_feast_writes(own_redis: Settings) -> None:
-    store.apply(own_redis)
+    feast_repo.apply(own_redis)
     lists = similar_lists()
     contents = {}
-    for writer in ("feast", "fast"):
+    for kind in ("feast", "fast"):
         redis_server.client(own_redis.redis_connection).flushdb()
-        store.publish_similar(lists, own_redis, writer=writer)  # type: ignore[arg-type]
-        contents[writer] = dump(own_redis)
+        writer.publish_similar(lists, own_redis, writer=kind)  # type: ignore[arg-type]
+        contents[kind] = dump(own_redis)
     assert contents["fast"] == contents["feast"] and len(contents["fast"]) == N_MOVIES
 
 
 def test_feast_and_the_fast_lookup_read_back_what_was_published(
     published_similar: pd.DataFrame, own_redis: Settings
 ) -> None:
-    got = store.read_similar([1, 40, 77], own_redis)
+    got = verify.read_similar([1, 40, 77], own_redis)
     assert got["movie_id"].tolist() == [1, 40, 77]
     assert got["movie_ids"].iloc[0] == published_similar["movie_ids"].iloc[0].tolist()
     assert got["movie_ids"].iloc[1][0] == 2**40 and got["title"].iloc[0] == title(1)
     assert got["movie_ids"].iloc[2] is None  # no list stored for movie 77
-    assert store.verify_similar(published_similar, own_redis, 10) == {"checked": 10, "mismatches": 0}
+    assert verify.verify_similar(published_similar, own_redis, 10) == {"checked": 10, "mismatches": 0}
     triples = lookup.similar(1, 3, own_redis)
     want = published_similar.iloc[0]
     assert [m for m, _, _ in triples] == want["movie_ids"][:3].tolist()
@@ -104,7 +104,7 @@ def test_a_changed_store_fails_the_read_back(published_similar: pd.DataFrame, ow
     changed = published_similar.copy()
     changed.at[0, "model_version"] = "3"
     with pytest.raises(StoreError, match="movie 1, field model_version"):
-        store.verify_similar(changed, own_redis, len(changed))
+        verify.verify_similar(changed, own_redis, len(changed))
 
 
 def test_bad_lookups_get_one_line_naming_the_problem(
@@ -117,7 +117,7 @@ def test_bad_lookups_get_one_line_naming_the_problem(
     with pytest.raises(InvalidRequestError, match="movie_id must be an integer"):
         lookup.similar(0, 3, own_redis)
     with pytest.raises(DataError, match="duplicate movie_id"):
-        store.publish_similar(pd.concat([published_similar, published_similar.iloc[:1]]), own_redis)
+        writer.publish_similar(pd.concat([published_similar, published_similar.iloc[:1]]), own_redis)
 
 
 def test_http_answers_movie_id_requests_from_the_store(

@@ -18,8 +18,8 @@ import pytest
 
 from recsys.config import PROJECT_ROOT, Settings
 from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownUserError
+from recsys.online import feast_repo, layout, verify, writer
 from recsys.online import reader as fast
-from recsys.online import store
 from recsys.ops import redis_server
 
 pytestmark = pytest.mark.integration
@@ -80,9 +80,9 @@ def histories() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def published(redis_settings: Settings, histories: pd.DataFrame) -> pd.DataFrame:
     """Apply the repo and publish the synthetic lists and histories once for the module; returns recs."""
-    store.apply(redis_settings)
+    feast_repo.apply(redis_settings)
     recs = synthetic_recs()
-    counts = store.publish(recs, synthetic_catalogue(), redis_settings, histories)
+    counts = writer.publish(recs, synthetic_catalogue(), redis_settings, histories)
     assert counts["users"] == N_USERS and counts["movies"] == N_MOVIES and counts["writer"] == "fast"
     assert counts["histories"] == N_USERS - 1
     return recs
@@ -104,39 +104,39 @@ def port_open(settings: Settings) -> bool:
 
 
 def test_apply_registers_the_repo_objects(published: pd.DataFrame, redis_settings: Settings) -> None:
-    fs = store.feature_store(redis_settings)
-    assert fs.project == store.PROJECT
-    service = fs.get_feature_service(store.FEATURE_SERVICE)
+    fs = feast_repo.feature_store(redis_settings)
+    assert fs.project == layout.PROJECT
+    service = fs.get_feature_service(layout.FEATURE_SERVICE)
     projections = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
-    assert projections == {store.USER_VIEW: list(store.USER_FEATURES), store.HISTORY_VIEW: ["movie_ids"]}
+    assert projections == {layout.USER_VIEW: list(layout.USER_FEATURES), layout.HISTORY_VIEW: ["movie_ids"]}
     views = {fv.name: [f.name for f in fv.features] for fv in fs.list_feature_views()}
     assert views == {
-        store.USER_VIEW: list(store.USER_FEATURES),
-        store.HISTORY_VIEW: list(store.HISTORY_FEATURES),
-        store.MOVIE_VIEW: ["title"],
-        store.SIMILAR_VIEW: list(store.SIMILAR_FEATURES),
+        layout.USER_VIEW: list(layout.USER_FEATURES),
+        layout.HISTORY_VIEW: list(layout.HISTORY_FEATURES),
+        layout.MOVIE_VIEW: ["title"],
+        layout.SIMILAR_VIEW: list(layout.SIMILAR_FEATURES),
     }
-    similar = fs.get_feature_service(store.SIMILAR_SERVICE)
-    assert {p.name for p in similar.feature_view_projections} == {store.SIMILAR_VIEW, store.MOVIE_VIEW}
-    assert store.apply(redis_settings) == store.apply(redis_settings)  # re-applying changes nothing
+    similar = fs.get_feature_service(layout.SIMILAR_SERVICE)
+    assert {p.name for p in similar.feature_view_projections} == {layout.SIMILAR_VIEW, layout.MOVIE_VIEW}
+    assert feast_repo.apply(redis_settings) == feast_repo.apply(redis_settings)  # re-applying changes nothing
     repo = redis_settings.paths.feature_repo
     assert repo != PROJECT_ROOT / "feature_repo" and (repo / "data" / "registry.db").is_file()
-    record = pd.read_parquet(repo / "data" / f"{store.HISTORY_VIEW}.parquet")
-    assert record.columns.tolist() == list(store.HISTORY_COLUMNS) and len(record) == N_USERS - 1
-    assert (repo / "data" / f"{store.USER_VIEW}.parquet").is_file()
+    record = pd.read_parquet(repo / "data" / f"{layout.HISTORY_VIEW}.parquet")
+    assert record.columns.tolist() == list(layout.HISTORY_COLUMNS) and len(record) == N_USERS - 1
+    assert (repo / "data" / f"{layout.USER_VIEW}.parquet").is_file()
 
 
 def test_feast_reads_back_exactly_what_was_written(
     published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
 ) -> None:
-    read = store.read_lists([*published["user_id"], 999_999], redis_settings)
+    read = verify.read_lists([*published["user_id"], 999_999], redis_settings)
     assert read["user_id"].tolist() == [*published["user_id"], 999_999]
     for (_, want), (_, got) in zip(published.iterrows(), read.iterrows()):
         assert list(got["item_ids"]) == want["item_ids"].tolist()
         np.testing.assert_array_equal(np.asarray(got["scores"], dtype=np.float32), want["scores"])
         assert got["model_version"] == "7" and got["data_version"] == "d41d8cd"
-    assert read.iloc[-1][list(store.USER_FEATURES)].isna().all()
-    assert store.verify(published, redis_settings, sample=10, histories=histories) == {
+    assert read.iloc[-1][list(layout.USER_FEATURES)].isna().all()
+    assert verify.verify(published, redis_settings, sample=10, histories=histories) == {
         "checked": 10,
         "histories_checked": 10,
         "mismatches": 0,
@@ -146,7 +146,7 @@ def test_feast_reads_back_exactly_what_was_written(
 def test_feature_service_serves_lists_and_histories(
     published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
 ) -> None:
-    fs = store.feature_store(redis_settings)
+    fs = feast_repo.feature_store(redis_settings)
     users = [*published["user_id"], 999_999]
     rows = [{"user_id": int(u)} for u in users]
     got = fs.get_online_features(features=fs.get_feature_service("recommendations_v1"), entity_rows=rows)
@@ -166,7 +166,7 @@ def test_read_histories_through_feast(
     histories: pd.DataFrame, published: pd.DataFrame, redis_settings: Settings
 ) -> None:
     users = [*histories["user_id"], int(published["user_id"].iat[-1])]
-    read = store.read_histories(users, redis_settings)
+    read = verify.read_histories(users, redis_settings)
     assert read.columns.tolist() == ["user_id", "movie_ids", "data_version"]
     assert read["user_id"].tolist() == users
     assert [list(m) for m in read["movie_ids"][:-1]] == [m.tolist() for m in histories["movie_ids"]]
@@ -178,7 +178,7 @@ def test_history_lookup_matches_feast(
     histories: pd.DataFrame, published: pd.DataFrame, redis_settings: Settings
 ) -> None:
     users = histories["user_id"].tolist()
-    by_feast = store.read_histories(users, redis_settings)
+    by_feast = verify.read_histories(users, redis_settings)
     many = fast.history_many(users, settings=redis_settings)
     assert list(many) == users
     for user, feast_ids, want in zip(users, by_feast["movie_ids"], histories["movie_ids"]):
@@ -236,7 +236,7 @@ def test_publish_rejects_bad_histories_before_writing(
     before = redis_dump(redis_settings)
     other = synthetic_recs(seed=1, model_version="8")
     with pytest.raises(DataError, match=text):
-        store.publish(other, synthetic_catalogue(), redis_settings, change(histories))
+        writer.publish(other, synthetic_catalogue(), redis_settings, change(histories))
     assert redis_dump(redis_settings) == before
 
 
@@ -245,15 +245,15 @@ def test_verify_raises_when_histories_or_data_version_differ(
 ) -> None:
     reversed_ = histories.assign(movie_ids=[m[::-1] for m in histories["movie_ids"]])
     try:
-        store.publish(published, synthetic_catalogue(), redis_settings, reversed_)
+        writer.publish(published, synthetic_catalogue(), redis_settings, reversed_)
         with pytest.raises(StoreError, match=r"published histories .* field movie_ids"):
-            store.verify(published, redis_settings, sample=N_USERS, histories=histories)
-        store.publish(published.assign(data_version="v2"), synthetic_catalogue(), redis_settings)
+            verify.verify(published, redis_settings, sample=N_USERS, histories=histories)
+        writer.publish(published.assign(data_version="v2"), synthetic_catalogue(), redis_settings)
         with pytest.raises(StoreError, match=r"published lists for 40 of 40 .* field data_version"):
-            store.verify(published, redis_settings, sample=N_USERS)
+            verify.verify(published, redis_settings, sample=N_USERS)
     finally:
-        store.publish(published, synthetic_catalogue(), redis_settings, histories)
-    assert store.verify(published, redis_settings, N_USERS, histories)["histories_checked"] == N_USERS - 1
+        writer.publish(published, synthetic_catalogue(), redis_settings, histories)
+    assert verify.verify(published, redis_settings, N_USERS, histories)["histories_checked"] == N_USERS - 1
 
 
 def test_lookup_matches_feast_with_titles_best_first(
@@ -287,7 +287,7 @@ def test_publishing_twice_is_idempotent(
     published: pd.DataFrame, histories: pd.DataFrame, redis_settings: Settings
 ) -> None:
     before = redis_dump(redis_settings)
-    store.publish(published, synthetic_catalogue(), redis_settings, histories)
+    writer.publish(published, synthetic_catalogue(), redis_settings, histories)
     assert redis_dump(redis_settings) == before
     assert len(before) == N_USERS + N_MOVIES  # histories live in the users' hashes
 
@@ -295,13 +295,13 @@ def test_publishing_twice_is_idempotent(
 def test_verify_raises_when_the_store_differs(published: pd.DataFrame, redis_settings: Settings) -> None:
     other = synthetic_recs(seed=1, model_version="8")
     try:
-        store.publish(other, synthetic_catalogue(), redis_settings)
+        writer.publish(other, synthetic_catalogue(), redis_settings)
         with pytest.raises(StoreError, match="differs from the published lists"):
-            store.verify(published, redis_settings, sample=5)
+            verify.verify(published, redis_settings, sample=5)
         top = fast.lookup(int(other["user_id"][0]), k=1, settings=redis_settings)
         assert top[0][0] == other["item_ids"][0][0]
     finally:
-        store.publish(published, synthetic_catalogue(), redis_settings)
+        writer.publish(published, synthetic_catalogue(), redis_settings)
 
 
 @pytest.mark.parametrize(
@@ -331,7 +331,7 @@ def test_unreachable_redis_raises_store_error(isolated_settings: Callable[..., S
     with pytest.raises(StoreError, match=r"unreachable.*recsys up.*REDIS_CONNECTION_STRING"):
         fast.lookup(1, settings=settings)
     with pytest.raises(StoreError, match="unreachable"):
-        store.publish(synthetic_recs(), synthetic_catalogue(), settings)
+        writer.publish(synthetic_recs(), synthetic_catalogue(), settings)
     closed = isolated_settings().store.port  # a free port nothing listens on
     external = isolated_settings(None, f"store.connection_string=127.0.0.1:{closed}")
     assert not external.uses_embedded_redis
@@ -342,7 +342,7 @@ def test_unreachable_redis_raises_store_error(isolated_settings: Callable[..., S
 def test_stop_closes_the_port_and_restart_keeps_the_lists(
     published: pd.DataFrame, histories: pd.DataFrame, own_redis: Settings
 ) -> None:
-    store.publish(published, synthetic_catalogue(), own_redis, histories)
+    writer.publish(published, synthetic_catalogue(), own_redis, histories)
     user = int(published["user_id"][3])
     expected = fast.lookup(user, k=5, settings=own_redis)
     assert fast.history(user, settings=own_redis) == histories["movie_ids"][3].tolist()
@@ -393,11 +393,11 @@ def publish_with_each_writer(
     conn = redis_server.client(settings.redis_connection)
     written = {}
     try:
-        for writer in ("feast", "fast"):
+        for kind in ("feast", "fast"):
             conn.flushdb()
-            counts = store.publish(recs, synthetic_catalogue(), settings, histories, writer=writer)
-            assert counts["writer"] == writer and counts["histories"] == len(histories)
-            written[writer] = (
+            counts = writer.publish(recs, synthetic_catalogue(), settings, histories, writer=kind)
+            assert counts["kind"] == kind and counts["histories"] == len(histories)
+            written[kind] = (
                 redis_dump(settings),
                 {conn.ttl(key) for key in conn.scan_iter() if not key.startswith(b"recsys:publ")},
             )
@@ -407,14 +407,14 @@ def publish_with_each_writer(
 
 
 def test_fast_writer_writes_the_bytes_feast_writes(own_redis: Settings, histories: pd.DataFrame) -> None:
-    store.apply(own_redis)
+    feast_repo.apply(own_redis)
     recs = harder_recs()
     written = publish_with_each_writer(own_redis, recs, histories)
     assert written["fast"] == written["feast"]
     contents, ttls = written["fast"]
     assert len(contents) == N_USERS + N_MOVIES and ttls == {-1}  # feature_store.yaml sets no key TTL
     first, big = (fast.entity_key("user_id", int(u)) for u in recs["user_id"].iloc[[0, -1]])
-    assert len(contents[first]) == 2 + len(store.USER_FEATURES) + len(store.HISTORY_FEATURES)  # + 2 _ts
+    assert len(contents[first]) == 2 + len(layout.USER_FEATURES) + len(layout.HISTORY_FEATURES)  # + 2 _ts
     assert contents[big][fast.USER_FIELDS[0]] == b"r\x00"  # the empty list, on an id past 2**32
 
 
@@ -425,12 +425,12 @@ def test_fast_writer_takes_the_key_ttl_from_feature_store_yaml(
         own_redis.paths.feature_repo, tmp_path / "ttl_repo", "skip_dedup: true", "key_ttl_seconds: 3600"
     )
     settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
-    store.apply(settings)
-    assert store.view_layout(store.feature_store(settings), store.USER_VIEW).ttl_seconds == 3600
+    feast_repo.apply(settings)
+    assert feast_repo.view_layout(feast_repo.feature_store(settings), layout.USER_VIEW).ttl_seconds == 3600
     written = publish_with_each_writer(settings, synthetic_recs(), histories)
     assert written["fast"][0] == written["feast"][0] and len(written["fast"][0]) == N_USERS + N_MOVIES
-    for writer in ("feast", "fast"):
-        assert written[writer][1] <= set(range(3590, 3601)), writer
+    for kind in ("feast", "fast"):
+        assert written[kind][1] <= set(range(3590, 3601)), kind
 
 
 def test_fast_writer_refuses_an_online_store_it_does_not_reproduce(
@@ -438,26 +438,26 @@ def test_fast_writer_refuses_an_online_store_it_does_not_reproduce(
 ) -> None:
     repo = repo_variant(own_redis.paths.feature_repo, tmp_path / "dedup_repo", "skip_dedup: false")
     settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
-    store.apply(settings)
+    feast_repo.apply(settings)
     recs, catalogue = synthetic_recs(), synthetic_catalogue()
     with pytest.raises(
         StoreError, match="does not implement online_store.skip_dedup false; publish with writer='feast'"
     ):
-        store.publish(recs, catalogue, settings)
+        writer.publish(recs, catalogue, settings)
     with pytest.raises(StoreError, match="writer must be 'fast' or 'feast', got 'raw'"):
-        store.publish(recs, catalogue, settings, writer="raw")  # type: ignore[arg-type]
-    assert redis_dump(settings) == {} and not (repo / "data" / f"{store.USER_VIEW}.parquet").exists()
-    assert store.publish(recs, catalogue, settings, writer="feast")["users"] == N_USERS
-    assert list(store.read_lists([1], settings)["item_ids"][0]) == recs["item_ids"][0].tolist()
+        writer.publish(recs, catalogue, settings, writer="raw")  # type: ignore[arg-type]
+    assert redis_dump(settings) == {} and not (repo / "data" / f"{layout.USER_VIEW}.parquet").exists()
+    assert writer.publish(recs, catalogue, settings, writer="feast")["users"] == N_USERS
+    assert list(verify.read_lists([1], settings)["item_ids"][0]) == recs["item_ids"][0].tolist()
 
 
 def test_feast_reads_every_field_the_fast_writer_wrote(own_redis: Settings, histories: pd.DataFrame) -> None:
-    store.apply(own_redis)
+    feast_repo.apply(own_redis)
     recs, catalogue = synthetic_recs(), synthetic_catalogue()
-    store.publish(recs, catalogue, own_redis, histories, writer="fast")
-    fs = store.feature_store(own_redis)
-    refs = [f"{store.USER_VIEW}:{f}" for f in store.USER_FEATURES]
-    refs += [f"{store.HISTORY_VIEW}:{f}" for f in store.HISTORY_FEATURES]
+    writer.publish(recs, catalogue, own_redis, histories, writer="fast")
+    fs = feast_repo.feature_store(own_redis)
+    refs = [f"{layout.USER_VIEW}:{f}" for f in layout.USER_FEATURES]
+    refs += [f"{layout.HISTORY_VIEW}:{f}" for f in layout.HISTORY_FEATURES]
     rows = [{"user_id": int(u)} for u in recs["user_id"]]
     served = fs.get_online_features(features=refs, entity_rows=rows, full_feature_names=True).to_dict()
     history = dict(zip(histories["user_id"], histories["movie_ids"]))
@@ -475,7 +475,7 @@ def test_feast_reads_every_field_the_fast_writer_wrote(own_redis: Settings, hist
         and len(served["user_history__movie_ids"][1]) == LONG_HISTORY
     )
     movies = [{"movie_id": int(m)} for m in catalogue["movie_id"]]
-    titles = fs.get_online_features(features=[f"{store.MOVIE_VIEW}:title"], entity_rows=movies).to_dict()[
+    titles = fs.get_online_features(features=[f"{layout.MOVIE_VIEW}:title"], entity_rows=movies).to_dict()[
         "title"
     ]
     assert titles == catalogue["title"].tolist() and "Amélie 7 (2001)" in titles

@@ -264,13 +264,14 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
     env["RECSYS_HOME"] = str(tmp_path / "reference")
     code = (
         "import sys, pandas as pd\n"
-        "from recsys import pipelines, store\n"
+        "from recsys.online import verify\n"
+        "from recsys.pipelines import score_nightly\n"
         "from recsys.config import load_settings\n"
         "s = load_settings([])\n"
-        f"r = pipelines.score(s, {champion['model_version']!r}, 0, 1, {champion['prepared_dir']!r})\n"
+        f"r = score_nightly.score(s, {champion['model_version']!r}, 0, 1, {champion!r})\n"
         "recs = pd.read_parquet(r['recommendations'])\n"
         "recs.to_parquet(sys.argv[1])\n"
-        "store.read_lists(recs['user_id'].tolist(), s).to_parquet(sys.argv[2])\n"
+        "verify.read_lists(recs['user_id'].tolist(), s).to_parquet(sys.argv[2])\n"
     )
     ref, online = tmp_path / "reference.parquet", tmp_path / "online.parquet"
     done = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 from recsys.config import load_settings
 from recsys.errors import LockedError
 from recsys.ops import locks
-from recsys.pipelines import tasks as pipelines
+from recsys.pipelines import score_nightly
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +42,7 @@ def test_a_second_run_fails_naming_the_holder_and_goes_once_it_is_gone(tmp_path)
                 pass
         # a step that needs it refuses before doing anything: publish of a file that does not exist
         with pytest.raises(LockedError, match=f"pid {proc.pid}"):
-            pipelines.publish(settings, str(tmp_path / "missing.parquet"))
+            score_nightly.publish(settings, str(tmp_path / "missing.parquet"))
         start = time.monotonic()
         with pytest.raises(LockedError):
             with locks.hold(settings, "data", "publish", wait_s=0.5):

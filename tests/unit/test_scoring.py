@@ -123,12 +123,15 @@ def test_list_ranks_and_decisions():
     recs = pd.DataFrame({"user_id": [1, 2], "item_ids": [np.array([5, 6, 7]), np.array([8])]})
     heldout = pd.DataFrame({"user_id": [1, 2, 3], "movie_id": [7, 9, 5]})
     assert list_ranks(recs, heldout, miss=1000).tolist() == [2, 1000, 1000]
-    assert decide(0.05, None, 0.02).promote
-    assert not decide(0.01, None, 0.02).promote  # must beat MostPop even as the first version
-    assert "MostPop" in decide(0.01, 0.005, 0.02).reason
-    assert not decide(0.04, 0.05, 0.02, champion_version="3").promote
-    assert "champion v3" in decide(0.06, 0.05, 0.02, champion_version="3").reason
-    assert decide(0.0, 0.05, 0.02, force=True).promote
+    floor = {"MostPop": 0.02}
+    assert decide(0.05, floor, None).promote
+    assert not decide(0.01, floor, None).promote  # must beat MostPop even as the first version
+    assert "MostPop" in decide(0.01, floor, 0.005).reason
+    assert not decide(0.02, floor, None).promote  # a tie does not beat it
+    assert not decide(0.04, floor, 0.05, champion_version="3").promote
+    assert "champion v3" in decide(0.06, floor, 0.05, champion_version="3").reason
+    assert decide(0.0, floor, 0.05, force=True).promote
+    assert not decide(0.05, {"MostPop": 0.02, "the genre floor": 0.06}, None).promote  # every floor
 
 
 def test_bundle_refuses_missing_files_and_unknown_formats(tiny, tmp_path):
