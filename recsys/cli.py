@@ -48,12 +48,11 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from recsys.data import synth
+    from recsys.data.synth.params import params_for
+    from recsys.data.synth.release import synthesize
 
-    params = synth.params_for(
-        args.preset, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed
-    )
-    _print_json(synth.synthesize(params, args.out, force=args.force))
+    params = params_for(args.preset, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed)
+    _print_json(synthesize(params, args.out, force=args.force))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

@@ -12,23 +12,38 @@ import pytest
 
 from recsys.cli import main
 from recsys.config import DataConfig
-from recsys.data import synth
 from recsys.data.prepared import load_movies, load_ratings, prepare, seen_lists
+from recsys.data.synth import release as synth_release
+from recsys.data.synth.catalogue import Release, activity
+from recsys.data.synth.generate import generate
+from recsys.data.synth.params import (
+    END,
+    GENRES,
+    HALF_STARS_FROM,
+    MIN_PER_USER,
+    NO_GENRES,
+    STARS,
+    START,
+    VERSION,
+    SynthParams,
+    params_for,
+)
+from recsys.data.synth.release import synthesize
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation.metrics import MostPop, evaluate
 
 pytestmark = pytest.mark.unit
 
-TINY = synth.SynthParams(users=300, movies=400, ratings=30_000, seed=3)
+TINY = SynthParams(users=300, movies=400, ratings=30_000, seed=3)
 
 
 @pytest.fixture(scope="module")
-def release() -> synth.Release:
-    return synth.generate(synth.SynthParams(users=1_500, movies=1_200, ratings=150_000, seed=1))
+def release() -> Release:
+    return generate(SynthParams(users=1_500, movies=1_200, ratings=150_000, seed=1))
 
 
 @pytest.fixture(scope="module")
-def frame(release: synth.Release) -> pd.DataFrame:
+def frame(release: Release) -> pd.DataFrame:
     return pd.DataFrame(release.ratings)
 
 
@@ -37,8 +52,8 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_presets_and_overrides() -> None:
-    assert synth.params_for("ml-20m") == synth.SynthParams(138_493, 26_744, 20_000_263, 0)
-    assert synth.params_for("small", ratings=200_000, seed=7) == synth.SynthParams(6_040, 3_706, 200_000, 7)
+    assert params_for("ml-20m") == SynthParams(138_493, 26_744, 20_000_263, 0)
+    assert params_for("small", ratings=200_000, seed=7) == SynthParams(6_040, 3_706, 200_000, 7)
 
 
 @pytest.mark.parametrize(
@@ -54,23 +69,23 @@ def test_presets_and_overrides() -> None:
 )
 def test_impossible_parameters_are_config_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        synth.params_for("small", **kwargs)
+        params_for("small", **kwargs)
 
 
 def test_unknown_preset_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"'ml-1m'.*\['ml-20m', 'small'\]"):
-        synth.params_for("ml-1m")
+        params_for("ml-1m")
 
 
 def test_activity_is_exact_bounded_and_heavy_tailed() -> None:
-    params = synth.SynthParams(users=5_000, movies=2_000, ratings=700_000)
-    counts = synth.activity(np.random.default_rng(0), params)
+    params = SynthParams(users=5_000, movies=2_000, ratings=700_000)
+    counts = activity(np.random.default_rng(0), params)
     assert counts.sum() == params.ratings
-    assert counts.min() == synth.MIN_PER_USER and counts.max() <= params.max_per_user == 700
+    assert counts.min() == MIN_PER_USER and counts.max() <= params.max_per_user == 700
     assert np.median(counts) < 0.7 * counts.mean() and counts.mean() < 0.25 * counts.max()
 
 
-def test_release_has_the_movielens_shape(release: synth.Release, frame: pd.DataFrame) -> None:
+def test_release_has_the_movielens_shape(release: Release, frame: pd.DataFrame) -> None:
     params = release.params
     assert len(frame) == params.ratings
     assert not frame.duplicated(["user_id", "movie_id"]).any()
@@ -84,20 +99,20 @@ def test_release_has_the_movielens_shape(release: synth.Release, frame: pd.DataF
     assert (ordered.index == frame.index).all()
 
 
-def test_stars_follow_movielens_histogram(release: synth.Release, frame: pd.DataFrame) -> None:
-    assert set(frame["rating"].unique()) <= set(synth.STARS)
+def test_stars_follow_movielens_histogram(release: Release, frame: pd.DataFrame) -> None:
+    assert set(frame["rating"].unique()) <= set(STARS)
     shares = frame["rating"].value_counts(normalize=True)
     assert 0.45 < (frame["rating"] >= 4).mean() < 0.55
     assert shares.idxmax() == 4.0 and shares[4.0] == pytest.approx(0.28, abs=0.03)
     assert shares[3.0] == pytest.approx(0.21, abs=0.03)
-    early = frame[frame["timestamp"] < synth.HALF_STARS_FROM]
+    early = frame[frame["timestamp"] < HALF_STARS_FROM]
     assert len(early) and (early["rating"] % 1 == 0).all()  # whole stars before 2003-02-18
     assert release.stats["share_4_or_more"] == pytest.approx((frame["rating"] >= 4).mean(), abs=1e-4)
 
 
 def test_timestamps_span_years_in_sessions(frame: pd.DataFrame) -> None:
     ts = frame["timestamp"]
-    assert ts.min() >= synth.START and ts.max() < synth.END
+    assert ts.min() >= START and ts.max() < END
     assert pd.to_datetime(ts, unit="s").dt.year.nunique() >= 15
     timed = frame.sort_values(["user_id", "timestamp"], kind="mergesort")
     gaps = timed.groupby("user_id")["timestamp"].diff().dropna()
@@ -108,18 +123,18 @@ def test_timestamps_span_years_in_sessions(frame: pd.DataFrame) -> None:
     assert (span > 365 * 86_400).mean() > 0.05 and (span < 86_400).mean() > 0.2
 
 
-def test_movies_carry_movielens_genres_tied_to_clusters(release: synth.Release) -> None:
+def test_movies_carry_movielens_genres_tied_to_clusters(release: Release) -> None:
     cat = release.catalogue
     assert len(cat.titles) == len(cat.genres) == len(cat.movie_ids) == release.params.movies
     assert cat.titles[0] == f"Synthetic Movie {cat.movie_ids[0]} ({cat.titles[0][-5:-1]})"
     names = {g for genres in cat.genres for g in genres.split("|")}
-    assert names <= set(synth.GENRES) | {synth.NO_GENRES} and len(names) > 10
+    assert names <= set(GENRES) | {NO_GENRES} and len(names) > 10
     flags = pd.Series(cat.genres).str.get_dummies(sep="|")
     shared = flags.groupby(cat.clusters).mean().max(axis=1)  # movies with the cluster's top genre
     assert shared.min() > 0.9 and flags.mean().max() < 0.6
 
 
-def test_planted_signal_beats_popularity(release: synth.Release, frame: pd.DataFrame) -> None:
+def test_planted_signal_beats_popularity(release: Release, frame: pd.DataFrame) -> None:
     """The held-out last positive follows the user's earlier positives far above chance."""
     cat = release.catalogue
     movies = pd.DataFrame({"movie_id": cat.movie_ids, "title": cat.titles, "genres": cat.genres})
@@ -148,9 +163,9 @@ def test_planted_signal_beats_popularity(release: synth.Release, frame: pd.DataF
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
-    first = synth.synthesize(TINY, tmp_path / "a")
-    synth.synthesize(TINY, tmp_path / "b")
-    synth.synthesize(synth.SynthParams(TINY.users, TINY.movies, TINY.ratings, seed=4), tmp_path / "c")
+    first = synthesize(TINY, tmp_path / "a")
+    synthesize(TINY, tmp_path / "b")
+    synthesize(SynthParams(TINY.users, TINY.movies, TINY.ratings, seed=4), tmp_path / "c")
     a, b, c = (_digests(tmp_path / n) for n in "abc")
     assert list(a) == ["README.txt", "movies.csv", "ratings.csv"]
     assert a == b
@@ -160,11 +175,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
 
 
 def test_files_read_back_through_the_loader(tmp_path: Path) -> None:
-    release = synth.generate(TINY)
-    synth.synthesize(TINY, tmp_path / "out")
+    release = generate(TINY)
+    synthesize(TINY, tmp_path / "out")
     text = (tmp_path / "out" / "ratings.csv").read_text()
     assert text.startswith("userId,movieId,rating,timestamp\n1,")
-    assert {line.split(",")[2] for line in text.splitlines()[1:]} <= {f"{s:.1f}" for s in synth.STARS}
+    assert {line.split(",")[2] for line in text.splitlines()[1:]} <= {f"{s:.1f}" for s in STARS}
     ratings = load_ratings(tmp_path / "out" / "ratings.csv")
     assert list(ratings.dtypes) == ["int64", "int64", "float64", "int64"]
     pd.testing.assert_frame_equal(ratings, pd.DataFrame(release.ratings), check_dtype=False)
@@ -172,7 +187,7 @@ def test_files_read_back_through_the_loader(tmp_path: Path) -> None:
     assert movies["movie_id"].tolist() == release.catalogue.movie_ids.tolist()
     assert movies["genres"].tolist() == release.catalogue.genres
     readme = (tmp_path / "out" / "README.txt").read_text()
-    assert "SYNTHETIC" in readme and f"generator version {synth.VERSION}" in readme
+    assert "SYNTHETIC" in readme and f"generator version {VERSION}" in readme
     assert "--users 300 --movies 400 --ratings 30000 --seed 3" in readme
     assert '"share_4_or_more"' in readme
 
@@ -180,26 +195,26 @@ def test_files_read_back_through_the_loader(tmp_path: Path) -> None:
 def test_out_folder_is_replaced_only_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    synth.synthesize(TINY, out)  # an empty folder is fine
+    synthesize(TINY, out)  # an empty folder is fine
     before = _digests(out)
     with pytest.raises(DataError, match="not empty; pass --force"):
-        synth.synthesize(TINY, out)
+        synthesize(TINY, out)
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="is a file"):
-        synth.synthesize(TINY, tmp_path / "file")
+        synthesize(TINY, tmp_path / "file")
 
-    def broken(release: synth.Release, folder: Path) -> None:
+    def broken(release: Release, folder: Path) -> None:
         (folder / "ratings.csv").write_text("half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(synth, "write_release", broken)
+    monkeypatch.setattr(synth_release, "write_release", broken)
     with pytest.raises(OSError, match="disk full"):
-        synth.synthesize(TINY, out, force=True)
+        synthesize(TINY, out, force=True)
     assert _digests(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out"]
     monkeypatch.undo()
-    other = synth.SynthParams(TINY.users, TINY.movies, TINY.ratings, seed=9)
-    synth.synthesize(other, out, force=True)
+    other = SynthParams(TINY.users, TINY.movies, TINY.ratings, seed=9)
+    synthesize(other, out, force=True)
     assert _digests(out) != before and sorted(p.name for p in tmp_path.iterdir()) == ["file", "out"]
 
 
