@@ -42,8 +42,9 @@ import pandas as pd
 
 from recsys.config import load_settings
 from recsys.data import pairs
+from recsys.data.features import item_features
 from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
-from recsys.runtime.similar import item_features, similarity_metrics, vector_scores
+from recsys.evaluation.similarity import similarity_metrics, vector_scores
 
 ScoresOf = Callable[[np.ndarray], np.ndarray]
 
@@ -144,7 +145,7 @@ def run_triplet(
     valid and test."""
     import torch
 
-    from recsys.models.item_tower.model import train_tower
+    from recsys.models.item_tower.training import train_tower
 
     prepared, table = load_prepared(dataset), load_table(dataset)
     cfg = load_settings([*overrides, f"similar.seed={seed}"]).similar

@@ -51,7 +51,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from recsys.data.synth.params import params_for
     from recsys.data.synth.release import synthesize
 
-    params = params_for(args.preset, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed)
+    sizes = {"users": args.users, "movies": args.movies, "ratings": args.ratings}
+    params = params_for(args.preset, seed=args.seed, **sizes)
     _print_json(synthesize(params, args.out, force=args.force))
 
 

@@ -13,7 +13,6 @@ same lists, several times faster. This module imports neither torch nor MLflow: 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,15 +24,12 @@ import pandas as pd
 from recsys.config import HISTORY_TOWERS
 from recsys.errors import DataError
 from recsys.files import read_parquet
+from recsys.runtime.onnx import DAMAGED, session
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
 SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
-DAMAGED = (
-    "a damaged copy of a model version: delete its folder under $RECSYS_HOME/models to "
-    "download it again from the registry"
-)
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
@@ -45,24 +41,6 @@ def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarr
     return out
 
 
-def _session(model: Path | bytes, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.log_severity_level = 3
-    # Idle intra-op threads would otherwise spin between calls and take the cores the top-K
-    # kernel (recsys.runtime.topk) runs on right after each MatMul.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
-        where = "an in-memory graph" if isinstance(model, bytes) else str(model)
-        reason = " ".join(str(exc).split())[:200]
-        raise DataError(f"cannot load the ONNX graph {where} ({reason}); {DAMAGED}") from exc
-
-
 class OnnxRetriever:
     """An ONNX Runtime session over the retrieval graph written by
     :func:`recsys.models.two_tower.export.export_onnx`."""
@@ -70,7 +48,7 @@ class OnnxRetriever:
     def __init__(self, onnx_path: Path, n_items: int, threads: int | None = None) -> None:
         if not Path(onnx_path).is_file():
             raise DataError(f"ONNX model {onnx_path} does not exist")
-        self.session = _session(Path(onnx_path), threads)
+        self.session = session(Path(onnx_path), threads)
         self.user_input = self.session.get_inputs()[0].name  # "history" or "user_idx"
         self.n_items = n_items
 
@@ -114,7 +92,7 @@ class FastRetriever:
         for path in (tower_path, items_path):
             if not Path(path).is_file():
                 raise DataError(f"scoring file {path} does not exist")
-        self.tower = _session(Path(tower_path), threads)
+        self.tower = session(Path(tower_path), threads)
         self.user_input = self.tower.get_inputs()[0].name  # "history" or "user_idx"
         try:
             items = np.load(items_path)
@@ -123,7 +101,7 @@ class FastRetriever:
         if items.ndim != 2:
             raise DataError(f"{items_path} must hold an [items, dim] matrix, got shape {items.shape}")
         self.n_items, self.k = items.shape[0], min(k, items.shape[0])
-        self.matmul = _session(matmul_graph(items), threads)
+        self.matmul = session(matmul_graph(items), threads)
         self.threads = threads
 
     def user_vectors(self, user: np.ndarray) -> np.ndarray:

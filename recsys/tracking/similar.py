@@ -21,15 +21,11 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import PROJECT_ROOT, Settings
+from recsys.data.features import item_features
 from recsys.errors import DataError, ModelNotFoundError
+from recsys.evaluation.similarity import align_vectors, similarity_metrics, vector_scores
 from recsys.ops.registry import CHAMPION, Registry
-from recsys.runtime.similar import (
-    SimilarBundle,
-    align_vectors,
-    item_features,
-    similarity_metrics,
-    vector_scores,
-)
+from recsys.runtime.similar import SimilarBundle
 from recsys.tracking.gate import decide, record
 
 log = logging.getLogger(__name__)
@@ -121,7 +117,8 @@ def run_similar_training(
     embeddings when ``similar.init`` is ``two_tower``."""
     import torch
 
-    from recsys.models.item_tower.model import evaluate_tower, train_tower, write_bundle
+    from recsys.models.item_tower.export import write_bundle
+    from recsys.models.item_tower.training import evaluate_tower, train_tower
 
     cfg = settings.similar
     movie_ids = catalogue["movie_id"].to_numpy()

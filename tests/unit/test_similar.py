@@ -10,17 +10,13 @@ import torch
 
 from recsys import checks
 from recsys.config import SimilarConfig
-from recsys.data import pairs
+from recsys.data import features, pairs
 from recsys.data.validation import validate_pairs
 from recsys.errors import DataError, InvalidRequestError, ValidationFailed
-from recsys.models.item_tower.model import (
-    distances,
-    evaluate_tower,
-    initial_ids,
-    train_tower,
-    triplet_loss,
-    write_bundle,
-)
+from recsys.evaluation import similarity
+from recsys.models.item_tower.export import write_bundle
+from recsys.models.item_tower.model import distances, initial_ids, triplet_loss
+from recsys.models.item_tower.training import evaluate_tower, train_tower
 from recsys.runtime import similar
 from tests.unit.test_pairs import CFG, planted
 
@@ -34,13 +30,13 @@ def test_item_features_read_genres_decade_and_title_words():
             "genres": ["Animation|Children", "Action", "Action|Crime", "(no genres listed)"],
         }
     )
-    feats = similar.item_features(catalogue, title_min_count=2)
+    feats = features.item_features(catalogue, title_min_count=2)
     assert feats.genre_names == ["Action", "Animation", "Children", "Crime"]
     assert feats.genres.tolist() == [[0, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]]
     assert feats.decade.tolist()[:3] == [10, 10, 10] and feats.decade[3] == 0  # 1990s; unknown
     assert feats.vocabulary == ["toy"]  # the only word in two titles; the year is not a word
     assert feats.words[:, 0].tolist() == [1, 1, 0, 0]
-    assert similar.title_words("Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)")[:2] == ["am", "lie"]
+    assert features.title_words("Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)")[:2] == ["am", "lie"]
 
 
 def test_triplet_loss_mines_the_hardest_or_the_semi_hard_negative():
@@ -80,15 +76,21 @@ def test_metrics_are_perfect_for_perfect_vectors_and_inverted_for_inverted_ones(
         }
     )
     good = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0], [0.8, 0.2]])
-    metrics = similar.similarity_metrics(similar.vector_scores(good, "cosine"), table, movie_ids, ks=(2, 4))
+    metrics = similarity.similarity_metrics(
+        similarity.vector_scores(good, "cosine"), table, movie_ids, ks=(2, 4)
+    )
     assert metrics["recall_at_2"] == 1.0 and metrics["auc_hard"] == 1.0 and metrics["auc_soft"] == 1.0
     bad = np.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [-0.9, -0.1]])
-    metrics = similar.similarity_metrics(similar.vector_scores(bad, "cosine"), table, movie_ids, ks=(2, 4))
+    metrics = similarity.similarity_metrics(
+        similarity.vector_scores(bad, "cosine"), table, movie_ids, ks=(2, 4)
+    )
     assert metrics["recall_at_2"] == 0.0 and metrics["recall_at_4"] == 1.0
     assert metrics["auc_hard"] == 0.0 and metrics["auc_soft"] == 0.0 and metrics["queries"] == 1
     # a positive the catalogue lacks is a miss
     missing = pd.concat([table, table.iloc[:1].assign(movie_id_second=99)])
-    metrics = similar.similarity_metrics(similar.vector_scores(good, "cosine"), missing, movie_ids, ks=(4,))
+    metrics = similarity.similarity_metrics(
+        similarity.vector_scores(good, "cosine"), missing, movie_ids, ks=(4,)
+    )
     assert metrics["recall_at_4"] == pytest.approx(2 / 3)
 
 
@@ -100,8 +102,8 @@ def test_the_tower_learns_what_the_characteristics_cannot_tell_apart():
         max_epochs=15, patience=15, batch_size=64, random_per_batch=32, id_dropout=0.0, learning_rate=3e-3
     )
     result = train_tower(table, catalogue, cfg)
-    genre = similar.similarity_metrics(
-        similar.vector_scores(similar.item_features(catalogue).genres, "cosine"),
+    genre = similarity.similarity_metrics(
+        similarity.vector_scores(features.item_features(catalogue).genres, "cosine"),
         table[table["split"] == "valid"],
         catalogue["movie_id"].to_numpy(),
     )
@@ -127,19 +129,19 @@ def test_a_tower_started_from_vectors_ranks_as_they_do_then_keeps_its_best_epoch
     # another model's catalogue: reversed, without the first movie, with a movie this one lacks
     their_ids = np.concatenate([catalogue["movie_id"].to_numpy()[:0:-1], [5]])
     theirs = np.concatenate([vectors[:0:-1], np.ones((1, 6))])
-    aligned = similar.align_vectors(theirs, their_ids, catalogue["movie_id"].to_numpy())
+    aligned = similarity.align_vectors(theirs, their_ids, catalogue["movie_id"].to_numpy())
     assert np.isnan(aligned[0]).all() and np.allclose(aligned[1:], vectors[1:])
     start_ids = initial_ids(aligned, seed=0)
     assert np.isfinite(start_ids).all() and np.linalg.norm(start_ids[1:], axis=1).mean() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="vectors for"):
-        similar.align_vectors(theirs[:5], their_ids, catalogue["movie_id"].to_numpy())
+        similarity.align_vectors(theirs[:5], their_ids, catalogue["movie_id"].to_numpy())
 
     cfg = SimilarConfig(embedding_dim=6, max_epochs=3, patience=3, batch_size=64, random_per_batch=32)
     result = train_tower(table, catalogue, cfg, init_vectors=aligned)
     valid = table[table["split"] == "valid"]
     centred = start_ids - start_ids.mean(1, keepdims=True)  # LayerNorm's centring (the random row)
-    expected = similar.similarity_metrics(
-        similar.vector_scores(centred, "cosine"), valid, catalogue["movie_id"].to_numpy()
+    expected = similarity.similarity_metrics(
+        similarity.vector_scores(centred, "cosine"), valid, catalogue["movie_id"].to_numpy()
     )
     assert result.start_valid["auc_hard"] > 0.9  # the vectors tell the tastes apart; genres cannot
     for metric in ("recall_at_10", "auc_hard", "auc_soft"):
@@ -162,7 +164,7 @@ def test_the_exported_graph_returns_each_movies_nearest_other_movies(tmp_path, d
     assert bundle.k == 7 and bundle.distance == distance and bundle.meta["pairs_version"] == "p1"
     lists = similar.score_similar(bundle, "3", "p1", batch=16)
     similar.check_similar(lists, 7)
-    scores = similar.vector_scores(np.load(folder / "item_vectors.npy"), distance)(np.arange(60))
+    scores = similarity.vector_scores(np.load(folder / "item_vectors.npy"), distance)(np.arange(60))
     np.fill_diagonal(scores, -np.inf)
     for row in (0, 25, 59):
         got = lists.loc[row, "scores"]

@@ -18,13 +18,13 @@ kernel of recsys.runtime.topk, which returns what the end-to-end graph returns, 
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recsys.models.onnx_export import export_graph
 from recsys.models.two_tower.model import TwoTower
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
     inputs = example_inputs(model)
     batch, n_seen = torch.export.Dim("batch"), torch.export.Dim("n_seen")
     shapes: dict = {"user": {0: batch}, "seen": {0: batch, 1: n_seen}}
-    _export(
+    export_graph(
         TopKRetrieval(model, k).eval(),
         inputs,
         [input_name(model), "seen"],
@@ -108,7 +108,7 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
     dims = {0: torch.export.Dim("batch")}
     if model.reads_history:  # callers may cut the columns that are padding in every row
         dims[1] = torch.export.Dim("length", min=2, max=model.cfg.history_length)
-    _export(
+    export_graph(
         UserTower(model).eval(),
         example_inputs(model)[:1],
         [input_name(model)],
@@ -126,37 +126,3 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
         folder,
     )
     return tower, items
-
-
-def _export(
-    module: nn.Module,
-    inputs: tuple[Tensor, ...],
-    names: list[str],
-    outputs: list[str],
-    shapes: dict,
-    path: Path,
-) -> None:
-    """torch.onnx.export (dynamo) of ``module`` into one self-contained file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    # The exporter warns about every missing torchvision op it could register; none is used here.
-    exporter_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module,
-                inputs,
-                dynamo=True,
-                input_names=names,
-                output_names=outputs,
-                dynamic_shapes=shapes,
-                external_data=False,
-                verbose=False,
-            )
-    finally:
-        exporter_log.setLevel(level)
-    if program is None:  # only with dynamo=False, which this export never asks for
-        raise RuntimeError("torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
