@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.config import load_settings
-from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare, seen_lists
+from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
+from recsys.data.views import SplitView
 from recsys.evaluation.metrics import (
     EASE,
     bootstrap_interval,
@@ -92,11 +93,10 @@ def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa:
     """The champion stand-in's top lists for train users, positions [skip, pool) (pad n_items)."""
     from recsys.models.two_tower.training import Scorer, serving_histories
 
-    histories = (
-        serving_histories(prepared, model.cfg.history_length, ("train",)) if model.reads_history else None
-    )
+    view = SplitView(prepared, "valid")  # the train positives: history and seen set
+    histories = serving_histories(view, model.cfg.history_length) if model.reads_history else None
     scores = Scorer(model, histories)(np.arange(prepared.n_users))
-    for user, items in enumerate(seen_lists(prepared.split("train"), prepared.n_users)):
+    for user, items in enumerate(view.seen):
         scores[user, items] = -np.inf
     top = np.argsort(-scores, axis=1, kind="stable")[:, : settings.train.hard_negative_pool]
     return top[:, settings.train.hard_negative_skip :]
@@ -150,19 +150,17 @@ def summarise(runs: list[dict]) -> dict:
 
 def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
     """EASE with l2 chosen on validation NDCG@10 (deterministic: no seeds)."""
-    inter = prepared.interactions
-    train, before_test = prepared.split("train"), inter[inter["split"].isin(["train", "valid"])]
+    valid_view, test_view = SplitView(prepared, "valid"), SplitView(prepared, "test")
+    train, before_test = valid_view.before, test_view.before
     n_users, n_items = prepared.n_users, prepared.n_items
     best: dict = {}
     for l2 in l2_grid:
-        ranks = evaluate_ranks(
-            EASE(train, train, n_users, n_items, l2), prepared.split("valid"), seen_lists(train, n_users)
-        )
+        ranks = evaluate_ranks(EASE(train, train, n_users, n_items, l2), valid_view.heldout, valid_view.seen)
         valid = metrics_from_ranks(ranks)
         if not best or valid["ndcg_at_10"] > best["valid_ndcg_at_10"]:
             best = {"l2": l2, **{f"valid_{k}": v for k, v in valid.items()}}
     model = EASE(train, before_test, n_users, n_items, best["l2"])
-    ranks = evaluate_ranks(model, prepared.split("test"), seen_lists(before_test, n_users))
+    ranks = evaluate_ranks(model, test_view.heldout, test_view.seen)
     best.update({f"test_{k}": v for k, v in metrics_from_ranks(ranks).items()})
     best["test_ndcg_at_10_ci"] = bootstrap_interval(ranks, ndcg_at_k, 10)
     best["test_recall_at_10_ci"] = bootstrap_interval(ranks, recall_at_k, 10)

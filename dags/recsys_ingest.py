@@ -33,6 +33,54 @@ def _settings():  # noqa: ANN202
     return load(**{"data.dataset": params()["dataset"]})
 
 
+@task
+def ingest() -> dict:
+    """DVC snapshot of the raw release, validated while staged (the current one stays if it fails)."""
+    from recsys.pipelines import ingest
+
+    with fail_fast_on_bad_input():
+        return ingest.ingest(_settings(), validate=True)
+
+
+@task
+def validate_raw(snapshot: dict) -> dict:
+    """Suite ratings_raw on the snapshot in place; its summary becomes this task's result."""
+    from recsys.pipelines import ingest
+
+    with fail_fast_on_bad_input():
+        summary = ingest.validate_raw(_settings(), snapshot["raw_dir"])
+    return {
+        "raw_dir": snapshot["raw_dir"],
+        "data_version": snapshot["data_version"],
+        "validation": summary,
+    }
+
+
+@task
+def prepare(snapshot: dict) -> dict:
+    """Protocol split, id maps, catalogue; validated (suite interactions) before it swaps in."""
+    from recsys.pipelines import ingest
+
+    with fail_fast_on_bad_input():
+        return ingest.prepare(_settings(), snapshot["raw_dir"], snapshot["data_version"])
+
+
+@task(outlets=[PREPARED_DATA])
+def validate_prepared(prepared: dict) -> dict:
+    """Suite interactions on the prepared data in place, then announce it to recsys_retrain."""
+    from recsys.pipelines import ingest
+
+    settings = _settings()
+    with fail_fast_on_bad_input():
+        summary = ingest.validate_prepared(settings, prepared["prepared_dir"])
+    get_current_context()["outlet_events"][PREPARED_DATA].extra = {
+        "dataset": settings.data.dataset,
+        "prepared_dir": prepared["prepared_dir"],
+        "data_version": prepared["data_version"],
+    }
+    return {**prepared, "validation": summary}
+
+
 @dag(
     dag_id="recsys_ingest",
     schedule="@daily",
@@ -52,50 +100,6 @@ def _settings():  # noqa: ANN202
     },
 )
 def recsys_ingest() -> None:
-    @task
-    def ingest() -> dict:
-        """DVC snapshot of the raw release, validated while staged (the current one stays if it fails)."""
-        from recsys.pipelines import ingest
-
-        with fail_fast_on_bad_input():
-            return ingest.ingest(_settings(), validate=True)
-
-    @task
-    def validate_raw(snapshot: dict) -> dict:
-        """Suite ratings_raw on the snapshot in place; its summary becomes this task's result."""
-        from recsys.pipelines import ingest
-
-        with fail_fast_on_bad_input():
-            summary = ingest.validate_raw(_settings(), snapshot["raw_dir"])
-        return {
-            "raw_dir": snapshot["raw_dir"],
-            "data_version": snapshot["data_version"],
-            "validation": summary,
-        }
-
-    @task
-    def prepare(snapshot: dict) -> dict:
-        """Protocol split, id maps, catalogue; validated (suite interactions) before it swaps in."""
-        from recsys.pipelines import ingest
-
-        with fail_fast_on_bad_input():
-            return ingest.prepare(_settings(), snapshot["raw_dir"], snapshot["data_version"])
-
-    @task(outlets=[PREPARED_DATA])
-    def validate_prepared(prepared: dict) -> dict:
-        """Suite interactions on the prepared data in place, then announce it to recsys_retrain."""
-        from recsys.pipelines import ingest
-
-        settings = _settings()
-        with fail_fast_on_bad_input():
-            summary = ingest.validate_prepared(settings, prepared["prepared_dir"])
-        get_current_context()["outlet_events"][PREPARED_DATA].extra = {
-            "dataset": settings.data.dataset,
-            "prepared_dir": prepared["prepared_dir"],
-            "data_version": prepared["data_version"],
-        }
-        return {**prepared, "validation": summary}
-
     docs = DataDocsLink()  # every task here may fail a suite
     snapshot = with_links(ingest(), docs)
     prepared = with_links(prepare(with_links(validate_raw(snapshot), docs)), docs)

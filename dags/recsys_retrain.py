@@ -60,6 +60,113 @@ def _settings(dataset: str | None = None):  # noqa: ANN202
     )
 
 
+@task
+def locate_prepared() -> dict:
+    """The prepared data to train on: the triggering asset event's, else the settings'."""
+    from recsys.pipelines import ingest
+
+    events = get_current_context()["triggering_asset_events"].get(PREPARED_DATA, [])
+    if events and not params()["dataset"]:
+        extra = events[-1].extra
+        return {k: extra[k] for k in ("dataset", "prepared_dir", "data_version")}
+    with fail_fast_on_bad_input():
+        return ingest.locate_prepared(_settings())
+
+
+@task(retries=1)  # a training costs minutes: one retry covers a lost MLflow connection
+def train(prepared: dict) -> dict:
+    """Train, evaluate (valid + test, MostPop beside it), log to MLflow, register @challenger."""
+    from recsys.pipelines import retrain
+
+    with fail_fast_on_bad_input():
+        result = retrain.train(
+            _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
+        )
+    return {**result, "dataset": prepared["dataset"]}
+
+
+@task
+def compare(trained: dict, prepared: dict) -> dict:
+    """New version, champion and MostPop evaluated alike on today's validation split."""
+    from recsys.pipelines import retrain
+
+    with fail_fast_on_bad_input():
+        return retrain.compare(_settings(trained["dataset"]), trained["version"], prepared["prepared_dir"])
+
+
+@task
+def promotion_gate(comparison: dict) -> dict:
+    """Move alias champion to the new version only if it wins (or force_promotion is set)."""
+    from recsys.pipelines import retrain
+
+    with fail_fast_on_bad_input():
+        return retrain.promote(_settings(), comparison, force=bool(params()["force_promotion"]))
+
+
+@task(outlets=[CHAMPION_MODEL])
+def announce_champion(promotion: dict) -> dict:
+    """Emit the model asset (scoring follows) only when the champion changed."""
+    if not promotion["promoted"]:
+        raise AirflowSkipException(f"champion stays at v{promotion['champion']}: {promotion['reason']}")
+    get_current_context()["outlet_events"][CHAMPION_MODEL].extra = {
+        "model_version": promotion["version"],
+        "previous": promotion["previous"],
+        "reason": promotion["reason"],
+    }
+    return promotion
+
+
+@task
+def mine_pairs(prepared: dict) -> dict:
+    """The pairwise table of similar movies: mined, validated (suite pairs), tracked by DVC."""
+    from recsys.pipelines import retrain
+
+    with fail_fast_on_bad_input():
+        return retrain.mine_pairs(
+            _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
+        )
+
+
+@task(retries=1)
+def train_similar(mined: dict, prepared: dict) -> dict:
+    """Item tower with a triplet loss: its own MLflow run, registered movie_similar@challenger."""
+    from recsys.pipelines import retrain
+
+    with fail_fast_on_bad_input():
+        return retrain.train_similar(
+            _settings(prepared["dataset"]),
+            mined["pairs_dir"],
+            prepared["prepared_dir"],
+            mined["pairs_version"],
+        )
+
+
+@task
+def similar_gate(trained: dict, mined: dict) -> dict:
+    """Move movie_similar@champion only if it beats the champion and the floors."""
+    from recsys.pipelines import retrain
+
+    with fail_fast_on_bad_input():
+        return retrain.promote_similar(
+            _settings(), trained, mined["pairs_dir"], force=bool(params()["force_promotion"])
+        )
+
+
+@task(outlets=[SIMILAR_MODEL])
+def announce_similar(promotion: dict) -> dict:
+    """Emit the similar-model asset (the nightly publish follows) only when its champion moved."""
+    if not promotion["promoted"]:
+        raise AirflowSkipException(
+            f"movie_similar champion stays at v{promotion['champion']}: {promotion['reason']}"
+        )
+    get_current_context()["outlet_events"][SIMILAR_MODEL].extra = {
+        "model_version": promotion["version"],
+        "previous": promotion["previous"],
+        "reason": promotion["reason"],
+    }
+    return {k: v for k, v in promotion.items() if k in ("version", "promoted", "previous", "reason")}
+
+
 @dag(
     dag_id="recsys_retrain",
     schedule=AssetOrTimeSchedule(
@@ -99,106 +206,6 @@ def _settings(dataset: str | None = None):  # noqa: ANN202
     },
 )
 def recsys_retrain() -> None:
-    @task
-    def locate_prepared() -> dict:
-        """The prepared data to train on: the triggering asset event's, else the settings'."""
-        from recsys.pipelines import ingest
-
-        events = get_current_context()["triggering_asset_events"].get(PREPARED_DATA, [])
-        if events and not params()["dataset"]:
-            extra = events[-1].extra
-            return {k: extra[k] for k in ("dataset", "prepared_dir", "data_version")}
-        with fail_fast_on_bad_input():
-            return ingest.locate_prepared(_settings())
-
-    @task(retries=1)  # a training costs minutes: one retry covers a lost MLflow connection
-    def train(prepared: dict) -> dict:
-        """Train, evaluate (valid + test, MostPop beside it), log to MLflow, register @challenger."""
-        from recsys.pipelines import retrain
-
-        with fail_fast_on_bad_input():
-            result = retrain.train(
-                _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
-            )
-        return {**result, "dataset": prepared["dataset"]}
-
-    @task
-    def compare(trained: dict, prepared: dict) -> dict:
-        """New version, champion and MostPop evaluated alike on today's validation split."""
-        from recsys.pipelines import retrain
-
-        with fail_fast_on_bad_input():
-            return retrain.compare(
-                _settings(trained["dataset"]), trained["version"], prepared["prepared_dir"]
-            )
-
-    @task
-    def promotion_gate(comparison: dict) -> dict:
-        """Move alias champion to the new version only if it wins (or force_promotion is set)."""
-        from recsys.pipelines import retrain
-
-        with fail_fast_on_bad_input():
-            return retrain.promote(_settings(), comparison, force=bool(params()["force_promotion"]))
-
-    @task(outlets=[CHAMPION_MODEL])
-    def announce_champion(promotion: dict) -> dict:
-        """Emit the model asset (scoring follows) only when the champion changed."""
-        if not promotion["promoted"]:
-            raise AirflowSkipException(f"champion stays at v{promotion['champion']}: {promotion['reason']}")
-        get_current_context()["outlet_events"][CHAMPION_MODEL].extra = {
-            "model_version": promotion["version"],
-            "previous": promotion["previous"],
-            "reason": promotion["reason"],
-        }
-        return promotion
-
-    @task
-    def mine_pairs(prepared: dict) -> dict:
-        """The pairwise table of similar movies: mined, validated (suite pairs), tracked by DVC."""
-        from recsys.pipelines import retrain
-
-        with fail_fast_on_bad_input():
-            return retrain.mine_pairs(
-                _settings(prepared["dataset"]), prepared["prepared_dir"], prepared["data_version"]
-            )
-
-    @task(retries=1)
-    def train_similar(mined: dict, prepared: dict) -> dict:
-        """Item tower with a triplet loss: its own MLflow run, registered movie_similar@challenger."""
-        from recsys.pipelines import retrain
-
-        with fail_fast_on_bad_input():
-            return retrain.train_similar(
-                _settings(prepared["dataset"]),
-                mined["pairs_dir"],
-                prepared["prepared_dir"],
-                mined["pairs_version"],
-            )
-
-    @task
-    def similar_gate(trained: dict, mined: dict) -> dict:
-        """Move movie_similar@champion only if it beats the champion and the floors."""
-        from recsys.pipelines import retrain
-
-        with fail_fast_on_bad_input():
-            return retrain.promote_similar(
-                _settings(), trained, mined["pairs_dir"], force=bool(params()["force_promotion"])
-            )
-
-    @task(outlets=[SIMILAR_MODEL])
-    def announce_similar(promotion: dict) -> dict:
-        """Emit the similar-model asset (the nightly publish follows) only when its champion moved."""
-        if not promotion["promoted"]:
-            raise AirflowSkipException(
-                f"movie_similar champion stays at v{promotion['champion']}: {promotion['reason']}"
-            )
-        get_current_context()["outlet_events"][SIMILAR_MODEL].extra = {
-            "model_version": promotion["version"],
-            "previous": promotion["previous"],
-            "reason": promotion["reason"],
-        }
-        return {k: v for k, v in promotion.items() if k in ("version", "promoted", "previous", "reason")}
-
     prepared = locate_prepared()
     trained = train(prepared)
     trained.operator.operator_extra_links = [MlflowRunLink()]

@@ -43,6 +43,118 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 from airflow.sdk.exceptions import AirflowSkipException
 
 
+@task
+def resolve_champion() -> dict:
+    """Pin the version behind alias champion and today's prepared data; count the users."""
+    from recsys.pipelines import score_nightly
+
+    with fail_fast_on_bad_input():
+        return score_nightly.plan_scoring(load(), "champion", params()["shard_size"])
+
+
+@task
+def plan_shards(champion: dict) -> list[dict]:
+    """One entry per scoring task: this shard's index and the shard count."""
+    n = champion["n_shards"]
+    pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version", "prepared_id")}
+    return [{"shard": i, "n_shards": n, **pinned} for i in range(n)]
+
+
+@task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
+def score_shard(spec: dict) -> dict:
+    """Score one shard of users with ONNX Runtime (seen items masked) into a parquet file."""
+    from recsys.pipelines import score_nightly
+
+    with fail_fast_on_bad_input():
+        return score_nightly.score(load(), spec["model_version"], spec["shard"], spec["n_shards"], spec)
+
+
+@task
+def merge_shards(scored: list[dict]) -> dict:
+    """One recommendations parquet from every shard's file."""
+    from recsys.pipelines import score_nightly
+
+    with fail_fast_on_bad_input():
+        # Index by length: iterating the lazy XCom sequence probes one past the end and logs a 404.
+        shards = [scored[i]["recommendations"] for i in range(len(scored))]
+        return score_nightly.merge_recommendations(load(), shards)
+
+
+@task
+def validate_recommendations(merged: dict) -> dict:
+    """Suite recommendations: K per user, no duplicates, no seen item, sorted scores."""
+    from recsys.pipelines import score_nightly
+
+    with fail_fast_on_bad_input():
+        summary = score_nightly.validate_recommendations(load(), merged["recommendations"])
+    return {**merged, "validation": summary}
+
+
+@task
+def publish(validated: dict) -> dict:
+    """Write the lists and titles into Redis through Feast; read a sample back through Feast."""
+    from recsys.pipelines import score_nightly
+
+    with fail_fast_on_bad_input():
+        return {
+            **score_nightly.publish(load(), validated["recommendations"]),
+            "recommendations": validated["recommendations"],
+        }
+
+
+@task
+def verify_lookups(published: dict) -> dict:
+    """Read a fixed sample of users the way `recsys lookup` and the HTTP endpoint do."""
+    from recsys.pipelines import score_nightly
+
+    settings = load()
+    with fail_fast_on_bad_input():
+        return score_nightly.verify_lookups(
+            settings, published["recommendations"], settings.score.verify_sample
+        )
+
+
+@task
+def report(validated: dict, published: dict, verified: dict) -> dict:
+    """Counts for the run's log and XCom."""
+    counts = {
+        "model_version": validated["model_version"],
+        "data_version": validated["data_version"],
+        "users": validated["n_users"],
+        "popular_lists": validated["n_popular"],
+        "shards": validated["n_shards"],
+        "written": published["written"],
+        "feast_read_back": published["verified"],
+        "lookups_checked": verified["checked"],
+        "recommendations": validated["recommendations"],
+    }
+    print(f"nightly scoring: {counts}")
+    return counts
+
+
+@task
+def score_similar() -> dict:
+    """Every movie's similar movies from the movie_similar champion, with ONNX Runtime."""
+    from recsys.errors import ModelNotFoundError
+    from recsys.pipelines import score_nightly
+
+    try:
+        score_nightly.locate_similar_champion(load())
+    except ModelNotFoundError as exc:  # no version promoted yet: nothing to publish
+        raise AirflowSkipException(f"no similar movies to publish: {exc}") from exc
+    with fail_fast_on_bad_input():
+        return score_nightly.score_similar(load(), "champion")
+
+
+@task
+def publish_similar(scored: dict) -> dict:
+    """Write the similar movies into Redis (view movie_similar); read a sample back through Feast."""
+    from recsys.pipelines import score_nightly
+
+    with fail_fast_on_bad_input():
+        return {**score_nightly.publish_similar(load(), scored["similar"]), "movies": scored["movies"]}
+
+
 @dag(
     dag_id="recsys_score_nightly",
     schedule=AssetOrTimeSchedule(
@@ -64,108 +176,6 @@ from airflow.sdk.exceptions import AirflowSkipException
     },
 )
 def recsys_score_nightly() -> None:
-    @task
-    def resolve_champion() -> dict:
-        """Pin the version behind alias champion and today's prepared data; count the users."""
-        from recsys.pipelines import score_nightly
-
-        with fail_fast_on_bad_input():
-            return score_nightly.plan_scoring(load(), "champion", params()["shard_size"])
-
-    @task
-    def plan_shards(champion: dict) -> list[dict]:
-        """One entry per scoring task: this shard's index and the shard count."""
-        n = champion["n_shards"]
-        pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version", "prepared_id")}
-        return [{"shard": i, "n_shards": n, **pinned} for i in range(n)]
-
-    @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
-    def score_shard(spec: dict) -> dict:
-        """Score one shard of users with ONNX Runtime (seen items masked) into a parquet file."""
-        from recsys.pipelines import score_nightly
-
-        with fail_fast_on_bad_input():
-            return score_nightly.score(load(), spec["model_version"], spec["shard"], spec["n_shards"], spec)
-
-    @task
-    def merge_shards(scored: list[dict]) -> dict:
-        """One recommendations parquet from every shard's file."""
-        from recsys.pipelines import score_nightly
-
-        with fail_fast_on_bad_input():
-            # Index by length: iterating the lazy XCom sequence probes one past the end and logs a 404.
-            shards = [scored[i]["recommendations"] for i in range(len(scored))]
-            return score_nightly.merge_recommendations(load(), shards)
-
-    @task
-    def validate_recommendations(merged: dict) -> dict:
-        """Suite recommendations: K per user, no duplicates, no seen item, sorted scores."""
-        from recsys.pipelines import score_nightly
-
-        with fail_fast_on_bad_input():
-            summary = score_nightly.validate_recommendations(load(), merged["recommendations"])
-        return {**merged, "validation": summary}
-
-    @task
-    def publish(validated: dict) -> dict:
-        """Write the lists and titles into Redis through Feast; read a sample back through Feast."""
-        from recsys.pipelines import score_nightly
-
-        with fail_fast_on_bad_input():
-            return {
-                **score_nightly.publish(load(), validated["recommendations"]),
-                "recommendations": validated["recommendations"],
-            }
-
-    @task
-    def verify_lookups(published: dict) -> dict:
-        """Read a fixed sample of users the way `recsys lookup` and the HTTP endpoint do."""
-        from recsys.pipelines import score_nightly
-
-        settings = load()
-        with fail_fast_on_bad_input():
-            return score_nightly.verify_lookups(
-                settings, published["recommendations"], settings.score.verify_sample
-            )
-
-    @task
-    def report(validated: dict, published: dict, verified: dict) -> dict:
-        """Counts for the run's log and XCom."""
-        counts = {
-            "model_version": validated["model_version"],
-            "data_version": validated["data_version"],
-            "users": validated["n_users"],
-            "popular_lists": validated["n_popular"],
-            "shards": validated["n_shards"],
-            "written": published["written"],
-            "feast_read_back": published["verified"],
-            "lookups_checked": verified["checked"],
-            "recommendations": validated["recommendations"],
-        }
-        print(f"nightly scoring: {counts}")
-        return counts
-
-    @task
-    def score_similar() -> dict:
-        """Every movie's similar movies from the movie_similar champion, with ONNX Runtime."""
-        from recsys.errors import ModelNotFoundError
-        from recsys.pipelines import score_nightly
-
-        try:
-            score_nightly.locate_similar_champion(load())
-        except ModelNotFoundError as exc:  # no version promoted yet: nothing to publish
-            raise AirflowSkipException(f"no similar movies to publish: {exc}") from exc
-        with fail_fast_on_bad_input():
-            return score_nightly.score_similar(load(), "champion")
-
-    @task
-    def publish_similar(scored: dict) -> dict:
-        """Write the similar movies into Redis (view movie_similar); read a sample back through Feast."""
-        from recsys.pipelines import score_nightly
-
-        with fail_fast_on_bad_input():
-            return {**score_nightly.publish_similar(load(), scored["similar"]), "movies": scored["movies"]}
-
     publish_similar(score_similar())
     champion = resolve_champion()
     scored = score_shard.expand(spec=plan_shards(champion))

@@ -251,14 +251,3 @@ def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:
         if len(recent):
             out[row, length - len(recent) :] = recent
     return out
-
-
-def seen_lists(pairs: pd.DataFrame, n_users: int) -> list[np.ndarray]:
-    """Group (user_idx, item_idx) pairs into one sorted item array per user index 0..n_users-1.
-
-    Rows with item_idx -1 (held-out items unknown to train) are left out.
-    """
-    pairs = pairs[pairs["item_idx"] >= 0].sort_values(["user_idx", "item_idx"])
-    bounds = np.searchsorted(pairs["user_idx"].to_numpy(), np.arange(n_users + 1))
-    items = pairs["item_idx"].to_numpy()
-    return [np.unique(items[bounds[u] : bounds[u + 1]]) for u in range(n_users)]

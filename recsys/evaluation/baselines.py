@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from recsys.data.prepared import seen_lists
+from recsys.data.views import SplitView
 from recsys.evaluation.metrics import (
     bootstrap_interval,
     evaluate_ranks,
@@ -121,26 +121,21 @@ def tune_ials(prepared, grid: list[dict] | None = None, seed: int = 0) -> dict:
     grid = DEFAULT_GRID if grid is None else grid
     if not grid:
         raise ValueError("grid must hold at least one configuration")
-    inter = prepared.interactions
-    train, before_test = prepared.split("train"), inter[inter["split"].isin(["train", "valid"])]
+    valid_view, test_view = SplitView(prepared, "valid"), SplitView(prepared, "test")
+    train, before_test = valid_view.before, test_view.before
     n_users, n_items = prepared.n_users, prepared.n_items
-    known = before_test[before_test["item_idx"] >= 0]
-    seen_train, seen_before_test = (
-        seen_lists(known[known["split"] == "train"], n_users),
-        seen_lists(known, n_users),
-    )
     best: dict = {}
     chosen: dict = {}
     tried = []
     for params in grid:
         model = IALS(train, train, n_users, n_items, seed=seed, **params)
-        valid = metrics_from_ranks(evaluate_ranks(model, prepared.split("valid"), seen_train))
+        valid = metrics_from_ranks(evaluate_ranks(model, valid_view.heldout, valid_view.seen))
         tried.append({**params, "valid_ndcg_at_10": valid["ndcg_at_10"]})
         log.info("iALS %s: valid NDCG@10 %.4f", params, valid["ndcg_at_10"])
         if not best or valid["ndcg_at_10"] > best["valid_ndcg_at_10"]:
             chosen, best = params, {**params, **{f"valid_{k}": v for k, v in valid.items()}}
     model = IALS(train, before_test, n_users, n_items, seed=seed, **chosen)
-    ranks = evaluate_ranks(model, prepared.split("test"), seen_before_test)
+    ranks = evaluate_ranks(model, test_view.heldout, test_view.seen)
     best.update({f"test_{k}": v for k, v in metrics_from_ranks(ranks).items()})
     best["test_ndcg_at_10_ci"] = bootstrap_interval(ranks, ndcg_at_k, 10)
     best["test_recall_at_10_ci"] = bootstrap_interval(ranks, recall_at_k, 10)

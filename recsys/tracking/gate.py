@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys.data.prepared import Prepared, PreparedRef, seen_lists
+from recsys.data.prepared import Prepared, PreparedRef
+from recsys.data.views import SplitView
 from recsys.errors import DataError, ModelNotFoundError
 from recsys.evaluation.metrics import KS, MostPop, evaluate_ranks, metrics_from_ranks
 from recsys.ops.registry import Registry
@@ -46,11 +47,9 @@ def list_ranks(recs: pd.DataFrame, heldout: pd.DataFrame, miss: int) -> np.ndarr
 
 def evaluate_bundle(bundle: ModelBundle, prepared: Prepared, split: str = "valid") -> dict[str, float]:
     """Metrics of a model version on ``prepared``'s split, scored through its graph."""
-    before = ("train",) if split == "valid" else ("train", "valid")
-    inter = prepared.interactions
-    history = inter[inter["split"].isin(before)]
-    heldout = prepared.split(split)
-    inputs = user_inputs(history, bundle, heldout["user_id"].unique())
+    view = SplitView(prepared, split)
+    heldout = view.heldout
+    inputs = user_inputs(view.before, bundle, heldout["user_id"].unique())
     recs = score_users(bundle, inputs, "gate", "gate")
     ks = [k for k in KS if k <= bundle.k]
     return metrics_from_ranks(list_ranks(recs, heldout, miss=max(KS) + bundle.n_items), ks)
@@ -59,12 +58,8 @@ def evaluate_bundle(bundle: ModelBundle, prepared: Prepared, split: str = "valid
 def mostpop_metrics(prepared: Prepared) -> dict[str, dict[str, float]]:
     """MostPop (train counts) on "valid" (seen = train) and "test" (seen = train + valid)."""
     baseline = MostPop(prepared.catalogue["train_count"].to_numpy())
-    inter = prepared.interactions
-    out = {}
-    for split, before in (("valid", ("train",)), ("test", ("train", "valid"))):
-        seen = seen_lists(inter[inter["split"].isin(before)], prepared.n_users)
-        out[split] = metrics_from_ranks(evaluate_ranks(baseline, prepared.split(split), seen))
-    return out
+    views = [SplitView(prepared, split) for split in ("valid", "test")]
+    return {v.split: metrics_from_ranks(evaluate_ranks(baseline, v.heldout, v.seen)) for v in views}
 
 
 @dataclass

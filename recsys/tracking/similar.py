@@ -15,12 +15,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from recsys.config import PROJECT_ROOT, Settings
+from recsys.config import PROJECT_ROOT, Settings, SimilarConfig
 from recsys.data.features import item_features
 from recsys.errors import DataError, ModelNotFoundError
 from recsys.evaluation.similarity import align_vectors, similarity_metrics, vector_scores
@@ -104,6 +105,61 @@ def _plot_loss(epochs: list[dict], best: int, path: Path) -> Path:
     return path
 
 
+def _log_inputs(
+    settings: Settings, table: pd.DataFrame, pairs_version: str, start: TwoTowerVectors | None
+) -> None:
+    """Params, tags, the table as the run's input and its counts, in the active run."""
+    mlflow.log_params({k: v for k, v in settings.flat().items() if k.split(".")[0] in ("similar", "pairs")})
+    init_from = f"two_tower v{start.version}" if start else "random"
+    mlflow.set_tags(
+        {"pairs_version": pairs_version, "dataset": settings.data.dataset, "init_from": init_from}
+    )
+    if settings.similar.init == "two_tower" and start is None:
+        log.warning("similar.init is two_tower but there is no two_tower champion: starting at random")
+    digest = (pairs_version or "unversioned")[:36]
+    dataset = mlflow.data.from_pandas(table, name=f"{settings.data.dataset}-pairs", digest=digest)  # type: ignore[attr-defined]
+    mlflow.log_input(dataset, context="training")
+    counts = table.groupby(["kind", "split"]).size()
+    mlflow.log_metrics({f"pairs_{kind}_{split}": float(n) for (kind, split), n in counts.items()})
+
+
+def _evaluation(
+    result: Any, table: pd.DataFrame, catalogue: pd.DataFrame, reference: TwoTowerVectors | None
+) -> dict[str, dict[str, float]]:
+    """Test metrics of the epoch kept, the genre floor's and (given ``reference``) the two_tower
+    vectors' on valid and test."""
+    from recsys.models.item_tower.training import evaluate_tower
+
+    two_tower = {
+        f"two_tower_{split}_{k}": v
+        for split in ("valid", "test")
+        for k, v in (two_tower_metrics(reference, table, catalogue, split).items() if reference else ())
+    }
+    return {
+        "test": evaluate_tower(result.model, table, "test", catalogue["movie_id"].to_numpy()),
+        "genre_valid": genre_metrics(table, catalogue, "valid"),
+        "two_tower": two_tower,
+    }
+
+
+def _log_artefacts(result: Any, cfg: SimilarConfig, folder: Path) -> None:
+    """The loss curve, the per-epoch rows and the tower's weights with its config."""
+    import torch
+
+    plot = _plot_loss(result.epochs, result.best_epoch, folder / "plots" / "triplet_loss.png")
+    mlflow.log_artifact(str(plot), "plots")
+    (folder / "epochs.json").write_text(json.dumps(result.epochs, indent=2))
+    mlflow.log_artifact(str(folder / "epochs.json"))
+    torch.save(
+        {"state_dict": result.model.state_dict(), "config": cfg.model_dump()}, folder / "item_tower.pt"
+    )
+    mlflow.log_artifact(str(folder / "item_tower.pt"), "training")
+
+
+def _log_epoch(row: dict) -> None:
+    mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
 def run_similar_training(
     settings: Settings,
     models: Registry,
@@ -113,93 +169,41 @@ def run_similar_training(
     reference: TwoTowerVectors | None = None,
 ) -> dict:
     """Train, evaluate (valid and test, the genre floor and the two_tower vectors beside it), log,
-    register; ids and metrics. ``reference``: the two_tower champion's vectors, which start the id
-    embeddings when ``similar.init`` is ``two_tower``."""
-    import torch
-
+    register in ``models``; ids and metrics. ``reference``: the two_tower champion's vectors, which
+    start the id embeddings when ``similar.init`` is ``two_tower``."""
     from recsys.models.item_tower.export import write_bundle
-    from recsys.models.item_tower.training import evaluate_tower, train_tower
+    from recsys.models.item_tower.training import train_tower
 
     cfg = settings.similar
-    movie_ids = catalogue["movie_id"].to_numpy()
+    start = reference if cfg.init == "two_tower" else None
     with models.run() as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params(
-            {k: v for k, v in settings.flat().items() if k.split(".")[0] in ("similar", "pairs")}
-        )
-        start = reference if cfg.init == "two_tower" else None
-        mlflow.set_tags(
-            {
-                "pairs_version": pairs_version,
-                "dataset": settings.data.dataset,
-                "init_from": f"two_tower v{start.version}" if start else "random",
-            }
-        )
-        if cfg.init == "two_tower" and start is None:
-            log.warning("similar.init is two_tower but there is no two_tower champion: starting at random")
-        mlflow.log_input(
-            mlflow.data.from_pandas(  # type: ignore[attr-defined]
-                table, name=f"{settings.data.dataset}-pairs", digest=(pairs_version or "unversioned")[:36]
-            ),
-            context="training",
-        )
-        counts = table.groupby(["kind", "split"]).size()
-        mlflow.log_metrics({f"pairs_{kind}_{split}": float(n) for (kind, split), n in counts.items()})
+        _log_inputs(settings, table, pairs_version, start)
         tick = time.perf_counter()
-
-        def log_epoch(row: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-
         result = train_tower(
-            table, catalogue, cfg, on_epoch=log_epoch, init_vectors=start.vectors if start else None
+            table,
+            catalogue,
+            cfg,
+            on_epoch=_log_epoch,
+            init_vectors=start.vectors if start else None,
         )
         train_s = time.perf_counter() - tick
-        test = evaluate_tower(result.model, table, "test", movie_ids)
-        floor = genre_metrics(table, catalogue, "valid")
-        baseline = (
-            {
-                f"two_tower_{split}_{k}": v
-                for split in ("valid", "test")
-                for k, v in two_tower_metrics(reference, table, catalogue, split).items()
-            }
-            if reference
-            else {}
-        )
+        found = _evaluation(result, table, catalogue, reference)
         metrics = {
             **{f"best_valid_{k}": v for k, v in result.valid.items()},
-            **{f"test_{k}": v for k, v in test.items()},
-            **{f"genre_valid_{k}": v for k, v in floor.items()},
-            **baseline,
+            **{f"test_{k}": v for k, v in found["test"].items()},
+            **{f"genre_valid_{k}": v for k, v in found["genre_valid"].items()},
+            **found["two_tower"],
             **({"init_coverage": start.coverage} if start else {}),
             "best_epoch": float(result.best_epoch),
             "train_seconds": train_s,
         }
         mlflow.log_metrics(metrics)
-        folder = Path(tmp)
-        mlflow.log_artifact(
-            str(_plot_loss(result.epochs, result.best_epoch, folder / "plots" / "triplet_loss.png")), "plots"
-        )
-        (folder / "epochs.json").write_text(json.dumps(result.epochs, indent=2))
-        mlflow.log_artifact(str(folder / "epochs.json"))
-        torch.save(
-            {"state_dict": result.model.state_dict(), "config": cfg.model_dump()}, folder / "item_tower.pt"
-        )
-        mlflow.log_artifact(str(folder / "item_tower.pt"), "training")
-        bundle = write_bundle(
-            result.model,
-            catalogue,
-            cfg.k,
-            folder / "bundle",
-            {"pairs_version": pairs_version, "run_id": run.info.run_id},
-        )
+        _log_artefacts(result, cfg, Path(tmp))
+        ids = {"pairs_version": pairs_version, "run_id": run.info.run_id}
+        bundle = write_bundle(result.model, catalogue, cfg.k, Path(tmp) / "bundle", ids)
+        k = str(min(cfg.k, len(catalogue) - 1))  # what the lists hold: K, or every other movie
         version = models.log_model(
-            bundle,
-            SIMILAR_ENTRY,
-            {VALID_TAG: result.valid[GATE_METRIC]},
-            {
-                "pairs_version": pairs_version,
-                "run_id": run.info.run_id,
-                "k": str(min(cfg.k, len(catalogue) - 1)),
-            },
+            bundle, SIMILAR_ENTRY, {VALID_TAG: result.valid[GATE_METRIC]}, {**ids, "k": k}
         )
     return {
         "run_id": run.info.run_id,
@@ -207,9 +211,7 @@ def run_similar_training(
         "version": version,
         "best_epoch": result.best_epoch,
         "valid": result.valid,
-        "test": test,
-        "genre_valid": floor,
-        "two_tower": baseline,
+        **found,
         "init_from": f"two_tower v{start.version}" if start else "random",
         "epochs": len(result.epochs),
         "train_seconds": round(train_s, 3),

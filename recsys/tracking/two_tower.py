@@ -123,6 +123,20 @@ def champion_hard_lists(settings: Settings, models: Registry, prepared: Prepared
     return pad_lists(lists, prepared.n_items, min_width=1)
 
 
+def _evaluate(result: TrainResult, prepared: Prepared, settings: Settings) -> dict[str, float]:
+    """The run's metrics: best validation, test with a bootstrap interval, MostPop beside them."""
+    test, test_ranks = evaluate_model(result.model, prepared, "test", settings.train.eval_batch_size)
+    low, high = bootstrap_interval(test_ranks, ndcg_at_k, 10, seed=settings.train.seed)
+    return {
+        **{f"best_valid_{k}": v for k, v in result.valid_metrics.items()},
+        **{f"test_{k}": v for k, v in test.items()},
+        "test_ndcg_at_10_ci_low": low,
+        "test_ndcg_at_10_ci_high": high,
+        "best_epoch": float(result.best_epoch),
+        **mostpop_metrics(prepared),
+    }
+
+
 def run_training(
     settings: Settings, models: Registry, prepared: Prepared, data_version: str = "", prepared_dir: str = ""
 ) -> dict:
@@ -130,61 +144,35 @@ def run_training(
     returns ids and metrics."""
     log.info("resolved settings: %s", json.dumps(settings.public(), default=str))
     hard_lists = champion_hard_lists(settings, models, prepared)
+    tags = {"data_version": data_version, "user_tower": settings.model.user_tower}
+    timings: dict[str, float] = {}
     with models.run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(settings.flat())
         mlflow.set_tags(
             {
-                "data_version": data_version,
+                **tags,
                 "dataset": settings.data.dataset,
                 "raw_data_version": str(prepared.meta.get("raw_data_version", "")),
-                "user_tower": settings.model.user_tower,
                 "hard_negatives_from": "champion" if hard_lists is not None else "none",
             }
         )
         log_dataset(prepared, settings, data_version, prepared_dir)
-        timings: dict[str, float] = {}
         tick = time.perf_counter()
-        result = train(
-            prepared,
-            settings,
-            on_epoch=_log_epoch,
-            hard_lists=hard_lists,
-        )
-        timings["train_s"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        test, test_ranks = evaluate_model(result.model, prepared, "test", settings.train.eval_batch_size)
-        low, high = bootstrap_interval(test_ranks, ndcg_at_k, 10, seed=settings.train.seed)
-        metrics = {
-            **{f"best_valid_{k}": v for k, v in result.valid_metrics.items()},
-            **{f"test_{k}": v for k, v in test.items()},
-            "test_ndcg_at_10_ci_low": low,
-            "test_ndcg_at_10_ci_high": high,
-            "best_epoch": float(result.best_epoch),
-            **mostpop_metrics(prepared),
-        }
+        result = train(prepared, settings, on_epoch=_log_epoch, hard_lists=hard_lists)
+        timings["train_s"], tick = time.perf_counter() - tick, time.perf_counter()
+        metrics = _evaluate(result, prepared, settings)
         mlflow.log_metrics(metrics)
-        timings["evaluate_s"] = time.perf_counter() - tick
-        folder = Path(tmp)
+        timings["evaluate_s"], folder = time.perf_counter() - tick, Path(tmp)
         for png in plot_curves(result.epochs, folder / "plots", result.best_epoch):
             mlflow.log_artifact(str(png), "plots")
         _write_training_files(result, settings, folder / "training")
         mlflow.log_artifacts(str(folder / "training"), "training")
         tick = time.perf_counter()
         bundle = write_bundle(result.model, prepared, settings, folder / "bundle")
-        timings["export_s"] = time.perf_counter() - tick
+        timings["export_s"], tick = time.perf_counter() - tick, time.perf_counter()
+        k = str(json.loads((bundle / bundle_mod.BUNDLE_FILE).read_text())["k"])  # the K the bundle holds
         valid = {TRAIN_VALID_TAG: result.valid_metrics["ndcg_at_10"]}
-        tick = time.perf_counter()
-        version = models.log_model(
-            bundle,
-            PYFUNC_ENTRY,
-            valid,
-            {
-                "data_version": data_version,
-                "run_id": run.info.run_id,
-                "user_tower": settings.model.user_tower,
-                "k": str(settings.score.k),  # the list length baked into the graph (score.k)
-            },
-        )
+        version = models.log_model(bundle, PYFUNC_ENTRY, valid, {**tags, "run_id": run.info.run_id, "k": k})
         timings["register_s"] = time.perf_counter() - tick
     return {
         "run_id": run.info.run_id,
@@ -192,7 +180,11 @@ def run_training(
         "version": version,
         "best_epoch": result.best_epoch,
         "valid": result.valid_metrics,
-        "test": test,
+        "test": {
+            k.removeprefix("test_"): v
+            for k, v in metrics.items()
+            if k.startswith("test_") and "_ci_" not in k
+        },
         "mostpop": {k: v for k, v in metrics.items() if k.startswith("mostpop_")},
         "epochs": result.epochs,
         "timings": {k: round(v, 3) for k, v in timings.items()},

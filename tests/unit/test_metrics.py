@@ -82,7 +82,7 @@ def test_bootstrap_interval_brackets_the_mean():
 
 
 def test_ease_recovers_the_checkerboard(tiny):
-    from recsys.data.prepared import seen_lists
+    from recsys.data.views import seen_lists
     from recsys.evaluation.metrics import EASE
 
     train = tiny.split("train")

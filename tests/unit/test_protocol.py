@@ -13,9 +13,9 @@ from recsys.data.prepared import (
     load_ratings,
     prepare,
     save_prepared,
-    seen_lists,
     split_by_time,
 )
+from recsys.data.views import seen_lists
 from recsys.errors import DataError
 
 pytestmark = pytest.mark.unit

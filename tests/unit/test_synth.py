@@ -12,7 +12,7 @@ import pytest
 
 from recsys.cli import main
 from recsys.config import DataConfig
-from recsys.data.prepared import load_movies, load_ratings, prepare, seen_lists
+from recsys.data.prepared import load_movies, load_ratings, prepare
 from recsys.data.synth import release as synth_release
 from recsys.data.synth.catalogue import Release, activity
 from recsys.data.synth.generate import generate
@@ -29,6 +29,7 @@ from recsys.data.synth.params import (
     params_for,
 )
 from recsys.data.synth.release import synthesize
+from recsys.data.views import seen_lists
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation.metrics import MostPop, evaluate
 

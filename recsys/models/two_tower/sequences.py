@@ -12,17 +12,12 @@ import numpy as np
 import torch
 
 from recsys.data.prepared import left_pad
-
-
-def split_by_user(pairs: np.ndarray, n_users: int) -> list[np.ndarray]:
-    """Rows (user_idx, item_idx) sorted by user (time order within) -> one item array per user."""
-    bounds = np.searchsorted(pairs[:, 0], np.arange(n_users + 1))
-    return [pairs[bounds[u] : bounds[u + 1], 1] for u in range(n_users)]
+from recsys.data.views import group_by_user
 
 
 def build_histories(pairs: np.ndarray, n_users: int, n_items: int, length: int) -> torch.Tensor:
     """Each user's last ``length`` items from time-ordered (user_idx, item_idx) rows -> [n_users, length]."""
-    return torch.from_numpy(left_pad(split_by_user(pairs, n_users), length, n_items))
+    return torch.from_numpy(left_pad(group_by_user(pairs[:, 0], pairs[:, 1], n_users), length, n_items))
 
 
 @dataclass
@@ -64,7 +59,7 @@ def window_examples(pairs: np.ndarray, n_items: int, length: int) -> Examples:
     """
     inputs, targets, users, before = [], [], [], []
     n_users = int(pairs[:, 0].max()) + 1 if len(pairs) else 0
-    for user, seq in enumerate(split_by_user(pairs, n_users)):
+    for user, seq in enumerate(group_by_user(pairs[:, 0], pairs[:, 1], n_users)):
         end = len(seq)
         while end > 1:
             start = max(1, end - length)

@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.config import Settings
-from recsys.data.prepared import Prepared, seen_lists
+from recsys.data.prepared import Prepared
+from recsys.data.views import SplitView
 from recsys.errors import ConfigError
 from recsys.evaluation.metrics import ease_weights, evaluate, evaluate_ranks, metrics_from_ranks
 from recsys.models.two_tower.model import (
@@ -254,8 +255,8 @@ def train(
         model.parameters(), lr=settings.train.learning_rate, weight_decay=settings.train.weight_decay
     )
     histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
-    seen = seen_lists(train_df, prepared.n_users)
-    valid = prepared.split("valid")
+    view = SplitView(prepared, "valid")
+    seen, valid = view.seen, view.heldout
     result = TrainResult(model=model, best_epoch=0, valid_metrics={SELECTION_METRIC: -1.0})
     best_state, waited = copy.deepcopy(model.state_dict()), 0
     budget = settings.train.max_minutes * 60 if settings.train.max_minutes else None
@@ -312,24 +313,17 @@ def train(
     return result
 
 
-def serving_histories(prepared: Prepared, length: int, splits: tuple[str, ...]) -> torch.Tensor:
-    """Histories from the given splits (time-ordered), e.g. ("train", "valid") for test scoring."""
-    frame = prepared.interactions[prepared.interactions["split"].isin(splits)]
-    frame = frame[frame["item_idx"] >= 0]
-    frame = frame.sort_values(["user_idx", "timestamp", "movie_id"], kind="mergesort")
-    pairs = frame[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
-    return build_histories(pairs, prepared.n_users, prepared.n_items, length)
+def serving_histories(view: SplitView, length: int) -> torch.Tensor:
+    """Every user's history before ``view``'s split, as the model reads it: [n_users, length]."""
+    prepared = view.prepared
+    return build_histories(view.history_pairs(), prepared.n_users, prepared.n_items, length)
 
 
 def evaluate_model(
     model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and per-user ranks of ``model`` on 'valid' (seen = train) or 'test' (seen = train+valid)."""
-    before = ("train",) if split == "valid" else ("train", "valid")
-    seen_pairs = prepared.interactions[prepared.interactions["split"].isin(before)]
-    seen = seen_lists(seen_pairs[seen_pairs["item_idx"] >= 0], prepared.n_users)
-    histories = None
-    if model.reads_history:
-        histories = serving_histories(prepared, model.cfg.history_length, before)
-    ranks = evaluate_ranks(Scorer(model, histories), prepared.split(split), seen, batch_size)
+    view = SplitView(prepared, split)
+    histories = serving_histories(view, model.cfg.history_length) if model.reads_history else None
+    ranks = evaluate_ranks(Scorer(model, histories), view.heldout, view.seen, batch_size)
     return metrics_from_ranks(ranks), ranks

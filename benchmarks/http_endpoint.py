@@ -22,41 +22,30 @@ also on error. The machine is shared: the load average before and after each cas
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-# This script is named http.py: without its own folder on the path, `import http` finds the stdlib.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-if __name__ == "http":
-    # A sibling script (python benchmarks/speed.py) has benchmarks/ first on its path, so its
-    # `import http.client` landed here: hand it the standard library's package instead.
-    import importlib
+import numpy as np
+import pandas as pd
 
-    del sys.modules["http"]
-    sys.modules["http"] = importlib.import_module("http")
-
-import argparse  # noqa: E402 - after the path fix above
-import http.client  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from recsys.config import PROJECT_ROOT, Settings, load_settings  # noqa: E402
-from recsys.online.reader import USER_FIELDS, entity_key  # noqa: E402
-from recsys.ops import redis_server  # noqa: E402
-from recsys.pipelines import chain  # noqa: E402
+from recsys.config import PROJECT_ROOT, Settings, load_settings
+from recsys.online.reader import USER_FIELDS, entity_key
+from recsys.ops import redis_server
+from recsys.pipelines import chain
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
 HEADERS = {"Content-Type": "application/json"}
