@@ -335,7 +335,8 @@ def _from_env(env: dict[str, str], tree: dict[str, Any]) -> None:
             try:
                 value = yaml.safe_load(raw) if raw else ""
             except yaml.YAMLError as exc:
-                raise ConfigError(f"environment variable {name}: not valid YAML ({_yaml_problem(exc)})") from None
+                problem = _yaml_problem(exc)
+                raise ConfigError(f"environment variable {name}: not valid YAML ({problem})") from None
             _merge(tree, parts, value, f"environment ({name})")
     if env.get("MLFLOW_TRACKING_URI"):
         tree.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
