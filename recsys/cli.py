@@ -9,6 +9,7 @@ model.temperature=0.1 train.max_epochs=7``). Results go to stdout, logs to stder
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -242,42 +243,80 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port_free(host: str, port: int) -> None:
+    """RecsysError (one line) when nothing can listen on host:port: in use, or a bad host."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RecsysError(f"cannot serve on host {host!r}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise RecsysError(f"cannot serve on {host}:{port}: {reason}; choose another --port") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
-    from recsys.ops import redis_server
+    import tempfile
+
+    from recsys.errors import ModelNotFoundError
+    from recsys.ops import redis_server, registry
 
     settings = _settings(args)
+    _port_free(args.host, args.port)  # every check before anything starts
+    registry.configure(settings)
+    version = str(registry.resolve(settings, args.model).version)
+    folder = settings.paths.home / "serving"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _, local = registry.download(settings, version, Path(tempfile.mkdtemp(dir=folder)))
+    except Exception as exc:  # MLflow's or the artefact store's error, whatever its class
+        raise ModelNotFoundError(
+            f"cannot download {settings.mlflow.model_name} version {version} from "
+            f"{settings.tracking_address}: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     redis_server.ensure_running(settings)
     bin_dir = os.path.dirname(sys.executable)
-    # mlflow starts uvicorn by name: the venv's bin must be on PATH even when it is not activated.
     env = {
         **os.environ,
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "REDIS_CONNECTION_STRING": settings.redis_connection,
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(args.timeout),
+        "__pyfunc_model_path__": str(local),  # recsys.serving.http.MODEL_PATH_ENV, as mlflow sets it
     }
+    if args.config:
+        env["RECSYS_CONFIG"] = str(Path(args.config).resolve())
+    # MLflow's own scoring app (as `mlflow models serve` runs it) behind recsys.serving.http's guard
     command = [
-        os.path.join(bin_dir, "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        f"models:/{settings.mlflow.model_name}@{args.model}",
-        "--env-manager",
-        "local",
+        os.path.join(bin_dir, "uvicorn"),
+        "--factory",
+        "recsys.serving.http:create_app",
         "--host",
         args.host,
         "--port",
         str(args.port),
         "--workers",
         str(args.workers),
-        "--timeout",
-        str(args.timeout),
     ]
     print(
-        f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations "
-        f"({args.workers} worker(s))",
+        f"serving {settings.mlflow.model_name} version {version} ({args.model}) on "
+        f"http://{args.host}:{args.port}/invocations ({args.workers} worker(s))",
         flush=True,
     )
     os.execvpe(command[0], command, env)
+
+
+def _tcp_port(text: str) -> int:
+    try:
+        return checks.whole_number(text, "port", 1, 65535)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _user_id(text: str) -> int:
@@ -403,10 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON list of triples")
     add("up", cmd_up, "start the embedded Redis on 127.0.0.1 (idempotent)")
     add("down", cmd_down, "stop the services the project started")
-    p = add("serve", cmd_serve, "serve a model version over HTTP with `mlflow models serve`")
-    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p = add(
+        "serve",
+        cmd_serve,
+        "serve a two_tower version over HTTP: MLflow's scoring app (as `mlflow models serve` runs it) "
+        "behind a guard that refuses malformed requests with a 400 or 413",
+    )
+    p.add_argument(
+        "--model", default="champion", help="registered version number (3) or alias (default champion)"
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--port", type=_tcp_port, default=5001, help="TCP port, 1..65535 (default 5001)")
     p.add_argument(
         "--workers",
         type=_positive,
