@@ -122,21 +122,43 @@ def cmd_similar(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
+    from recsys.errors import ModelNotFoundError
     from recsys.ops import registry
 
     settings = _settings(args)
     registry.configure(settings)
-    outcome = registry.promote(settings, str(args.version))
+    try:
+        outcome = registry.promote(settings, str(args.version))
+    except ModelNotFoundError:  # registry's message says to train, which does not help here
+        known = [row["version"] for row in registry.list_versions(settings)]
+        have = f"its versions are {', '.join(reversed(known))}" if known else "it has no version yet"
+        raise ModelNotFoundError(
+            f"{settings.mlflow.model_name} has no version {args.version}: {have} (`recsys models`)"
+        ) from None
     replaced = f"replaced version {outcome.previous}" if outcome.previous else "there was none before"
     print(f"{settings.mlflow.model_name}@champion -> version {outcome.version} ({replaced})")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
+    from recsys.errors import ModelNotFoundError
     from recsys.ops import registry
 
     settings = _settings(args)
     registry.configure(settings)
-    _print_json(registry.list_versions(settings))
+    names = [settings.mlflow.model_name, settings.mlflow.similar_model_name]
+    if args.model is not None and args.model not in names:
+        raise ModelNotFoundError(f"no registered model {args.model!r}; the models are {', '.join(names)}")
+    listed = {}
+    for name in [args.model] if args.model else names:
+        # as pipelines.similar_settings does: the registry functions read mlflow.model_name
+        mlflow_cfg = settings.mlflow.model_copy(update={"model_name": name})
+        listed[name] = registry.list_versions(settings.model_copy(update={"mlflow": mlflow_cfg}))
+    if args.model and not listed[args.model]:
+        raise ModelNotFoundError(
+            f"model {args.model!r} has no registered version at {settings.tracking_address}; "
+            f"run `recsys {'train' if args.model == names[0] else 'train-similar'}` first"
+        )
+    _print_json(listed)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -165,9 +187,21 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_lookup(args: argparse.Namespace) -> None:
+    from recsys.errors import UnknownUserError
     from recsys.online.reader import lookup
 
-    triples = lookup(args.user, args.k, _settings(args))
+    settings = _settings(args)
+    try:
+        triples = lookup(args.user, args.k, settings)
+    except UnknownUserError:  # as over HTTP: scored from a stored history, else the popular list
+        from recsys.serving.models import answer_without_list
+
+        source, version, triples = answer_without_list(settings, args.user, args.k)
+        what = {
+            "computed": f"scored now from the stored history by two_tower version {version}",
+            "popular": "the popular list: scores are positive ratings in the training data, not model scores",
+        }[source]
+        print(f"note: user {args.user} has no stored list; source {source}: {what}", file=sys.stderr)
     if args.json:
         print(json.dumps([list(t) for t in triples]))
         return
@@ -184,6 +218,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     conn = redis_server.client(settings.redis_connection)
     try:
         state = publication.status(settings, conn)
+        state["similar"] = publication.similar_status(conn)
     finally:
         conn.close()
     if args.json:
@@ -207,6 +242,16 @@ def cmd_status(args: argparse.Namespace) -> None:
         "lists: run `recsys publish` again",
     }[state["publish"]]
     print(f"publish: {line}")
+    similar = state["similar"]
+    if similar["movies"]:
+        versions = ", ".join(f"{v} ({n} movies)" for v, n in similar["model_versions"].items())
+        data = ", ".join(similar["data_versions"]) or "-"
+        print(
+            f"similar: movie_similar version {versions}, data version {data}, scored "
+            f"{similar['scored_at'] or '-'}, {similar['movies']} movies with a list"
+        )
+    else:
+        print("similar: no similar-movie lists in the store (run `recsys publish-similar`)")
 
 
 def publication_holder(target: dict) -> str:
@@ -393,16 +438,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
     p = add("promote", cmd_promote, "point alias champion at a registered version")
     p.add_argument("version", type=int, help="registered model version number")
-    add("models", cmd_models, "list registered versions with their aliases")
+    p = add(
+        "models",
+        cmd_models,
+        "list the registered versions of both models (two_tower, movie_similar) with their aliases, "
+        "as one JSON object keyed by model name",
+    )
+    p.add_argument("--model", help="only this registered model (an unknown name is an error)")
     p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
     p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
     p.add_argument(
         "--recommendations", help="parquet to publish (default: the champion's lists for today's data)"
     )
-    p = add("status", cmd_status, "what the online store serves, and whether a publish is under way")
+    p = add(
+        "status",
+        cmd_status,
+        "what the online store serves (user lists and similar-movie lists), and whether a publish "
+        "is under way",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
+    p = add(
+        "lookup",
+        cmd_lookup,
+        "print a user's stored top-K as [movie_id, score, title] triples. A user without a stored "
+        "list gets what HTTP answers (exit 0, a 'note:' line on stderr names the source): a list "
+        "scored from the stored history (source computed), else the popular list (source popular; "
+        "its scores are positive-rating counts)",
+    )
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
     p.add_argument(
         "--k",

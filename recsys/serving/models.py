@@ -229,3 +229,17 @@ class SimilarModel(PythonModel):
             triples = [[int(ids[i]), float(v), self.titles[int(ids[i])]] for i, v in zip(row[:k], vals[:k])]
             out.append({"movie_id": m, "source": "model", "similar": triples})
         return out
+
+
+def answer_without_list(settings: Settings, user_id: int, k: int) -> tuple[str, str, list[tuple]]:
+    """(source, version, [movie_id, score, title] triples) for a user without a stored list, as the
+    HTTP endpoint answers: ``computed`` from a stored history by the champion, else ``popular``
+    (scores: positive ratings in the training data). For ``recsys lookup``."""
+    from recsys.ops import registry
+
+    registry.configure(settings)
+    version, folder = registry.download_bundle(settings, "champion")
+    model = RecommenderModel()
+    model.load(str(folder), settings)
+    row = model._answer(pd.DataFrame({"user_id": [user_id], "k": [k]}))[0]
+    return row["source"], version, [tuple(t) for t in row["recommendations"]]

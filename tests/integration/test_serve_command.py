@@ -213,3 +213,58 @@ def test_serve_refuses_a_bad_port_or_version_in_one_line_before_starting(registe
         out = cli(env, "serve", "--port", str(free_port()), *args)
         assert out.returncode == code and message in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_lookup_of_a_user_without_a_list_answers_as_http_does(server: int, registered) -> None:
+    from tests.integration.test_serving import HISTORY_ONLY
+
+    env, _ = registered
+    for user, source in [(UNKNOWN[1], "popular"), (HISTORY_ONLY[0], "computed")]:
+        out = cli(env, "lookup", "--user", str(user), "--k", "4", "--json")
+        assert out.returncode == 0, out.stderr
+        note = [line for line in out.stderr.splitlines() if line.startswith("note:")]
+        assert len(note) == 1 and f"user {user} has no stored list; source {source}" in note[0]
+        status, reply = post(server, split(["user_id", "k"], [[user, 4]]))
+        row = reply["predictions"][0]
+        assert row["source"] == source
+        got = json.loads(out.stdout)
+        assert [t[0] for t in got] == [t[0] for t in row["recommendations"]]
+        assert [t[1] for t in got] == pytest.approx([t[1] for t in row["recommendations"]], abs=1e-5)
+    assert "positive ratings in the training data" in cli(env, "lookup", "--user", str(UNKNOWN[1])).stderr
+
+
+def test_models_lists_both_registered_models_and_refuses_an_unknown_name(registered) -> None:
+    env, _ = registered
+    out = cli(env, "models")
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)
+    assert list(listed) == ["two_tower", "movie_similar"]
+    assert [r["version"] for r in listed["two_tower"]] == ["1"]
+    assert set(listed["two_tower"][0]["aliases"]) == {"champion", "challenger"}
+    assert listed["movie_similar"] == []
+    assert json.loads(cli(env, "models", "--model", "two_tower").stdout) == {"two_tower": listed["two_tower"]}
+    for name, message in [
+        ("nope", "no registered model 'nope'"),
+        ("movie_similar", "has no registered version"),
+    ]:
+        out = cli(env, "models", "--model", name)
+        assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = cli(env, "promote", "999")
+    assert out.returncode == 1 and "two_tower has no version 999: its versions are 1" in out.stderr
+
+
+def test_status_says_what_similar_lists_are_served(registered) -> None:
+    from tests.integration.test_similar_store import STAMP, similar_lists
+
+    env, settings = registered
+    out = cli(env, "status")
+    assert out.returncode == 0 and "similar: no similar-movie lists in the store" in out.stdout, out.stderr
+    store.publish_similar(similar_lists(), settings)
+    out = cli(env, "status")
+    assert out.returncode == 0, out.stderr
+    assert (
+        f"similar: movie_similar version 2 ({N_MOVIES} movies), data version p1, scored "
+        f"{STAMP.isoformat(timespec='seconds')}, {N_MOVIES} movies with a list" in out.stdout
+    )
+    state = json.loads(cli(env, "status", "--json").stdout)
+    assert state["similar"]["movies"] == N_MOVIES and state["similar"]["model_versions"] == {"2": N_MOVIES}
