@@ -2,7 +2,7 @@
 
 Starts the project's embedded Redis on a free 127.0.0.1 port in a temporary home, applies a temporary
 copy of feature_repo/ and publishes the same synthetic frames (--users lists of --k items, as many
-histories of --history ids, --items titles) with both writers of `recsys.online.store.publish`, alternating
+histories of --history ids, --items titles) with both writers of `recsys.online.writer.publish`, alternating
 feast, fast, feast, fast... on an emptied database, --repeats times each. It times:
 - the online writes of each writer (users/s, median over --repeats; lists, histories and titles),
   and the whole publish (with the offline parquet record, the same for both);
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def synthetic(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(recs, catalogue, histories) of the shapes recsys.online.store documents, MovieLens-sized ids."""
+    """(recs, catalogue, histories) of the shapes recsys.online.writer documents, MovieLens-sized ids."""
     rng = np.random.default_rng(0)
     movie_ids = np.sort(rng.choice(np.arange(1, LARGEST_MOVIE_ID + 1), args.items, replace=False))
     users = np.arange(1, args.users + 1)

@@ -18,7 +18,17 @@ import pandas as pd
 from recsys.config import MAX_K
 from recsys.errors import InvalidRequestError
 
-__all__ = ["MAX_K", "MAX_BATCH", "check_request", "list_length", "movie_id", "user_id", "whole_number"]
+__all__ = [
+    "MAX_K",
+    "MAX_BATCH",
+    "as_frame",
+    "check_request",
+    "list_length",
+    "movie_id",
+    "shown_name",
+    "user_id",
+    "whole_number",
+]
 INT64_MAX = 2**63 - 1  # Feast Int64 join keys
 MAX_BATCH = 1000  # users per HTTP request: a request's work and reply stay bounded
 DEFAULT_K = 10
@@ -27,9 +37,50 @@ SIMILAR_COLUMNS = ("movie_id", "k")  # a "more like this" request
 _DECIMAL = re.compile(r"\+?[0-9]+")
 
 
+SHOWN_CHARS = 40  # at most this much of a caller's text is echoed back in an error
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def shown_name(value: Any) -> str:
+    """A caller's name (a column...) as echoed in an error: quoted, its first SHOWN_CHARS
+    characters and, when longer, its length."""
+    text = str(value)
+    if len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}... ({len(text):,} characters)"
+
+
+def as_frame(model_input: Any) -> Any:
+    """The request as a DataFrame when it is one of the layouts MLflow's server hands over:
+
+    - a DataFrame (``dataframe_split``, ``dataframe_records``, CSV, Parquet);
+    - a dict of columns (``{"inputs": {"user_id": [1, 2]}}`` or ``{"instances": {...}}``, and
+      ``{"instances": [{"user_id": 1}, ...]}``, which MLflow turns into columns);
+    - a list of row dicts (``{"inputs": [{"user_id": 1, "k": 5}, ...]}``).
+
+    Anything else is returned as it is (check_frame then refuses it, naming what a request holds).
+    Rows of different lengths are an InvalidRequestError.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, dict) and model_input:
+        columns = {
+            str(name): np.atleast_1d(np.asarray(values, dtype=object)) for name, values in model_input.items()
+        }
+        if any(v.ndim != 1 for v in columns.values()) or len({len(v) for v in columns.values()}) != 1:
+            raise InvalidRequestError("request columns must be flat lists of the same length")
+        return pd.DataFrame({name: list(values) for name, values in columns.items()})
+    if isinstance(model_input, list) and model_input and all(isinstance(r, dict) for r in model_input):
+        rows = [
+            {str(k): np.asarray(v).item() if np.ndim(v) == 0 else v for k, v in r.items()}
+            for r in model_input
+        ]
+        return pd.DataFrame.from_records(rows)
+    return model_input
 
 
 def whole_number(value: Any, name: str, low: int, high: int) -> int:
@@ -83,14 +134,21 @@ def check_frame(frame: Any, max_k: int, key: str) -> tuple[list[int], list[int]]
     """(ids, ks) of a request frame keyed by ``key`` (``user_id`` or ``movie_id``); see
     :func:`check_request`."""
     columns = REQUEST_COLUMNS if key == "user_id" else SIMILAR_COLUMNS
+    frame = as_frame(frame)
     if not isinstance(frame, pd.DataFrame) or key not in frame.columns:
         raise InvalidRequestError(
             "request needs a column 'user_id' (a user's list) or 'movie_id' (similar movies), "
             "and optionally 'k'"
         )
-    unknown = [str(c) for c in frame.columns if c not in columns]
+    unknown = [shown_name(c) for c in frame.columns if c not in columns]
     if unknown:
-        raise InvalidRequestError(f"unknown column(s) {unknown[:5]}; a request has columns {list(columns)}")
+        more = f", ... {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise InvalidRequestError(
+            f"unknown column(s) [{', '.join(unknown[:3])}{more}]; a request has columns {list(columns)}"
+        )
+    repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if repeated:
+        raise InvalidRequestError(f"column {repeated[0]!r} appears more than once; send each column once")
     if len(frame) == 0:
         raise InvalidRequestError(f"request holds no rows; send at least one {key}")
     if len(frame) > MAX_BATCH:

@@ -9,6 +9,7 @@ model.temperature=0.1 train.max_epochs=7``). Results go to stdout, logs to stder
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -122,18 +123,27 @@ def cmd_promote(args: argparse.Namespace) -> None:
     from recsys.ops.registry import Registry
 
     settings = _settings(args)
-    outcome = Registry.open(settings).promote(str(args.version))
+    outcome = Registry.open(settings).promote(str(args.version))  # a missing one: the versions there are
     replaced = f"replaced version {outcome.previous}" if outcome.previous else "there was none before"
     print(f"{settings.mlflow.model_name}@champion -> version {outcome.version} ({replaced})")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
+    from recsys.errors import ModelNotFoundError
     from recsys.ops.registry import MOVIE_SIMILAR, TWO_TOWER, Registry
 
     settings = _settings(args)
-    _print_json(
-        [row for model in (TWO_TOWER, MOVIE_SIMILAR) for row in Registry.open(settings, model).versions()]
-    )
+    names = {settings.mlflow.model_name: TWO_TOWER, settings.mlflow.similar_model_name: MOVIE_SIMILAR}
+    if args.model is not None and args.model not in names:
+        raise ModelNotFoundError(f"no registered model {args.model!r}; the models are {', '.join(names)}")
+    chosen = [args.model] if args.model else list(names)
+    listed = {name: Registry.open(settings, names[name]).versions() for name in chosen}
+    if args.model and not listed[args.model]:
+        raise ModelNotFoundError(
+            f"model {args.model!r} has no registered version at {settings.tracking_address}; "
+            f"run `recsys {'train' if names[args.model] == TWO_TOWER else 'train-similar'}` first"
+        )
+    _print_json(listed)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -161,9 +171,21 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_lookup(args: argparse.Namespace) -> None:
+    from recsys.errors import UnknownUserError
     from recsys.online.reader import lookup
 
-    triples = lookup(args.user, args.k, _settings(args))
+    settings = _settings(args)
+    try:
+        triples = lookup(args.user, args.k, settings)
+    except UnknownUserError:  # as over HTTP: scored from a stored history, else the popular list
+        from recsys.serving.models import answer_without_list
+
+        source, version, triples = answer_without_list(settings, args.user, args.k)
+        what = {
+            "computed": f"scored now from the stored history by two_tower version {version}",
+            "popular": "the popular list: scores are positive ratings in the training data, not model scores",
+        }[source]
+        print(f"note: user {args.user} has no stored list; source {source}: {what}", file=sys.stderr)
     if args.json:
         print(json.dumps([list(t) for t in triples]))
         return
@@ -180,6 +202,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     conn = redis_server.client(settings.redis_connection)
     try:
         state = publication.status(settings, conn)
+        state["similar"] = publication.similar_status(conn)
     finally:
         conn.close()
     if args.json:
@@ -203,6 +226,16 @@ def cmd_status(args: argparse.Namespace) -> None:
         "lists: run `recsys publish` again",
     }[state["publish"]]
     print(f"publish: {line}")
+    similar = state["similar"]
+    if similar["movies"]:
+        versions = ", ".join(f"{v} ({n} movies)" for v, n in similar["model_versions"].items())
+        data = ", ".join(similar["data_versions"]) or "-"
+        print(
+            f"similar: movie_similar version {versions}, data version {data}, scored "
+            f"{similar['scored_at'] or '-'}, {similar['movies']} movies with a list"
+        )
+    else:
+        print("similar: no similar-movie lists in the store (run `recsys publish-similar`)")
 
 
 def publication_holder(target: dict) -> str:
@@ -239,42 +272,81 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port_free(host: str, port: int) -> None:
+    """RecsysError (one line) when nothing can listen on host:port: in use, or a bad host."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RecsysError(f"cannot serve on host {host!r}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise RecsysError(f"cannot serve on {host}:{port}: {reason}; choose another --port") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from recsys.errors import ModelNotFoundError
     from recsys.ops import redis_server
+    from recsys.ops.registry import Registry
 
     settings = _settings(args)
+    _port_free(args.host, args.port)  # every check before anything starts
+    models = Registry.open(settings)
+    version = str(models.resolve(args.model).version)
+    folder = settings.paths.home / "serving"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _, local = models.download_model(version, Path(tempfile.mkdtemp(dir=folder)))
+    except Exception as exc:  # MLflow's or the artefact store's error, whatever its class
+        raise ModelNotFoundError(
+            f"cannot download {settings.mlflow.model_name} version {version} from "
+            f"{settings.tracking_address}: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     redis_server.ensure_running(settings)
     bin_dir = os.path.dirname(sys.executable)
-    # mlflow starts uvicorn by name: the venv's bin must be on PATH even when it is not activated.
     env = {
         **os.environ,
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "REDIS_CONNECTION_STRING": settings.redis_connection,
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(args.timeout),
+        "__pyfunc_model_path__": str(local),  # recsys.serving.http.MODEL_PATH_ENV, as mlflow sets it
     }
+    if args.config:
+        env["RECSYS_CONFIG"] = str(Path(args.config).resolve())
+    # MLflow's own scoring app (as `mlflow models serve` runs it) behind recsys.serving.http's guard
     command = [
-        os.path.join(bin_dir, "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        f"models:/{settings.mlflow.model_name}@{args.model}",
-        "--env-manager",
-        "local",
+        os.path.join(bin_dir, "uvicorn"),
+        "--factory",
+        "recsys.serving.http:create_app",
         "--host",
         args.host,
         "--port",
         str(args.port),
         "--workers",
         str(args.workers),
-        "--timeout",
-        str(args.timeout),
     ]
     print(
-        f"serving {settings.mlflow.model_name}@{args.model} on http://{args.host}:{args.port}/invocations "
-        f"({args.workers} worker(s))",
+        f"serving {settings.mlflow.model_name} version {version} ({args.model}) on "
+        f"http://{args.host}:{args.port}/invocations ({args.workers} worker(s))",
         flush=True,
     )
     os.execvpe(command[0], command, env)
+
+
+def _tcp_port(text: str) -> int:
+    try:
+        return checks.whole_number(text, "port", 1, 65535)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _user_id(text: str) -> int:
@@ -351,16 +423,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
     p = add("promote", cmd_promote, "point alias champion at a registered version")
     p.add_argument("version", type=int, help="registered model version number")
-    add("models", cmd_models, "list registered versions with their aliases")
+    p = add(
+        "models",
+        cmd_models,
+        "list the registered versions of both models (two_tower, movie_similar) with their aliases, "
+        "as one JSON object keyed by model name",
+    )
+    p.add_argument("--model", help="only this registered model (an unknown name is an error)")
     p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
     p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
     p.add_argument(
         "--recommendations", help="parquet to publish (default: the champion's lists for today's data)"
     )
-    p = add("status", cmd_status, "what the online store serves, and whether a publish is under way")
+    p = add(
+        "status",
+        cmd_status,
+        "what the online store serves (user lists and similar-movie lists), and whether a publish "
+        "is under way",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = add("lookup", cmd_lookup, "print a user's stored top-K as [movie_id, score, title] triples")
+    p = add(
+        "lookup",
+        cmd_lookup,
+        "print a user's stored top-K as [movie_id, score, title] triples. A user without a stored "
+        "list gets what HTTP answers (exit 0, a 'note:' line on stderr names the source): a list "
+        "scored from the stored history (source computed), else the popular list (source popular; "
+        "its scores are positive-rating counts)",
+    )
     p.add_argument("--user", type=_user_id, required=True, help="MovieLens user id")
     p.add_argument(
         "--k",
@@ -400,10 +490,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON list of triples")
     add("up", cmd_up, "start the embedded Redis on 127.0.0.1 (idempotent)")
     add("down", cmd_down, "stop the services the project started")
-    p = add("serve", cmd_serve, "serve a model version over HTTP with `mlflow models serve`")
-    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p = add(
+        "serve",
+        cmd_serve,
+        "serve a two_tower version over HTTP: MLflow's scoring app (as `mlflow models serve` runs it) "
+        "behind a guard that refuses malformed requests with a 400 or 413",
+    )
+    p.add_argument(
+        "--model", default="champion", help="registered version number (3) or alias (default champion)"
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--port", type=_tcp_port, default=5001, help="TCP port, 1..65535 (default 5001)")
     p.add_argument(
         "--workers",
         type=_positive,

@@ -285,7 +285,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"override '{text}': value is not valid YAML ({_yaml_problem(exc)})") from None
     return parts, value
 
 
@@ -300,10 +300,23 @@ def _merge(tree: dict[str, Any], parts: list[str], value: Any, origin: str) -> N
     tree.setdefault(section, {})[key] = value
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a YAML error: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def _from_yaml(path: Path, tree: dict[str, Any]) -> None:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     for section, values in loaded.items():
@@ -319,7 +332,12 @@ def _from_env(env: dict[str, str], tree: dict[str, Any]) -> None:
             parts = name[len(ENV_PREFIX) :].lower().split("__")
             if len(parts) != 2:
                 raise ConfigError(f"environment variable {name} must be RECSYS__SECTION__KEY")
-            _merge(tree, parts, yaml.safe_load(raw) if raw else "", f"environment ({name})")
+            try:
+                value = yaml.safe_load(raw) if raw else ""
+            except yaml.YAMLError as exc:
+                problem = _yaml_problem(exc)
+                raise ConfigError(f"environment variable {name}: not valid YAML ({problem})") from None
+            _merge(tree, parts, value, f"environment ({name})")
     if env.get("MLFLOW_TRACKING_URI"):
         tree.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
     if env.get("REDIS_CONNECTION_STRING"):

@@ -16,6 +16,10 @@ every user at once. What it guarantees instead:
 
 Keys (plain names beside Feast's binary entity keys): ``recsys:publication`` (hash) and
 ``recsys:published_users`` (set of user ids).
+
+The similar-movie lists (Feast view ``movie_similar``) have no record of their own: each movie's
+hash holds the version, data version and timestamp of its list, and :func:`similar_status` reads
+them back (one SCAN of the movie keys, one pipelined read).
 """
 
 from __future__ import annotations
@@ -123,3 +127,51 @@ def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
         if holder:
             out["target"]["holder"] = holder
     return out
+
+
+def similar_status(conn: redis.Redis) -> dict[str, Any]:
+    """What the similar-movie lists in the store are: ``movies`` with a list, the movie_similar
+    ``model_versions`` and ``data_versions`` they come from (with how many movies each), and the
+    newest list's ``scored_at`` (its event timestamp, UTC; None without lists)."""
+    from recsys.online import layout
+    from recsys.online.layout import MOVIE_KEY, SIMILAR_VIEW, entity_key
+    from recsys.online.reader import decode_value
+
+    prefix = entity_key(MOVIE_KEY, 0)[: -8 - len(b"recsys")]  # the key up to the id
+    fields = [layout.field_key(SIMILAR_VIEW, f) for f in ("movie_ids", "model_version", "data_version")]
+    fields.append(f"_ts:{SIMILAR_VIEW}".encode())
+    keys = list(conn.scan_iter(match=prefix + b"*", count=5000))
+    with conn.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, fields)
+        replies = pipe.execute() if keys else []
+    models: dict[str, int] = {}
+    datas: dict[str, int] = {}
+    newest = 0
+    for movie_ids, model, data, stamp in replies:
+        if movie_ids is None:
+            continue  # a catalogue movie (title only) without a list
+        model = decode_value(model) or ""
+        models[model] = models.get(model, 0) + 1
+        datas[decode_value(data) or ""] = datas.get(decode_value(data) or "", 0) + 1
+        newest = max(newest, _timestamp_seconds(stamp))
+    scored = datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds") if newest else None
+    return {
+        "movies": sum(models.values()),
+        "model_versions": dict(sorted(models.items())),
+        "data_versions": dict(sorted(datas.items())),
+        "scored_at": scored,
+    }
+
+
+def _timestamp_seconds(buf: bytes | None) -> int:
+    """The seconds of a serialized google.protobuf.Timestamp (field 1, a varint); 0 if absent."""
+    if not buf or buf[0] != 0x08:
+        return 0
+    value = shift = 0
+    for byte in buf[1:]:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    return value

@@ -290,21 +290,72 @@ def history(user_id: int, settings: Settings | None = None) -> list[int]:
     return movie_ids
 
 
-def stored_similar(
-    movie_ids: Iterable[Any], k: int = checks.MAX_K, settings: Settings | None = None
-) -> dict[int, tuple[list[int], list[float]] | None]:
-    """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
-    a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
+def _similar_replies(
+    movie_ids: Iterable[Any], k: int, settings: Settings | None
+) -> tuple[Settings, dict[int, tuple[list[int], list[float]] | None], set[int]]:
+    """(settings, each movie's stored (movie_ids, scores) or None, the movies with a stored title):
+    one pipelined round trip (the title lives in the same hash as the list)."""
     checks.list_length(k)
     ids = [checks.movie_id(m) for m in movie_ids]
     settings = settings or load_settings()
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
-        replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), SIMILAR_FIELDS) for m in ids])
-    return {
+        replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids])
+    lists = {
         m: None if items is None else (decode_value(items, k), decode_value(scores, k))
-        for m, (items, scores) in zip(ids, replies)
+        for m, (items, scores, _) in zip(ids, replies)
     }
+    return settings, lists, {m for m, reply in zip(ids, replies) if reply[2] is not None}
+
+
+def stored_similar(
+    movie_ids: Iterable[Any], k: int = checks.MAX_K, settings: Settings | None = None
+) -> dict[int, tuple[list[int], list[float]] | None]:
+    """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
+    a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
+    return _similar_replies(movie_ids, k, settings)[1]
+
+
+def no_similar_reason(movie_id: int, known: bool, settings: Settings) -> str:
+    """Why a movie has no similar-movies list: a catalogue movie the model left out, or an id the
+    online store does not know."""
+    if known:
+        return (
+            f"movie {movie_id} is in the catalogue but has no similar-movies list: it has too few "
+            "ratings for the movie_similar model (movies rarely rated are left out)"
+        )
+    return (
+        f"movie {movie_id} is not in the online store's catalogue (project {PROJECT} at "
+        f"{settings.redis_address}): check the id, or run the nightly publish"
+    )
+
+
+def similar_or_reasons(
+    movie_ids: Iterable[Any], k: int = 10, settings: Settings | None = None
+) -> dict[int, list[Triple] | str]:
+    """Each movie's ``k`` most similar movies as [movie_id, score, title] triples, best first, or,
+    for a movie without a stored list, the reason (:func:`no_similar_reason`). Two round trips.
+
+    Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond a stored list's length
+    (the movie_similar version's K), StoreError when Redis is unreachable.
+    """
+    settings, lists, known = _similar_replies(movie_ids, k, settings)
+    found = {m: pair for m, pair in lists.items() if pair is not None}
+    short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
+    if short:
+        movie, held = short[0]
+        raise InvalidRequestError(
+            f"k must be at most {held}, the number of similar movies stored for movie {movie} "
+            f"(the movie_similar version's K), got {k}"
+        )
+    named = titles({m for items, _ in found.values() for m in items}, settings) if found else {}
+    out: dict[int, list[Triple] | str] = {}
+    for m, pair in lists.items():
+        if pair is None:
+            out[m] = no_similar_reason(m, m in known, settings)
+        else:
+            out[m] = [(i, s, named[i]) for i, s in zip(*pair)]
+    return out
 
 
 def similar_many(
@@ -314,27 +365,16 @@ def similar_many(
     (two round trips in all).
 
     Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond the stored lists' length
-    (the movie_similar version's K), UnknownMovieError naming movies without a list (unknown ids,
-    or movies too rare for the model), StoreError when Redis is unreachable.
+    (the movie_similar version's K), UnknownMovieError naming the first movie without a list and
+    why (not in the catalogue, or in it but too rarely rated for the model), StoreError when Redis
+    is unreachable.
     """
-    settings = settings or load_settings()
-    lists = stored_similar(movie_ids, k, settings)
-    unknown = [str(m) for m, found in lists.items() if found is None]
-    if unknown:
-        raise UnknownMovieError(
-            f"movie {', '.join(unknown[:5])} has no similar movies in the online store (project "
-            f"{PROJECT} at {settings.redis_address}); check the id, or run the nightly publish"
-        )
-    found = {m: pair for m, pair in lists.items() if pair is not None}
-    short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
-    if short:
-        movie, held = short[0]
-        raise InvalidRequestError(
-            f"k must be at most {held}, the number of similar movies stored for movie {movie} "
-            f"(the movie_similar version's K), got {k}"
-        )
-    named = titles({m for items, _ in found.values() for m in items}, settings)
-    return {m: [(i, s, named[i]) for i, s in zip(items, scores)] for m, (items, scores) in found.items()}
+    found = similar_or_reasons(movie_ids, k, settings)
+    missing = [reason for reason in found.values() if isinstance(reason, str)]
+    if missing:
+        more = f" ({len(missing) - 1} more movie(s) without a list)" if len(missing) > 1 else ""
+        raise UnknownMovieError(missing[0] + more)
+    return {m: triples for m, triples in found.items() if not isinstance(triples, str)}
 
 
 def similar(movie_id: Any, k: int = 10, settings: Settings | None = None) -> list[Triple]:

@@ -166,17 +166,16 @@ class Registry:
             raise ModelNotFoundError(self._missing(ref)) from exc
 
     def _missing(self, ref: str) -> str:
+        """What to say of a version or alias that does not exist: what does, or what to run."""
         versions = [row["version"] for row in self.versions()]
+        what = f"version {ref}" if ref.isdigit() else f"version or alias {ref!r}"
         if not versions:
             return (
-                f"model {self.model_name!r} has no versions at {self.address}; "
+                f"{self.model_name} has no {what} at {self.address}: it has no version yet; "
                 "run `recsys train` (or `make demo`) first"
             )
-        kind = "version" if ref.isdigit() else "alias"
-        return (
-            f"model {self.model_name!r} has no {kind} {ref!r} at {self.address}; "
-            f"it has versions {', '.join(reversed(versions))}"
-        )
+        known = ", ".join(reversed(versions))
+        return f"{self.model_name} has no {what}: its versions are {known} (`recsys models`)"
 
     def champion_version(self) -> str | None:
         """The version that holds alias ``champion``, or None."""
@@ -207,6 +206,16 @@ class Registry:
             for key, number in metrics.items():
                 self.client.log_metric(run_id, key, number)
         self.tag_version(version, tags)
+
+    def download_model(self, ref: str, dst: Path) -> tuple[str, Path]:
+        """(version, local folder) of the whole pyfunc model of a version or alias, into ``dst``."""
+        mv = self.resolve(ref)
+        dst.mkdir(parents=True, exist_ok=True)
+        with self._pointed():
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst)
+            )
+        return str(mv.version), Path(local)
 
     def download_bundle(self, ref: str) -> tuple[str, Path]:
         """(version, local bundle folder) of a version or alias, cached under ``cache``.

@@ -1,10 +1,15 @@
 """The MLflow pyfunc model behind the HTTP endpoint (``mlflow models serve``).
 
-Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``.
+Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data": [[1, 10]]}}``;
+``dataframe_records``, ``inputs`` and ``instances`` (columns, or a list of rows) are read the same
+way (recsys.checks.as_frame).
 "More like this": ``{"dataframe_split": {"columns": ["movie_id", "k"], "data": [[1, 10]]}}`` answers
 one row per movie with ``similar`` = k triples [movie_id, score, title], best first, read from the
-online store (Feast view ``movie_similar``, published nightly); a movie without a stored list, or
-a k beyond the stored K, is an HTTP 400 naming it. A request holds user ids or movie ids, not both.
+online store (Feast view ``movie_similar``, published nightly), and ``source`` ``online_store``. A
+movie without a stored list does not fail the batch: its row has ``source`` ``none``, ``similar``
+``[]`` and ``reason`` (in the catalogue but too rarely rated for the model, or not in the
+catalogue). A k beyond the stored K is an HTTP 400 naming it, and an unreachable online store an
+HTTP 503 naming it. A request holds user ids or movie ids, not both.
 (``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
 request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
 requested user, in request order, with ``recommendations`` = K triples [movie_id, score, title],
@@ -14,7 +19,9 @@ best first, and ``source``:
 - ``computed``: no stored list, but a stored recent history (Feast view ``user_history``), or a
   training-time user of the id tower: scored on the spot by this version's ONNX graph, with the
   stored history as the seen set;
-- ``popular``: nothing known about the user: the most popular catalogue items.
+- ``popular``: nothing known about the user: the most popular catalogue items. Their scores are
+  the movies' numbers of positive ratings in the training data (counts such as 268.0), not model
+  scores: compare them only with each other.
 
 A request costs a bounded number of steps whatever its number of users: one pipelined Redis round
 trip for every user's stored list, one more for the histories of the users without a list (only
@@ -36,13 +43,13 @@ import logging
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE
 from mlflow.pyfunc import PythonModel
 
-from recsys.checks import MAX_K, check_frame, check_request
+from recsys.checks import MAX_K, as_frame, check_frame, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
-from recsys.online.reader import history_many, similar_many, stored_lists, titles
+from recsys.online.reader import history_many, similar_or_reasons, stored_lists, titles
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 
@@ -55,12 +62,16 @@ class RecommenderModel(PythonModel):
     """Stored list from the online store, else an on-the-spot ONNX retrieval, else popular items."""
 
     def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's PythonModelContext
-        bundle = ModelBundle.load(context.artifacts["bundle"])
+        self.load(context.artifacts["bundle"], load_settings())
+
+    def load(self, folder: str, settings: Settings) -> None:
+        """Load the model bundle in ``folder``; read the online store with ``settings``."""
+        bundle = ModelBundle.load(folder)
         # One ONNX Runtime thread: a request scores a handful of users (10: 1.2 ms on one thread,
         # 1.7 ms on two) and the server already runs one worker per core.
         bundle.retriever = OnnxRetriever(bundle.folder / "model.onnx", bundle.n_items, threads=1)
         self.bundle = bundle
-        self.settings: Settings = load_settings()
+        self.settings = settings
         self.max_k = min(MAX_K, self.bundle.k)
         self.store_up = True
         # Built now rather than by the first request that needs them.
@@ -130,11 +141,14 @@ class RecommenderModel(PythonModel):
         traceback of any other exception to the reply); the traceback goes to the server's log.
         """
         try:
+            model_input = as_frame(model_input)
             if isinstance(model_input, pd.DataFrame) and "movie_id" in model_input.columns:
                 return self._answer_similar(model_input)
             return self._answer(model_input)
         except (InvalidRequestError, UnknownMovieError) as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
+        except StoreError as exc:  # only similar movies need the store: users fall back without it
+            raise MlflowException(str(exc), error_code=TEMPORARILY_UNAVAILABLE) from None
         except Exception:
             log.exception("request failed")
             raise MlflowException(
@@ -160,14 +174,25 @@ class RecommenderModel(PythonModel):
         return rows
 
     def _answer_similar(self, model_input: pd.DataFrame) -> list[dict]:
-        """One dict per requested movie: its stored similar movies (one pipelined round trip, one
-        more for the titles)."""
+        """One dict per requested movie: its stored similar movies, or an empty list and the reason
+        (one pipelined round trip, one more for the titles). StoreError when the store is down."""
         movie_ids, ks = check_frame(model_input, MAX_K, "movie_id")
-        found = similar_many(list(dict.fromkeys(movie_ids)), max(ks), self.settings)
-        return [
-            {"movie_id": m, "source": "online_store", "similar": [list(t) for t in found[m][:k]]}
-            for m, k in zip(movie_ids, ks)
-        ]
+        try:
+            found = similar_or_reasons(list(dict.fromkeys(movie_ids)), max(ks), self.settings)
+        except StoreError as exc:
+            self._store_failed(exc)
+            raise
+        if not self.store_up:
+            log.warning("online store is back: serving stored lists again")
+            self.store_up = True
+        rows = []
+        for m, k in zip(movie_ids, ks):
+            got = found[m]
+            if isinstance(got, str):
+                rows.append({"movie_id": m, "source": "none", "similar": [], "reason": got})
+            else:
+                rows.append({"movie_id": m, "source": "online_store", "similar": [list(t) for t in got[:k]]})
+        return rows
 
 
 class SimilarModel(PythonModel):
@@ -181,26 +206,39 @@ class SimilarModel(PythonModel):
         self.titles = dict(zip(self.bundle.movie_ids.tolist(), self.bundle.catalogue["title"].astype(str)))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:  # noqa: ANN001
+        """One dict per requested movie; a movie this version does not know gets ``source`` ``none``,
+        ``similar`` ``[]`` and ``reason``, and does not fail the batch."""
         try:
             movie_ids, ks = check_frame(model_input, min(MAX_K, self.bundle.k), "movie_id")
-            rows = self.bundle.item_index(np.asarray(movie_ids, dtype=np.int64))
-            unknown = [m for m, r in zip(movie_ids, rows) if r < 0]
-            if unknown:
-                raise UnknownMovieError(
-                    f"movie {', '.join(map(str, unknown[:5]))} is unknown to this movie_similar "
-                    "version: too rare in its training data, or a bad id"
-                )
-            items, scores = self.bundle.similar(rows)
-        except (InvalidRequestError, UnknownMovieError) as exc:
+        except InvalidRequestError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
+        rows = self.bundle.item_index(np.asarray(movie_ids, dtype=np.int64))
+        known = rows >= 0
+        answers = iter(zip(*self.bundle.similar(rows[known]))) if known.any() else iter([])
         ids = self.bundle.movie_ids
-        return [
-            {
-                "movie_id": m,
-                "source": "model",
-                "similar": [
-                    [int(ids[i]), float(v), self.titles[int(ids[i])]] for i, v in zip(row[:k], vals[:k])
-                ],
-            }
-            for m, k, row, vals in zip(movie_ids, ks, items, scores)
-        ]
+        out = []
+        for m, k, found in zip(movie_ids, ks, known):
+            if not found:
+                reason = (
+                    f"movie {m} is unknown to this movie_similar version: too rarely rated in its "
+                    "training data, or not a catalogue id"
+                )
+                out.append({"movie_id": m, "source": "none", "similar": [], "reason": reason})
+                continue
+            row, vals = next(answers)
+            triples = [[int(ids[i]), float(v), self.titles[int(ids[i])]] for i, v in zip(row[:k], vals[:k])]
+            out.append({"movie_id": m, "source": "model", "similar": triples})
+        return out
+
+
+def answer_without_list(settings: Settings, user_id: int, k: int) -> tuple[str, str, list[tuple]]:
+    """(source, version, [movie_id, score, title] triples) for a user without a stored list, as the
+    HTTP endpoint answers: ``computed`` from a stored history by the champion, else ``popular``
+    (scores: positive ratings in the training data). For ``recsys lookup``."""
+    from recsys.ops.registry import CHAMPION, Registry
+
+    version, folder = Registry.open(settings).download_bundle(CHAMPION)
+    model = RecommenderModel()
+    model.load(str(folder), settings)
+    row = model._answer(pd.DataFrame({"user_id": [user_id], "k": [k]}))[0]
+    return row["source"], version, [tuple(t) for t in row["recommendations"]]

@@ -130,7 +130,6 @@ def test_lookup_command_in_a_new_process(chain):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["--user", "999999"], 1, "999999"),
         (["--user", "abc"], 2, "user_id must be an integer in 1..9223372036854775807, got 'abc'"),
         (["--user", "-4"], 2, "user_id must be an integer"),
         (["--user", "100000000000000000000000000000"], 2, "user_id must be an integer"),
@@ -260,7 +259,7 @@ def test_a_worse_model_does_not_move_the_champion(chain):
     assert champion(settings) == "2"
     assert cli(env, "promote", "1").returncode == 0
     missing = cli(env, "promote", "42")
-    assert missing.returncode == 1 and "42" in missing.stderr
+    assert missing.returncode == 1 and "two_tower has no version 42: its versions are 1, 2" in missing.stderr
 
 
 def _post(port: int, rows: list[list[int]]) -> tuple[int, dict]:

@@ -232,6 +232,21 @@ def test_redis_down_falls_back_with_one_warning_until_it_is_back(
     assert "online store is back" in caplog.records[-1].getMessage()
 
 
+def test_the_inputs_and_instances_layouts_are_answered_like_dataframe_split(
+    served: RecommenderModel, published: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    want = served.predict(None, pd.DataFrame({"user_id": [STORED[0], UNKNOWN[0]], "k": [3, 2]}))
+    # what MLflow's parser hands the model for {"inputs": {...}}, {"instances": [...]}
+    columns = {"user_id": np.array([STORED[0], UNKNOWN[0]]), "k": np.array([3, 2])}
+    rows = [
+        {"user_id": np.array(STORED[0]), "k": np.array(3)},
+        {"user_id": np.array(UNKNOWN[0]), "k": np.array(2)},
+    ]
+    assert served.predict(None, columns) == want == served.predict(None, rows)
+    similar = served.predict(None, {"movie_id": np.array([1])})
+    assert similar[0]["movie_id"] == 1  # routed to the similar-movies answer
+
+
 def test_bad_requests_are_refused_without_a_stack_trace(
     served: RecommenderModel,
     published: tuple[pd.DataFrame, pd.DataFrame],
@@ -245,6 +260,7 @@ def test_bad_requests_are_refused_without_a_stack_trace(
         (pd.DataFrame({"user_id": [10**29]}), "user_id must be an integer"),
         (pd.DataFrame({"user_id": [1], "genre": ["x"]}), "unknown column"),
         (pd.DataFrame({"user_id": pd.Series([], dtype="int64")}), "no rows"),
+        (pd.DataFrame([[1, 2]], columns=["user_id", "user_id"]), "column 'user_id' appears more than once"),
     ]:
         with pytest.raises(MlflowException, match=message) as raised:
             served.predict(None, frame)

@@ -110,7 +110,7 @@ def test_a_changed_store_fails_the_read_back(published_similar: pd.DataFrame, ow
 def test_bad_lookups_get_one_line_naming_the_problem(
     published_similar: pd.DataFrame, own_redis: Settings
 ) -> None:
-    with pytest.raises(UnknownMovieError, match="movie 77 has no similar movies in the online store"):
+    with pytest.raises(UnknownMovieError, match="movie 77 is not in the online store's catalogue"):
         lookup.similar(77, 3, own_redis)
     with pytest.raises(InvalidRequestError, match="k must be at most 5, the number of similar movies stored"):
         lookup.similar(1, 6, own_redis)
@@ -131,7 +131,6 @@ def test_http_answers_movie_id_requests_from_the_store(
     assert [len(r["similar"]) for r in rows] == [2, 5, 1]
     assert [m for m, _, _ in rows[1]["similar"]] == published_similar["movie_ids"].iloc[0].tolist()
     for frame, message in [
-        (pd.DataFrame({"movie_id": [77]}), "movie 77 has no similar movies"),
         (pd.DataFrame({"movie_id": [1], "k": [6]}), "k must be at most 5"),
         (pd.DataFrame({"movie_id": [1], "user_id": [1]}), "unknown column"),
         (pd.DataFrame({"movie_id": ["x"]}), "movie_id must be an integer"),
@@ -139,3 +138,65 @@ def test_http_answers_movie_id_requests_from_the_store(
         with pytest.raises(MlflowException, match=message) as raised:
             served.predict(None, frame)
         assert raised.value.get_http_status_code() == 400
+
+
+def test_a_catalogue_movie_without_a_list_is_named_as_such_and_does_not_fail_a_batch(
+    served: RecommenderModel,  # noqa: F811 - the fixture imported above
+    published_similar: pd.DataFrame,
+    own_redis: Settings,
+) -> None:
+    conn = redis_server.client(own_redis.redis_connection)
+    conn.hdel(lookup.entity_key("movie_id", 3), *lookup.SIMILAR_FIELDS)  # movie 3 keeps its title
+    with pytest.raises(UnknownMovieError, match="movie 3 is in the catalogue but has no similar-movies list"):
+        lookup.similar(3, 2, own_redis)
+    with pytest.raises(UnknownMovieError) as raised:
+        lookup.similar(77, 2, own_redis)
+    assert "check the id" in str(raised.value) and "in the catalogue but" not in str(raised.value)
+    found = lookup.similar_or_reasons([1, 3, 77], 2, own_redis)
+    assert [m for m, _, _ in found[1]] == published_similar["movie_ids"].iloc[0][:2].tolist()
+    assert "too few ratings" in found[3] and "not in the online store's catalogue" in found[77]
+    rows = served.predict(None, pd.DataFrame({"movie_id": [3, 1, 77], "k": [2, 2, 2]}))
+    assert [r["source"] for r in rows] == ["none", "online_store", "none"]
+    assert rows[0]["similar"] == [] == rows[2]["similar"] and len(rows[1]["similar"]) == 2
+    assert "too few ratings" in rows[0]["reason"] and "check the id" in rows[2]["reason"]
+    assert "reason" not in rows[1]
+
+
+def test_movie_requests_with_redis_down_are_a_503_naming_the_store(
+    served: RecommenderModel,  # noqa: F811 - the fixture imported above
+    published_similar: pd.DataFrame,
+    own_redis: Settings,
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    assert redis_server.stop(own_redis)
+    with pytest.raises(MlflowException, match="unreachable") as raised:
+        served.predict(None, pd.DataFrame({"movie_id": [1, 2]}))
+    assert raised.value.get_http_status_code() == 503
+    assert own_redis.redis_address in raised.value.message
+    assert "stack_trace" not in raised.value.serialize_as_json()
+    # users in the same outage still get an answer (the model or the popular list)
+    assert {r["source"] for r in served.predict(None, pd.DataFrame({"user_id": [1]}))} == {"popular"}
+
+
+def test_the_similar_lists_status_says_version_date_and_how_many_movies(
+    published_similar: pd.DataFrame, own_redis: Settings
+) -> None:
+    from recsys.online import publication
+
+    conn = redis_server.client(own_redis.redis_connection)
+    conn.hdel(lookup.entity_key("movie_id", 3), *lookup.SIMILAR_FIELDS)  # a title without a list
+    state = publication.similar_status(conn)
+    assert state == {
+        "movies": N_MOVIES - 1,
+        "model_versions": {"2": N_MOVIES - 1},
+        "data_versions": {"p1": N_MOVIES - 1},
+        "scored_at": STAMP.isoformat(timespec="seconds"),
+    }
+    conn.flushdb()
+    assert publication.similar_status(conn) == {
+        "movies": 0,
+        "model_versions": {},
+        "data_versions": {},
+        "scored_at": None,
+    }

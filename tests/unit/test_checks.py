@@ -165,3 +165,43 @@ def test_the_http_check_accepts_every_well_formed_request(rows: list) -> None:
     )
     ids, ks = checks.check_request(frame, 50)
     assert ids == [_number(u) for u, _ in rows] and ks == [_number(k) for _, k in rows]
+
+
+def test_a_repeated_column_is_refused_by_name() -> None:
+    frame = pd.DataFrame([[1, 2]], columns=["user_id", "user_id"])
+    with pytest.raises(InvalidRequestError, match="column 'user_id' appears more than once"):
+        checks.check_request(frame, 10)
+    frame = pd.DataFrame([[1, 2, 3]], columns=["movie_id", "k", "k"])
+    with pytest.raises(InvalidRequestError, match="column 'k' appears more than once"):
+        checks.check_frame(frame, 10, "movie_id")
+
+
+def test_a_long_column_name_is_echoed_once_and_cut_to_40_characters() -> None:
+    name = "x" * 50_000
+    with pytest.raises(InvalidRequestError) as raised:
+        checks.check_request(pd.DataFrame({"user_id": [1], name: [2]}), 10)
+    message = str(raised.value)
+    assert f"'{'x' * 40}'... (50,000 characters)" in message and len(message) < 200
+    many = pd.DataFrame({"user_id": [1], **{f"c{i}": [i] for i in range(8)}})
+    with pytest.raises(InvalidRequestError, match=r"\['c0', 'c1', 'c2', \.\.\. 5 more\]"):
+        checks.check_request(many, 10)
+
+
+@pytest.mark.parametrize(
+    "model_input",
+    [
+        {"user_id": np.array([1, 2]), "k": np.array([3, 4])},  # "inputs"/"instances" as columns
+        {"user_id": [1, 2], "k": [3, 4]},
+        [{"user_id": np.array(1), "k": np.array(3)}, {"user_id": np.array(2), "k": np.array(4)}],  # rows
+    ],
+)
+def test_the_inputs_and_instances_layouts_are_accepted(model_input: object) -> None:
+    assert checks.check_request(model_input, 10) == ([1, 2], [3, 4])
+
+
+def test_a_scalar_inputs_column_is_one_row_and_ragged_columns_are_refused() -> None:
+    assert checks.check_request({"user_id": np.array(7)}, 10) == ([7], [checks.DEFAULT_K])
+    with pytest.raises(InvalidRequestError, match="same length"):
+        checks.check_request({"user_id": [1, 2], "k": [3]}, 10)
+    with pytest.raises(InvalidRequestError, match="request needs a column 'user_id'"):
+        checks.check_request(np.array([1, 2]), 10)

@@ -110,3 +110,31 @@ def test_secrets_never_reach_params_logs_or_artefacts():
             assert not re.search(
                 r"\.store\.connection_string\b|\.mlflow\.tracking_uri\b", path.read_text()
             ), path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  max_epochs: [1, 2\n", "is not valid YAML: .* at line 3"),
+        ("train: {max_epochs: 3\n", "is not valid YAML"),
+        ("\ttrain:\n  max_epochs: 3\n", "is not valid YAML: .*line 1"),
+    ],
+)
+def test_a_yaml_syntax_error_in_the_config_file_is_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(config_file=path, env={})
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match="RECSYS__TRAIN__MAX_EPOCHS: not valid YAML"):
+        load_settings(env={"RECSYS__TRAIN__MAX_EPOCHS": "[1, 2"})
+
+
+def test_a_yaml_syntax_error_through_the_cli_is_one_line_and_exit_1(tmp_path, capsys):
+    from recsys.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  max_epochs: [1, 2\n")
+    assert main(["--config", str(path), "models"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is not valid YAML" in err and "Traceback" not in err

@@ -81,3 +81,70 @@ def test_readme_similar_movies_tables_match_the_committed_json():
     default = SimilarConfig().model_dump()
     for key in ("init", "distance", "margin", "mining", "learning_rate", "id_dropout", "embedding_dim"):
         assert default[key] == chosen[key], key
+
+
+def _settings_table(readme: str) -> dict[str, str]:
+    """The README's settings table: section -> its "main keys (default)" cell."""
+    start = readme.index("| section | main keys (default) |")
+    rows = {}
+    for line in readme[start:].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        section, cell = [part.strip() for part in line.strip("|").split(" | ", 1)]
+        rows[section] = cell
+    return rows
+
+
+def _first_value(text: str) -> str:
+    """What a key's parenthesis starts with: ``l2`` of ``l2 \\| cosine``, ``30`` of ``30: ...``."""
+    import re
+
+    return re.split(r"[ ;:)]|,\s", text.replace("`", "").strip(), maxsplit=1)[0]
+
+
+DERIVED = {"dvc.remote_url", "mlflow.tracking_uri", "store.connection_string"}  # filled from paths.home
+
+
+def test_readme_settings_table_gives_the_code_defaults():
+    import re
+
+    from recsys.config import Settings
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = _settings_table(readme)
+    defaults = Settings().model_dump()
+    checked = 0
+    assert set(table) <= set(defaults), set(table) - set(defaults)
+    for section, cell in table.items():
+        fields = defaults[section]
+        for key, inside in re.findall(r"\b([a-z_0-9]+) \(([^()]*)\)", cell):
+            if (
+                key not in fields
+                or f"{section}.{key}" in DERIVED
+                or not isinstance(fields[key], (bool, int, float, str))
+            ):
+                continue  # a word before a parenthesis that is not a setting, or a secret / path
+            default, shown = fields[key], _first_value(inside)
+            if isinstance(default, bool):
+                assert shown == str(default).lower(), f"{section}.{key}: README {shown}, code {default}"
+            elif isinstance(default, (int, float)):
+                assert float(shown.replace(",", "")) == default, (
+                    f"{section}.{key}: README {shown}, code {default}"
+                )
+            else:
+                assert shown == default, f"{section}.{key}: README {shown!r}, code {default!r}"
+            checked += 1
+    assert checked >= 60  # nearly every key with a default shown
+
+
+def test_readme_history_length_is_the_codes():
+    from recsys.config import ModelConfig
+    from recsys.runtime.scoring import RECENT_FACTOR
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    stored = RECENT_FACTOR * ModelConfig().history_length
+    assert (
+        f"user's last {stored} positive ratings, newest last: {RECENT_FACTOR} × `model.history_length`"
+        in readme
+    )
+    assert f"history_length ({ModelConfig().history_length})" in readme

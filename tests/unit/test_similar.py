@@ -242,9 +242,14 @@ def test_the_movie_similar_pyfunc_answers_from_its_graph(tmp_path):
     assert [r["movie_id"] for r in rows] == [1003, 1000] and [len(r["similar"]) for r in rows] == [2, 5]
     assert [m for m, _, _ in rows[1]["similar"]] == lists.loc[1000, "movie_ids"].tolist()
     assert rows[1]["similar"][0][2] == catalogue.set_index("movie_id").loc[rows[1]["similar"][0][0], "title"]
+    # a movie the version does not know is marked in its row; the batch still answers the others
+    unknown, known = model.predict(None, pd.DataFrame({"movie_id": [5, 1000], "k": [2, 5]}))
+    assert unknown["similar"] == [] and unknown["source"] == "none"
+    assert "movie 5 is unknown to this movie_similar version" in unknown["reason"]
+    assert known["similar"] == rows[1]["similar"] and "reason" not in known
     for frame, message in [
-        (pd.DataFrame({"movie_id": [5], "k": [2]}), "movie 5 is unknown to this movie_similar version"),
         (pd.DataFrame({"movie_id": [1000], "k": [6]}), "k must be an integer in 1..5"),
+        (pd.DataFrame([[1000, 1000]], columns=["movie_id", "movie_id"]), "appears more than once"),
     ]:
         with pytest.raises(MlflowException, match=message) as raised:
             model.predict(None, frame)
