@@ -29,8 +29,8 @@ import numpy as np
 from recsys.config import load_settings
 from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
 from recsys.data.views import SplitView
+from recsys.evaluation.baselines import EASE
 from recsys.evaluation.metrics import (
-    EASE,
     bootstrap_interval,
     evaluate_ranks,
     metrics_from_ranks,
@@ -170,7 +170,7 @@ def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
 
 def baselines(prepared: Prepared) -> dict[str, dict]:
     """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits)."""
-    from recsys.evaluation.baselines import tune_ials
+    from recsys.evaluation.ials import tune_ials
 
     rows = {
         "MostPop": {

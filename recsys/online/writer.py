@@ -210,39 +210,26 @@ def _online_writer(
             conn.close()
 
 
-def publish(
-    recs: pd.DataFrame,
-    catalogue: pd.DataFrame,
-    settings: Settings,
-    histories: pd.DataFrame | None = None,
-    batch_size: int = BATCH_SIZE,
-    writer: Writer = "fast",
-) -> dict[str, Any]:
-    """Write every user's list, every title and (when given) every user's history to the online store.
-
-    Shapes in the module docstring. ``writer="fast"`` encodes whole columns and pipelines the
-    HSETs Feast's Redis store would send (same keys, fields and bytes; see :func:`view_layout`);
-    ``writer="feast"`` calls Feast's ``write_to_online_store`` per ``batch_size`` rows. Last write
-    wins (``skip_dedup`` in feature_store.yaml), so publishing the same frames twice leaves the same
-    data, and a publish killed at any point converges when run again. The publication record
-    (recsys.online.publication) says a publish is under way until the last write; then users of the last
-    publication missing from ``recs`` are removed (``store.stale_users``). Returns counts ("users",
-    "movies", "histories": 0 without histories, "batches": round trips or Feast calls,
-    "stale_users_removed"), "writer", "seconds" (all of it) and "online_seconds" (the online writes).
-    Raises DataError for malformed frames, StoreError when Redis is unreachable or the fast writer
-    does not implement the repo's online store settings (nothing is written then).
-    """
+def _frames(
+    recs: pd.DataFrame, catalogue: pd.DataFrame, histories: pd.DataFrame | None
+) -> dict[str, pd.DataFrame]:
+    """Typed copies of the publish frames, by view (DataError names a malformed one)."""
     users, movies = _prepare(recs, catalogue)
     frames = {USER_VIEW: users, MOVIE_VIEW: movies}
     if histories is not None:
         frames[HISTORY_VIEW] = _prepare_histories(histories)
-    redis_server.require(settings)
-    started = time.perf_counter()
-    store = feature_store(settings)
-    batches, online = 0, 0.0
+    return frames
+
+
+def _write_publication(
+    frames: dict[str, pd.DataFrame], settings: Settings, writer: Writer, batch_size: int
+) -> tuple[int, float, int]:
+    """Write every frame under a publication record; (round trips, online seconds, stale users
+    removed)."""
     import numpy as np
 
-    total, written = sum(len(f) for f in frames.values()), [0]
+    users, store = frames[USER_VIEW], feature_store(settings)
+    batches, online, total, written = 0, 0.0, sum(len(f) for f in frames.values()), [0]
     record = redis_server.client(settings.redis_connection)
 
     def done(rows: int) -> None:
@@ -267,21 +254,44 @@ def publish(
             )
     finally:
         record.close()
+    return batches, online, stale
+
+
+def publish(
+    recs: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    settings: Settings,
+    histories: pd.DataFrame | None = None,
+    batch_size: int = BATCH_SIZE,
+    writer: Writer = "fast",
+) -> dict[str, Any]:
+    """Write every user's list, every title and (when given) every user's history to the online store.
+
+    Shapes in the module docstring. ``writer="fast"`` encodes whole columns and pipelines the
+    HSETs Feast's Redis store would send (same keys, fields and bytes; see :func:`view_layout`);
+    ``writer="feast"`` calls Feast's ``write_to_online_store`` per ``batch_size`` rows. Last write
+    wins (``skip_dedup`` in feature_store.yaml), so publishing the same frames twice leaves the same
+    data, and a publish killed at any point converges when run again. The publication record
+    (recsys.online.publication) says a publish is under way until the last write; then users of the last
+    publication missing from ``recs`` are removed (``store.stale_users``). Returns counts ("users",
+    "movies", "histories": 0 without histories, "batches": round trips or Feast calls,
+    "stale_users_removed"), "writer", "seconds" (all of it) and "online_seconds" (the online writes).
+    Raises DataError for malformed frames, StoreError when Redis is unreachable or the fast writer
+    does not implement the repo's online store settings (nothing is written then).
+    """
+    frames = _frames(recs, catalogue, histories)
+    redis_server.require(settings)
+    started = time.perf_counter()
+    batches, online, stale = _write_publication(frames, settings, writer, batch_size)
     seconds = time.perf_counter() - started
-    n_histories = len(frames.get(HISTORY_VIEW, ()))
-    log.info(
-        "published %d lists, %d histories and %d titles in %.1fs (%.1fs online, %s writer)",
-        len(users),
-        n_histories,
-        len(movies),
-        seconds,
-        online,
-        writer,
-    )
+    counts = {
+        "users": len(frames[USER_VIEW]),
+        "movies": len(frames[MOVIE_VIEW]),
+        "histories": len(frames.get(HISTORY_VIEW, ())),
+    }
+    log.info("published %s in %.1fs (%.1fs online, %s writer)", counts, seconds, online, writer)
     return {
-        "users": len(users),
-        "movies": len(movies),
-        "histories": n_histories,
+        **counts,
         "batches": batches,
         "stale_users_removed": stale,
         "writer": writer,

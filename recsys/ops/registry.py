@@ -40,6 +40,7 @@ Model = Literal["two_tower", "movie_similar"]
 TWO_TOWER: Model = "two_tower"
 MOVIE_SIMILAR: Model = "movie_similar"
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
 
 
 def _no_signature_warning(record: logging.LogRecord) -> bool:
@@ -100,21 +101,25 @@ class Registry:
 
     @contextmanager
     def _pointed(self) -> Iterator[None]:
-        """MLflow's fluent API pointed at this store for the block, then put back."""
-        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-        bar = os.environ.get(PROGRESS_BAR)
+        """MLflow's fluent API pointed at this store for the block, then put back as it was.
+
+        MLflow keeps its tracking and registry URIs in MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI as
+        well (for child processes): both are restored, unset when they were unset, so no later
+        ``load_settings`` mistakes this block's store for the user's setting."""
+        saved = {name: os.environ.get(name) for name in (TRACKING_ENV, REGISTRY_ENV, PROGRESS_BAR)}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         os.environ[PROGRESS_BAR] = "false"  # MLflow's download bars would flood the task logs
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before[0])
-            mlflow.set_registry_uri(before[1])
-            if bar is None:
-                os.environ.pop(PROGRESS_BAR, None)
-            else:
-                os.environ[PROGRESS_BAR] = bar
+            mlflow.set_tracking_uri(saved[TRACKING_ENV])  # type: ignore[arg-type]  # None: unset
+            mlflow.set_registry_uri(saved[REGISTRY_ENV])  # type: ignore[arg-type]  # None: unset
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     @contextmanager
     def run(self, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:

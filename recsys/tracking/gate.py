@@ -23,7 +23,8 @@ import pandas as pd
 from recsys.data.prepared import Prepared, PreparedRef
 from recsys.data.views import SplitView
 from recsys.errors import DataError, ModelNotFoundError
-from recsys.evaluation.metrics import KS, MostPop, evaluate_ranks, metrics_from_ranks
+from recsys.evaluation.baselines import MostPop
+from recsys.evaluation.metrics import KS, evaluate_ranks, metrics_from_ranks
 from recsys.ops.registry import Registry
 from recsys.runtime.scoring import score_users, user_inputs
 from recsys.runtime.two_tower import ModelBundle

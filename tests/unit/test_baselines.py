@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.evaluation.baselines import IALS, tune_ials
+from recsys.evaluation.ials import IALS, tune_ials
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys import checks
-from recsys.cli import _k, _user_id, build_parser
+from recsys.cli import build_parser
+from recsys.cli.common import k_arg, user_id_arg
 from recsys.errors import InvalidRequestError
 
 pytestmark = pytest.mark.unit
@@ -91,7 +92,7 @@ def _decimal(text: str) -> int | None:
 )
 def test_the_command_line_parser_returns_the_id_or_refuses_it(text: str) -> None:
     expected = _decimal(text)
-    for parse, high in ((_user_id, INT64_MAX), (_k, checks.MAX_K)):
+    for parse, high in ((user_id_arg, INT64_MAX), (k_arg, checks.MAX_K)):
         try:
             value = parse(text)
         except argparse.ArgumentTypeError as exc:

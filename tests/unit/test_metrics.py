@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.evaluation.baselines import MostPop
 from recsys.evaluation.metrics import (
-    MostPop,
     bootstrap_interval,
     evaluate,
     metrics_from_ranks,
@@ -83,7 +83,7 @@ def test_bootstrap_interval_brackets_the_mean():
 
 def test_ease_recovers_the_checkerboard(tiny):
     from recsys.data.views import seen_lists
-    from recsys.evaluation.metrics import EASE
+    from recsys.evaluation.baselines import EASE
 
     train = tiny.split("train")
     before = tiny.interactions[tiny.interactions["split"].isin(["train", "valid"])]

@@ -31,7 +31,8 @@ from recsys.data.synth.params import (
 from recsys.data.synth.release import synthesize
 from recsys.data.views import seen_lists
 from recsys.errors import ConfigError, DataError
-from recsys.evaluation.metrics import MostPop, evaluate
+from recsys.evaluation.baselines import MostPop
+from recsys.evaluation.metrics import evaluate
 
 pytestmark = pytest.mark.unit
 

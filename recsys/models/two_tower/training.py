@@ -23,7 +23,8 @@ from recsys.config import Settings
 from recsys.data.prepared import Prepared
 from recsys.data.views import SplitView
 from recsys.errors import ConfigError
-from recsys.evaluation.metrics import ease_weights, evaluate, evaluate_ranks, metrics_from_ranks
+from recsys.evaluation.baselines import ease_weights
+from recsys.evaluation.metrics import evaluate, evaluate_ranks, metrics_from_ranks
 from recsys.models.two_tower.model import (
     TwoTower,
     full_softmax_loss,
@@ -244,69 +245,61 @@ def train(
     if settings.train.threads:
         torch.set_num_threads(settings.train.threads)
     gen = set_seed(settings.train.seed)
-    train_df = prepared.split("train")
-    pairs_np = train_df[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
+    pairs_np = prepared.split("train")[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
     counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
     model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts))
     length = settings.model.history_length
     ex = window_examples(pairs_np, prepared.n_items, length) if model.reads_history else id_examples(pairs_np)
     ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.train.learning_rate, weight_decay=settings.train.weight_decay
-    )
-    histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
     view = SplitView(prepared, "valid")
-    seen, valid = view.seen, view.heldout
+    histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
+
+    def validate() -> dict[str, float]:
+        scorer = Scorer(model, histories if model.reads_history else None)
+        return evaluate(scorer, view.heldout, view.seen, settings.train.eval_batch_size)
+
+    return _fit(model, ex, ctx, gen, settings, validate, on_epoch or (lambda row: None))
+
+
+def _fit(
+    model: TwoTower,
+    ex: Examples,
+    ctx: LossContext,
+    gen: torch.Generator,
+    settings: Settings,
+    validate: Callable[[], dict[str, float]],
+    on_epoch: Callable[[dict], None],
+) -> TrainResult:
+    """The epochs: train, validate, keep the best state; early stop on patience or time budget."""
+    cfg = settings.train
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     result = TrainResult(model=model, best_epoch=0, valid_metrics={SELECTION_METRIC: -1.0})
     best_state, waited = copy.deepcopy(model.state_dict()), 0
-    budget = settings.train.max_minutes * 60 if settings.train.max_minutes else None
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     started = time.perf_counter()
-    for epoch in range(1, settings.train.max_epochs + 1):
+    for epoch in range(1, cfg.max_epochs + 1):
         tick = time.perf_counter()
         loss, n_pairs = _train_epoch(
-            model, optimizer, ex, settings, ctx, gen, f"epoch {epoch}/{settings.train.max_epochs}"
+            model, optimizer, ex, settings, ctx, gen, f"epoch {epoch}/{cfg.max_epochs}"
         )
         model.eval()
         tock = time.perf_counter()
-        metrics = evaluate(
-            Scorer(model, histories if model.reads_history else None),
-            valid,
-            seen,
-            settings.train.eval_batch_size,
-        )
-        row = {
-            "epoch": epoch,
-            "loss": loss,
-            "pairs": n_pairs,
-            "train_seconds": tock - tick,
-            "valid_seconds": time.perf_counter() - tock,
-            **{f"valid_{k}": v for k, v in metrics.items()},
-        }
+        metrics = validate()
+        row = {"epoch": epoch, "loss": loss, "pairs": n_pairs, "train_seconds": tock - tick}
+        row |= {"valid_seconds": time.perf_counter() - tock, **{f"valid_{k}": v for k, v in metrics.items()}}
         result.epochs.append(row)
-        log.info(
-            "epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f",
-            epoch,
-            loss,
-            metrics["ndcg_at_10"],
-            metrics["recall_at_10"],
-        )
-        if on_epoch:
-            on_epoch(row)
+        log.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f", epoch, loss, metrics["ndcg_at_10"],
+                 metrics["recall_at_10"])  # fmt: skip
+        on_epoch(row)
         if metrics[SELECTION_METRIC] > result.valid_metrics[SELECTION_METRIC]:
             result.best_epoch, result.valid_metrics = epoch, metrics
             best_state, waited = copy.deepcopy(model.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= settings.train.patience:
-                log.info("early stop after epoch %d (best %d)", epoch, result.best_epoch)
-                break
+        elif (waited := waited + 1) >= cfg.patience:
+            log.info("early stop after epoch %d (best %d)", epoch, result.best_epoch)
+            break
         if budget is not None and time.perf_counter() - started >= budget:
-            log.info(
-                "time budget of %.1f min spent after epoch %d (best %d)",
-                settings.train.max_minutes,
-                epoch,
-                result.best_epoch,
-            )
+            log.info("time budget of %.1f min spent after epoch %d (best %d)", cfg.max_minutes, epoch,
+                     result.best_epoch)  # fmt: skip
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -1,0 +1,183 @@
+"""Commands of the served lists: score, publish, lookup, similar movies, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recsys import checks
+from recsys.cli.common import (
+    Add,
+    k_arg,
+    movie_id_arg,
+    print_json,
+    settings_for,
+    user_id_arg,
+)
+
+
+def cmd_publish_similar(args: argparse.Namespace) -> None:
+    from recsys.pipelines import score_nightly
+
+    settings = settings_for(args)
+    scored = score_nightly.score_similar(settings, args.model)
+    print_json({"score": scored, "publish": score_nightly.publish_similar(settings, scored["similar"])})
+
+
+def cmd_similar(args: argparse.Namespace) -> None:
+    from recsys.online.reader import similar
+
+    triples = similar(args.movie, args.k, settings_for(args))
+    if args.json:
+        print(json.dumps([list(t) for t in triples]))
+        return
+    for movie_id, score, title in triples:
+        print(json.dumps([movie_id, round(score, 4), title]))
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from recsys.pipelines import score_nightly
+
+    settings = settings_for(args)
+    result = score_nightly.score(settings, args.model)
+    result["validation"] = score_nightly.validate_recommendations(settings, result["recommendations"])
+    print_json(result)
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from recsys import home
+    from recsys.ops.registry import CHAMPION, Registry
+    from recsys.pipelines import ingest, score_nightly
+
+    settings = settings_for(args)
+    path = args.recommendations
+    if path is None:
+        version = str(Registry.open(settings).resolve(CHAMPION).version)
+        folder = home.scores_dir(settings, version, ingest.locate_prepared(settings)["data_version"])
+        path = str(folder / "recommendations.parquet")
+    score_nightly.validate_recommendations(settings, path)
+    print_json(score_nightly.publish(settings, path))
+
+
+def cmd_lookup(args: argparse.Namespace) -> None:
+    from recsys.errors import UnknownUserError
+    from recsys.online.reader import lookup
+
+    settings = settings_for(args)
+    try:
+        triples = lookup(args.user, args.k, settings)
+    except UnknownUserError:  # as over HTTP: scored from a stored history, else the popular list
+        from recsys.serving.models import answer_without_list
+
+        source, version, triples = answer_without_list(settings, args.user, args.k)
+        what = {
+            "computed": f"scored now from the stored history by two_tower version {version}",
+            "popular": "the popular list: scores are positive ratings in the training data, not model scores",
+        }[source]
+        print(f"note: user {args.user} has no stored list; source {source}: {what}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([list(t) for t in triples]))
+        return
+    for movie_id, score, title in triples:
+        print(json.dumps([movie_id, round(score, 4), title]))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from recsys.online import publication
+    from recsys.ops import redis_server
+
+    settings = settings_for(args)
+    redis_server.require(settings)
+    conn = redis_server.client(settings.redis_connection)
+    try:
+        state = publication.status(settings, conn)
+        state["similar"] = publication.similar_status(conn)
+    finally:
+        conn.close()
+    if args.json:
+        print_json(state)
+        return
+    served = state["served"]
+    print(
+        f"served:  model version {served['model_version'] or '-'}, data version "
+        f"{served['data_version'] or '-'}, published {served['published_at'] or 'never'}, "
+        f"{served['users']} users with a list"
+    )
+    target = state.get("target") or {}
+    line = {
+        "idle": "no publish under way",
+        "under way": f"version {target.get('model_version')} is being published "
+        f"({target.get('percent')}% written, {publication_holder(target)})",
+        "interrupted": f"interrupted: a publish of version {target.get('model_version')} "
+        f"started {target.get('started_at')} stopped at "
+        f"{target.get('percent')}%; users hold version "
+        f"{served['model_version'] or '-'} or {target.get('model_version')} "
+        "lists: run `recsys publish` again",
+    }[state["publish"]]
+    print(f"publish: {line}")
+    similar = state["similar"]
+    if similar["movies"]:
+        versions = ", ".join(f"{v} ({n} movies)" for v, n in similar["model_versions"].items())
+        data = ", ".join(similar["data_versions"]) or "-"
+        print(
+            f"similar: movie_similar version {versions}, data version {data}, scored "
+            f"{similar['scored_at'] or '-'}, {similar['movies']} movies with a list"
+        )
+    else:
+        print("similar: no similar-movie lists in the store (run `recsys publish-similar`)")
+
+
+def publication_holder(target: dict) -> str:
+    holder = target.get("holder") or {}
+    return f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "holder unknown"
+
+
+def register(add: Add) -> None:
+    """Add this module's sub-commands."""
+    p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
+    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
+    p.add_argument(
+        "--recommendations", help="parquet to publish (default: the champion's lists for today's data)"
+    )
+    p = add(
+        "status",
+        cmd_status,
+        "what the online store serves (user lists and similar-movie lists), and whether a publish "
+        "is under way",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = add(
+        "lookup",
+        cmd_lookup,
+        "print a user's stored top-K as [movie_id, score, title] triples. A user without a stored "
+        "list gets what HTTP answers (exit 0, a 'note:' line on stderr names the source): a list "
+        "scored from the stored history (source computed), else the popular list (source popular; "
+        "its scores are positive-rating counts)",
+    )
+    p.add_argument("--user", type=user_id_arg, required=True, help="MovieLens user id")
+    p.add_argument(
+        "--k",
+        type=k_arg,
+        default=10,
+        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
+    p = add(
+        "publish-similar",
+        cmd_publish_similar,
+        "score every movie's similar movies with a movie_similar version and publish them",
+    )
+    p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p = add(
+        "similar", cmd_similar, "print a movie's stored similar movies as [movie_id, score, title] triples"
+    )
+    p.add_argument("--movie", type=movie_id_arg, required=True, help="MovieLens movie id")
+    p.add_argument(
+        "--k",
+        type=k_arg,
+        default=10,
+        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
