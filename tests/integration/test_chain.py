@@ -390,7 +390,7 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
         },
     )
     prepared = load_prepared(Path(steps["prepare"]["prepared_dir"]))
-    lists = champion_hard_lists(hard_settings, prepared)
+    lists = champion_hard_lists(hard_settings, Registry.open(hard_settings), prepared)
     # positions 20..100 of the champion's list for each user, as the challenger's item indices
     assert lists.shape == (prepared.n_users, 80)
     # the champion scores user 1 from the train history with its own graph; its list from rank

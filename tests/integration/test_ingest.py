@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recsys import home
 from recsys.config import PROJECT_ROOT, Settings, load_settings
-from recsys.data import snapshots as ingest
+from recsys.data import snapshots
 from recsys.errors import DataError, IngestError
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def _remote_objects(settings: Settings) -> set[Path]:
 def _dvc(settings: Settings, *args: str) -> str:
     dvc = str(Path(sys.executable).with_name("dvc"))
     proc = subprocess.run(
-        [dvc, *args], cwd=ingest.workspace(settings), capture_output=True, text=True, check=True
+        [dvc, *args], cwd=home.workspace(settings), capture_output=True, text=True, check=True
     )
     return proc.stdout + proc.stderr
 
@@ -96,30 +97,30 @@ def _closed_port() -> int:
 
 def test_sample_ingest_snapshots_pushes_and_restores(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    result = ingest.ingest(settings)
+    result = snapshots.ingest(settings)
     assert result.dataset == "ml-latest-small"
-    assert result.raw_dir == ingest.raw_dir(settings)
+    assert result.raw_dir == home.raw_dir(settings)
     for name in ("ratings.csv", "movies.csv", "README.txt"):
         assert (result.raw_dir / name).read_bytes() == (BUNDLED / name).read_bytes()
     assert result.data_version.endswith(".dir") and len(result.data_version) == 36
-    assert result.data_version == ingest.data_version(result.raw_dir)
+    assert result.data_version == snapshots.data_version(result.raw_dir)
     assert result.pushed
     assert len(_remote_objects(settings)) == 4  # three files and the .dir listing
     assert "in sync" in _dvc(settings, "status", "-c", "raw/ml-latest-small.dvc")
-    assert not list((ingest.workspace(settings) / "tmp").iterdir())
+    assert not list((home.workspace(settings) / "tmp").iterdir())
 
     shutil.rmtree(result.raw_dir)
-    shutil.rmtree(ingest.workspace(settings) / ".dvc" / "cache")  # only the remote has it now
-    ingest.restore(result.raw_dir, settings)
+    shutil.rmtree(home.workspace(settings) / ".dvc" / "cache")  # only the remote has it now
+    snapshots.restore(result.raw_dir, settings)
     assert (result.raw_dir / "ratings.csv").read_bytes() == (BUNDLED / "ratings.csv").read_bytes()
-    assert ingest.data_version(result.raw_dir) == result.data_version
+    assert snapshots.data_version(result.raw_dir) == result.data_version
 
 
 def test_data_version_is_stable_and_follows_content(tmp_path: Path) -> None:
     settings = _settings(tmp_path / "home")
-    first = ingest.ingest(settings)
+    first = snapshots.ingest(settings)
     objects = _remote_objects(settings)
-    again = ingest.ingest(settings)
+    again = snapshots.ingest(settings)
     assert again.data_version == first.data_version
     assert _remote_objects(settings) == objects
 
@@ -127,21 +128,21 @@ def test_data_version_is_stable_and_follows_content(tmp_path: Path) -> None:
     shutil.copytree(BUNDLED, changed)
     with (changed / "ratings.csv").open("a") as ratings:
         ratings.write("1,1,5.0,1700000000\n")
-    edited = ingest.ingest(_settings(tmp_path / "home", f"data.source={changed}"))
+    edited = snapshots.ingest(_settings(tmp_path / "home", f"data.source={changed}"))
     assert edited.data_version != first.data_version
-    assert edited.data_version == ingest.data_version(ingest.raw_dir(settings))
+    assert edited.data_version == snapshots.data_version(home.raw_dir(settings))
 
 
 def test_track_versions_a_prepared_folder(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    folder = ingest.prepared_dir(settings)
+    folder = home.prepared_dir(settings)
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text('{"n_users": 3}')
-    version = ingest.track(folder, settings)
-    assert version.endswith(".dir") and version == ingest.data_version(folder)
+    version = snapshots.track(folder, settings)
+    assert version.endswith(".dir") and version == snapshots.data_version(folder)
     assert _remote_objects(settings)
     with pytest.raises(DataError, match="inside the DVC workspace"):
-        ingest.track(tmp_path, settings)
+        snapshots.track(tmp_path, settings)
 
 
 def _offline() -> bool:
@@ -158,13 +159,13 @@ def test_ml20m_unreachable_source_says_how_to_use_a_local_copy(tmp_path: Path) -
     _import_file(datasets, url, served, _fake_release(served))
     settings = _settings(tmp_path / "home", "data.dataset=ml-20m", f"paths.datasets={datasets}")
     with pytest.raises(IngestError, match="--source") as caught:
-        ingest.ingest(settings)
+        snapshots.ingest(settings)
     assert url in str(caught.value) and "RECSYS__DATA__SOURCE" in str(caught.value)
-    assert not ingest.raw_dir(settings).exists()
+    assert not home.raw_dir(settings).exists()
 
     if _offline():  # else the committed import would download 190 MB
         with pytest.raises(IngestError, match="--source") as caught:
-            ingest.ingest(_settings(tmp_path / "home", "data.dataset=ml-20m"))
+            snapshots.ingest(_settings(tmp_path / "home", "data.dataset=ml-20m"))
         assert ML20M_URL in str(caught.value)
 
 
@@ -176,17 +177,17 @@ def test_ml20m_zip_with_wrong_md5_keeps_the_old_snapshot(tmp_path: Path) -> None
     with zipfile.ZipFile(fake) as archive:
         archive.extractall(extracted)
     home = tmp_path / "home"
-    good = ingest.ingest(_settings(home, "data.dataset=ml-20m", f"data.source={extracted}"))
+    good = snapshots.ingest(_settings(home, "data.dataset=ml-20m", f"data.source={extracted}"))
 
     with pytest.raises(IngestError, match=f"{fake_md5}.*{ML20M_MD5}"):
-        ingest.ingest(_settings(home, "data.dataset=ml-20m", f"data.source={fake}"))
-    assert ingest.data_version(good.raw_dir) == good.data_version
+        snapshots.ingest(_settings(home, "data.dataset=ml-20m", f"data.source={fake}"))
+    assert snapshots.data_version(good.raw_dir) == good.data_version
     kept = (good.raw_dir / "ratings.csv").read_bytes()
     assert kept == (extracted / "ml-20m" / "ratings.csv").read_bytes()
     assert not list((home / "data" / "tmp").iterdir())
 
     with pytest.raises(IngestError, match=f"{fake_md5}.*{ML20M_MD5}"):
-        ingest.ingest(_settings(tmp_path / "fresh", "data.dataset=ml-20m", f"data.source={fake}"))
+        snapshots.ingest(_settings(tmp_path / "fresh", "data.dataset=ml-20m", f"data.source={fake}"))
     assert not (tmp_path / "fresh" / "data" / "raw" / "ml-20m").exists()
 
 
@@ -195,19 +196,19 @@ def test_ml20m_import_downloads_then_pulls_from_the_remote(tmp_path: Path, relea
     datasets = tmp_path / "datasets"
     _import_file(datasets, url, served, md5)
     settings = _settings(tmp_path / "home", "data.dataset=ml-20m", f"paths.datasets={datasets}")
-    first = ingest.ingest(settings)
+    first = snapshots.ingest(settings)
     assert sorted(p.name for p in first.raw_dir.iterdir()) == ["README.txt", "movies.csv", "ratings.csv"]
-    ws = ingest.workspace(settings)
-    assert ingest.data_version(ws / "imports" / "ml-20m.zip") == md5
+    ws = home.workspace(settings)
+    assert snapshots.data_version(ws / "imports" / "ml-20m.zip") == md5
     assert any(p.name == md5[2:] for p in _remote_objects(settings))
 
     stop()  # the source is gone: the zip must now come from the DVC remote
     (ws / "imports" / "ml-20m.zip").unlink()
     shutil.rmtree(ws / ".dvc" / "cache")
-    again = ingest.ingest(settings)
+    again = snapshots.ingest(settings)
     assert again.data_version == first.data_version
 
-    local = ingest.ingest(
+    local = snapshots.ingest(
         _settings(
             tmp_path / "other", "data.dataset=ml-20m", f"paths.datasets={datasets}", f"data.source={served}"
         )

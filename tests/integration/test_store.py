@@ -396,7 +396,7 @@ def publish_with_each_writer(
         for kind in ("feast", "fast"):
             conn.flushdb()
             counts = writer.publish(recs, synthetic_catalogue(), settings, histories, writer=kind)
-            assert counts["kind"] == kind and counts["histories"] == len(histories)
+            assert counts["writer"] == kind and counts["histories"] == len(histories)
             written[kind] = (
                 redis_dump(settings),
                 {conn.ttl(key) for key in conn.scan_iter() if not key.startswith(b"recsys:publ")},
