@@ -7,8 +7,8 @@ Mid-night, one worker is SIGKILLed while it runs a shard: Airflow must retry tha
 night must complete, and the lists in Redis must equal a single-process scoring of the same model
 version and data. The kill lands at a point the test controls, not in a race with a shard's run
 time: the test-only hook RECSYS_TEST_HOLD_SHARD (dags/_common.hold_for_test) holds shard
-HELD_SHARD's task until the test, having killed its worker, releases it. A service that cannot
-start fails the test; nothing here skips.
+HELD_SHARD's task while the other shards run (on the other worker), until the test, having killed
+its worker, releases it. A service that cannot start fails the test; nothing here skips.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
 NIGHT = "recsys_score_nightly"
-HELD_SHARD = 7  # the shard the hook holds until its worker is killed (8 shards: 0..7)
+# The shard the hook holds until its worker is killed: the first one, so that while it takes its
+# worker's slot the other seven must run on the other worker (one slot per worker on 2 cores).
+HELD_SHARD = 0
 
 
 class Api:
@@ -208,8 +210,9 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
         time.sleep(3)
     run_id = night["dag_run_id"]
 
-    # Shard HELD_SHARD's task waits in the hook (dags/_common.hold_for_test) once it runs: SIGKILL its
-    # worker (all its processes) there, then release the hook for the retry.
+    # Shard HELD_SHARD's task waits in the hook (dags/_common.hold_for_test) once it runs, taking its
+    # worker's slot, so the other shards run on the other worker. Once they are done, SIGKILL the
+    # held shard's worker (all its processes), then release the hook for the retry.
     marker, release = stack["hold"] / "held", stack["hold"] / "release"
     deadline = time.monotonic() + 300
     while not marker.exists():
@@ -219,6 +222,14 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
         )
         time.sleep(0.5)
     held = json.loads(marker.read_text())
+    deadline = time.monotonic() + 900  # the other worker may first finish recsys_retrain's train_similar
+    while True:
+        others = {t["map_index"]: t["state"] for t in api.shards(run_id) if t["map_index"] != HELD_SHARD}
+        if len(others) == 7 and set(others.values()) == {"success"}:
+            break
+        assert not set(others.values()) & {"failed", "upstream_failed"}, api.states(NIGHT, run_id)
+        assert time.monotonic() < deadline, f"the other shards did not finish: {api.states(NIGHT, run_id)}"
+        time.sleep(2)
     victim = next(t for t in api.shards(run_id) if t["map_index"] == HELD_SHARD)
     assert victim["state"] == "running" and _worker(victim) == held["worker"], (victim, held)
     services = json.loads((stack["home"] / "stack.json").read_text())["services"]
@@ -246,8 +257,8 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
     the_killed = [(t["state"], _worker(t)) for t in tries if t["try_number"] == killed["try"]]
     assert the_killed == [("failed", killed["worker"])], tries
     assert tries[-1]["state"] == "success" and tries[-1]["try_number"] > killed["try"], tries
-    # Shards ran on both workers. Over every try: while the held shard blocks its worker, the other
-    # shards may all run on the other one, so the latest tries alone could name a single worker.
+    # Shards ran on both workers. Over every try: the held shard's killed try is the only one on its
+    # worker when the others all ran while it was held, and its retry may run on either worker.
     ran_on = {i: {_worker(t) for t in api.tries(run_id, i)} for i in range(len(shards))}
     assert set().union(*ran_on.values()) == {"worker-1", "worker-2"}, ran_on
     # No secret of the stack in any task log or XCom value of the night (connection strings carry them)
