@@ -60,6 +60,45 @@ def params() -> dict:
     return dict(get_current_context()["params"])
 
 
+HOLD_SHARD_ENV = "RECSYS_TEST_HOLD_SHARD"
+
+
+def hold_for_test(shard: int) -> None:
+    """Test-only fault hook: hold one scoring shard until the test releases it. Unset: returns at once.
+
+    With ``RECSYS_TEST_HOLD_SHARD="<map_index>:<folder>"`` (tests/stack/test_stack.py sets it in the
+    stack's environment, which the Celery workers inherit), the task of that shard writes
+    ``<folder>/held`` (JSON: the task process's pid and the worker, ``RECSYS_WORKER_NAME`` or the
+    host name; written to a temporary file and renamed) and waits until ``<folder>/release`` exists,
+    so the test can kill the worker at a point it controls: while the shard is running. A try that
+    finds ``release`` already there (the retry after the kill) goes on at once. Production never
+    sets the variable.
+    """
+    spec = os.environ.get(HOLD_SHARD_ENV)
+    if not spec:
+        return
+    import json
+    import socket
+    import time
+
+    index, _, folder = spec.partition(":")
+    if not index.strip().isdigit() or not folder:
+        raise ValueError(f"{HOLD_SHARD_ENV}={spec!r}: expected <map_index>:<folder>")
+    if int(index) != shard:
+        return
+    release = Path(folder) / "release"
+    if release.exists():
+        return
+    marker = Path(folder) / "held"
+    worker = os.environ.get("RECSYS_WORKER_NAME") or socket.gethostname()
+    partial = marker.with_name(f".held.{os.getpid()}")
+    partial.write_text(json.dumps({"pid": os.getpid(), "worker": worker, "shard": shard}))
+    partial.replace(marker)
+    print(f"{HOLD_SHARD_ENV}: shard {shard} held on {worker} until {release} exists")
+    while not release.exists():
+        time.sleep(0.2)
+
+
 @contextmanager
 def fail_fast_on_bad_input() -> Iterator[None]:
     """Turn errors that a retry cannot fix into AirflowFailException (no retries are spent).

@@ -35,6 +35,7 @@ from _common import (
     START_DATE,
     DataDocsLink,
     fail_fast_on_bad_input,
+    hold_for_test,
     load,
     params,
     with_links,
@@ -63,6 +64,7 @@ def plan_shards(champion: dict) -> list[dict]:
 @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
 def score_shard(spec: dict) -> dict:
     """Score one shard of users with ONNX Runtime (seen items masked) into a parquet file."""
+    hold_for_test(spec["shard"])  # test-only fault hook (RECSYS_TEST_HOLD_SHARD); unset: a no-op
     from recsys.pipelines import score_nightly
 
     with fail_fast_on_bad_input():

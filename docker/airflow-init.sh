@@ -13,9 +13,10 @@ mkdir -p "${shared[@]}"
 
 airflow version
 airflow db migrate
-# Prints "... already exists in the db" and exits 0 when the user is there.
+# Prints "... already exists in the db" and exits 0 when the user is there. --password=VALUE: a
+# generated secret may start with "-", which argparse would take for an option.
 airflow users create --role Admin \
-  --username "${AIRFLOW_ADMIN_USERNAME}" --password "${AIRFLOW_ADMIN_PASSWORD}" \
+  --username "${AIRFLOW_ADMIN_USERNAME}" --password="${AIRFLOW_ADMIN_PASSWORD}" \
   --firstname Admin --lastname recsys --email "${AIRFLOW_ADMIN_EMAIL:-admin@example.invalid}"
 
 # Last, so whatever the steps above wrote as root is handed over too; only files that need it.

@@ -248,8 +248,11 @@ class Stack:
         airflow = str(BIN / "airflow")
         self.run("airflow-init", [airflow, "db", "migrate"])
         user = self.values["AIRFLOW_ADMIN_USERNAME"]
+        # --password=VALUE: a token_urlsafe secret starts with "-" one time in 64, which argparse
+        # would take for an option after a separate "--password"
+        password = f"--password={self.values['AIRFLOW_ADMIN_PASSWORD']}"
         self.run("airflow-init", [airflow, "users", "create", "--role", "Admin", "--username", user,
-                                  "--password", self.values["AIRFLOW_ADMIN_PASSWORD"], "--firstname", "Admin",
+                                  password, "--firstname", "Admin",
                                   "--lastname", "recsys", "--email", "admin@example.invalid"])  # fmt: skip
         api = self.spawn("airflow-apiserver", [airflow, "api-server", "--host", "127.0.0.1",
                                                "--port", self.values["AIRFLOW_HOST_PORT"]])  # fmt: skip

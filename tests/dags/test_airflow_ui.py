@@ -49,6 +49,13 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _title(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:  # gone since it was listed
+        return ""
+
+
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """`make airflow`'s script on a free port in a tmp home, in its own process group (as a
@@ -127,11 +134,17 @@ def test_ctrl_c_stops_everything_within_15_seconds(embedded):
     script = embedded["script"]
     started: list[psutil.Process] = []
     try:
-        time.sleep(3)  # the scheduler starts its executor's workers
-        started = _descendants(script.pid)
-        titles = [" ".join(p.cmdline()) for p in started]
-        workers = [t for t in titles if "LocalExecutor" in t]
-        assert any("scheduler" in t for t in titles) and any("api_server" in t for t in titles)
+        # the scheduler forks its executor's workers (all at once) some time after the api-server answers
+        deadline = time.monotonic() + 120
+        while True:
+            started = _descendants(script.pid)
+            titles = [_title(p) for p in started]
+            workers = [t for t in titles if "LocalExecutor" in t]
+            serving = any("scheduler" in t for t in titles) and any("api_server" in t for t in titles)
+            if serving and len(workers) >= 2:
+                break
+            assert time.monotonic() < deadline, f"no scheduler with 2 executor workers in 120 s: {titles}"
+            time.sleep(0.5)
         assert len(workers) == 2, titles  # not Airflow's default of 32
 
         os.killpg(script.pid, signal.SIGINT)  # Ctrl-C

@@ -205,3 +205,39 @@ def test_tasks_draw_no_progress_bars_unless_asked(dagbag, monkeypatch):
     assert _common.load(**{"score.k": 20}).score.k == 20
     monkeypatch.setenv("RECSYS__TRAIN__PROGRESS_BAR", "true")
     assert _common.load().train.progress_bar is True
+
+
+def test_the_test_only_shard_hold_waits_for_its_release_and_does_nothing_unset(dagbag, monkeypatch, tmp_path):
+    """dags/_common.hold_for_test, the stack test's fault hook: a no-op unless it names this shard."""
+    import json
+    import os
+    import threading
+    import time
+
+    import _common
+
+    monkeypatch.delenv("RECSYS_TEST_HOLD_SHARD", raising=False)
+    _common.hold_for_test(7)  # unset: returns at once
+    monkeypatch.setenv("RECSYS_TEST_HOLD_SHARD", f"7:{tmp_path}")
+    monkeypatch.setenv("RECSYS_WORKER_NAME", "worker-2")
+    _common.hold_for_test(3)  # another shard: returns at once, writes nothing
+    assert not list(tmp_path.iterdir())
+
+    held = threading.Thread(target=_common.hold_for_test, args=(7,), daemon=True)
+    held.start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "held").exists():
+        assert time.monotonic() < deadline, "no marker 30 s after the held shard started"
+        time.sleep(0.05)
+    marker = json.loads((tmp_path / "held").read_text())
+    assert marker == {"pid": os.getpid(), "worker": "worker-2", "shard": 7}
+    assert held.is_alive()  # no release yet: it cannot have returned
+    (tmp_path / "release").touch()
+    held.join(timeout=30)
+    assert not held.is_alive()
+    _common.hold_for_test(7)  # released already (the retry after the kill): returns at once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "release"]  # no temporary file left
+
+    monkeypatch.setenv("RECSYS_TEST_HOLD_SHARD", str(tmp_path))
+    with pytest.raises(ValueError, match="<map_index>:<folder>"):
+        _common.hold_for_test(7)

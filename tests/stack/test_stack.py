@@ -5,7 +5,10 @@ One night of the real chain goes through it, driven over the REST API: ingest (i
 unpaused) -> retrain (its asset) -> recsys_score_nightly (its asset) with 8 mapped shards.
 Mid-night, one worker is SIGKILLed while it runs a shard: Airflow must retry that shard and the
 night must complete, and the lists in Redis must equal a single-process scoring of the same model
-version and data. A service that cannot start fails the test; nothing here skips.
+version and data. The kill lands at a point the test controls, not in a race with a shard's run
+time: the test-only hook RECSYS_TEST_HOLD_SHARD (dags/_common.hold_for_test) holds shard
+HELD_SHARD's task while the other shards run (on the other worker), until the test, having killed
+its worker, releases it. A service that cannot start fails the test; nothing here skips.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
 NIGHT = "recsys_score_nightly"
+# The shard the hook holds until its worker is killed: the first one, so that while it takes its
+# worker's slot the other seven must run on the other worker (one slot per worker on 2 cores).
+HELD_SHARD = 0
 
 
 class Api:
@@ -93,6 +99,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = Path(tempfile.mkdtemp(prefix="recsys-stack-"))
     base.chmod(0o711)
     home = base / "stack"
+    hold = base / "hold"  # dags/_common.hold_for_test's folder; the workers run as this user
+    hold.mkdir()
     prefixes = ("AIRFLOW", "RECSYS", "MLFLOW", "REDIS", "PG")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     ports = {n: str(free_port()) for n in ("AIRFLOW", "MLFLOW", "POSTGRES", "REDIS")}
@@ -104,6 +112,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="20",
         AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="5",
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="10",
+        # test-only: shard HELD_SHARD waits in its task until hold/release exists (stack.py passes
+        # its environment on to the Celery workers)
+        RECSYS_TEST_HOLD_SHARD=f"{HELD_SHARD}:{hold}",
     )
     env_file = base / ".env"
     log = open(base / "stack.out", "w")
@@ -124,7 +135,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     sessions = list(state["services"].values())
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
     try:
-        yield {"home": home, "env": env, "values": values, "ports": ports, "state": state, "proc": proc}
+        yield {
+            "home": home, "hold": hold, "env": env, "values": values, "ports": ports, "state": state,
+            "proc": proc,
+        }  # fmt: skip
     finally:
         # the services' and the tasks' logs, kept for a look after the run (git ignores artefacts/)
         kept = ROOT / "tests" / "artefacts" / "stack-logs"
@@ -196,32 +210,36 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
         time.sleep(3)
     run_id = night["dag_run_id"]
 
-    # Once each worker has finished a shard, SIGKILL a worker (all its processes) mid-shard.
-    killed: dict[str, Any] = {}
-    while not killed:
-        shards = api.shards(run_id)
-        done_on = {_worker(t) for t in shards if t["state"] == "success"}
-        finished = sum(t["state"] == "success" for t in shards)
-        assert not shards or finished < len(shards), f"every shard finished before one was killed ({done_on})"
-        running = [t for t in shards if t["state"] == "running" and t["hostname"]]
-        if done_on == {"worker-1", "worker-2"} and running:
-            # the shard started last has the most work left (a shard takes ~9 s, most of it start-up)
-            victim = max(running, key=lambda t: t["start_date"] or "")
-            services = json.loads((stack["home"] / "stack.json").read_text())["services"]
-            for proc in _session(services[f"airflow-{_worker(victim)}"]):
-                proc.kill()
-            time.sleep(2)
-            after = next(t for t in api.shards(run_id) if t["map_index"] == victim["map_index"])
-            if after["state"] == "success" and after["try_number"] == victim["try_number"]:
-                # the kill landed while the shard was reporting its result: that try proves nothing;
-                # the supervisor restarts the worker, and another shard still running is the victim
-                continue
-            killed = {
-                "map_index": victim["map_index"],
-                "try": victim["try_number"],
-                "worker": _worker(victim),
-            }
+    # Shard HELD_SHARD's task waits in the hook (dags/_common.hold_for_test) once it runs, taking its
+    # worker's slot, so the other shards run on the other worker. Once they are done, SIGKILL the
+    # held shard's worker (all its processes), then release the hook for the retry.
+    marker, release = stack["hold"] / "held", stack["hold"] / "release"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        run = api.call("GET", f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}")
+        assert run["state"] in {"queued", "running"} and time.monotonic() < deadline, (
+            f"shard {HELD_SHARD} was not held (run {run['state']}): {api.states(NIGHT, run_id)}"
+        )
         time.sleep(0.5)
+    held = json.loads(marker.read_text())
+    deadline = time.monotonic() + 900  # the other worker may first finish recsys_retrain's train_similar
+    while True:
+        others = {t["map_index"]: t["state"] for t in api.shards(run_id) if t["map_index"] != HELD_SHARD}
+        if len(others) == 7 and set(others.values()) == {"success"}:
+            break
+        assert not set(others.values()) & {"failed", "upstream_failed"}, api.states(NIGHT, run_id)
+        assert time.monotonic() < deadline, f"the other shards did not finish: {api.states(NIGHT, run_id)}"
+        time.sleep(2)
+    victim = next(t for t in api.shards(run_id) if t["map_index"] == HELD_SHARD)
+    assert victim["state"] == "running" and _worker(victim) == held["worker"], (victim, held)
+    services = json.loads((stack["home"] / "stack.json").read_text())["services"]
+    procs = _session(services[f"airflow-{held['worker']}"])
+    assert held["pid"] in {p.pid for p in procs}, f"the held task {held} is not in its worker's session"
+    for proc in procs:
+        proc.kill()
+    _wait_gone(procs)  # the held try is dead before the hook can see the release
+    release.touch()
+    killed = {"map_index": HELD_SHARD, "try": victim["try_number"], "worker": held["worker"]}
 
     deadline = time.monotonic() + 600
     while (run := api.call("GET", f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}"))["state"] not in {
@@ -234,10 +252,15 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
 
     shards = api.shards(run_id)
     assert len(shards) == 8
-    tries = api.tries(run_id, killed["map_index"])
-    assert [t["state"] for t in tries][-1] == "success"
-    assert any(t["try_number"] == killed["try"] and t["state"] == "failed" for t in tries), tries
-    assert {_worker(t) for t in shards} == {"worker-1", "worker-2"}  # shards ran on both workers
+    tries = sorted(api.tries(run_id, killed["map_index"]), key=lambda t: t["try_number"])
+    # the killed try failed (its heartbeat stopped), a later try passed
+    the_killed = [(t["state"], _worker(t)) for t in tries if t["try_number"] == killed["try"]]
+    assert the_killed == [("failed", killed["worker"])], tries
+    assert tries[-1]["state"] == "success" and tries[-1]["try_number"] > killed["try"], tries
+    # Shards ran on both workers. Over every try: the held shard's killed try is the only one on its
+    # worker when the others all ran while it was held, and its retry may run on either worker.
+    ran_on = {i: {_worker(t) for t in api.tries(run_id, i)} for i in range(len(shards))}
+    assert set().union(*ran_on.values()) == {"worker-1", "worker-2"}, ran_on
     # No secret of the stack in any task log or XCom value of the night (connection strings carry them)
     secrets = [v for k, v in values.items() if k.endswith(("PASSWORD", "KEY", "SECRET"))]
     logs = stack["home"] / "airflow" / "logs"
@@ -262,6 +285,7 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
     env = {k: v for k, v in stack["env"].items()}
     env.update({k: v for k, v in _stack_env(stack).items() if k != "RECSYS_HOME"})
     env["RECSYS_HOME"] = str(tmp_path / "reference")
+    env.pop("RECSYS_TEST_HOLD_SHARD", None)
     code = (
         "import sys, pandas as pd\n"
         "from recsys.online import verify\n"
@@ -292,6 +316,23 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
         or got["model_version"] != str(champion["model_version"])
     ]
     assert not differ, f"{len(differ)} of {len(expected)} users differ, first {differ[:10]}"
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float = 30) -> None:
+    """Until every one of these processes has exited (a zombie runs no code), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"still alive {timeout} s after SIGKILL: {alive}"
+        time.sleep(0.1)
 
 
 def _worker(ti: dict) -> str:

@@ -58,18 +58,32 @@ def test_a_second_run_fails_naming_the_holder_and_goes_once_it_is_gone(tmp_path)
     assert locks.holder(settings, "publish") is None  # released: nobody is named any more
 
 
-def test_waiting_gets_the_lock_when_the_holder_finishes(tmp_path):
+def test_waiting_gets_the_lock_when_the_holder_finishes(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
     settings = load_settings(env={"RECSYS_HOME": str(tmp_path)})
     proc = holder_process(tmp_path, "model")
-    killer = subprocess.Popen(
-        [sys.executable, "-c", f"import os, time; time.sleep(1); os.kill({proc.pid}, 9)"]
+    waited = []
+
+    def first_poll_kills_the_holder(seconds: float) -> None:
+        # called only after a try found the lock taken: the holder dies while we wait, not before
+        if not waited:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()  # reaped: the kernel has dropped its lock
+        waited.append(seconds)
+        time.sleep(seconds)
+
+    # recsys.locks polls with time.sleep between tries: its clock, with that sleep, for this test
+    monkeypatch.setattr(
+        locks, "time", SimpleNamespace(monotonic=time.monotonic, sleep=first_poll_kills_the_holder)
     )
     try:
         with locks.hold(settings, "model", wait_s=30):
             assert locks.holder(settings, "model")["pid"] == os.getpid()
     finally:
-        killer.wait()
+        proc.kill()
         proc.wait()
+    assert waited, "the lock was free at the first try: nothing waited"
     with pytest.raises(ValueError, match="unknown lock"):
         with locks.hold(settings, "nope"):
             pass
