@@ -8,6 +8,7 @@ an operator can get wrong (port, version) is one line and a non-zero exit before
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import pytest
 from recsys.online import feast_repo, writer
 from recsys.ops import redis_server
 from recsys.ops.registry import Registry
+from recsys.serving.http import MAX_BODY_BYTES
 from tests.integration.conftest import free_port, make_settings
 from tests.integration.test_serving import (  # noqa: F401 - bundle_dir is a fixture
     N_MOVIES,
@@ -105,7 +107,25 @@ def server(registered) -> Iterator[int]:
         proc.wait(timeout=30)
 
 
+def post_declared(port: int, length: int, content_type: str) -> tuple[int, dict]:
+    """Headers declaring a ``length``-byte body, and no body: the server must refuse on the declared
+    length alone. (A client still sending a large body races the server's early answer and may see
+    a broken pipe instead of the reply.)"""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("POST", "/invocations")
+        conn.putheader("Content-Type", content_type)
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
 def post(port: int, body: bytes, content_type: str | None = "application/json") -> tuple[int, dict]:
+    if len(body) > MAX_BODY_BYTES and content_type is not None:
+        return post_declared(port, len(body), content_type)
     headers = {"Content-Type": content_type} if content_type is not None else {}
     request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers=headers)
     if content_type is None:  # urllib adds a form Content-Type to any POST without one
