@@ -1,4 +1,5 @@
-"""Feast's Redis online-store layout, encoded with numpy: keys, hash fields and values, no I/O.
+"""Feast's Redis online-store layout: every name of the Feast repo, keys, hash fields, the values
+encoded with numpy and decoded back (the three kinds recsys stores); no I/O.
 
 What feast/infra/online_stores/redis.py ``online_write_batch`` writes for one row of a view
 (entity_key_serialization_version 3, one Int64 join key):
@@ -19,11 +20,13 @@ Python loop. The integration tests compare every byte with what Feast writes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import mmh3
 import numpy as np
+
+from recsys.errors import StoreError
 
 VALUE_TYPE_STRING, VALUE_TYPE_INT64 = 2, 4  # feast.types.ValueType enum
 STRING_TAG = b"\x12"  # Value.string_val: field 2, length-delimited
@@ -180,3 +183,83 @@ ENCODERS: dict[str, Callable[[Any], list[bytes]]] = {  # Feast ValueType name ->
     "FLOAT_LIST": float_list_values,
     "STRING": string_values,
 }
+
+
+# --- Decoding: what the fast reader needs of Feast's values (string, int64 list, float list).
+
+STRING_VAL, INT64_LIST_VAL, FLOAT_LIST_VAL = 2, 14, 16  # feast.types.Value field numbers
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
+    """(field number, wire type, value) of each field of one protobuf message."""
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise StoreError(f"unsupported protobuf wire type {wire} in a Feast value")
+        yield number, wire, value
+
+
+def _int64_list(buf: bytes, limit: int) -> list[int]:
+    out: list[int] = []
+    for _, wire, value in _fields(buf):
+        if wire == 2:  # packed
+            pos = 0
+            while pos < len(value) and len(out) < limit:
+                item, pos = _varint(value, pos)
+                out.append(item)
+        else:
+            out.append(value)
+        if len(out) >= limit:
+            break
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
+
+
+def _float_list(buf: bytes, limit: int) -> list[float]:
+    out: list[float] = []
+    for _, _, value in _fields(buf):
+        n = min(len(value) // 4, limit - len(out))
+        out.extend(struct.unpack(f"<{n}f", value[: 4 * n]))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def decode_value(buf: bytes | None, limit: int | None = None) -> Any:
+    """Decode a serialized feast Value holding a string, an int64 list or a float list (None if unset).
+
+    ``limit``: decode only the first ``limit`` elements of a list (a lookup of the top 10 of a
+    100-item list skips 90% of the work); a string is always whole.
+    """
+    if not buf:
+        return None
+    limit = len(buf) if limit is None else limit  # a list never holds more values than bytes
+    for number, _, value in _fields(buf):
+        if number == STRING_VAL:
+            return value.decode("utf-8")
+        if number == INT64_LIST_VAL:
+            return _int64_list(value, limit)
+        if number == FLOAT_LIST_VAL:
+            return _float_list(value, limit)
+    raise StoreError(f"Feast value {buf[:16]!r} is not a string, int64 list or float list")

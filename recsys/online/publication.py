@@ -134,8 +134,7 @@ def similar_status(conn: redis.Redis) -> dict[str, Any]:
     ``model_versions`` and ``data_versions`` they come from (with how many movies each), and the
     newest list's ``scored_at`` (its event timestamp, UTC; None without lists)."""
     from recsys.online import layout
-    from recsys.online.layout import MOVIE_KEY, SIMILAR_VIEW, entity_key
-    from recsys.online.reader import decode_value
+    from recsys.online.layout import MOVIE_KEY, SIMILAR_VIEW, decode_value, entity_key
 
     prefix = entity_key(MOVIE_KEY, 0)[: -8 - len(b"recsys")]  # the key up to the id
     fields = [layout.field_key(SIMILAR_VIEW, f) for f in ("movie_ids", "model_version", "data_version")]

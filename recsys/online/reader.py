@@ -14,12 +14,14 @@ each list being a message whose field 1 holds the values (packed, or repeated on
 Feast writes an empty list as the list field with length 0 (bytes ``72 00`` for int64), which decodes
 to ``[]``; a field Redis does not hold decodes to None.
 The integration tests write through Feast and read through this module, pinning the layout.
+
+Ids and ``k`` are checked once per door: the public functions (the Python API) check them; the
+``read_*`` functions are for the CLI and HTTP doors, which checked them already (recsys.checks).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +39,7 @@ from recsys.online.layout import (
     SIMILAR_VIEW,
     USER_KEY,
     USER_VIEW,
+    decode_value,
     entity_key,
     field_key,
 )
@@ -44,8 +47,6 @@ from recsys.ops import redis_server
 
 log = logging.getLogger(__name__)
 
-VALUE_TYPE_STRING, VALUE_TYPE_INT64 = 2, 4  # feast.types.ValueType enum
-STRING_VAL, INT64_LIST_VAL, FLOAT_LIST_VAL = 2, 14, 16  # feast.types.Value field numbers
 Triple = tuple[int, float, str]
 
 
@@ -53,81 +54,6 @@ USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
 TITLE_FIELD = field_key(MOVIE_VIEW, "title")
 HISTORY_FIELD = field_key(HISTORY_VIEW, "movie_ids")
 SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, "movie_ids"), field_key(SIMILAR_VIEW, "scores")]
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
-    """(field number, wire type, value) of each field of one protobuf message."""
-    pos = 0
-    while pos < len(buf):
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos : pos + size], pos + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = buf[pos : pos + size], pos + size
-        else:
-            raise StoreError(f"unsupported protobuf wire type {wire} in a Feast value")
-        yield number, wire, value
-
-
-def _int64_list(buf: bytes, limit: int) -> list[int]:
-    out: list[int] = []
-    for _, wire, value in _fields(buf):
-        if wire == 2:  # packed
-            pos = 0
-            while pos < len(value) and len(out) < limit:
-                item, pos = _varint(value, pos)
-                out.append(item)
-        else:
-            out.append(value)
-        if len(out) >= limit:
-            break
-    return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
-
-
-def _float_list(buf: bytes, limit: int) -> list[float]:
-    out: list[float] = []
-    for _, _, value in _fields(buf):
-        n = min(len(value) // 4, limit - len(out))
-        out.extend(struct.unpack(f"<{n}f", value[: 4 * n]))
-        if len(out) >= limit:
-            break
-    return out
-
-
-def decode_value(buf: bytes | None, limit: int | None = None) -> Any:
-    """Decode a serialized feast Value holding a string, an int64 list or a float list (None if unset).
-
-    ``limit``: decode only the first ``limit`` elements of a list (a lookup of the top 10 of a
-    100-item list skips 90% of the work); a string is always whole.
-    """
-    if not buf:
-        return None
-    limit = len(buf) if limit is None else limit  # a list never holds more values than bytes
-    for number, _, value in _fields(buf):
-        if number == STRING_VAL:
-            return value.decode("utf-8")
-        if number == INT64_LIST_VAL:
-            return _int64_list(value, limit)
-        if number == FLOAT_LIST_VAL:
-            return _float_list(value, limit)
-    raise StoreError(f"Feast value {buf[:16]!r} is not a string, int64 list or float list")
 
 
 def _check_ids(user_ids: Iterable[Any]) -> list[int]:
@@ -138,6 +64,11 @@ def _check_ids(user_ids: Iterable[Any]) -> list[int]:
 def _check(user_ids: Iterable[Any], k: Any) -> list[int]:
     checks.list_length(k)
     return _check_ids(user_ids)
+
+
+def _check_movies(movie_ids: Iterable[Any], k: Any) -> list[int]:
+    checks.list_length(k)
+    return [checks.movie_id(m) for m in movie_ids]
 
 
 _CLIENTS: dict[str, redis.Redis] = {}  # this process's clients, one per connection string
@@ -195,8 +126,11 @@ def stored_lists(
     Raises InvalidRequestError for a non-positive or non-integer id or k outside 1..MAX_K,
     StoreError when Redis is unreachable.
     """
-    ids = _check(user_ids, k)
-    settings = settings or load_settings()
+    return read_lists(_check(user_ids, k), k, settings or load_settings())
+
+
+def read_lists(ids: list[int], k: int, settings: Settings) -> dict[int, tuple[list[int], list[float]] | None]:
+    """:func:`stored_lists` for ids and ``k`` a door has already checked (recsys.checks)."""
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
         replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
@@ -226,9 +160,12 @@ def lookup_many(
     beyond a stored list's length (the model version's K), UnknownUserError naming users without
     a list, StoreError when Redis is unreachable.
     """
-    ids = _check(user_ids, k)
-    settings = settings or load_settings()
-    lists = stored_lists(ids, k, settings)
+    return read_triples(_check(user_ids, k), k, settings or load_settings())
+
+
+def read_triples(ids: list[int], k: int, settings: Settings) -> dict[int, list[Triple]]:
+    """:func:`lookup_many` for ids and ``k`` a door has already checked (recsys.checks)."""
+    lists = read_lists(ids, k, settings)
     unknown = [str(u) for u, found in lists.items() if found is None]
     if unknown:
         raise UnknownUserError(
@@ -250,13 +187,11 @@ def lookup_many(
 def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[Triple]:
     """Top-``k`` [movie_id, score, title] triples for one user, best first (errors as lookup_many)."""
     ids = _check([user_id], k)
-    return lookup_many(ids, k, settings)[ids[0]]
+    return read_triples(ids, k, settings or load_settings())[ids[0]]
 
 
-def _histories(user_ids: Iterable[Any], settings: Settings | None) -> dict[int, list[int] | None]:
+def _histories(ids: list[int], settings: Settings) -> dict[int, list[int] | None]:
     """Each user's stored movie_ids (None where Redis holds none) in one pipelined round trip."""
-    ids = _check_ids(user_ids)
-    settings = settings or load_settings()
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
         replies = _hmget_all(conn, [(entity_key(USER_KEY, u), [HISTORY_FIELD]) for u in ids])
@@ -270,7 +205,12 @@ def history_many(user_ids: Iterable[int], settings: Settings | None = None) -> d
     batch caller wants a row per id. Raises InvalidRequestError for a non-positive or non-integer
     id, StoreError when Redis is unreachable.
     """
-    return {u: movie_ids or [] for u, movie_ids in _histories(user_ids, settings).items()}
+    return read_histories(_check_ids(user_ids), settings or load_settings())
+
+
+def read_histories(ids: list[int], settings: Settings) -> dict[int, list[int]]:
+    """:func:`history_many` for ids a door has already checked (recsys.checks)."""
+    return {u: movie_ids or [] for u, movie_ids in _histories(ids, settings).items()}
 
 
 def history(user_id: int, settings: Settings | None = None) -> list[int]:
@@ -291,13 +231,10 @@ def history(user_id: int, settings: Settings | None = None) -> list[int]:
 
 
 def _similar_replies(
-    movie_ids: Iterable[Any], k: int, settings: Settings | None
+    ids: list[int], k: int, settings: Settings
 ) -> tuple[Settings, dict[int, tuple[list[int], list[float]] | None], set[int]]:
     """(settings, each movie's stored (movie_ids, scores) or None, the movies with a stored title):
     one pipelined round trip (the title lives in the same hash as the list)."""
-    checks.list_length(k)
-    ids = [checks.movie_id(m) for m in movie_ids]
-    settings = settings or load_settings()
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
         replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids])
@@ -313,7 +250,7 @@ def stored_similar(
 ) -> dict[int, tuple[list[int], list[float]] | None]:
     """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
     a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
-    return _similar_replies(movie_ids, k, settings)[1]
+    return _similar_replies(_check_movies(movie_ids, k), k, settings or load_settings())[1]
 
 
 def no_similar_reason(movie_id: int, known: bool, settings: Settings) -> str:
@@ -339,7 +276,12 @@ def similar_or_reasons(
     Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond a stored list's length
     (the movie_similar version's K), StoreError when Redis is unreachable.
     """
-    settings, lists, known = _similar_replies(movie_ids, k, settings)
+    return read_similar(_check_movies(movie_ids, k), k, settings or load_settings())
+
+
+def read_similar(ids: list[int], k: int, settings: Settings) -> dict[int, list[Triple] | str]:
+    """:func:`similar_or_reasons` for ids and ``k`` a door has already checked (recsys.checks)."""
+    settings, lists, known = _similar_replies(ids, k, settings)
     found = {m: pair for m, pair in lists.items() if pair is not None}
     short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
     if short:
@@ -369,7 +311,11 @@ def similar_many(
     why (not in the catalogue, or in it but too rarely rated for the model), StoreError when Redis
     is unreachable.
     """
-    found = similar_or_reasons(movie_ids, k, settings)
+    return _all_similar(read_similar(_check_movies(movie_ids, k), k, settings or load_settings()))
+
+
+def _all_similar(found: dict[int, list[Triple] | str]) -> dict[int, list[Triple]]:
+    """The triples of every movie; UnknownMovieError naming the first without a list and why."""
     missing = [reason for reason in found.values() if isinstance(reason, str)]
     if missing:
         more = f" ({len(missing) - 1} more movie(s) without a list)" if len(missing) > 1 else ""
@@ -379,5 +325,5 @@ def similar_many(
 
 def similar(movie_id: Any, k: int = 10, settings: Settings | None = None) -> list[Triple]:
     """The ``k`` most similar movies of one movie (errors as :func:`similar_many`)."""
-    movie = checks.movie_id(movie_id)
-    return similar_many([movie], k, settings)[movie]
+    ids = _check_movies([movie_id], k)
+    return _all_similar(read_similar(ids, k, settings or load_settings()))[ids[0]]

@@ -49,7 +49,7 @@ from mlflow.pyfunc import PythonModel
 from recsys.checks import MAX_K, as_frame, check_frame, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
-from recsys.online.reader import history_many, similar_or_reasons, stored_lists, titles
+from recsys.online.reader import read_histories, read_lists, read_similar, titles
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 
@@ -93,7 +93,7 @@ class RecommenderModel(PythonModel):
     def _stored(self, user_ids: list[int], k: int) -> dict[int, tuple[list[int], list[float]] | None]:
         """Each user's stored list (None: none stored, or the store is down); one round trip."""
         try:
-            lists = stored_lists(user_ids, k, self.settings)
+            lists = read_lists(user_ids, k, self.settings)  # checked by check_request
         except StoreError as exc:
             self._store_failed(exc)
             return dict.fromkeys(user_ids)
@@ -108,7 +108,7 @@ class RecommenderModel(PythonModel):
         histories: dict[int, list[int]] = {}
         if self.store_up:
             try:
-                histories = history_many(user_ids, self.settings)
+                histories = read_histories(user_ids, self.settings)
             except StoreError as exc:
                 self._store_failed(exc)
         inputs = inputs_from_histories(self.bundle, user_ids, [histories.get(u, []) for u in user_ids])
@@ -178,7 +178,7 @@ class RecommenderModel(PythonModel):
         (one pipelined round trip, one more for the titles). StoreError when the store is down."""
         movie_ids, ks = check_frame(model_input, MAX_K, "movie_id")
         try:
-            found = similar_or_reasons(list(dict.fromkeys(movie_ids)), max(ks), self.settings)
+            found = read_similar(list(dict.fromkeys(movie_ids)), max(ks), self.settings)
         except StoreError as exc:
             self._store_failed(exc)
             raise
