@@ -25,15 +25,20 @@ def cmd_publish_similar(args: argparse.Namespace) -> None:
     print_json({"score": scored, "publish": score_nightly.publish_similar(settings, scored["similar"])})
 
 
-def cmd_similar(args: argparse.Namespace) -> None:
-    from recsys.online.reader import similar
-
-    triples = similar(args.movie, args.k, settings_for(args))
-    if args.json:
+def _print_triples(triples: list, as_json: bool) -> None:
+    """[movie_id, score, title] triples: one JSON list, or one line each (scores to 4 places)."""
+    if as_json:
         print(json.dumps([list(t) for t in triples]))
         return
     for movie_id, score, title in triples:
         print(json.dumps([movie_id, round(score, 4), title]))
+
+
+def cmd_similar(args: argparse.Namespace) -> None:
+    from recsys.online.reader import similar
+
+    triples = similar(args.movie, args.k, settings_for(args))
+    _print_triples(triples, args.json)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -76,11 +81,7 @@ def cmd_lookup(args: argparse.Namespace) -> None:
             "popular": "the popular list: scores are positive ratings in the training data, not model scores",
         }[source]
         print(f"note: user {args.user} has no stored list; source {source}: {what}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([list(t) for t in triples]))
-        return
-    for movie_id, score, title in triples:
-        print(json.dumps([movie_id, round(score, 4), title]))
+    _print_triples(triples, args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
