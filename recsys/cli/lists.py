@@ -34,6 +34,17 @@ def _print_triples(triples: list, as_json: bool) -> None:
         print(json.dumps([movie_id, round(score, 4), title]))
 
 
+def _list_options(p: argparse.ArgumentParser) -> None:
+    """--k and --json, as lookup and similar both take them."""
+    p.add_argument(
+        "--k",
+        type=k_arg,
+        default=10,
+        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
+
+
 def cmd_similar(args: argparse.Namespace) -> None:
     from recsys.online.reader import similar
 
@@ -158,13 +169,7 @@ def register(add: Add) -> None:
         "its scores are positive-rating counts)",
     )
     p.add_argument("--user", type=user_id_arg, required=True, help="MovieLens user id")
-    p.add_argument(
-        "--k",
-        type=k_arg,
-        default=10,
-        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
+    _list_options(p)
     p = add(
         "publish-similar",
         cmd_publish_similar,
@@ -175,10 +180,4 @@ def register(add: Add) -> None:
         "similar", cmd_similar, "print a movie's stored similar movies as [movie_id, score, title] triples"
     )
     p.add_argument("--movie", type=movie_id_arg, required=True, help="MovieLens movie id")
-    p.add_argument(
-        "--k",
-        type=k_arg,
-        default=10,
-        help=f"list length, 1..{checks.MAX_K}, at most what the lists hold (default 10)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON list of triples")
+    _list_options(p)
