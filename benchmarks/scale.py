@@ -109,7 +109,7 @@ def _stage_promote(settings, state: dict) -> dict:  # noqa: ANN001
 def _stage_score(settings, state: dict) -> dict:  # noqa: ANN001
     from recsys.pipelines import score_nightly
 
-    return score_nightly.score(settings, "champion", pinned=state["prepare"])
+    return score_nightly.score(settings, "champion", full=True)
 
 
 def _stage_validate(settings, state: dict) -> dict:  # noqa: ANN001

@@ -1,5 +1,5 @@
 """
-### recsys_score_nightly: score every user with the champion and publish the lists to Redis
+### recsys_score_nightly: score the users whose ratings changed (or everyone) and publish the lists
 
 Runs nightly (01:30 UTC) and whenever `recsys_retrain` moves the champion (asset
 **recsys_champion_model**).
@@ -8,10 +8,15 @@ Runs nightly (01:30 UTC) and whenever `recsys_retrain` moves the champion (asset
 workers take shards in parallel) -> `merge_shards` -> `validate_recommendations` -> `publish`
 (Feast -> Redis, with a read-back) -> `verify_lookups` (the fast lookup path) -> `report`.
 
-The champion's version and today's prepared data are pinned once, so every shard is scored by the
-same model on the same data even if the alias moves or a new ingest lands during the run. No retrain
-is needed for fresh lists: each user's history and seen set come from the latest prepared data, so
-ratings given since training change tonight's lists, and new users get personalised lists. The
+The champion's version and tonight's data (the prepared activity plus the nights of events after it)
+are pinned once, so every shard is scored by the same model on the same data even if the alias
+moves or new events land during the run. No retrain is needed for fresh lists: each user's history
+and seen set come from the pinned data, so ratings given since training change tonight's lists, and
+new users get personalised lists.
+
+Only the users whose ratings changed since the lists served now are re-scored (the others would get
+exactly the list they have); everyone is, when the champion changed, when nothing is served yet, or
+with Param `full`. `report` names the mode, the reason and how many users were re-scored. The
 lists, the recent histories (Feast view `user_history`) and the report carry both the model version
 and the data version. Lists that fail suite `recommendations` fail the run at once (no
 retries) before anything is written, so the lists being served stay. Publishing is idempotent (last
@@ -23,7 +28,8 @@ from the `movie_similar` champion (ONNX Runtime), checked, then written to Feast
 champion. The run also starts when `recsys_retrain` moves that champion (asset
 **recsys_similar_model**).
 
-Params: `shard_size` (users per scoring task; default: setting `score.shard_size`, 25,000).
+Params: `shard_size` (users per scoring task; default: setting `score.shard_size`, 25,000), `full`
+(re-score every user).
 """
 
 from __future__ import annotations
@@ -50,15 +56,14 @@ def resolve_champion() -> dict:
     from recsys.pipelines import score_nightly
 
     with fail_fast_on_bad_input():
-        return score_nightly.plan_scoring(load(), "champion", params()["shard_size"])
+        return score_nightly.plan_scoring(load(), "champion", params()["shard_size"], params()["full"])
 
 
 @task
 def plan_shards(champion: dict) -> list[dict]:
-    """One entry per scoring task: this shard's index and the shard count."""
+    """One entry per scoring task: this shard's index and the shard count, with the night's plan."""
     n = champion["n_shards"]
-    pinned = {k: champion[k] for k in ("model_version", "prepared_dir", "data_version", "prepared_id")}
-    return [{"shard": i, "n_shards": n, **pinned} for i in range(n)]
+    return [{**champion, "shard": i, "n_shards": n} for i in range(n)]
 
 
 @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
@@ -78,7 +83,7 @@ def merge_shards(scored: list[dict]) -> dict:
 
     with fail_fast_on_bad_input():
         # Index by length: iterating the lazy XCom sequence probes one past the end and logs a 404.
-        shards = [scored[i]["recommendations"] for i in range(len(scored))]
+        shards = [scored[i]["shard"] for i in range(len(scored))]
         return score_nightly.merge_recommendations(load(), shards)
 
 
@@ -122,7 +127,11 @@ def report(validated: dict, published: dict, verified: dict) -> dict:
     counts = {
         "model_version": validated["model_version"],
         "data_version": validated["data_version"],
+        "mode": validated["mode"],
+        "reason": validated["reason"],
         "users": validated["n_users"],
+        "rescored": validated["n_rescored"],
+        "rescored_users": validated["rescored_users"],
         "popular_lists": validated["n_popular"],
         "shards": validated["n_shards"],
         "written": published["written"],
@@ -175,6 +184,7 @@ def publish_similar(scored: dict) -> dict:
             minimum=1,
             description="users per scoring task (mapped over shards); empty: setting score.shard_size",
         ),
+        "full": Param(False, type="boolean", description="re-score every user, not only the changed ones"),
     },
 )
 def recsys_score_nightly() -> None:

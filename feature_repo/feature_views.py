@@ -20,7 +20,12 @@ user_recommendations = FeatureView(
         Field(name="item_ids", dtype=Array(Int64), description="Movie ids, best first."),
         Field(name="scores", dtype=Array(Float32), description="Model scores, same order."),
         Field(name="model_version", dtype=String, description="Registered two_tower version."),
-        Field(name="data_version", dtype=String, description="DVC version of the prepared data."),
+        Field(name="data_version", dtype=String, description="DVC version of the snapshot it was scored on."),
+        Field(
+            name="scored_at",
+            dtype=String,
+            description="When the list was scored (UTC, ISO 8601); unchanged users keep an older one.",
+        ),
     ],
     online=True,
     source=user_recommendations_source,

@@ -182,6 +182,17 @@ class SimilarConfig(_Section):
     seed: int = 0
 
 
+class EventsConfig(_Section):
+    """The daily event intake (recsys.data.events, recsys.data.eventlog)."""
+
+    # a folder of dated files (YYYY-MM-DD.csv|.parquet) or an SQLAlchemy URL of the application's
+    # database (postgresql://..., sqlite:///...). A secret: a URL may carry a password.
+    # Default: the folder <paths.home>/events.
+    source: SecretStr | None = None
+    table: str = "ratings"  # SQL: the application's ratings table
+    cursor: str = "id"  # SQL: an increasing column the application assigns on insert (the watermark)
+
+
 class LocksConfig(_Section):
     # file: flock under paths.home/locks (one host). redis: keys in the online store's Redis, for
     # workers on several hosts (make stack and docker-compose.yaml set it)
@@ -198,6 +209,7 @@ class Settings(_Section):
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     dvc: DvcConfig = Field(default_factory=DvcConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     locks: LocksConfig = Field(default_factory=LocksConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     similar: SimilarConfig = Field(default_factory=SimilarConfig)
@@ -209,6 +221,8 @@ class Settings(_Section):
             self.mlflow.tracking_uri = SecretStr(f"sqlite:///{db}")
         if self.store.connection_string is None:
             self.store.connection_string = SecretStr(f"{self.store.host}:{self.store.port}")
+        if self.events.source is None:
+            self.events.source = SecretStr(str((self.paths.home / "events").resolve()))
         if self.dvc.remote_url is None:
             self.dvc.remote_url = str((self.paths.home / "dvc-remote").resolve())
         return self
@@ -234,6 +248,12 @@ class Settings(_Section):
         return redact(self.redis_connection)
 
     @property
+    def events_source(self) -> str:
+        """The event source (folder or URL), credentials included: for clients only, never for output."""
+        secret = self.events.source
+        return secret.get_secret_value() if secret is not None else ""
+
+    @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI, credentials included: for clients only, never for output."""
         secret = self.mlflow.tracking_uri
@@ -250,6 +270,7 @@ class Settings(_Section):
         tree = self.model_dump(mode="json")
         tree["mlflow"]["tracking_uri"] = self.tracking_address
         tree["store"]["connection_string"] = self.redis_address
+        tree["events"]["source"] = redact(self.events_source)
         return tree
 
     def flat(self) -> dict[str, Any]:
@@ -261,7 +282,7 @@ class Settings(_Section):
         return out
 
 
-SECRET_SETTINGS = ("mlflow.tracking_uri", "store.connection_string")  # never echoed
+SECRET_SETTINGS = ("mlflow.tracking_uri", "store.connection_string", "events.source")  # never echoed
 SECRET_KEYS = ("password", "username", "user", "ssl_password")  # Redis connection-string options
 
 

@@ -10,6 +10,7 @@ from recsys.cli.common import (
     print_json,
     settings_for,
 )
+from recsys.errors import InvalidRequestError
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -23,6 +24,12 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from recsys.pipelines import ingest
 
     extra = [f"data.dataset={args.dataset}"] if args.dataset else []
+    if args.events is not None:
+        if args.source:
+            raise InvalidRequestError("--source names a release; give the event source as --events SOURCE")
+        source = args.events or None  # bare --events: the events.source setting
+        print_json(ingest.ingest_events(settings_for(args, extra), source))
+        return
     extra += [f"data.source={args.source}"] if args.source else []
     settings = settings_for(args, extra)
     print_json(ingest.ingest(settings, validate=True))
@@ -60,9 +67,22 @@ def register(add: Add, sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands."""
     p = add("run", cmd_run, "the whole chain on one machine: ingest ... publish")
     p.add_argument("--force-promotion", action="store_true", help="make the new version champion")
-    p = add("ingest", cmd_ingest, "snapshot a MovieLens release into the DVC workspace and validate it")
+    p = add(
+        "ingest",
+        cmd_ingest,
+        "snapshot a MovieLens release into the DVC workspace and validate it; with --events, take the "
+        "events new since the last night into the snapshot instead",
+    )
     p.add_argument("--dataset", choices=["ml-latest-small", "ml-20m"])
     p.add_argument("--source", help="local copy (ml-20m.zip or an extracted folder) instead of the network")
+    p.add_argument(
+        "--events",
+        nargs="?",
+        const="",
+        metavar="SOURCE",
+        help="take the night's events: from SOURCE (a folder of YYYY-MM-DD.csv|.parquet files, or an "
+        "SQLAlchemy URL such as sqlite:///app.db), default the events.source setting",
+    )
     p = sub.add_parser(
         "synth",
         help="write a synthetic MovieLens-shaped release (ratings.csv, "

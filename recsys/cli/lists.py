@@ -56,21 +56,22 @@ def cmd_score(args: argparse.Namespace) -> None:
     from recsys.pipelines import score_nightly
 
     settings = settings_for(args)
-    result = score_nightly.score(settings, args.model)
+    result = score_nightly.score(settings, args.model, full=args.full)
     result["validation"] = score_nightly.validate_recommendations(settings, result["recommendations"])
     print_json(result)
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
     from recsys import home
+    from recsys.data.snapshots import data_version
     from recsys.ops.registry import CHAMPION, Registry
-    from recsys.pipelines import ingest, score_nightly
+    from recsys.pipelines import score_nightly
 
     settings = settings_for(args)
     path = args.recommendations
     if path is None:
         version = str(Registry.open(settings).resolve(CHAMPION).version)
-        folder = home.scores_dir(settings, version, ingest.locate_prepared(settings)["data_version"])
+        folder = home.scores_dir(settings, version, data_version(home.raw_dir(settings)))
         path = str(folder / "recommendations.parquet")
     score_nightly.validate_recommendations(settings, path)
     print_json(score_nightly.publish(settings, path))
@@ -116,6 +117,11 @@ def cmd_status(args: argparse.Namespace) -> None:
         f"{served['data_version'] or '-'}, published {served['published_at'] or 'never'}, "
         f"{served['users']} users with a list"
     )
+    if served.get("mode"):
+        print(
+            f"night:   {served['mode']}, {served['rescored']} users re-scored, the oldest list served "
+            f"was scored {served['oldest_scored_at']}"
+        )
     target = state.get("target") or {}
     line = {
         "idle": "no publish under way",
@@ -147,8 +153,14 @@ def publication_holder(target: dict) -> str:
 
 def register(add: Add) -> None:
     """Add this module's sub-commands."""
-    p = add("score", cmd_score, "score every user with a model's ONNX graph and validate the lists")
+    p = add("score", cmd_score, "score tonight's users with a model's ONNX graph and validate the lists")
     p.add_argument("--model", default="champion", help="version number or alias (default champion)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="score every user (default: only users whose ratings changed since the lists served now, "
+        "or everyone when the model version changed)",
+    )
     p = add("publish", cmd_publish, "write validated lists into Redis through Feast and verify")
     p.add_argument(
         "--recommendations", help="parquet to publish (default: the champion's lists for today's data)"

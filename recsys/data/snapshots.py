@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from recsys.config import Settings
+from recsys.data.eventlog import write_release_id
 from recsys.errors import DataError, IngestError
 from recsys.files import swap_in
 from recsys.home import raw_dir, workspace
@@ -281,6 +282,7 @@ def ingest(settings: Settings, check: Callable[[Path], object] | None = None) ->
     staged = Path(tempfile.mkdtemp(prefix=f"{dataset}-", dir=ws / "tmp"))
     try:
         also_tracked = _gather(settings, ws, staged)
+        write_release_id(staged)  # a new release starts a new event log (recsys.data.eventlog)
         if check is not None:
             check(staged)
         versions: list[str] = []

@@ -9,7 +9,8 @@ Suites: ``ratings_raw`` (the raw ratings snapshot), ``interactions`` (the prepar
 ``n_users``, ``n_items``, ``rating_threshold``), ``recommendations`` (per-user checks derived by
 :func:`recommendation_checks`, because GX has no list expectations; parameter ``k``) and ``pairs``
 (the pairwise table of similar movies with per-row checks from :func:`pair_checks`; parameters
-``min_positives``, ``max_positives``).
+``min_positives``, ``max_positives``); ``events`` and ``movie_events`` (a night's delivery, see
+recsys.data.event_checks).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
-SUITES = ("ratings_raw", "interactions", "recommendations", "pairs")
+SUITES = ("ratings_raw", "interactions", "recommendations", "pairs", "events", "movie_events")
 RECOMMENDATION_COLUMNS = ["user_id", "item_ids", "scores", "model_version", "data_version", "event_timestamp"]
 MAX_EXAMPLES = 5  # bad values / rows quoted per failed expectation
 # Columns that name a failing row in the report (when present), instead of the bare frame index.
@@ -48,6 +49,8 @@ _ROW_KEYS = {
     "interactions": ["user_id", "movie_id"],
     "recommendations": ["user_id"],
     "pairs": ["movie_id_first", "movie_id_second"],
+    "events": ["user_id", "movie_id"],
+    "movie_events": ["movie_id"],
 }
 
 

@@ -47,11 +47,11 @@ HISTORY_VIEW = "user_history"
 SIMILAR_VIEW = "movie_similar"
 SIMILAR_SERVICE = "similar_movies_v1"
 SIMILAR_FEATURES = ("movie_ids", "scores", "model_version", "data_version")
-USER_FEATURES = ("item_ids", "scores", "model_version", "data_version")
+USER_FEATURES = ("item_ids", "scores", "model_version", "data_version", "scored_at")
 HISTORY_FEATURES = ("movie_ids", "data_version")
 MOVIE_FEATURES = ("title",)
 SIMILAR_COLUMNS = (MOVIE_KEY, *SIMILAR_FEATURES, "event_timestamp")
-RECS_COLUMNS = (USER_KEY, *USER_FEATURES, "event_timestamp")
+RECS_COLUMNS = (USER_KEY, *USER_FEATURES, "event_timestamp")  # scored_at: from event_timestamp
 HISTORY_COLUMNS = (USER_KEY, *HISTORY_FEATURES, "event_timestamp")
 CATALOGUE_COLUMNS = (MOVIE_KEY, "title")
 

@@ -105,12 +105,23 @@ def finish(conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_sta
     return len(stale) if remove_stale else 0
 
 
+NIGHT_FIELDS = ("mode", "rescored", "oldest_scored_at")
+
+
+def note_night(conn: redis.Redis, mode: str, rescored: int, oldest_scored_at: str) -> None:
+    """Beside the record of a complete publish: whether the night scored everyone (``full``) or the
+    changed users (``incremental``), how many users it re-scored, and when the oldest list now
+    served was scored."""
+    conn.hset(RECORD_KEY, mapping={"mode": mode, "rescored": rescored, "oldest_scored_at": oldest_scored_at})
+
+
 def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
     """What is served and whether a publish is under way (``publish``: idle, under way, or
     interrupted: started, not finished, and nobody holds the publish lock)."""
     record = {k.decode(): v.decode() for k, v in conn.hgetall(RECORD_KEY).items()}
     served = {key: record.get(key) for key in ("model_version", "data_version", "published_at")}
     served["users"] = int(conn.scard(USERS_KEY))
+    served.update({key: record.get(key) for key in NIGHT_FIELDS})
     out: dict[str, Any] = {"served": served, "publish": "idle"}
     if record.get("state") == "publishing":
         holder = locks.held_by(settings, "publish")

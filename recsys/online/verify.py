@@ -46,7 +46,7 @@ def read_lists(user_ids: Sequence[int], settings: Settings) -> pd.DataFrame:
     """Read users' lists through Feast ``get_online_features`` (feature service recommendations_v1).
 
     Returns one row per requested id, in order: user_id, item_ids, scores, model_version,
-    data_version (None for users without a list). Raises StoreError when Redis is unreachable.
+    data_version, scored_at (None for users without a list). Raises StoreError when Redis is unreachable.
     """
     return _read_online(FEATURE_SERVICE, (USER_KEY, *USER_FEATURES), user_ids, settings)
 
@@ -78,7 +78,13 @@ def _list_mismatch(expected: Any, got: Any) -> str | None:
     for field in ("model_version", "data_version"):
         if got[field] != str(expected[field]):
             return field
-    return None
+    if "scored_at" not in got:  # the similar-movie lists carry their time as the event timestamp only
+        return None
+    import pandas as pd
+
+    stamp = pd.Timestamp(expected["event_timestamp"])
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return "scored_at" if got["scored_at"] != stamp.isoformat(timespec="seconds") else None
 
 
 def _history_mismatch(expected: Any, got: Any) -> str | None:

@@ -12,7 +12,8 @@ slower nightly publish.
 Publish frames:
 - recs: one row per user - ``user_id`` int64, ``item_ids`` list[int64] (movie ids, best first),
   ``scores`` list[float32] (same length), ``model_version`` str, ``data_version`` str (DVC version of
-  the prepared data), ``event_timestamp`` tz-aware UTC.
+  the snapshot the list was scored on), ``event_timestamp`` tz-aware UTC (when the list was scored;
+  stored again as the feature ``scored_at``, ISO 8601, which Feast returns with the list).
 - histories (optional): one row per user - ``user_id`` int64, ``movie_ids`` list[int64] (recent
   positive movies, newest last; may be empty), ``data_version`` str, ``event_timestamp`` tz-aware UTC.
 - catalogue: ``movie_id`` int64, ``title`` str.
@@ -130,12 +131,12 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
     import numpy as np
     import pandas as pd
 
-    _check_columns(recs, RECS_COLUMNS, "recommendations")
+    _check_columns(recs, [c for c in RECS_COLUMNS if c != "scored_at"], "recommendations")
     _check_columns(catalogue, CATALOGUE_COLUMNS, "catalogue")
     if recs[USER_KEY].duplicated().any():
         raise DataError("recommendations frame has duplicate user_id rows; one list per user")
     stamp = pd.to_datetime(recs["event_timestamp"], utc=True)
-    users = recs[list(RECS_COLUMNS)].assign(
+    users = recs.assign(scored_at=scored_at(stamp))[list(RECS_COLUMNS)].assign(
         user_id=recs[USER_KEY].astype("int64"),
         item_ids=[np.asarray(items, dtype=np.int64) for items in recs["item_ids"]],
         scores=[np.asarray(scores, dtype=np.float32) for scores in recs["scores"]],
@@ -146,6 +147,11 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
     run_time = stamp.max() if len(stamp) else pd.Timestamp.now(tz="UTC")
     movies = catalogue[list(CATALOGUE_COLUMNS)].astype({MOVIE_KEY: "int64", "title": str})
     return users, movies.assign(event_timestamp=run_time)
+
+
+def scored_at(stamps: pd.Series) -> list[str]:
+    """Feature ``scored_at`` of each list: its event timestamp (when it was scored), ISO 8601 UTC."""
+    return [stamp.isoformat(timespec="seconds") for stamp in stamps.dt.tz_convert("UTC")]
 
 
 def _int64_array(user_id: Any, values: Any) -> Any:
@@ -222,10 +228,14 @@ def _frames(
 
 
 def _write_publication(
-    frames: dict[str, pd.DataFrame], settings: Settings, writer: Writer, batch_size: int
+    frames: dict[str, pd.DataFrame],
+    settings: Settings,
+    writer: Writer,
+    batch_size: int,
+    served_users: Sequence[int] | None,
 ) -> tuple[int, float, int]:
     """Write every frame under a publication record; (round trips, online seconds, stale users
-    removed)."""
+    removed). ``served_users``: every user the publication serves (default: those in the frames)."""
     import numpy as np
 
     users, store = frames[USER_VIEW], feature_store(settings)
@@ -248,7 +258,7 @@ def _write_publication(
                 online += time.perf_counter() - writing
             stale = publication.finish(
                 record,
-                users[USER_KEY].tolist(),
+                users[USER_KEY].tolist() if served_users is None else served_users,
                 lambda u: layout.entity_keys(USER_KEY, np.array([u]), PROJECT)[0],
                 remove_stale=settings.store.stale_users == "remove",
             )
@@ -264,8 +274,13 @@ def publish(
     histories: pd.DataFrame | None = None,
     batch_size: int = BATCH_SIZE,
     writer: Writer = "fast",
+    served_users: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write every user's list, every title and (when given) every user's history to the online store.
+
+    ``served_users``: when ``recs`` holds only the users a night re-scored, every user the
+    publication serves (the others keep the lists already in the store); users of the last
+    publication outside it are stale.
 
     Shapes in the module docstring. ``writer="fast"`` encodes whole columns and pipelines the
     HSETs Feast's Redis store would send (same keys, fields and bytes; see :func:`view_layout`);
@@ -282,7 +297,7 @@ def publish(
     frames = _frames(recs, catalogue, histories)
     redis_server.require(settings)
     started = time.perf_counter()
-    batches, online, stale = _write_publication(frames, settings, writer, batch_size)
+    batches, online, stale = _write_publication(frames, settings, writer, batch_size, served_users)
     seconds = time.perf_counter() - started
     counts = {
         "users": len(frames[USER_VIEW]),

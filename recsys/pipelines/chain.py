@@ -22,7 +22,7 @@ def run_all(settings: Settings, force_promotion: bool = False) -> dict:
     steps["train"] = retrain.train(settings, prepared_dir, data_version)
     steps["compare"] = retrain.compare(settings, steps["train"]["version"], prepared_dir)
     steps["promote"] = retrain.promote(settings, steps["compare"], force=force_promotion)
-    steps["score"] = score_nightly.score(settings, "champion", pinned=steps["prepare"])
+    steps["score"] = score_nightly.score(settings, "champion")
     recommendations = steps["score"]["recommendations"]
     steps["validate_recommendations"] = score_nightly.validate_recommendations(settings, recommendations)
     steps["publish"] = score_nightly.publish(settings, recommendations)

@@ -13,100 +13,104 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from recsys import home
 from recsys.config import Settings
-from recsys.data.prepared import PreparedRef
 from recsys.errors import DataError
 from recsys.files import read_parquet, write_text
 from recsys.ops.locks import locked
 from recsys.ops.registry import CHAMPION, MOVIE_SIMILAR, TWO_TOWER, Registry
+from recsys.pipelines import night
 
 log = logging.getLogger(__name__)
 RESCORE = "run `recsys score` again"
+RESCORED = "rescored.parquet"  # an incremental night's re-scored rows, beside the merged lists
+REPORTED_USERS = 1000  # re-scored user ids a night's result names (the count is always whole)
 
 
-def plan_scoring(settings: Settings, ref: str = CHAMPION, shard_size: int | None = None) -> dict:
-    """Pin the version behind ``ref`` and today's prepared data; split its users into shards of
-    ``shard_size`` users (default: setting ``score.shard_size``)."""
-    from recsys.runtime.scoring import read_activity
-
+def plan_scoring(
+    settings: Settings, ref: str = CHAMPION, shard_size: int | None = None, full: bool = False
+) -> dict:
+    """Pin the version behind ``ref`` and tonight's data, decide who is scored (all users, or those
+    whose ratings changed since the lists served now: recsys.pipelines.night), and split them into
+    shards of ``shard_size`` users (default: setting ``score.shard_size``)."""
     shard_size = settings.score.shard_size if shard_size is None else shard_size
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     version = str(Registry.open(settings, TWO_TOWER).resolve(ref).version)
-    pinned = PreparedRef.at(home.prepared_dir(settings))
-    n_users = int(read_activity(pinned.folder, ["user_id"])["user_id"].nunique())
+    plan = night.plan(settings, version, full)
+    n_users = len(night.users(plan))
+    log.info("tonight: %s scoring of %d users (%s)", plan["mode"], n_users, plan["reason"])
     return {
-        "model_version": version,
-        "n_users": n_users,
+        **plan,
         "dataset": settings.data.dataset,
-        **pinned.as_dict(),
+        "n_users": n_users,
         "n_shards": max(1, -(-n_users // shard_size)),
     }
 
 
 def score(
-    settings: Settings, ref: str = CHAMPION, shard: int = 0, n_shards: int = 1, pinned: dict | None = None
+    settings: Settings,
+    ref: str = CHAMPION,
+    shard: int = 0,
+    n_shards: int = 1,
+    pinned: dict | None = None,
+    full: bool = False,
 ) -> dict:
-    """Score shard ``shard`` of ``n_shards`` of today's users with the model's ONNX graph.
+    """Score shard ``shard`` of ``n_shards`` of tonight's users with the model's ONNX graph.
 
-    ``pinned``: the prepared data (:meth:`PreparedRef.as_dict`) the run pinned; default: today's.
-    Histories and seen sets come from the latest prepared activity (not from the model version):
-    users who rated since training, and new users, get lists that reflect it.
+    ``pinned``: the night :func:`plan_scoring` planned; default: plan it now (``full``: everyone).
+    Histories and seen sets come from the pinned data (prepared activity plus the nights after it),
+    not from the model version: users who rated since training, and new users, get lists that
+    reflect it. With one shard the lists are merged at once (:func:`merge_recommendations`).
     """
-    from recsys.runtime.scoring import read_activity, score_users, user_inputs, write_recommendations
+    from recsys.runtime.scoring import score_users, user_inputs, write_recommendations
     from recsys.runtime.two_tower import ModelBundle
 
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in 0..{n_shards - 1}, got {shard}")
-    prepared = (
-        PreparedRef.from_dict(pinned).check() if pinned else PreparedRef.at(home.prepared_dir(settings))
-    )
-    version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(ref)
+    plan = night.check(pinned) if pinned else plan_scoring(settings, ref, full=full)
+    version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(plan["model_version"])
     bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
-    activity = read_activity(prepared.folder)
-    users = np.unique(activity["user_id"].to_numpy())[shard::n_shards]
-    recs = score_users(
-        bundle,
-        user_inputs(activity, bundle, users),
-        version,
-        prepared.data_version,
-        settings.score.batch_size,
-        progress=settings.train.progress_bar,
-    )
-    out = home.scores_dir(settings, version, prepared.data_version)
-    name = "recommendations.parquet" if n_shards == 1 else f"shard-{shard:04d}-of-{n_shards:04d}.parquet"
-    path = write_recommendations(recs, out / name)
+    users = night.users(plan)[shard::n_shards]
+    inputs = user_inputs(night.ratings(plan, users), bundle, users)
+    batch, progress = settings.score.batch_size, settings.train.progress_bar
+    recs = score_users(bundle, inputs, version, plan["snapshot_version"], batch, progress=progress)
+    out = home.scores_dir(settings, version, plan["snapshot_version"])
+    path = write_recommendations(recs, out / f"shard-{shard:04d}-of-{n_shards:04d}.parquet")
     # Every shard writes the same two files: atomic replaces, so a reader never sees half a file.
     write_recommendations(bundle.catalogue[["movie_id", "title", "train_count"]], out / "catalogue.parquet")
-    meta = {"model_version": version, **prepared.as_dict(), "k": bundle.k, "user_tower": bundle.user_tower}
+    meta = {**plan, "model_version": version, "k": bundle.k, "user_tower": bundle.user_tower}
     write_text(json.dumps(meta, indent=2), out / "scoring.json")
+    if n_shards == 1:
+        return {**merge_recommendations(settings, [str(path)]), "shard": str(path)}
+    return {"shard": str(path), "model_version": version, "n_users": len(recs), **_counts(recs)}
+
+
+def _counts(recs: pd.DataFrame) -> dict:
     return {
-        "recommendations": str(path),
-        "model_version": version,
-        "data_version": prepared.data_version,
-        "n_users": len(recs),
+        "data_version": str(recs["data_version"].iat[0]) if len(recs) else "",
         "n_popular": int((recs["source"] == "popular").sum()),
     }
 
 
 def scoring_meta(recommendations: Path) -> dict:
-    """The scoring.json beside a recommendations file (model and data versions, K); DataError if
-    it is missing or damaged."""
+    """The scoring.json beside a recommendations file (the night's plan, model version, K);
+    DataError if it is missing or damaged."""
     path = Path(recommendations).parent / "scoring.json"
     try:
         meta = json.loads(path.read_text())
-        _ = int(meta["k"]), meta["prepared_dir"], meta["data_version"]  # present and readable
+        _ = int(meta["k"]), meta["prepared_dir"], meta["snapshot_version"], meta["mode"]  # readable
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is missing or damaged ({type(exc).__name__}: {exc}); {RESCORE}") from exc
     return meta
 
 
 def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
-    """Concatenate scored shard files (one model version) into recommendations.parquet beside them.
+    """The night's lists: the scored shards (one model version), and in an incremental night the
+    served lists of every user not re-scored, into recommendations.parquet beside the shards; the
+    re-scored rows alone also into rescored.parquet.
 
     Raises DataError when the shards mix model versions or folders, or repeat a user.
     """
@@ -115,61 +119,94 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
     paths = [Path(p) for p in shards]
     if not paths or len({p.parent for p in paths}) != 1:
         raise DataError(f"expected shard files of one scoring folder, got {shards}")
-    recs = pd.concat([read_recommendations(p) for p in paths], ignore_index=True)
-    mixed = recs["model_version"].nunique() != 1 or recs["data_version"].nunique() != 1
-    if mixed or recs["user_id"].duplicated().any():
+    meta = scoring_meta(paths[0])
+    scored = pd.concat([read_recommendations(p) for p in paths], ignore_index=True)
+    mixed = scored["model_version"].nunique() > 1 or scored["data_version"].nunique() > 1
+    if mixed or scored["user_id"].duplicated().any():
         raise DataError(f"shards {shards} mix model or data versions, or repeat users; score them again")
-    recs = recs.sort_values("user_id", ignore_index=True)
-    path = write_recommendations(recs, paths[0].parent / "recommendations.parquet")
+    scored = scored.sort_values("user_id", ignore_index=True)
+    folder, recs = paths[0].parent, scored
+    if meta["mode"] == "incremental":
+        kept = read_recommendations(Path(meta["served"]))
+        recs = pd.concat([kept[~kept["user_id"].isin(scored["user_id"])], scored], ignore_index=True)
+        recs = recs.sort_values("user_id", ignore_index=True)
+        write_recommendations(scored, folder / RESCORED)
+    path = write_recommendations(recs, folder / "recommendations.parquet")
+    meta.update(n_users=len(recs), n_rescored=len(scored))
+    write_text(json.dumps(meta, indent=2), folder / "scoring.json")
     return {
         "recommendations": str(path),
-        "model_version": str(recs["model_version"].iat[0]),
-        "data_version": str(recs["data_version"].iat[0]),
+        "model_version": str(meta["model_version"]),
+        "mode": meta["mode"],
+        "reason": meta["reason"],
         "n_users": len(recs),
-        "n_popular": int((recs["source"] == "popular").sum()),
+        "n_rescored": len(scored),
+        "rescored_users": scored["user_id"].head(REPORTED_USERS).tolist(),
         "n_shards": len(paths),
+        **_counts(scored),
+        "data_version": meta["snapshot_version"],
     }
 
 
-def validate_recommendations(settings: Settings, recommendations: str) -> dict:
-    """Run suite recommendations (K per user, no duplicates, no rated item, sorted scores).
+def rescored(recommendations: Path) -> pd.DataFrame:
+    """The rows the night behind ``recommendations`` scored (all of them in a full night)."""
+    from recsys.runtime.scoring import read_recommendations
 
-    The rated pairs are today's activity of the prepared data the lists were built from.
+    meta = scoring_meta(recommendations)
+    path = Path(recommendations)
+    return read_recommendations(path.with_name(RESCORED) if meta["mode"] == "incremental" else path)
+
+
+def validate_recommendations(settings: Settings, recommendations: str) -> dict:
+    """Run suite recommendations (K per user, no duplicates, no rated item, sorted scores) on the
+    lists the night scored; the lists it carried over passed on the night that scored them.
+
+    The rated pairs are the pinned data's ratings of those users.
     """
     from recsys.data.validation import validate_recommendations as check
-    from recsys.runtime.scoring import read_activity, read_recommendations
 
     path = Path(recommendations)
-    recs = read_recommendations(path)
-    meta = scoring_meta(path)
-    prepared = PreparedRef.from_dict(meta).check()
-    rated = read_activity(prepared.folder, ["user_id", "movie_id"])
+    meta = night.check(scoring_meta(path))
+    recs = rescored(path)
+    rated = night.ratings(meta, recs["user_id"].to_numpy())[["user_id", "movie_id"]]
     n_items = len(read_parquet(path.parent / "catalogue.parquet", fix=RESCORE))
     return check(recs, rated, min(int(meta["k"]), n_items), home.data_docs(settings))
 
 
 @locked("data", "publish")
 def publish(settings: Settings, recommendations: str) -> dict:
-    """Write validated lists, recent histories and titles into Redis through Feast; read back."""
-    from recsys.online import feast_repo, verify, writer
+    """Write the lists the night scored, their recent histories and the titles into Redis through
+    Feast, read a sample back, and record the night's lists as the ones served now."""
+    from recsys.online import feast_repo, publication, verify, writer
     from recsys.ops import redis_server
     from recsys.runtime.scoring import read_recommendations
 
     path = Path(recommendations)
-    recs = read_recommendations(path)
+    meta = scoring_meta(path)
+    recs = rescored(path)
+    everyone = read_recommendations(path, ["user_id"])["user_id"]
     histories = recs[["user_id", "history", "data_version", "event_timestamp"]].rename(
         columns={"history": "movie_ids"}
     )
     redis_server.ensure_running(settings)
     feast_repo.apply(settings)
     catalogue = read_parquet(path.parent / "catalogue.parquet", fix=RESCORE)
-    written = writer.publish(recs, catalogue, settings, histories=histories)
+    written = writer.publish(recs, catalogue, settings, histories=histories, served_users=everyone.tolist())
     verified = verify.verify(recs, settings, settings.score.verify_sample, histories=histories)
+    oldest = read_recommendations(path, ["event_timestamp"])["event_timestamp"].min()
+    conn = redis_server.client(settings.redis_connection)
+    try:
+        publication.note_night(conn, meta["mode"], len(recs), writer.scored_at(pd.Series([oldest]))[0])
+    finally:
+        conn.close()
+    night.record_served(settings, meta, str(path), len(recs), len(everyone))
     return {
         "written": written,
         "verified": verified,
-        "model_version": str(recs["model_version"].iat[0]) if len(recs) else None,
-        "data_version": str(recs["data_version"].iat[0]) if len(recs) else None,
+        "mode": meta["mode"],
+        "rescored": len(recs),
+        "model_version": str(meta["model_version"]),
+        "data_version": str(meta["snapshot_version"]),
     }
 
 

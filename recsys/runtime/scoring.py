@@ -185,8 +185,8 @@ def read_activity(folder: Path, columns: list[str] | None = None) -> pd.DataFram
     return read_parquet(path, columns, fix="run `recsys prepare` again")
 
 
-def read_recommendations(path: Path) -> pd.DataFrame:
-    """Read a recommendations parquet (raises DataError if missing)."""
+def read_recommendations(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a recommendations parquet, or some of its ``columns`` (raises DataError if missing)."""
     if not path.is_file():
         raise DataError(f"recommendations {path} do not exist; run `recsys score` first")
-    return read_parquet(path, fix="run `recsys score` again")
+    return read_parquet(path, columns, fix="run `recsys score` again")

@@ -1,0 +1,150 @@
+"""One night of scoring, planned: which data, which users, and what is served now.
+
+The data: the prepared activity (as of the nights it includes) plus the snapshot's later nights up to
+the last one when the night is planned (recsys.data.eventlog), pinned with the snapshot's DVC
+version, which becomes the lists' ``data_version``.
+
+The users: everyone (``full``) when asked, when nothing is served yet, when the model version
+changed, when the snapshot was replaced by a new release, or when the served lists' night is not
+in the log; otherwise only the users whose ratings the nights after the served lists' night changed
+(``incremental``): a user whose history, seen set and model version are unchanged would get exactly
+the list served now.
+
+What is served now: ``<home>/scores/served.json``, written after each publish (the merged lists'
+file, model version, release, night, snapshot version, when, how many users were re-scored), with
+the record before it under ``previous`` (yesterday's lists, for the churn of the online evaluation).
+
+The plan is a JSON-able dict passed to every task of the night (Airflow XCom); each shard works
+out its own users from it, so no list of users travels through XCom.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys import home
+from recsys.config import Settings
+from recsys.data import eventlog, snapshots
+from recsys.data.prepared import PreparedRef
+from recsys.errors import DataError
+from recsys.files import write_text
+
+SERVED_FILE = "served.json"
+
+
+def served_path(settings: Settings) -> Path:
+    return settings.paths.home / "scores" / SERVED_FILE
+
+
+def served(settings: Settings) -> dict | None:
+    """The record of the lists served now (None before the first publish)."""
+    path = served_path(settings)
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is damaged ({exc}); run `recsys score --full` and publish again") from exc
+
+
+def record_served(settings: Settings, night: dict, recommendations: str, rescored: int, users: int) -> dict:
+    """Record the lists just published as the ones served now; the record before becomes
+    ``previous``."""
+    before = served(settings)
+    if before is not None:
+        before.pop("previous", None)
+    record = {
+        "recommendations": str(recommendations),
+        "model_version": night["model_version"],
+        "release_id": night["release_id"],
+        "events_seq": night["events_seq"],
+        "data_version": night["snapshot_version"],
+        "mode": night["mode"],
+        "rescored": int(rescored),
+        "users": int(users),
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "previous": before,
+    }
+    write_text(json.dumps(record, indent=2) + "\n", served_path(settings))
+    return record
+
+
+def _full_reason(now: dict | None, version: str, release: str, until: int, full: bool) -> str:
+    """Why everyone must be scored tonight ("" when only the changed users need it)."""
+    if full:
+        return "a full re-score was asked for"
+    if now is None:
+        return "no lists are served yet"
+    if str(now.get("model_version")) != version:
+        return f"the model version changed ({now.get('model_version')} -> {version})"
+    if now.get("release_id") != release:
+        return "the snapshot holds a new release"
+    if int(now.get("events_seq", -1)) > until:
+        return "the served lists' night is not in the event log"
+    if not Path(now.get("recommendations", "")).is_file():
+        return "the served lists' file is gone"
+    return ""
+
+
+def plan(settings: Settings, model_version: str, full: bool = False) -> dict:
+    """Pin tonight's data and decide who is scored (see the module docstring)."""
+    raw = home.raw_dir(settings)
+    prepared = PreparedRef.at(home.prepared_dir(settings))
+    activity, base_seq = eventlog.prepared_base(raw, prepared.folder)
+    until, release = eventlog.last_seq(raw), eventlog.release_id(raw)
+    now = served(settings)
+    reason = _full_reason(now, model_version, release, until, full)
+    return {
+        "model_version": model_version,
+        **prepared.as_dict(),
+        "raw_dir": str(raw),
+        "snapshot_version": snapshots.data_version(raw),
+        "release_id": release,
+        "base_seq": base_seq if activity is not None else -1,  # -1: read the release's ratings.csv
+        "events_seq": until,
+        "mode": "full" if reason else "incremental",
+        "reason": reason or f"users changed by nights {now['events_seq'] + 1}..{until}",  # type: ignore[index]
+        "changed_since": -1 if reason else int(now["events_seq"]),  # type: ignore[index]
+        "served": None if reason else now["recommendations"],  # type: ignore[index]
+    }
+
+
+def _base(night: dict) -> tuple[Path | None, int]:
+    if int(night["base_seq"]) < 0:
+        return None, 0
+    return Path(night["prepared_dir"]) / "activity.parquet", int(night["base_seq"])
+
+
+def users(night: dict) -> np.ndarray:
+    """Who the night scores, ascending: everyone in the data, or the changed users."""
+    raw, until = Path(night["raw_dir"]), int(night["events_seq"])
+    if night["mode"] == "incremental":
+        return eventlog.changed_users(raw, int(night["changed_since"]), until)
+    activity, since = _base(night)
+    if activity is not None:
+        base = pd.read_parquet(activity, columns=["user_id"])["user_id"].to_numpy()
+    else:
+        from recsys.data.prepared import load_ratings
+
+        base = load_ratings(raw / "ratings.csv")["user_id"].to_numpy()
+    later = eventlog.ratings_after(raw, since, until=until)["user_id"].to_numpy()
+    return np.unique(np.concatenate([base, later]).astype(np.int64))
+
+
+def ratings(night: dict, user_ids: np.ndarray | None) -> pd.DataFrame:
+    """The pinned data's ratings of ``user_ids`` (None: everyone), ordered by user and time."""
+    activity, since = _base(night)
+    return eventlog.current_ratings(
+        Path(night["raw_dir"]), user_ids, activity, since, int(night["events_seq"])
+    )
+
+
+def check(night: dict) -> dict:
+    """``night`` when its prepared data is still in place (DataError when a prepare landed)."""
+    PreparedRef.from_dict(night).check()
+    return night
