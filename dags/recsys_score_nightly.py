@@ -4,9 +4,15 @@
 Runs nightly (01:30 UTC) and whenever `recsys_retrain` moves the champion (asset
 **recsys_champion_model**).
 
-`resolve_champion` -> `plan_shards` -> `score_shard` (mapped, one task per shard: Celery or Kubernetes
-workers take shards in parallel) -> `merge_shards` -> `validate_recommendations` -> `publish`
-(Feast -> Redis, with a read-back) -> `verify_lookups` (the fast lookup path) -> `report`.
+`evaluate_served` -> `resolve_champion` -> `plan_shards` -> `score_shard` (mapped, one task per shard:
+Celery or Kubernetes workers take shards in parallel) -> `merge_shards` -> `validate_recommendations`
+-> `publish` (Feast -> Redis, with a read-back) -> `verify_lookups` (the fast lookup path) -> `report`.
+
+`evaluate_served` first measures the lists served now against the positives that came in since they
+were built (HitRate@10, Recall@10/100, NDCG@10, coverage, popularity, churn): a row of
+`$RECSYS_HOME/online/nights.csv` and a run in the MLflow experiment `online` (`recsys report` prints
+them). It is skipped when there is nothing to evaluate; if it fails, the night's lists are still
+scored and published (the run then shows the failed evaluation).
 
 The champion's version and tonight's data (the prepared activity plus the nights of events after it)
 are pinned once, so every shard is scored by the same model on the same data even if the alias
@@ -46,11 +52,24 @@ from _common import (
     params,
     with_links,
 )
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 
 @task
+def evaluate_served() -> dict:
+    """How the lists served now did on the events that came in since they were built."""
+    from recsys.pipelines import evaluate
+
+    with fail_fast_on_bad_input():
+        result = evaluate.evaluate_served(load(), get_current_context()["ds"])
+    if not result["evaluated"]:
+        raise AirflowSkipException(f"nothing to evaluate: {result['reason']}")
+    print(f"served lists: {result}")
+    return result
+
+
+@task(trigger_rule="all_done")  # fresh lists even when the evaluation of yesterday's failed
 def resolve_champion() -> dict:
     """Pin the version behind alias champion and today's prepared data; count the users."""
     from recsys.pipelines import score_nightly
@@ -189,7 +208,7 @@ def publish_similar(scored: dict) -> dict:
 )
 def recsys_score_nightly() -> None:
     publish_similar(score_similar())
-    champion = resolve_champion()
+    champion = evaluate_served() >> resolve_champion()
     scored = score_shard.expand(spec=plan_shards(champion))
     validated = with_links(validate_recommendations(merge_shards(scored)), DataDocsLink())
     published = publish(validated)

@@ -117,6 +117,7 @@ class MLflowConfig(_Section):
     model_name: str = "two_tower"
     similar_experiment: str = "movie-similar"  # the item tower's runs (recsys.models.item_tower.model)
     similar_model_name: str = "movie_similar"
+    online_experiment: str = "online"  # one run per night: how the served lists did (recsys report)
 
 
 class StoreConfig(_Section):

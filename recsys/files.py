@@ -18,8 +18,11 @@ import pandas as pd
 from recsys.errors import DataError
 
 
-def read_parquet(path: Path, columns: list[str] | None = None, fix: str = "write it again") -> pd.DataFrame:
-    """A parquet file as a frame; DataError naming the file (and ``fix``) when it cannot be read.
+def read_parquet(
+    path: Path, columns: list[str] | None = None, fix: str = "write it again", filters: list | None = None
+) -> pd.DataFrame:
+    """A parquet file as a frame (``filters``: pyarrow's row filters); DataError naming the file
+    (and ``fix``) when it cannot be read.
 
     A truncated or overwritten file raises pyarrow's own errors (ArrowInvalid, OSError) deep inside
     pandas: this names the file instead.
@@ -27,7 +30,7 @@ def read_parquet(path: Path, columns: list[str] | None = None, fix: str = "write
     import pyarrow as pa
 
     try:
-        return pd.read_parquet(path, columns=columns)
+        return pd.read_parquet(path, columns=columns, filters=filters)
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; {fix}") from None
     except (pa.ArrowException, OSError, ValueError) as exc:

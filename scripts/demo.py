@@ -1,9 +1,14 @@
 """The main job end to end through Airflow itself: the body of `make demo`.
 
-Runs `recsys_ingest`, `recsys_retrain` and `recsys_score_nightly` in order with `dag.test()` on a
-SQLite metadata DB in a project-local AIRFLOW_HOME (.recsys/airflow), then prints the lookup for
-user 1 and the movies similar to movie 1 (Toy Story) from the online store. Exits 1 (naming the DAG
-and its failed tasks) if a run fails.
+The bundled sample is played as a living system: its ratings before its last four weeks are the
+release, and those four weeks arrive as daily event files (recsys.data.stream). The first night runs
+`recsys_ingest` (the release), `recsys_retrain` and `recsys_score_nightly` in order with `dag.test()`
+on a SQLite metadata DB in a project-local AIRFLOW_HOME (.recsys/airflow). The next night the event
+files land in the event folder ($RECSYS_HOME/events): `recsys_ingest` takes them and
+`recsys_score_nightly` measures how the first night's lists did on them, then re-scores only the
+users who rated. Then it prints the lookup for user 1, the movies similar to movie 1 (Toy Story)
+and last night's online metrics (`recsys report`). Exits 1 (naming the DAG and its failed tasks) if
+a run fails.
 
     .venv/bin/python scripts/demo.py [--user 1] [--movie 1] [--k 10]
 """
@@ -13,14 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAG_IDS = ("recsys_ingest", "recsys_retrain", "recsys_score_nightly")
+EVENT_DAYS = 28  # the sample's last four weeks arrive as events on the second night
 
 
 def airflow_environment() -> dict[str, str]:
@@ -70,17 +78,28 @@ def main() -> int:
     if bag.import_errors:
         print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
         return 1
+    events = stream_of_the_sample()
+    nights = [
+        ("night 1", [(d, {"release": True} if d == "recsys_ingest" else {}) for d in DAG_IDS]),
+        ("night 2", [("recsys_ingest", {}), ("recsys_score_nightly", {})]),
+    ]
     timings = {}
-    for dag_id in DAG_IDS:
-        print(f"=== airflow: {dag_id} (dag.test) ===", flush=True)
-        started = time.perf_counter()
-        dag_run = bag.dags[dag_id].test()
-        timings[dag_id] = time.perf_counter() - started
-        if dag_run.state != "success":
-            print(
-                f"{dag_id} ended {dag_run.state}; failed: {', '.join(failed_tasks(dag_run))}", file=sys.stderr
-            )
-            return 1
+    for night, runs in nights:
+        if night == "night 2":
+            inbox = Path(os.environ["RECSYS_HOME"]) / "events"
+            inbox.mkdir(parents=True, exist_ok=True)
+            for path in events.glob("*.csv"):  # what the application's export job would drop
+                shutil.copyfile(path, inbox / path.name)
+            print(f"=== {EVENT_DAYS} days of events dropped into {inbox} ===", flush=True)
+        for dag_id, conf in runs:
+            print(f"=== {night}, airflow: {dag_id} (dag.test) ===", flush=True)
+            started = time.perf_counter()
+            dag_run = bag.dags[dag_id].test(run_conf=conf or None)
+            timings[f"{night}: {dag_id}"] = time.perf_counter() - started
+            if dag_run.state != "success":
+                failed = ", ".join(failed_tasks(dag_run))
+                print(f"{dag_id} ended {dag_run.state}; failed: {failed}", file=sys.stderr)
+                return 1
     print(" | ".join(f"{d} {s:.1f}s" for d, s in timings.items()), flush=True)
     if args.timings:
         args.timings.write_text(
@@ -100,7 +119,26 @@ def main() -> int:
     if looked != 0:
         return looked
     print(f"=== recsys similar --movie {args.movie} (more like this) ===", flush=True)
-    return subprocess.run([str(BIN / "recsys"), "similar", "--movie", args.movie, "--k", args.k]).returncode
+    similar = subprocess.run([str(BIN / "recsys"), "similar", "--movie", args.movie, "--k", args.k])
+    if similar.returncode != 0:
+        return similar.returncode
+    print("=== recsys report --nights 1 (how last night's lists did on the events since) ===", flush=True)
+    return subprocess.run([str(BIN / "recsys"), "report", "--nights", "1"]).returncode
+
+
+def stream_of_the_sample() -> Path:
+    """Split the bundled sample into a release (all but its last EVENT_DAYS days), which the first
+    night ingests (RECSYS__DATA__SOURCE), and one event file per day after; returns their folder."""
+    from recsys.data import stream
+
+    sample = ROOT / "data" / "ml-latest-small"
+    last = stream.last_day(stream.read_release(sample)[0])
+    start = last - timedelta(days=EVENT_DAYS - 1)
+    out = Path(os.environ["RECSYS_HOME"]) / "demo"
+    split = stream.split(sample, start, EVENT_DAYS, 1, out)
+    os.environ["RECSYS__DATA__SOURCE"] = str(split.release)
+    print(f"=== the sample up to {start - timedelta(days=1)} is the release; {start}..{last} are events ===")
+    return out / "events"
 
 
 if __name__ == "__main__":

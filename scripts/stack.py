@@ -195,7 +195,10 @@ class Stack:
                 "PATH": f"{bindir}{os.pathsep}{pg_env['PATH']}",
                 "POSTGRES_USER": "postgres",
                 "POSTGRES_DB": "postgres",
-                **{k: self.values[k] for k in ("AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD")},
+                **{
+                    k: self.values[k]
+                    for k in ("AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "APP_DB_PASSWORD")
+                },
             }
             self.run("postgres-init", ["bash", str(ROOT / "docker" / "postgres-init.sh")], init)
 

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from recsys.cli import data, lists, models, serve
+from recsys.cli import data, lists, models, online, serve
 from recsys.cli.common import adder
 from recsys.errors import RecsysError
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(add, sub)
     models.register(add)
     lists.register(add)
+    online.register(add)
     serve.register(add)
     return parser
 

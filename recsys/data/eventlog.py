@@ -25,6 +25,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from recsys.files import read_parquet, write_text
 RELEASE_FILE = "release.json"
 EVENTS = "events"
 NIGHT_FILE = "night.json"
+PREPARE_AGAIN = "run `recsys prepare` again"
 PAIR = ["user_id", "movie_id"]
 
 
@@ -84,6 +86,12 @@ def last_seq(raw: Path) -> int:
     """The sequence number of the latest night (0: none yet)."""
     found = nights(raw)
     return int(found[-1]["seq"]) if found else 0
+
+
+def night_id(raw: Path, seq: int) -> str:
+    """The id of night ``seq`` ("" for 0, the release alone, and for a night not in the log): a
+    release taken again starts a new log, whose nights have new ids."""
+    return next((str(n.get("night_id", "")) for n in nights(raw) if int(n["seq"]) == seq), "")
 
 
 def _with_order(frame: pd.DataFrame, seq: int) -> pd.DataFrame:
@@ -206,7 +214,8 @@ def write_night(
     try:
         ratings[RATING_COLUMNS].to_parquet(staged / "ratings.parquet", index=False)
         movies[MOVIE_COLUMNS].to_parquet(staged / "movies.parquet", index=False)
-        night = {"seq": seq, "taken_at": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+        taken_at = datetime.now(UTC).isoformat(timespec="seconds")
+        night = {"seq": seq, "night_id": uuid.uuid4().hex, "taken_at": taken_at, **record}
         write_text(json.dumps(night, indent=2, default=str) + "\n", staged / NIGHT_FILE)
         target = root / f"{seq:06d}"
         staged.rename(target)
@@ -254,9 +263,11 @@ def current_ratings(
         users = np.unique(np.asarray(users, dtype=np.int64))
         if not len(users):
             return _empty()
+    if activity is not None and until is not None and until < since:
+        activity = None  # the prepared activity holds nights after the one asked for
     if activity is not None:
         filters = [("user_id", "in", users.tolist())] if users is not None else None
-        base = pd.read_parquet(activity, columns=RATING_COLUMNS, filters=filters)
+        base = read_parquet(activity, RATING_COLUMNS, PREPARE_AGAIN, filters)
     else:
         from recsys.data.prepared import load_ratings
 

@@ -143,6 +143,8 @@ def environment(values: dict[str, str], home: Path, cores: int, workers: int) ->
         "RECSYS__PATHS__FEATURE_REPO": str(home / "feature_repo"),
         "RECSYS__SCORE__THREADS": "1",  # one task per core, one core per task
         "RECSYS__LOCKS__BACKEND": "redis",  # one run at a time across workers (recsys.ops.locks)
+        # the application's database: the nightly ingest reads the day's ratings from it
+        "RECSYS__EVENTS__SOURCE": f"postgresql+psycopg2://app:{values['APP_DB_PASSWORD']}@127.0.0.1:{pg}/app",
         "RECSYS_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow}",
     }
 

@@ -17,9 +17,10 @@ import pandas as pd
 
 from recsys import home
 from recsys.config import Settings
+from recsys.data import eventlog
 from recsys.data import prepared as prep
 from recsys.errors import DataError
-from recsys.files import swap_in
+from recsys.files import read_parquet, swap_in
 from recsys.ops.locks import locked
 
 
@@ -49,10 +50,9 @@ def ingest(settings: Settings, validate: bool = True) -> dict:
 
 def validate_raw(settings: Settings, raw_dir: str) -> dict:
     """Run suite ratings_raw on the raw snapshot (the release and its nights); raises ValidationFailed."""
-    from recsys.data.eventlog import current_ratings
     from recsys.data.validation import validate_ratings
 
-    return validate_ratings(current_ratings(Path(raw_dir)), home.data_docs(settings))
+    return validate_ratings(eventlog.current_ratings(Path(raw_dir)), home.data_docs(settings))
 
 
 @locked("data")
@@ -64,7 +64,7 @@ def ingest_events(settings: Settings, source: str | None = None) -> dict:
     the snapshot becomes a new DVC version. Nothing new: nothing is written. ``source``: a folder or
     an SQLAlchemy URL instead of the ``events.source`` setting.
     """
-    from recsys.data import eventlog, events, snapshots
+    from recsys.data import events, snapshots
     from recsys.data.event_checks import validate_delivery
 
     raw = home.raw_dir(settings)
@@ -100,8 +100,6 @@ def ingest_events(settings: Settings, source: str | None = None) -> dict:
 
 def _movies(raw: Path) -> pd.DataFrame:
     """The snapshot's movies: the release's, with the additions of its nights."""
-    from recsys.data import eventlog
-
     return eventlog.with_added_movies(prep.load_movies(raw / "movies.csv"), eventlog.movies_after(raw))
 
 
@@ -109,8 +107,6 @@ def _night(
     settings: Settings, raw: Path, source: str, delivery, nights: list[dict]
 ) -> tuple[pd.DataFrame, dict]:  # noqa: ANN001
     """What of ``delivery`` changes the snapshot, and the night.json record that goes with it."""
-    from recsys.data import eventlog
-
     activity, since = eventlog.prepared_base(raw, home.prepared_dir(settings))
     watermark = int(nights[-1]["event_watermark"]) if nights else _release_watermark(raw, activity)
     kept, counts = eventlog.take(
@@ -130,7 +126,7 @@ def _night(
 def _release_watermark(raw: Path, activity: Path | None) -> int:
     """The latest timestamp of the release (read from its prepared activity when there is one)."""
     if activity is not None:
-        return int(pd.read_parquet(activity, columns=["timestamp"])["timestamp"].max())
+        return int(read_parquet(activity, ["timestamp"], eventlog.PREPARE_AGAIN)["timestamp"].max())
     return int(prep.load_ratings(raw / "ratings.csv")["timestamp"].max())
 
 
@@ -139,7 +135,7 @@ def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     """Prepare by the protocol into a staging folder, validate it, then swap it in and track it.
 
     Returns the new :class:`~recsys.data.prepared.PreparedRef` as a dict, with the counts."""
-    from recsys.data import eventlog, snapshots
+    from recsys.data import snapshots
     from recsys.data.validation import validate_interactions
 
     raw = Path(raw_dir)

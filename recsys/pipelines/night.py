@@ -32,7 +32,7 @@ from recsys.config import Settings
 from recsys.data import eventlog, snapshots
 from recsys.data.prepared import PreparedRef
 from recsys.errors import DataError
-from recsys.files import write_text
+from recsys.files import read_parquet, write_text
 
 SERVED_FILE = "served.json"
 
@@ -63,6 +63,7 @@ def record_served(settings: Settings, night: dict, recommendations: str, rescore
         "model_version": night["model_version"],
         "release_id": night["release_id"],
         "events_seq": night["events_seq"],
+        "night_id": night["night_id"],
         "data_version": night["snapshot_version"],
         "mode": night["mode"],
         "rescored": int(rescored),
@@ -74,7 +75,7 @@ def record_served(settings: Settings, night: dict, recommendations: str, rescore
     return record
 
 
-def _full_reason(now: dict | None, version: str, release: str, until: int, full: bool) -> str:
+def _full_reason(now: dict | None, version: str, release: str, raw: Path, full: bool) -> str:
     """Why everyone must be scored tonight ("" when only the changed users need it)."""
     if full:
         return "a full re-score was asked for"
@@ -84,7 +85,8 @@ def _full_reason(now: dict | None, version: str, release: str, until: int, full:
         return f"the model version changed ({now.get('model_version')} -> {version})"
     if now.get("release_id") != release:
         return "the snapshot holds a new release"
-    if int(now.get("events_seq", -1)) > until:
+    seq = int(now.get("events_seq", -1))
+    if seq > eventlog.last_seq(raw) or eventlog.night_id(raw, seq) != now.get("night_id", ""):
         return "the served lists' night is not in the event log"
     if not Path(now.get("recommendations", "")).is_file():
         return "the served lists' file is gone"
@@ -98,7 +100,7 @@ def plan(settings: Settings, model_version: str, full: bool = False) -> dict:
     activity, base_seq = eventlog.prepared_base(raw, prepared.folder)
     until, release = eventlog.last_seq(raw), eventlog.release_id(raw)
     now = served(settings)
-    reason = _full_reason(now, model_version, release, until, full)
+    reason = _full_reason(now, model_version, release, raw, full)
     return {
         "model_version": model_version,
         **prepared.as_dict(),
@@ -107,6 +109,7 @@ def plan(settings: Settings, model_version: str, full: bool = False) -> dict:
         "release_id": release,
         "base_seq": base_seq if activity is not None else -1,  # -1: read the release's ratings.csv
         "events_seq": until,
+        "night_id": eventlog.night_id(raw, until),
         "mode": "full" if reason else "incremental",
         "reason": reason or f"users changed by nights {now['events_seq'] + 1}..{until}",  # type: ignore[index]
         "changed_since": -1 if reason else int(now["events_seq"]),  # type: ignore[index]
@@ -127,7 +130,7 @@ def users(night: dict) -> np.ndarray:
         return eventlog.changed_users(raw, int(night["changed_since"]), until)
     activity, since = _base(night)
     if activity is not None:
-        base = pd.read_parquet(activity, columns=["user_id"])["user_id"].to_numpy()
+        base = read_parquet(activity, ["user_id"], eventlog.PREPARE_AGAIN)["user_id"].to_numpy()
     else:
         from recsys.data.prepared import load_ratings
 

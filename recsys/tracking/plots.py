@@ -34,3 +34,22 @@ def plot_curves(epochs: list[dict], folder: Path, best_epoch: int) -> list[Path]
     fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def plot_online(nights, path: Path) -> Path:  # noqa: ANN001 - a pandas frame of evaluated nights
+    """The online metrics night by night (recsys.pipelines.evaluate's table) into ``path`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    x = list(range(len(nights)))
+    for name in ("hit_rate_at_10", "recall_at_10", "recall_at_100", "ndcg_at_10"):
+        top.plot(x, nights[name], marker="o", label=name)
+    top.set(ylabel="over users with new positives", title="How the served lists did, night by night")
+    top.legend(fontsize="small")
+    for name in ("coverage_at_10", "churn_at_10"):
+        bottom.plot(x, nights[name], marker="o", label=name)
+    bottom.set(ylabel="over all lists", xlabel="night")
+    bottom.set_xticks(x, [str(n) for n in nights["night"]], rotation=45, ha="right", fontsize="small")
+    bottom.legend(fontsize="small")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -140,13 +140,14 @@ def test_nightly_scores_in_shards_and_serves_every_user(chain, airflow_db, recsy
     assert dag_run.state == "success", states(airflow_db, dag_run)
     assert states(airflow_db, dag_run)["score_shard"] == ["success"] * 3  # 610 users / 250
     report = airflow_db.xcom(dag_run, "report")
-    prepared = airflow_db.xcom(chain["recsys_ingest"], "validate_prepared")
+    snapshot = airflow_db.xcom(chain["recsys_ingest"], "ingest")  # the raw snapshot's DVC version
     assert report["model_version"] == "1" and report["users"] == 610 and report["shards"] == 3
-    assert report["data_version"] == prepared["data_version"]
+    assert report["mode"] == "full" and report["reason"] == "no lists are served yet"
+    assert report["data_version"] == snapshot["data_version"] and report["rescored"] == 610
     assert report["written"]["users"] == 610 and report["feast_read_back"]["mismatches"] == 0
     recs = pd.read_parquet(report["recommendations"])
     assert recs["user_id"].is_unique and len(recs) == 610
-    assert (recs["data_version"] == prepared["data_version"]).all()
+    assert (recs["data_version"] == snapshot["data_version"]).all()
     lists = served(recsys_env, [1, 42, 610])
     by_user = recs.set_index("user_id")
     for user_id, pairs in lists.items():
@@ -176,7 +177,7 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
 
     monkeypatch.setattr(ingest, "validate_raw", spy)
 
-    dag_run, _ = run_dag("recsys_ingest")
+    dag_run, _ = run_dag("recsys_ingest", release=True)
 
     assert dag_run.state == "failed"
     assert [type(e) for e in raised] == [ValidationFailed] and "rating" in str(raised[0])
@@ -189,7 +190,9 @@ def test_corrupted_sample_stops_at_validation_and_serves_the_same_lists(
     (ingest_ti,) = tis["ingest"]
     assert ingest_ti.state == "failed" and ingest_ti.try_number == 1  # AirflowFailException: no retry
     assert {t: [ti.state for ti in v] for t, v in tis.items() if t != "ingest"} == {
-        t: ["upstream_failed"] for t in ("validate_raw", "prepare", "validate_prepared")
+        "choose": ["success"],
+        "take_events": ["skipped"],  # the release branch was chosen
+        **{t: ["upstream_failed"] for t in ("validate_raw", "prepare", "validate_prepared")},
     }
     assert len(airflow_db.asset_events("recsys_prepared_data")) == 1  # retraining is not triggered
     assert (Path(raw) / "ratings.csv").read_bytes() == raw_before
@@ -216,7 +219,7 @@ def test_a_retried_publish_leaves_the_same_lists(chain, dagbag, run_dag, airflow
     monkeypatch.setattr(publish_task, "retry_delay", timedelta(0))
     monkeypatch.setattr(publish_task, "retry_exponential_backoff", 0)
 
-    dag_run, _ = run_dag("recsys_score_nightly")
+    dag_run, _ = run_dag("recsys_score_nightly", full=True)  # every user, so every list is written
 
     assert dag_run.state == "success", states(airflow_db, dag_run)
     (publish,) = airflow_db.task_instances(dag_run)["publish"]
@@ -240,34 +243,35 @@ def test_the_listener_records_every_run_outcome(chain, recsys_env):
     assert all(line["run_id"] and line["seconds"] is not None for line in lines)
 
 
-def test_new_ratings_reach_tonights_lists_without_a_retrain(
-    chain, run_dag, airflow_db, recsys_env, tmp_path, monkeypatch
-):
-    """Ingest a copy of the sample with new positives, then run only recsys_score_nightly."""
+def test_new_ratings_reach_tonights_lists_without_a_retrain(chain, run_dag, airflow_db, recsys_env):
+    """Drop a day of events where the export job would, run recsys_ingest (it takes the events)
+    and recsys_score_nightly: only the two users in the events are re-scored."""
     old = pd.read_parquet(first_lists(recsys_env)).set_index("user_id")
     newly_rated = [int(m) for m in old.loc[1, "item_ids"][:3]]  # user 1 rates its top three
     new_user, new_movies = 100_000, [1, 260, 1196, 1210, 2571]  # Toy Story, Star Wars IV-VI, Matrix
-    folder = tmp_path / "ml-latest-small"
-    shutil.copytree(PROJECT_ROOT / "data" / "ml-latest-small", folder)
-    ratings = pd.read_csv(folder / "ratings.csv")
-    later = int(ratings["timestamp"].max()) + 1
+    later = int(pd.read_csv(PROJECT_ROOT / "data" / "ml-latest-small" / "ratings.csv")["timestamp"].max()) + 1
     extra = [(1, m, 5.0, later + i) for i, m in enumerate(newly_rated)]
     extra += [(new_user, m, 4.5, later + i) for i, m in enumerate(new_movies)]
-    pd.concat([ratings, pd.DataFrame(extra, columns=ratings.columns)]).to_csv(
-        folder / "ratings.csv", index=False
-    )
-    monkeypatch.setenv("RECSYS__DATA__SOURCE", str(folder))
+    events = recsys_env.paths.home / "events"  # the default event source
+    events.mkdir(exist_ok=True)
+    columns = ["userId", "movieId", "rating", "timestamp"]
+    pd.DataFrame(extra, columns=columns).to_csv(events / "2018-09-25.csv", index=False)
+    others = served(recsys_env, [42, 610])
 
     ingest_run, _ = run_dag("recsys_ingest")
     nightly_run, _ = run_dag("recsys_score_nightly")
 
     assert ingest_run.state == "success", states(airflow_db, ingest_run)
+    assert states(airflow_db, ingest_run)["ingest"] == ["skipped"]  # the events branch, no release
+    taken = airflow_db.xcom(ingest_run, "take_events")
+    assert taken["night"] == 1 and taken["counts"]["new"] == 8 and taken["counts"]["users"] == 2
     assert nightly_run.state == "success", states(airflow_db, nightly_run)
     assert len(Registry.open(recsys_env).versions()) == 1  # no retrain happened
-    new_version = airflow_db.xcom(ingest_run, "validate_prepared")["data_version"]
     report = airflow_db.xcom(nightly_run, "report")
-    assert report["model_version"] == "1" and report["data_version"] == new_version
-    assert new_version != old["data_version"].iat[0] and report["users"] == 611
+    assert report["model_version"] == "1" and report["data_version"] == taken["data_version"]
+    assert report["mode"] == "incremental" and report["rescored_users"] == [1, new_user]
+    assert report["data_version"] != old["data_version"].iat[0] and report["users"] == 611
+    assert report["written"]["users"] == 2
     recs = pd.read_parquet(report["recommendations"]).set_index("user_id")
     served_now = {u: [m for m, _ in pairs] for u, pairs in served(recsys_env, [1, new_user]).items()}
     # the existing user's list holds none of the movies rated since training, and the rest is
@@ -275,6 +279,7 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
     assert not set(served_now[1]) & set(newly_rated)
     without = [m for m in old.loc[1, "item_ids"].tolist() if m not in newly_rated]
     assert served_now[1][: len(without)] != without
+    assert served(recsys_env, [42, 610]) == others  # nothing changed for them: not re-scored
     # the new user (unknown at training time) gets a personalised list, not the popular one
     assert recs.loc[new_user, "source"] == "model"
     bundle = ModelBundle.load(Registry.open(recsys_env).download_bundle("1")[1])
@@ -284,9 +289,40 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(
     # the recent history is in the feature store, newest last, with the data version on both views
     assert history(new_user, recsys_env) == new_movies
     assert history(1, recsys_env)[-3:] == newly_rated
-    rows = verify.read_lists([1, new_user], recsys_env)
-    assert rows["data_version"].tolist() == [new_version] * 2
-    assert rows["model_version"].tolist() == ["1", "1"]
+    rows = verify.read_lists([1, new_user, 42], recsys_env)
+    assert rows["data_version"].tolist() == [taken["data_version"]] * 2 + [old["data_version"].iat[0]]
+    assert rows["model_version"].tolist() == ["1", "1", "1"]
+    assert rows["scored_at"].iat[0] > rows["scored_at"].iat[2]  # user 42 keeps last night's list
+
+    # two more nights: each evaluates the lists served the night before on the night's positives,
+    # and re-scores only the users in its events
+    for offset, (day, rows_of_night) in enumerate(
+        (
+            ("2018-09-26", [(42, 0, 5.0), (42, 1, 4.0), (610, 5, 2.0)]),  # hits in 42's list; 610 dislikes
+            ("2018-09-27", [(1, 0, 4.5), (610, 2, 5.0)]),
+        )
+    ):
+        lists = pd.read_parquet(report["recommendations"]).set_index("user_id")
+        stamp = later + 1000 * (offset + 1)
+        extra = [(u, int(lists.loc[u, "item_ids"][at]), r, stamp + at) for u, at, r in rows_of_night]
+        pd.DataFrame(extra, columns=columns).to_csv(events / f"{day}.csv", index=False)
+        before = served(recsys_env, [2, 3])
+        assert run_dag("recsys_ingest")[0].state == "success"
+        nightly_run, _ = run_dag("recsys_score_nightly")
+        assert nightly_run.state == "success", states(airflow_db, nightly_run)
+        report = airflow_db.xcom(nightly_run, "report")
+        users = sorted({u for u, _, _ in rows_of_night})
+        assert report["mode"] == "incremental" and report["rescored_users"] == users
+        for user, movie, _, _ in extra:
+            now = [m for m, _ in served(recsys_env, [user])[user]]
+            assert movie not in now and now != lists.loc[user, "item_ids"].tolist()  # re-scored, rated
+        assert served(recsys_env, [2, 3]) == before
+        evaluated = airflow_db.xcom(nightly_run, "evaluate_served")
+        positives = {u: sum(r >= 4.0 for v, _, r in rows_of_night if v == u) for u in users}
+        assert evaluated["users"] == sum(1 for n in positives.values() if n)
+        assert evaluated["positives"] == sum(positives.values()) and evaluated["hit_rate_at_10"] == 1.0
+    table = pd.read_csv(recsys_env.paths.home / "online" / "nights.csv")
+    assert table["nights"].tolist() == ["1-1", "2-2", "3-3"]  # night 1 evaluated the full night's lists
 
 
 def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_its_own_k(

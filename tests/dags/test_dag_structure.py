@@ -11,6 +11,8 @@ pytestmark = pytest.mark.dags
 DAG_IDS = {"recsys_ingest", "recsys_retrain", "recsys_score_nightly"}
 ORDER = {
     "recsys_ingest": [
+        ("choose", "ingest"),
+        ("choose", "take_events"),
         ("ingest", "validate_raw"),
         ("validate_raw", "prepare"),
         ("prepare", "validate_prepared"),
@@ -30,6 +32,7 @@ ORDER = {
         ("promotion_gate", "train_similar"),
     ],
     "recsys_score_nightly": [
+        ("evaluate_served", "resolve_champion"),
         ("resolve_champion", "plan_shards"),
         ("plan_shards", "score_shard"),
         ("score_shard", "merge_shards"),
@@ -102,6 +105,9 @@ def test_params_are_typed(dagbag):
     }
     score = dagbag.dags["recsys_score_nightly"].params
     assert score["shard_size"] is None  # setting score.shard_size
+    assert score["full"] is False  # only the users whose ratings changed
+    ingest = dagbag.dags["recsys_ingest"].params
+    assert ingest["release"] is False and ingest["events_source"] is None
     with pytest.raises(ParamValidationError):
         score.get_param("shard_size").resolve(0)
     with pytest.raises(ParamValidationError):
@@ -130,6 +136,7 @@ def test_validating_tasks_link_to_their_data_docs(dagbag, monkeypatch):
         if [link.name for link in t.operator_extra_links] == ["Data Docs"]
     }
     assert linked == {
+        ("recsys_ingest", "take_events"),
         ("recsys_ingest", "ingest"),
         ("recsys_ingest", "validate_raw"),
         ("recsys_ingest", "prepare"),

@@ -23,8 +23,8 @@ from recsys.errors import ValidationFailed
 from recsys.online import feast_repo
 from recsys.online.reader import lookup
 from recsys.ops import redis_server
-from recsys.ops.registry import MOVIE_SIMILAR, Registry
-from recsys.pipelines import ingest, score_nightly
+from recsys.ops.registry import MOVIE_SIMILAR, ONLINE, Registry
+from recsys.pipelines import evaluate, ingest, score_nightly
 from recsys.pipelines.chain import run_all
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def test_chain_registers_a_champion_and_publishes_every_user(chain):
     assert steps["publish"]["written"]["users"] == 610
     recs = pd.read_parquet(steps["score"]["recommendations"])
     assert len(recs) == 610 and recs["item_ids"].map(len).eq(100).all()
-    assert (recs["data_version"] == steps["prepare"]["data_version"]).all()
+    assert (recs["data_version"] == steps["ingest"]["data_version"]).all()  # the raw snapshot's version
     assert set(recs["source"]) <= {"model", "popular"} and (recs["source"] == "model").sum() >= 603
     # MLflow run: params, per-epoch metrics, artefacts and the data version
     run = Registry.open(settings).client.get_run(steps["train"]["run_id"])
@@ -417,9 +417,11 @@ def test_hard_negatives_come_from_the_champions_lists(chain):
 
 
 def _served(settings) -> dict:
-    """Every key of the online store with its serialized value (Redis DUMP): byte-comparable."""
+    """Every key of the online store with its value, byte for byte (a hash as a field -> bytes dict:
+    DUMP would depend on the order Redis's incremental rehashing leaves the fields in)."""
     conn = redis_server.client(settings.redis_connection)
-    return {key: conn.dump(key) for key in sorted(conn.scan_iter(count=1000))}
+    read = {b"hash": conn.hgetall, b"set": conn.smembers, b"string": conn.get}
+    return {key: read[conn.type(key)](key) for key in sorted(conn.scan_iter(count=1000))}
 
 
 def _damage(path: Path, how: str) -> None:
@@ -460,10 +462,15 @@ def test_a_corrupted_file_stops_the_run_and_leaves_the_served_lists_byte_identic
         (
             "activity.parquet",
             "truncate",
-            lambda: score_nightly.score(settings),
+            lambda: score_nightly.score(settings, full=True),  # a night without events reads neither
             "activity.parquet is not a readable parquet file",
         ),
-        ("user_tower.onnx", "garbage", lambda: score_nightly.score(settings), "cannot load the ONNX graph"),
+        (
+            "user_tower.onnx",
+            "garbage",
+            lambda: score_nightly.score(settings, full=True),
+            "cannot load the ONNX graph",
+        ),
         (
             "recommendations.parquet",
             "truncate",
@@ -527,3 +534,54 @@ def test_a_full_disk_under_the_scores_folder_stops_scoring_and_keeps_the_old_fil
     assert written and "\n" not in str(failed.value)
     assert {p.name: p.read_bytes() for p in recs.parent.iterdir()} == files_before  # no temp left
     assert _served(settings) == before
+
+
+def test_a_night_of_events_rescores_only_its_users_and_equals_a_full_rescore(chain, tmp_path):
+    """Runs last: it adds a night of events to the chain's snapshot. The incremental night's lists
+    equal a full re-score's for every user; only the users in the events are written."""
+    from recsys.online.reader import lookup_many
+
+    env, settings, steps = chain
+    lists = pd.read_parquet(steps["score"]["recommendations"]).set_index("user_id")
+    last = int(pd.read_csv(PROJECT_ROOT / "data" / "ml-latest-small" / "ratings.csv")["timestamp"].max())
+    top = [int(m) for m in lists.loc[1, "item_ids"][:2]]
+    rows = [(1, m, 5.0, last + i) for i, m in enumerate(top)]  # user 1 rates its top two
+    rows += [(100_000, m, 4.5, last + 10 + i) for i, m in enumerate([1, 260, 2571])]  # a new user
+    rows += [(2, 318, 1.0, last + 20)]  # user 2 re-rates The Shawshank Redemption
+    (tmp_path / "events").mkdir()
+    columns = ["userId", "movieId", "rating", "timestamp"]
+    pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "events" / "2018-09-25.csv", index=False)
+    untouched = lookup(42, 100, settings)
+
+    taken = ingest.ingest_events(settings, str(tmp_path / "events"))
+    evaluated = evaluate.evaluate_served(settings, "2018-09-25")  # the chain's lists on these events
+    night = score_nightly.score(settings)
+    score_nightly.validate_recommendations(settings, night["recommendations"])
+    published = score_nightly.publish(settings, night["recommendations"])
+
+    assert taken["counts"]["users"] == 3
+    assert night["mode"] == "incremental" and night["rescored_users"] == [1, 2, 100_000]
+    assert night["n_users"] == 611 and night["data_version"] == taken["data_version"]
+    assert published["written"]["users"] == 3 and published["written"]["stale_users_removed"] == 0
+    assert not {m for m, _, _ in lookup(1, 100, settings)} & set(top)
+    assert lookup(42, 100, settings) == untouched
+    # user 1's two positives were its top two; user 2's re-rating is no positive; the new user has no list
+    assert evaluated["users"] == 1 and evaluated["positives"] == 2 and evaluated["users_without_list"] == 1
+    assert evaluated["hit_rate_at_10"] == evaluated["recall_at_10"] == evaluated["ndcg_at_10"] == 1.0
+    assert evaluated["nights"] == "1-1" and evaluated["model_version"] == "1"
+    online = Registry.open(settings, ONLINE).client.get_run(evaluated["mlflow_run_id"])
+    assert online.data.metrics["hit_rate_at_10"] == 1.0 and online.data.tags["nights"] == "1-1"
+    report = cli(env, "report", "--nights", "3", "--png", str(tmp_path / "report.png"))
+    assert report.returncode == 0 and "2018-09-25" in report.stdout and (tmp_path / "report.png").is_file()
+    status = cli(env, "status")
+    assert "night:   incremental, 3 users re-scored, the oldest list served was scored" in status.stdout
+    incremental = pd.read_parquet(night["recommendations"]).set_index("user_id")
+    full = score_nightly.score(settings, full=True)
+    assert full["mode"] == "full" and full["reason"] == "a full re-score was asked for"
+    everyone = pd.read_parquet(full["recommendations"]).set_index("user_id")
+    assert incremental.index.tolist() == everyone.index.tolist()
+    for user in everyone.index:
+        assert incremental.loc[user, "item_ids"].tolist() == everyone.loc[user, "item_ids"].tolist(), user
+        np.testing.assert_allclose(incremental.loc[user, "scores"], everyone.loc[user, "scores"], atol=1e-5)
+    served = lookup_many(everyone.index.tolist(), 100, settings)
+    assert all([m for m, _, _ in served[u]] == everyone.loc[u, "item_ids"].tolist() for u in everyone.index)

@@ -105,7 +105,7 @@ def test_sample_ingest_snapshots_pushes_and_restores(tmp_path: Path) -> None:
     assert result.data_version.endswith(".dir") and len(result.data_version) == 36
     assert result.data_version == snapshots.data_version(result.raw_dir)
     assert result.pushed
-    assert len(_remote_objects(settings)) == 4  # three files and the .dir listing
+    assert len(_remote_objects(settings)) == 5  # three files, release.json and the .dir listing
     assert "in sync" in _dvc(settings, "status", "-c", "raw/ml-latest-small.dvc")
     assert not list((home.workspace(settings) / "tmp").iterdir())
 
@@ -197,7 +197,12 @@ def test_ml20m_import_downloads_then_pulls_from_the_remote(tmp_path: Path, relea
     _import_file(datasets, url, served, md5)
     settings = _settings(tmp_path / "home", "data.dataset=ml-20m", f"paths.datasets={datasets}")
     first = snapshots.ingest(settings)
-    assert sorted(p.name for p in first.raw_dir.iterdir()) == ["README.txt", "movies.csv", "ratings.csv"]
+    assert sorted(p.name for p in first.raw_dir.iterdir()) == [
+        "README.txt",
+        "movies.csv",
+        "ratings.csv",
+        "release.json",
+    ]
     ws = home.workspace(settings)
     assert snapshots.data_version(ws / "imports" / "ml-20m.zip") == md5
     assert any(p.name == md5[2:] for p in _remote_objects(settings))

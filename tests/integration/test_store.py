@@ -135,6 +135,7 @@ def test_feast_reads_back_exactly_what_was_written(
         assert list(got["item_ids"]) == want["item_ids"].tolist()
         np.testing.assert_array_equal(np.asarray(got["scores"], dtype=np.float32), want["scores"])
         assert got["model_version"] == "7" and got["data_version"] == "d41d8cd"
+        assert got["scored_at"] == "2026-11-23T02:00:00+00:00"  # the list's event timestamp, ISO 8601
     assert read.iloc[-1][list(layout.USER_FEATURES)].isna().all()
     assert verify.verify(published, redis_settings, sample=10, histories=histories) == {
         "checked": 10,
@@ -151,7 +152,15 @@ def test_feature_service_serves_lists_and_histories(
     rows = [{"user_id": int(u)} for u in users]
     got = fs.get_online_features(features=fs.get_feature_service("recommendations_v1"), entity_rows=rows)
     served = got.to_dict()
-    assert set(served) == {"user_id", "item_ids", "scores", "model_version", "data_version", "movie_ids"}
+    assert set(served) == {
+        "user_id",
+        "item_ids",
+        "scores",
+        "model_version",
+        "data_version",
+        "scored_at",
+        "movie_ids",
+    }
     want_history = dict(zip(histories["user_id"], histories["movie_ids"]))
     for i, (_, want) in enumerate(published.iterrows()):
         assert served["item_ids"][i] == want["item_ids"].tolist()

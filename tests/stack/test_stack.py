@@ -348,3 +348,74 @@ def _stack_env(stack: dict) -> dict[str, str]:
 
     return stack_mod.environment(stack["values"] | {f"{n}_HOST_PORT": p for n, p in stack["ports"].items()},
                                  stack["home"].resolve(), os.cpu_count() or 2, 2)  # fmt: skip
+
+
+def _run_to_the_end(api: Api, dag_id: str, timeout_s: float = 600) -> dict:
+    """Trigger ``dag_id`` by hand over the REST API and wait until the run succeeds or fails."""
+    run_id = api.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+    deadline = time.monotonic() + timeout_s
+    while (run := api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))["state"] not in {
+        "success",
+        "failed",
+    }:
+        assert time.monotonic() < deadline, api.states(dag_id, run_id)
+        time.sleep(2)
+    assert run["state"] == "success", api.states(dag_id, run_id)
+    return run
+
+
+def _xcom(api: Api, dag_id: str, run_id: str, task_id: str) -> dict:
+    value = api.call(
+        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+    )["value"]
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def _served_lists(stack: dict, users: list[int], out: Path) -> pd.DataFrame:
+    """The users' rows as Feast's get_online_features reads them from the stack's Redis."""
+    env = {**stack["env"], **_stack_env(stack)}
+    env.pop("RECSYS_TEST_HOLD_SHARD", None)
+    code = (
+        "import sys\nfrom recsys.config import load_settings\nfrom recsys.online import verify\n"
+        f"verify.read_lists({users!r}, load_settings([])).to_parquet(sys.argv[1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return pd.read_parquet(out).set_index("user_id")
+
+
+def test_ratings_the_application_writes_reach_the_lists_the_next_night(stack, tmp_path):
+    """After the night above: the application inserts ratings into its database (table `ratings` of
+    database `app`); recsys_ingest takes them, and the next night re-scores those users alone."""
+    import psycopg2
+
+    values, state = stack["values"], stack["state"]
+    api = Api(state["urls"]["airflow"], values["AIRFLOW_ADMIN_USERNAME"], values["AIRFLOW_ADMIN_PASSWORD"])
+    before = _served_lists(stack, [1, 42], tmp_path / "before.parquet")
+    rated = [int(m) for m in before.loc[1, "item_ids"][:3]]
+    now = int(time.time())
+    rows = [(1, m, 5.0, now + i) for i, m in enumerate(rated)] + [
+        (200_000, m, 4.5, now) for m in (1, 260, 2571)
+    ]
+    with psycopg2.connect(
+        host="127.0.0.1", port=stack["ports"]["POSTGRES"], dbname="app", user="app",
+        password=values["APP_DB_PASSWORD"],
+    ) as conn, conn.cursor() as cursor:  # fmt: skip
+        cursor.executemany(
+            'INSERT INTO ratings ("userId", "movieId", rating, "timestamp") VALUES (%s, %s, %s, %s)', rows
+        )
+
+    ingest = _run_to_the_end(api, "recsys_ingest")
+    taken = _xcom(api, "recsys_ingest", ingest["dag_run_id"], "take_events")
+    assert taken["taken"] and taken["counts"]["new"] == 6 and taken["counts"]["users"] == 2
+    assert taken["source"].startswith("postgresql+psycopg2://app:***@127.0.0.1:")  # no password
+    night = _run_to_the_end(api, NIGHT)
+    report = _xcom(api, NIGHT, night["dag_run_id"], "report")
+    assert report["mode"] == "incremental" and report["rescored_users"] == [1, 200_000]
+    after = _served_lists(stack, [1, 42, 200_000], tmp_path / "after.parquet")
+    assert not set(after.loc[1, "item_ids"]) & set(rated)
+    assert after.loc[1, "data_version"] == taken["data_version"] != before.loc[1, "data_version"]
+    assert list(after.loc[42, "item_ids"]) == list(before.loc[42, "item_ids"])  # not re-scored
+    assert len(after.loc[200_000, "item_ids"]) == 100 and not {1, 260, 2571} & set(
+        after.loc[200_000, "item_ids"]
+    )

@@ -1,0 +1,58 @@
+"""Commands of the loop's measurements: evaluate the served lists, and report the nights."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from recsys.cli.common import Add, positive_arg, print_json, settings_for
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from recsys.pipelines import evaluate
+
+    print_json(evaluate.evaluate_served(settings_for(args), args.night))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from recsys.pipelines import evaluate
+
+    rows, png = evaluate.report(settings_for(args), args.nights, args.png)
+    if args.json:
+        print_json({"nights": rows.to_dict(orient="records"), "png": str(png) if png else None})
+        return
+    if rows.empty:
+        print(
+            "no night evaluated yet: the nightly run evaluates the served lists once events came after them"
+        )
+        return
+    header = [c.replace("_at_", "@") for c in rows.columns]
+    cells = [[_cell(v) for v in row] for row in rows.itertuples(index=False)]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    for line in [header, *cells]:
+        print("  ".join(text.rjust(width) for text, width in zip(line, widths)))
+    print(f"plot: {png}")
+
+
+def register(add: Add) -> None:
+    """Add this module's sub-commands."""
+    p = add(
+        "evaluate",
+        cmd_evaluate,
+        "measure the lists served now against the positives that came in since they were built "
+        "(the nightly run's first task)",
+    )
+    p.add_argument("--night", help="the night's date for the table (default: today, UTC)")
+    p = add("report", cmd_report, "print the recent nights' online metrics and write their plot (PNG)")
+    p.add_argument("--nights", type=positive_arg, default=14, help="how many recent nights (default 14)")
+    p.add_argument(
+        "--png", type=Path, help="where to write the plot (default $RECSYS_HOME/online/report.png)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
