@@ -14,8 +14,14 @@ registration: each timed inside), promote (the gate: both versions re-scored on 
 score (all users, one process), validate (suite recommendations on every row), publish (lists,
 histories and titles into Redis through the fast Feast-layout writer, Feast read-back), lookups
 (`recsys.online.reader` on a sample, compared with the scored lists), night (`recsys_score_nightly`
-through `dag.test()`, mapped shards; per-task times), train_budget (with --train-minutes: train
-for that long, then the validation metrics).
+through `dag.test()`, mapped shards, every user; per-task times), train_budget (with --train-minutes:
+train for that long, then the validation metrics). With --events-share S: events (a day of events
+for a share S of the users, a few new ratings each, taken in by `recsys ingest --events`),
+incremental_night (score + validate + publish of the users they changed, in one process) and
+full_night (the same with every user, then every user's list compared with the incremental night's).
+
+    .venv/bin/python benchmarks/scale.py --events-share 0.01 --skip lookups night \
+        --out benchmarks/results/incremental-ml20m.json     # the incremental night against a full one
 
     .venv/bin/python benchmarks/scale.py                   # generated ML-20M-shaped release
     .venv/bin/python benchmarks/scale.py --preset small    # ~1M ratings, a few minutes
@@ -50,8 +56,12 @@ STAGES = (
     "publish",
     "lookups",
     "night",
+    "events",
+    "incremental_night",
+    "full_night",
     "train_budget",
 )
+NIGHT_STAGES = ("events", "incremental_night", "full_night")  # with --events-share
 GIB = 1024**3
 
 
@@ -170,7 +180,8 @@ def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
     dags = ROOT / "dags"
     bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags, bundle_name="dags-folder")
     started = time.perf_counter()
-    run = bag.dags["recsys_score_nightly"].test(run_conf={"shard_size": state["shard_size"]})
+    conf = {"shard_size": state["shard_size"], "full": True}  # every user, as before the events
+    run = bag.dags["recsys_score_nightly"].test(run_conf=conf)
     wall = time.perf_counter() - started
     with create_session() as session:
         tasks = [
@@ -192,6 +203,90 @@ def _stage_night(settings, state: dict) -> dict:  # noqa: ANN001
         "dag_test_s": wall,
         "tasks": tasks,
         "tasks_sum_s": sum(t["seconds"] or 0 for t in tasks),
+    }
+
+
+def _stage_events(settings, state: dict) -> dict:  # noqa: ANN001
+    """A day of events for a share of the users: new ratings of movies they have not rated."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys import home
+    from recsys.pipelines import ingest
+
+    activity = pd.read_parquet(
+        Path(state["prepare"]["prepared_dir"]) / "activity.parquet",
+        columns=["user_id", "movie_id", "timestamp"],
+    )
+    movies = pd.read_parquet(Path(state["prepare"]["prepared_dir"]) / "catalogue.parquet")[
+        "movie_id"
+    ].to_numpy()
+    rng = np.random.default_rng(0)
+    users = np.unique(activity["user_id"].to_numpy())
+    chosen = rng.choice(users, size=max(1, round(state["events_share"] * len(users))), replace=False)
+    rated = activity[activity["user_id"].isin(chosen)].groupby("user_id")["movie_id"].agg(set)
+    start, rows = int(activity["timestamp"].max()) + 60, []
+    for user in chosen:
+        fresh = [int(m) for m in rng.choice(movies, size=20, replace=False) if m not in rated[user]][:3]
+        rows += [
+            (int(user), m, float(rng.choice([3.0, 4.0, 4.5, 5.0])), start + i) for i, m in enumerate(fresh)
+        ]
+    folder = home.workspace(settings).parent / "bench-events"
+    folder.mkdir(parents=True, exist_ok=True)
+    day = pd.Timestamp(start, unit="s").date().isoformat()
+    pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(
+        folder / f"{day}.csv", index=False
+    )
+    taken = ingest.ingest_events(settings, str(folder))
+    return {**taken, "users_with_events": len(chosen), "events": len(rows)}
+
+
+def _night_in_one_process(settings, full: bool) -> dict:  # noqa: ANN001
+    """score -> validate -> publish, each step timed (the imports they share are paid once)."""
+    from recsys.pipelines import score_nightly
+
+    times, started = {}, time.perf_counter()
+    scored = score_nightly.score(settings, "champion", full=full)
+    times["score_s"] = time.perf_counter() - started
+    step = time.perf_counter()
+    score_nightly.validate_recommendations(settings, scored["recommendations"])
+    times["validate_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    published = score_nightly.publish(settings, scored["recommendations"])
+    times["publish_s"] = time.perf_counter() - step
+    times["night_s"] = time.perf_counter() - started
+    return {**scored, **times, "written": published["written"]}
+
+
+def _stage_incremental_night(settings, state: dict) -> dict:  # noqa: ANN001
+    result = _night_in_one_process(settings, full=False)
+    shutil.copyfile(result["recommendations"], settings.paths.home / "incremental-night.parquet")
+    return result
+
+
+def _stage_full_night(settings, state: dict) -> dict:  # noqa: ANN001
+    """The full night on the same data, then every user's list against the incremental night's."""
+    import numpy as np
+    import pandas as pd
+
+    result = _night_in_one_process(settings, full=True)
+    full = pd.read_parquet(result["recommendations"]).set_index("user_id")
+    incremental = pd.read_parquet(settings.paths.home / "incremental-night.parquet").set_index("user_id")
+    same_users = full.index.equals(incremental.index)
+    differ = [
+        int(u)
+        for u in full.index
+        if not same_users
+        or not np.array_equal(full.at[u, "item_ids"], incremental.at[u, "item_ids"])
+        or not np.allclose(full.at[u, "scores"], incremental.at[u, "scores"], atol=1e-5)
+    ]
+    night = state["incremental_night"]
+    return {
+        **result,
+        "users_compared": len(full),
+        "users_whose_lists_differ": len(differ),
+        "first_differing": differ[:10],
+        "incremental_over_full": night["night_s"] / result["night_s"],
     }
 
 
@@ -332,6 +427,12 @@ def main() -> int:
         help="also train for this long and report the validation metrics",
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
+    parser.add_argument(
+        "--events-share",
+        type=float,
+        default=0.0,
+        help="also a day of events for this share of the users, then an incremental and a full night",
+    )
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale-ml20m.json")
     args = parser.parse_args()
@@ -386,6 +487,8 @@ def main() -> int:
     skip = set(args.skip) | ({"synth"} if args.source else set())
     if not args.train_minutes:
         skip.add("train_budget")
+    if not args.events_share:
+        skip.update(NIGHT_STAGES)
     print(f"work folder {work}; log {log_path}", flush=True)
     try:
         for stage in STAGES:
@@ -397,13 +500,19 @@ def main() -> int:
             else:
                 state_path.write_text(
                     json.dumps(
-                        {"overrides": overrides, "shard_size": args.shard_size, **results}, default=str
+                        {
+                            "overrides": overrides,
+                            "shard_size": args.shard_size,
+                            "events_share": args.events_share,
+                            **results,
+                        },
+                        default=str,
                     )
                 )
                 row = run_stage(stage, state_path, env, log_path)
                 if row["ok"]:
                     results[stage] = json.loads((work / f"{stage}.json").read_text())
-            if stage in ("publish", "night"):
+            if stage in ("publish", "night", "incremental_night", "full_night"):
                 row["redis_rss_gib"] = redis_memory(port)
             rows.append(row)
             print_row(row, header=len(rows) == 1)

@@ -78,6 +78,9 @@ def main() -> int:
     if bag.import_errors:
         print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
         return 1
+    # a run's conf is written into the DAG's Param objects when its tasks run in this process: every
+    # run passes every Param, so night 2 does not inherit night 1's `release`
+    defaults = {d: {n: bag.dags[d].params.get_param(n).value for n in bag.dags[d].params} for d in DAG_IDS}
     events = stream_of_the_sample()
     nights = [
         ("night 1", [(d, {"release": True} if d == "recsys_ingest" else {}) for d in DAG_IDS]),
@@ -94,7 +97,7 @@ def main() -> int:
         for dag_id, conf in runs:
             print(f"=== {night}, airflow: {dag_id} (dag.test) ===", flush=True)
             started = time.perf_counter()
-            dag_run = bag.dags[dag_id].test(run_conf=conf or None)
+            dag_run = bag.dags[dag_id].test(run_conf={**defaults[dag_id], **conf})
             timings[f"{night}: {dag_id}"] = time.perf_counter() - started
             if dag_run.state != "success":
                 failed = ", ".join(failed_tasks(dag_run))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from datetime import date
 from pathlib import Path
 
 from recsys.cli.common import Add, positive_arg, print_json, settings_for
@@ -56,3 +57,46 @@ def register(add: Add) -> None:
         "--png", type=Path, help="where to write the plot (default $RECSYS_HOME/online/report.png)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    register_replay(add)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    from recsys.pipelines import replay
+
+    report = replay.replay(
+        settings_for(args),
+        args.source,
+        args.start,
+        args.nights,
+        args.step_days,
+        args.retrain_every_days,
+        args.out,
+    )
+    print_json({"arms": report["arms"], "json": report["json"], "png": report["png"]})
+
+
+def register_replay(add: Add) -> None:
+    p = add(
+        "replay",
+        cmd_replay,
+        "play a MovieLens release night by night through the pipelines (ingest, retrain when due, "
+        "incremental scoring, publish, evaluation), beside frozen and most-popular lists",
+    )
+    p.add_argument("--source", type=Path, required=True, help="a MovieLens release folder")
+    p.add_argument("--start", type=_day, required=True, help="first day of events (YYYY-MM-DD)")
+    p.add_argument("--nights", type=positive_arg, required=True, help="how many steps to play")
+    p.add_argument("--step-days", type=positive_arg, default=1, help="days per step (default 1)")
+    p.add_argument(
+        "--retrain-every-days",
+        type=positive_arg,
+        default=7,
+        help="retrain when this many days passed (default 7)",
+    )
+    p.add_argument("--out", type=Path, help="where replay.json, replay.png and its own home go")

@@ -53,3 +53,18 @@ def plot_online(nights, path: Path) -> Path:  # noqa: ANN001 - a pandas frame of
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_replay(rows, path: Path) -> Path:  # noqa: ANN001 - a pandas frame of replay rows
+    """Each arm's HitRate@10 and Recall@100 night by night, with their 95% intervals, into ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, metric in zip(axes, ("hit_rate_at_10", "recall_at_100")):
+        for arm, group in rows.groupby("arm", sort=False):
+            ax.plot(group["night"], group[metric], marker=".", label=arm)
+            ax.fill_between(group["night"], group[f"{metric}_low"], group[f"{metric}_high"], alpha=0.2)
+        ax.set(xlabel="night", ylabel=metric, title=f"{metric} of the lists on the next step's positives")
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -98,9 +98,18 @@ def recsys_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def run_dag(dagbag: Any, recsys_env: Settings) -> Any:
     """``run_dag(dag_id, **conf) -> (DagRun, seconds)``: one ``dag.test()`` run, timed."""
 
+    # Every Param of every DAG as parsed. A run's conf goes into the DAG's own Param objects when
+    # its tasks run in this process (airflow.sdk.definitions.param.process_params resolves the
+    # shared Param with the conf's value), so a later dag.test() of the same DAG object would
+    # inherit it: each run passes every Param, its defaults overridden by ``conf``.
+    defaults = {
+        dag_id: {name: dag.params.get_param(name).value for name in dag.params}
+        for dag_id, dag in dagbag.dags.items()
+    }
+
     def run(dag_id: str, **conf: Any) -> tuple[Any, float]:
         started = time.perf_counter()
-        dag_run = dagbag.dags[dag_id].test(run_conf=conf or None)
+        dag_run = dagbag.dags[dag_id].test(run_conf={**defaults[dag_id], **conf})
         seconds = time.perf_counter() - started
         print(f"\n{dag_id}: dag.test() {dag_run.state} in {seconds:.1f}s")
         return dag_run, seconds

@@ -1,0 +1,249 @@
+"""``recsys replay``: a MovieLens release played night by night through the real pipelines, with
+two counterfactual arms beside the lists the loop serves.
+
+The release is split at a start day (recsys.data.stream): the ratings before it are the initial
+release, each later step of ``step_days`` days is an event file. Night 0 ingests the release,
+prepares it, trains, promotes and publishes. Each later night delivers the next step into the event
+folder and runs what production runs: ``ingest --events``, ``evaluate_served``, a retrain when
+``retrain_every_days`` have passed since the last one (prepare everything, train, gate), the
+(incremental) scoring, validation and publish.
+
+Every night, over the same users (those with a new positive in the step who were known the night
+before), three sets of lists are measured with recsys.evaluation.online:
+
+- ``fresh``: the lists served (refreshed every night from the day's events);
+- ``frozen``: the lists as of the last retrain, never refreshed;
+- ``mostpop``: the most popular movies as of that night (positives counted over the snapshot the
+  night before), the user's rated movies removed.
+
+An arm without a list for a user misses all of that user's positives. Each row of ``replay.json``
+is one night and one arm: the night's first day, the arm, the users evaluated, every metric with a
+95% bootstrap interval over users, and (fresh) the users re-scored. ``replay.png`` plots them; one
+MLflow run in the ``online`` experiment carries both.
+
+Everything runs in ``<out>/home`` (its own RECSYS_HOME, its own embedded Redis on a free port), so
+the replay never touches the served system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys import home
+from recsys.config import Settings
+from recsys.data import eventlog, stream
+from recsys.evaluation import online
+from recsys.files import read_parquet, write_text
+from recsys.pipelines import evaluate, ingest, retrain, score_nightly
+
+log = logging.getLogger(__name__)
+ARMS = ("fresh", "frozen", "mostpop")
+K = 100  # list length of the mostpop arm (the served lists hold the model version's K)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def replay_settings(settings: Settings, out: Path, release: Path) -> Settings:
+    """``settings`` pointed at ``out/home`` and the initial release, with an embedded Redis of its
+    own (the caller's Redis and MLflow settings are left out: the replay is self-contained)."""
+    tree = settings.model_dump()
+    tree["paths"]["home"] = out / "home"
+    tree["data"]["source"] = release
+    tree["store"].update(connection_string=None, port=_free_port())
+    tree["mlflow"]["tracking_uri"] = None
+    tree["dvc"]["remote_url"] = None
+    tree["events"]["source"] = None
+    return Settings.model_validate(tree)
+
+
+def _night_zero(settings: Settings) -> Path:
+    """Ingest, prepare, train, promote, score and publish the initial release; its lists."""
+    snapshot = ingest.ingest(settings, validate=True)
+    prepared = ingest.prepare(settings, snapshot["raw_dir"], snapshot["data_version"])
+    _train(settings, prepared, force=True)
+    return _night(settings)["recommendations"]
+
+
+def _train(settings: Settings, prepared: dict, force: bool = False) -> dict:
+    trained = retrain.train(settings, prepared["prepared_dir"], prepared["data_version"])
+    comparison = retrain.compare(settings, trained["version"], prepared["prepared_dir"])
+    return retrain.promote(settings, comparison, force=force)
+
+
+def _night(settings: Settings) -> dict:
+    scored = score_nightly.score(settings)
+    score_nightly.validate_recommendations(settings, scored["recommendations"])
+    score_nightly.publish(settings, scored["recommendations"])
+    return scored
+
+
+def _lists(path: Path) -> dict[int, np.ndarray]:
+    frame = read_parquet(path, ["user_id", "item_ids"])
+    return dict(zip(frame["user_id"].tolist(), frame["item_ids"]))
+
+
+def mostpop_lists(
+    ratings: pd.DataFrame, users: list[int], threshold: float, k: int = K
+) -> dict[int, np.ndarray]:
+    """Each user's ``k`` most popular movies (positives counted in ``ratings``) they have not rated."""
+    counts = ratings.loc[ratings["rating"] >= threshold, "movie_id"].value_counts(sort=False)
+    ranked = counts.sort_index().sort_values(ascending=False, kind="stable").index.to_numpy()
+    rated = ratings[ratings["user_id"].isin(users)].groupby("user_id")["movie_id"].agg(set)
+    out = {}
+    for user in users:
+        seen = rated.get(user, set())
+        top = [m for m in ranked[: k + len(seen)] if m not in seen][:k]
+        out[user] = np.asarray(top, dtype=np.int64)
+    return out
+
+
+def measure_arms(
+    settings: Settings, since: int, until: int, arms: dict[str, Path | None], previous: dict[str, dict]
+) -> list[dict]:
+    """The rows of one night: each arm's lists (a file, or None for mostpop) on the positives of
+    nights ``since``+1..``until``, over the users with one who were known by night ``since``."""
+    raw = home.raw_dir(settings)
+    positives, _ = evaluate.new_positives(settings, since, until)
+    before = eventlog.current_ratings(raw, until=since)
+    known = set(before["user_id"].unique().tolist())
+    positives = {u: p for u, p in positives.items() if u in known}
+    served = Path(arms["fresh"])  # type: ignore[arg-type]
+    catalogue = read_parquet(served.parent / "catalogue.parquet", ["movie_id", "train_count"])
+    rows = []
+    for arm, path in arms.items():
+        found = (
+            _lists(path)
+            if path is not None
+            else mostpop_lists(before, sorted(positives), settings.data.rating_threshold)
+        )
+        lists = {u: found.get(u, np.empty(0, dtype=np.int64)) for u in positives}
+        metrics = evaluate.measure(lists, positives, catalogue, previous.get(arm), with_intervals=True)
+        metrics["coverage_at_10"] = online.coverage(found, len(catalogue))  # over all of the arm's lists
+        rows.append({"arm": arm, **metrics})
+        previous[arm] = found
+    return rows
+
+
+def replay(
+    settings: Settings,
+    source: Path,
+    start: date,
+    nights: int,
+    step_days: int = 1,
+    retrain_every_days: int = 7,
+    out: Path | None = None,
+) -> dict:
+    """Play ``nights`` steps of ``source`` from ``start`` through the pipelines (module docstring);
+    returns the report written to ``out/replay.json``."""
+    from recsys.ops import redis_server
+
+    out = Path(out or settings.paths.home / "replay").resolve()
+    played = stream.split(source, start, nights, step_days, out / "stream")
+    here = replay_settings(settings, out, played.release)
+    rows: list[dict] = []
+    with redis_server.running(here):
+        state = {"frozen": Path(_night_zero(here)), "last_retrain": start, "previous": {}}
+        for number, step in enumerate(played.steps, 1):
+            rows += _play_night(here, number, step, retrain_every_days, state)
+    args = {
+        "source": str(source),
+        "start": start.isoformat(),
+        "nights": nights,
+        "step_days": step_days,
+        "retrain_every_days": retrain_every_days,
+    }
+    return _report(here, out, rows, args)
+
+
+def _play_night(
+    here: Settings, number: int, step: tuple[date, Path, Path | None], every: int, state: dict
+) -> list[dict]:
+    """Deliver one step, take it in, measure the three arms, retrain when due, score and publish."""
+    day, ratings_file, movies_file = step
+    inbox = here.paths.home / "events"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for path in (ratings_file, movies_file):
+        if path is not None:
+            shutil.copyfile(path, inbox / path.name)
+    raw = home.raw_dir(here)
+    since = eventlog.last_seq(raw)
+    taken = ingest.ingest_events(here)
+    evaluate.evaluate_served(here, day.isoformat())
+    arms = {"fresh": Path(_served(here)), "frozen": state["frozen"], "mostpop": None}
+    measured = measure_arms(here, since, eventlog.last_seq(raw), arms, state["previous"])
+    due = (day - state["last_retrain"]).days >= every
+    if due:
+        _train(here, ingest.prepare(here, str(raw), taken["data_version"]))
+        state["last_retrain"] = day
+    scored = _night(here)
+    if due:
+        state["frozen"] = here.paths.home / "frozen.parquet"
+        shutil.copyfile(scored["recommendations"], state["frozen"])
+    log.info("replay night %d (%s): %s", number, day, [(r["arm"], r["hit_rate_at_10"]) for r in measured])
+    fresh = {"rescored": scored["n_rescored"], "retrained": due}
+    return [
+        {"night": number, "day": day.isoformat(), **r, **(fresh if r["arm"] == "fresh" else {})}
+        for r in measured
+    ]
+
+
+def _served(settings: Settings) -> str:
+    from recsys.pipelines import night
+
+    record = night.served(settings)
+    assert record is not None  # night 0 published
+    return str(record["recommendations"])
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per arm: the mean over nights of each user metric, weighted by the users evaluated."""
+    table = pd.DataFrame(rows)
+    out = {}
+    for arm, group in table.groupby("arm", sort=False):
+        weights = group["users"].to_numpy(dtype=np.float64)
+        out[str(arm)] = {
+            "nights": len(group),
+            "users": int(weights.sum()),
+            **{
+                m: float(np.average(group[m], weights=weights)) if weights.sum() else 0.0
+                for m in online.USER_METRICS
+            },
+        }
+    return out
+
+
+def _report(here: Settings, out: Path, rows: list[dict], args: dict) -> dict:
+    from recsys.tracking.plots import plot_replay
+
+    report = {"args": args, "arms": summarise(rows), "rows": rows}
+    write_text(json.dumps(report, indent=2, default=float) + "\n", out / "replay.json")
+    png = plot_replay(pd.DataFrame(rows), out / "replay.png")
+    _log_run(here, out, report, png)
+    return {**report, "json": str(out / "replay.json"), "png": str(png)}
+
+
+def _log_run(here: Settings, out: Path, report: dict, png: Path) -> None:
+    """One run in the replay's own MLflow store (``<out>/home/mlflow``), experiment ``online``."""
+    import mlflow
+
+    from recsys.ops.registry import ONLINE, Registry
+
+    with Registry.open(here, ONLINE).run():
+        mlflow.set_tags({"kind": "replay", **{k: str(v) for k, v in report["args"].items()}})
+        for row in report["rows"]:
+            for metric in online.USER_METRICS:
+                mlflow.log_metric(f"{row['arm']}_{metric}", float(row[metric]), step=int(row["night"]))
+        mlflow.log_artifact(str(out / "replay.json"))
+        mlflow.log_artifact(str(png))

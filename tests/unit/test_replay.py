@@ -1,0 +1,86 @@
+"""The replay's pure parts on planted data: a release split into a stream, the most-popular arm,
+and the summary over nights."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.data import stream
+from recsys.errors import DataError
+from recsys.pipelines.replay import mostpop_lists, summarise
+
+pytestmark = pytest.mark.unit
+
+
+def _at(day: str, hour: int = 12) -> int:
+    return int(datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC).timestamp())
+
+
+def test_a_release_splits_into_an_initial_release_and_steps_with_their_new_movies(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    rows = [
+        (1, 10, 4.0, _at("2020-01-01")),
+        (2, 10, 3.0, _at("2020-01-02")),
+        (1, 11, 5.0, _at("2020-01-03")),  # movie 11 first rated in step 1
+        (2, 12, 4.0, _at("2020-01-05", 0)),  # movie 12, first second of step 2
+        (3, 11, 2.0, _at("2020-01-08")),  # after the last step: not delivered
+    ]
+    pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(
+        source / "ratings.csv", index=False
+    )
+    movies = pd.DataFrame({"movieId": [10, 11, 12, 13], "title": list("abcd"), "genres": ["Drama"] * 4})
+    movies.to_csv(source / "movies.csv", index=False)
+    played = stream.split(source, date(2020, 1, 3), steps=2, step_days=2, out=tmp_path / "out")
+    release = pd.read_csv(played.release / "ratings.csv")
+    assert release["movieId"].tolist() == [10, 10]
+    assert pd.read_csv(played.release / "movies.csv")["movieId"].tolist() == [10, 13]  # 13: never rated
+    (day1, ratings1, movies1), (day2, ratings2, movies2) = played.steps
+    assert (day1, day2) == (date(2020, 1, 3), date(2020, 1, 5))
+    assert pd.read_csv(ratings1)["movieId"].tolist() == [11] and pd.read_csv(movies1)["movieId"].tolist() == [
+        11
+    ]
+    assert pd.read_csv(ratings2)["movieId"].tolist() == [12] and pd.read_csv(movies2)["movieId"].tolist() == [
+        12
+    ]
+    assert [p.name for p in (ratings1, movies1)] == ["2020-01-03.csv", "2020-01-03.movies.csv"]
+    with pytest.raises(DataError, match="leaves nothing to replay"):
+        stream.split(source, date(2021, 1, 1), 1, 1, tmp_path / "late")
+
+
+def test_mostpop_counts_positives_and_removes_what_the_user_rated():
+    ratings = pd.DataFrame(
+        [(1, 10, 5.0), (2, 10, 4.0), (3, 11, 4.5), (4, 11, 4.0), (5, 12, 4.0), (6, 13, 2.0), (1, 12, 1.0)],
+        columns=["user_id", "movie_id", "rating"],
+    )
+    lists = mostpop_lists(ratings, [1, 7], threshold=4.0, k=2)
+    assert lists[7].tolist() == [10, 11]  # 10 and 11 have two positives each: ties by movie id
+    assert lists[1].tolist() == [11]  # user 1 rated 10 and 12; 13 has no positive
+
+
+def test_the_summary_weights_each_night_by_its_users():
+    rows = [
+        {
+            "arm": "fresh",
+            "users": 1,
+            "hit_rate_at_10": 1.0,
+            "recall_at_10": 1.0,
+            "recall_at_100": 1.0,
+            "ndcg_at_10": 1.0,
+        },
+        {
+            "arm": "fresh",
+            "users": 3,
+            "hit_rate_at_10": 0.0,
+            "recall_at_10": 0.0,
+            "recall_at_100": 0.0,
+            "ndcg_at_10": 0.0,
+        },
+    ]
+    fresh = summarise(rows)["fresh"]
+    assert fresh["nights"] == 2 and fresh["users"] == 4 and fresh["hit_rate_at_10"] == 0.25
+    assert np.isclose(fresh["ndcg_at_10"], 0.25)
