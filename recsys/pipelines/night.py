@@ -63,7 +63,7 @@ def record_served(settings: Settings, night: dict, recommendations: str, rescore
         "model_version": night["model_version"],
         "release_id": night["release_id"],
         "events_seq": night["events_seq"],
-        "night_id": night["night_id"],
+        "night_id": night.get("night_id", ""),
         "data_version": night["snapshot_version"],
         "mode": night["mode"],
         "rescored": int(rescored),

@@ -365,7 +365,7 @@ def test_stack_env_file_is_generated_private_and_refused_when_readable(tmp_path,
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert "change-me" not in values.values() and set(values) == set(stack.template_names())
     passwords = [values[k] for k in values if k.endswith("PASSWORD")]
-    assert len(passwords) == len(set(passwords)) == 6  # each secret its own
+    assert len(passwords) == len(set(passwords)) == 7  # each secret its own
     assert stack.ensure_env(path) == values  # kept, not regenerated
     path.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
