@@ -61,8 +61,11 @@ def evaluate_served() -> dict:
     """How the lists served now did on the events that came in since they were built."""
     from recsys.pipelines import evaluate
 
+    context = get_current_context()
+    # an asset-triggered or manual run has no logical date: the night is the day it runs after
+    night = context.get("ds") or context["dag_run"].run_after.date().isoformat()
     with fail_fast_on_bad_input():
-        result = evaluate.evaluate_served(load(), get_current_context()["ds"])
+        result = evaluate.evaluate_served(load(), night)
     if not result["evaluated"]:
         raise AirflowSkipException(f"nothing to evaluate: {result['reason']}")
     print(f"served lists: {result}")

@@ -192,4 +192,7 @@ def open_source(settings: Settings, override: str | None = None) -> Source:
     spec = override if override is not None else settings.events_source
     if "://" in spec:
         return SqlSource(spec, settings.events.table, settings.events.cursor, redact(spec))
+    inbox = (settings.paths.home / "events").resolve()
+    if Path(spec).resolve() == inbox:
+        inbox.mkdir(parents=True, exist_ok=True)  # the default folder: empty until an export drops files
     return FolderSource(Path(spec))

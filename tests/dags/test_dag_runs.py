@@ -332,7 +332,7 @@ def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_it
     """Retrain with the DAG's `k` Param at 20 while `score.k` stays 100: every later night still
     validates, publishes and verifies, with the K recorded on the model version. Runs last: it
     moves the champion."""
-    retrain, _ = run_dag("recsys_retrain", k=20, force_promotion=True)
+    retrain, _ = run_dag("recsys_retrain", k=20, force_promotion=True, max_epochs=1)  # promoted by force
     assert retrain.state == "success", states(airflow_db, retrain)
     version = airflow_db.xcom(retrain, "train")["version"]
     assert str(Registry.open(recsys_env).resolve("champion").version) == version != "1"

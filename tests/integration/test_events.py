@@ -46,6 +46,7 @@ def version(settings) -> str:
 def test_a_night_of_files_becomes_a_dvc_version_and_a_rerun_changes_nothing(settings):
     folder = home.raw_dir(settings).parents[2] / "events"  # the default source: $RECSYS_HOME/events
     before = version(settings)
+    assert not ingest.ingest_events(settings)["taken"] and folder.is_dir()  # created empty: nothing new
     first = RATINGS.iloc[0]  # user 1's rating of movie 1, delivered again as is
     drop(
         folder,

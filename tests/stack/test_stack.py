@@ -244,14 +244,7 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
     release.touch()
     killed = {"map_index": HELD_SHARD, "try": victim["try_number"], "worker": held["worker"]}
 
-    deadline = time.monotonic() + 600
-    while (run := api.call("GET", f"/api/v2/dags/{NIGHT}/dagRuns/{run_id}"))["state"] not in {
-        "success",
-        "failed",
-    }:
-        assert time.monotonic() < deadline, api.states(NIGHT, run_id)
-        time.sleep(3)
-    assert run["state"] == "success", api.states(NIGHT, run_id)
+    _wait_for_success(api, NIGHT, run_id)
 
     shards = api.shards(run_id)
     assert len(shards) == 8
@@ -350,9 +343,8 @@ def _stack_env(stack: dict) -> dict[str, str]:
                                  stack["home"].resolve(), os.cpu_count() or 2, 2)  # fmt: skip
 
 
-def _run_to_the_end(api: Api, dag_id: str, timeout_s: float = 600) -> dict:
-    """Trigger ``dag_id`` by hand over the REST API and wait until the run succeeds or fails."""
-    run_id = api.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+def _wait_for_success(api: Api, dag_id: str, run_id: str, timeout_s: float = 600) -> dict:
+    """Poll the run until it ends (the test fails on a failed run, or after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while (run := api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))["state"] not in {
         "success",
@@ -362,6 +354,12 @@ def _run_to_the_end(api: Api, dag_id: str, timeout_s: float = 600) -> dict:
         time.sleep(2)
     assert run["state"] == "success", api.states(dag_id, run_id)
     return run
+
+
+def _run_to_the_end(api: Api, dag_id: str) -> dict:
+    """Trigger ``dag_id`` by hand over the REST API and wait until the run succeeds."""
+    run_id = api.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+    return _wait_for_success(api, dag_id, run_id)
 
 
 def _xcom(api: Api, dag_id: str, run_id: str, task_id: str) -> dict:
