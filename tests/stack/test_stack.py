@@ -307,11 +307,27 @@ def test_a_night_on_celery_spreads_shards_survives_a_killed_worker_and_matches_o
     differ = [
         int(want["user_id"])
         for (_, want), (_, got) in zip(expected.iterrows(), served.iterrows())
-        if [int(i) for i in got["item_ids"]] != [int(i) for i in want["item_ids"]]
-        or list(got["scores"]) != pytest.approx(list(want["scores"]), rel=1e-5, abs=1e-6)
-        or got["model_version"] != str(champion["model_version"])
+        if not _same_up_to_rounding(got, want) or got["model_version"] != str(champion["model_version"])
     ]
     assert not differ, f"{len(differ)} of {len(expected)} users differ, first {differ[:10]}"
+
+
+def _same_up_to_rounding(got: Any, want: Any) -> bool:
+    """The same list up to float32 rounding: scores equal position by position (rel 1e-5), and the
+    items too, but where two neighbours' scores tie within that rounding they may trade places (so
+    the item at the cut may differ). Observed once in 610 users: user 303's two tied items swapped."""
+    got_items, want_items = [int(i) for i in got["item_ids"]], [int(i) for i in want["item_ids"]]
+    if list(got["scores"]) != pytest.approx(list(want["scores"]), rel=1e-5, abs=1e-6):
+        return False
+    scores = list(want["scores"])
+    for i, (a, b) in enumerate(zip(got_items, want_items)):
+        tied = any(
+            j != i and 0 <= j < len(scores) and scores[j] == pytest.approx(scores[i], rel=1e-5, abs=1e-6)
+            for j in (i - 1, i + 1)
+        )
+        if a != b and not tied:
+            return False
+    return len(set(got_items) ^ set(want_items)) <= 2
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float = 30) -> None:
