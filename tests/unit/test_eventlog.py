@@ -140,6 +140,14 @@ def test_a_folder_source_takes_each_dated_file_once_late_files_and_rewritten_one
     assert second.parts == ["2023-12-31.csv", "2024-01-01.csv"] and len(second.ratings) == 3
 
 
+def test_a_quiet_day_with_a_header_only_file_keeps_the_delivery_typed(tmp_path):
+    _drop(tmp_path, "2024-01-01.csv", [(2, 10, 4.0, 90)])
+    (tmp_path / "2024-01-02.csv").write_text("userId,movieId,rating,timestamp\n")  # nobody rated
+    taken = FolderSource(tmp_path).read(None)
+    assert taken.parts == ["2024-01-01.csv", "2024-01-02.csv"] and taken.watermark == "2024-01-02"
+    assert taken.ratings.dtypes.astype(str).tolist() == ["int64", "int64", "float64", "int64"]
+
+
 def test_a_folder_source_names_a_bad_file(tmp_path):
     (tmp_path / "2024-01-01.csv").write_text("user,movie\n1,2\n")
     with pytest.raises(
