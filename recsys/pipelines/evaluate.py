@@ -93,6 +93,12 @@ def measure(
     }
 
 
+def json_safe(row: dict) -> dict:
+    """``row`` with every NaN or infinite number as None: a metric with nothing to measure (churn on
+    the first night, hit rate on a night without positives) is null in JSON and XCom, not NaN."""
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
+
+
 def evaluate_served(settings: Settings, night_date: str | None = None) -> dict:
     """Evaluate the lists served now on the events that came after them (module docstring).
 
@@ -132,7 +138,7 @@ def evaluate_served(settings: Settings, night_date: str | None = None) -> dict:
     _upsert(settings, row)
     row["mlflow_run_id"] = _log_run(settings, row)
     log.info("served lists on nights %s: %s", row["nights"], {k: row[k] for k in SHOWN if k in row})
-    return {"evaluated": True, **row}
+    return {"evaluated": True, **json_safe(row)}
 
 
 def _upsert(settings: Settings, row: dict) -> None:

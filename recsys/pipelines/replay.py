@@ -131,7 +131,7 @@ def measure_arms(
         lists = {u: found.get(u, np.empty(0, dtype=np.int64)) for u in positives}
         metrics = evaluate.measure(lists, positives, catalogue, previous.get(arm), with_intervals=True)
         metrics["coverage_at_10"] = online.coverage(found, len(catalogue))  # over all of the arm's lists
-        rows.append({"arm": arm, **metrics})
+        rows.append(evaluate.json_safe({"arm": arm, **metrics}))
         previous[arm] = found
     return rows
 

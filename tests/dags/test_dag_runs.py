@@ -267,6 +267,7 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(chain, run_dag, airf
     taken = airflow_db.xcom(ingest_run, "take_events")
     assert taken["night"] == 1 and taken["counts"]["new"] == 8 and taken["counts"]["users"] == 2
     assert nightly_run.state == "success", states(airflow_db, nightly_run)
+    assert states(airflow_db, nightly_run)["evaluate_served"] == ["success"]  # its result is JSON
     assert len(Registry.open(recsys_env).versions()) == 1  # no retrain happened
     report = airflow_db.xcom(nightly_run, "report")
     assert report["model_version"] == "1" and report["data_version"] == taken["data_version"]
@@ -318,6 +319,7 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(chain, run_dag, airf
             now = [m for m, _ in served(recsys_env, [user])[user]]
             assert movie not in now and now != lists.loc[user, "item_ids"].tolist()  # re-scored, rated
         assert served(recsys_env, [2, 3]) == before
+        assert states(airflow_db, nightly_run)["evaluate_served"] == ["success"]
         evaluated = airflow_db.xcom(nightly_run, "evaluate_served")
         positives = {u: sum(r >= 4.0 for v, _, r in rows_of_night if v == u) for u in users}
         assert evaluated["users"] == sum(1 for n in positives.values() if n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -62,3 +63,15 @@ def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
     low, high = online.bootstrap(values)
     assert low < 0.3 < high and (low, high) == online.bootstrap(values)
     assert all(math.isnan(v) for v in online.bootstrap(np.array([])))
+
+
+def test_a_first_night_without_positives_measures_to_strict_json():
+    """No previous lists: churn is null, not NaN, which Airflow's XCom and replay.json refuse; no
+    user with a new positive: the user metrics are 0 over 0 users."""
+    from recsys.pipelines.evaluate import json_safe, measure
+
+    catalogue = pd.DataFrame({"movie_id": [1, 2, 3], "train_count": [5, 3, 1]})
+    row = json_safe(measure({1: np.array([1, 2])}, {}, catalogue, previous=None))
+    assert row["churn_at_10"] is None and row["users"] == 0 and row["hit_rate_at_10"] == 0.0
+    assert row["coverage_at_10"] == 2 / 3
+    json.dumps(row, allow_nan=False)
