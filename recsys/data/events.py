@@ -181,7 +181,8 @@ class SqlSource:
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     """The frames' rows in order. A file with a header and no rows (a quiet day) reads as object
-    columns, which would turn every column of the delivery into objects: it adds nothing, so it is left out."""
+    columns, which would turn every column of the delivery into objects: it adds nothing, so it is
+    left out."""
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
