@@ -2,23 +2,32 @@
 registration of the repo's objects (``feast apply``), and the Redis layout Feast uses for a view.
 
 The only module that imports ``feast`` (7-8 s: it pulls in torch and cloud SDKs), always inside
-the functions that need it.
+the functions that need it. A night need not pay for it: each apply leaves a registration record
+(``data/registration.json`` beside the registry) with a fingerprint of the repo's definition files,
+the registry file's md5 and the Redis layout of every view. While both still match, the repo is
+registered as it stands, so :func:`apply` has nothing to do and the fast writer takes the layouts
+from the record (:func:`registered_layouts`), with no Feast import. Editing a definition, changing
+feature_store.yaml or touching the registry any other way invalidates the record; the next apply
+registers through Feast again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.config import Settings
 from recsys.errors import StoreError
+from recsys.files import write_text
 from recsys.online import layout
 from recsys.ops import redis_server
 
@@ -27,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+REGISTRATION = "registration.json"  # under the repo's data/, beside the file registry
 
 
 @contextmanager
@@ -81,12 +91,99 @@ def repo_objects(repo: Path) -> list[Any]:
     return list(found.values())
 
 
+def _fingerprint(repo: Path) -> str:
+    """sha256 of feature_store.yaml and the definition modules: what ``feast apply`` registers."""
+    digest = hashlib.sha256()
+    for name in ("feature_store.yaml", *(f"{m}.py" for m in REPO_MODULES)):
+        path = repo / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return digest.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def _registry_file(store: FeatureStore, repo: Path) -> Path | None:
+    """The local registry file of ``store``; None for a registry elsewhere (SQL, object store)."""
+    registry = store.config.registry
+    path = getattr(registry, "path", None) or (registry if isinstance(registry, str) else None)
+    if not path or getattr(registry, "registry_type", "file") != "file" or "://" in str(path):
+        return None
+    return Path(path) if Path(path).is_absolute() else repo / path
+
+
+def _record(settings: Settings, store: FeatureStore, names: list[str]) -> None:
+    """Write the registration record of what was just applied (module docstring); none when the
+    registry is not a local file or the store does not read Redis from the settings."""
+    repo = settings.paths.feature_repo
+    path = repo / "data" / REGISTRATION
+    registry = _registry_file(store, repo)
+    follows = getattr(store.config.online_store, "connection_string", None) == settings.redis_connection
+    if registry is None or not registry.is_file() or not follows:
+        path.unlink(missing_ok=True)
+        return
+    layouts = {}
+    for view in store.list_feature_views():
+        try:
+            layouts[view.name] = asdict(view_layout(store, view.name))
+        except StoreError:  # not for the fast writer: it asks Feast, which names the problem
+            continue
+    record = {
+        "fingerprint": _fingerprint(repo),
+        "registry": str(registry),
+        "registry_md5": _md5(registry),
+        "names": names,
+        "layouts": {
+            view: {
+                **fields,
+                "timestamp_key": fields["timestamp_key"].decode(),
+                "features": [[c, f.hex(), kind] for c, f, kind in fields["features"]],
+            }
+            for view, fields in layouts.items()
+        },
+    }
+    write_text(json.dumps(record, indent=2), path)
+
+
+def _registration(settings: Settings) -> dict | None:
+    """The registration record while it still describes the repo and its registry, else None."""
+    repo = settings.paths.feature_repo
+    try:
+        record = json.loads((repo / "data" / REGISTRATION).read_text())
+        current = record["fingerprint"] == _fingerprint(repo)
+        return record if current and record["registry_md5"] == _md5(Path(record["registry"])) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def registered_layouts(settings: Settings) -> dict[str, ViewLayout]:
+    """The layout of every view the fast writer can write, by view name, from a current registration
+    record (no Feast import); empty when there is none (apply first, or ask :func:`view_layout`)."""
+    record = _registration(settings) or {}
+    return {
+        view: ViewLayout(
+            project=fields["project"],
+            join_key=fields["join_key"],
+            timestamp_field=fields["timestamp_field"],
+            timestamp_key=fields["timestamp_key"].encode(),
+            features=tuple((c, bytes.fromhex(f), kind) for c, f, kind in fields["features"]),
+            ttl_seconds=fields["ttl_seconds"],
+        )
+        for view, fields in record.get("layouts", {}).items()
+    }
+
+
 def apply(settings: Settings) -> list[str]:
     """Register the repo's objects in the registry (`feast apply`), deleting views/services it dropped.
 
-    Returns the names applied. Raises StoreError when Redis is unreachable.
+    Nothing to do (and no Feast import) while the registration record says the registry already
+    holds the repo as it stands. Returns the names applied. Raises StoreError when Redis is unreachable.
     """
     redis_server.require(settings)
+    if (record := _registration(settings)) is not None:
+        log.info("Feast repo %s is registered as it stands", settings.paths.feature_repo)
+        return list(record["names"])
     store = feature_store(settings)
     objects = repo_objects(settings.paths.feature_repo)
     names = {obj.name for obj in objects}
@@ -96,6 +193,7 @@ def apply(settings: Settings) -> list[str]:
     log.info(
         "applied %d Feast objects to project %s (%d stale removed)", len(objects), layout.PROJECT, len(stale)
     )
+    _record(settings, store, sorted(names))
     return sorted(names)
 
 

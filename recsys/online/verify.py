@@ -1,17 +1,22 @@
-"""Read-back checks of a publish through Feast's own ``get_online_features``: a fixed sample of the
-written lists, histories and similar movies must come back as written.
+"""Read-back checks of a publish: a fixed sample of the written lists, histories and similar movies
+must come back as written, read through Feast's own ``get_online_features``, or (``through=
+"registered"``) through the layouts of the current registration record
+(recsys.online.feast_repo.registered_layouts): the hash fields Feast reads, decoded without Feast.
 
-Imports Feast (through recsys.online.feast_repo) only inside the functions that read.
+Imports Feast (through recsys.online.feast_repo) only inside the functions that read through it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import redis
 
 from recsys.config import Settings
 from recsys.errors import StoreError
-from recsys.online.feast_repo import feature_store
+from recsys.online import layout
+from recsys.online.feast_repo import ViewLayout, feature_store, registered_layouts
 from recsys.online.layout import (
     FEATURE_SERVICE,
     HISTORY_FEATURES,
@@ -21,6 +26,7 @@ from recsys.online.layout import (
     SIMILAR_SERVICE,
     USER_FEATURES,
     USER_KEY,
+    USER_VIEW,
 )
 from recsys.ops import redis_server
 
@@ -61,6 +67,32 @@ def read_histories(user_ids: Sequence[int], settings: Settings) -> pd.DataFrame:
     return _read_online(refs, (USER_KEY, *HISTORY_FEATURES), user_ids, settings)
 
 
+def read_registered(view: ViewLayout, ids: Sequence[int], settings: Settings) -> pd.DataFrame:
+    """Every feature of ``view`` for ``ids`` as the registration record lays it out, one pipelined
+    round trip: one row per id, in order, None where Redis holds no value. StoreError when Redis
+    is unreachable."""
+    import numpy as np
+    import pandas as pd
+
+    fields = [field for _, field, _ in view.features]
+    keys = layout.entity_keys(view.join_key, np.asarray(ids, dtype=np.int64), view.project)
+    conn = redis_server.client(settings.redis_connection)
+    try:
+        with conn.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, fields)
+            replies = pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise redis_server.unreachable(settings, exc) from exc
+    finally:
+        conn.close()
+    rows = [
+        {view.join_key: int(i), **{c: layout.decode_value(v) for (c, _, _), v in zip(view.features, reply)}}
+        for i, reply in zip(ids, replies)
+    ]
+    return pd.DataFrame(rows, columns=[view.join_key, *(c for c, _, _ in view.features)])
+
+
 def _same_ids(expected: Any, got: Any) -> bool:
     return got is not None and [int(i) for i in got] == [int(i) for i in expected]
 
@@ -94,13 +126,20 @@ def _history_mismatch(expected: Any, got: Any) -> str | None:
     return "data_version" if got["data_version"] != str(expected["data_version"]) else None
 
 
-def _compare(frame: pd.DataFrame, sample: int, settings: Settings, what: str) -> int:
+Through = Literal["feast", "registered"]
+
+
+def _compare(frame: pd.DataFrame, sample: int, settings: Settings, what: str, through: Through) -> int:
     """Read a fixed sample of ``frame`` (lists or histories) back; StoreError on the first difference."""
     if sample <= 0 or frame.empty:
         return 0
     chosen = frame.sample(n=min(sample, len(frame)), random_state=0)
     read, mismatch = (read_lists, _list_mismatch) if what == "lists" else (read_histories, _history_mismatch)
-    got = read(chosen[USER_KEY].tolist(), settings)
+    if through == "registered":
+        view = registered_layouts(settings)[USER_VIEW if what == "lists" else HISTORY_VIEW]
+        got = read_registered(view, chosen[USER_KEY].tolist(), settings)
+    else:
+        got = read(chosen[USER_KEY].tolist(), settings)
     bad = [
         (int(w[USER_KEY]), field)
         for (_, w), (_, g) in zip(chosen.iterrows(), got.iterrows())
@@ -116,17 +155,26 @@ def _compare(frame: pd.DataFrame, sample: int, settings: Settings, what: str) ->
 
 
 def verify(
-    recs: pd.DataFrame, settings: Settings, sample: int, histories: pd.DataFrame | None = None
-) -> dict[str, int]:
-    """Read ``sample`` users of ``recs`` (and of ``histories``) back through Feast and compare.
+    recs: pd.DataFrame,
+    settings: Settings,
+    sample: int,
+    histories: pd.DataFrame | None = None,
+    through: Through = "feast",
+) -> dict[str, Any]:
+    """Read ``sample`` users of ``recs`` (and of ``histories``) back and compare: through Feast, or
+    through the registered layouts (module docstring; Feast when there is no current record).
 
     The sample is fixed (random_state 0) so a failure reproduces. Returns {"checked" (lists),
-    "histories_checked" (0 without histories), "mismatches" (always 0: a difference raises)}.
-    Raises StoreError naming the first user and field that differ.
+    "histories_checked" (0 without histories), "mismatches" (always 0: a difference raises),
+    "through"}. Raises StoreError naming the first user and field that differ.
     """
-    checked = _compare(recs, sample, settings, "lists")
-    histories_checked = 0 if histories is None else _compare(histories, sample, settings, "histories")
-    return {"checked": checked, "histories_checked": histories_checked, "mismatches": 0}
+    if through == "registered" and not {USER_VIEW, HISTORY_VIEW} <= set(registered_layouts(settings)):
+        through = "feast"
+    checked = _compare(recs, sample, settings, "lists", through)
+    histories_checked = (
+        0 if histories is None else _compare(histories, sample, settings, "histories", through)
+    )
+    return {"checked": checked, "histories_checked": histories_checked, "mismatches": 0, "through": through}
 
 
 def read_similar(movie_ids: Sequence[int], settings: Settings) -> pd.DataFrame:

@@ -3,11 +3,12 @@ movie's similar movies, into Redis as Feast's Redis store lays them out.
 
 Two writers put the same bytes into Redis: Feast's ``write_to_online_store`` (one protobuf object
 per value and row), and the default fast writer, which reads the layout from the registered repo
-(recsys.online.feast_repo.view_layout), encodes whole columns with :mod:`recsys.online.layout` and
-pipelines the HSETs Feast would send, several times faster. The fast writer refuses (StoreError,
-nothing written) a repo whose online store it does not reproduce byte for byte, rather than
-falling back: a silent fallback would hide both the configuration change and a several-fold
-slower nightly publish.
+(recsys.online.feast_repo: the registration record while it is current, else Feast's registry),
+encodes whole columns with :mod:`recsys.online.layout` and pipelines the HSETs Feast would send,
+several times faster, and without importing Feast on a night the repo is registered as it stands.
+The fast writer refuses (StoreError, nothing written) a repo whose online store it does not
+reproduce byte for byte, rather than falling back: a silent fallback would hide both the
+configuration change and a several-fold slower nightly publish.
 
 Publish frames:
 - recs: one row per user - ``user_id`` int64, ``item_ids`` list[int64] (movie ids, best first),
@@ -37,7 +38,7 @@ import redis
 from recsys.config import Settings
 from recsys.errors import DataError, StoreError
 from recsys.online import layout, publication
-from recsys.online.feast_repo import ViewLayout, feature_store, view_layout
+from recsys.online.feast_repo import ViewLayout, feature_store, registered_layouts, view_layout
 from recsys.online.layout import (
     CATALOGUE_COLUMNS,
     HISTORY_COLUMNS,
@@ -184,9 +185,19 @@ def _prepare_histories(histories: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _layouts(settings: Settings, views: Sequence[str]) -> tuple[dict[str, ViewLayout], str]:
+    """The fast writer's layout of each view and the Redis it writes to: from the registration
+    record when it covers every view (no Feast import), else from Feast's registry (which raises
+    StoreError naming what the fast writer does not implement)."""
+    registered = registered_layouts(settings)
+    if all(view in registered for view in views):
+        return {view: registered[view] for view in views}, settings.redis_connection
+    store = feature_store(settings)
+    return {view: view_layout(store, view) for view in views}, store.config.online_store.connection_string
+
+
 @contextmanager
 def _online_writer(
-    store: FeatureStore,
     views: Sequence[str],
     writer: Writer,
     batch_size: int,
@@ -199,12 +210,14 @@ def _online_writer(
     """
     if writer not in ("fast", "feast"):
         raise StoreError(f"writer must be 'fast' or 'feast', got {writer!r}")
-    layouts = {view: view_layout(store, view) for view in views} if writer == "fast" else {}
-    conn = redis_server.client(store.config.online_store.connection_string) if layouts else None
+    store = feature_store(settings) if writer == "feast" else None
+    layouts, connection = _layouts(settings, views) if writer == "fast" else ({}, "")
+    conn = redis_server.client(connection) if layouts else None
 
     def write(view: str, frame: pd.DataFrame) -> int:
-        if conn is None:
+        if store is not None:
             return _write_online(store, view, frame, batch_size, done)
+        assert conn is not None
         return _write_fast(conn, layouts[view], frame, batch_size, done)
 
     try:
@@ -238,7 +251,7 @@ def _write_publication(
     removed). ``served_users``: every user the publication serves (default: those in the frames)."""
     import numpy as np
 
-    users, store = frames[USER_VIEW], feature_store(settings)
+    users = frames[USER_VIEW]
     batches, online, total, written = 0, 0.0, sum(len(f) for f in frames.values()), [0]
     record = redis_server.client(settings.redis_connection)
 
@@ -247,7 +260,7 @@ def _write_publication(
         publication.progress(record, written[0], total)
 
     try:
-        with _online_writer(store, list(frames), writer, batch_size, settings, done) as write:
+        with _online_writer(list(frames), writer, batch_size, settings, done) as write:
             publication.begin(
                 record, _versions(users, "model_version"), _versions(users, "data_version"), total
             )
@@ -340,8 +353,7 @@ def publish_similar(
     )
     redis_server.require(settings)
     started = time.perf_counter()
-    store = feature_store(settings)
-    with _online_writer(store, [SIMILAR_VIEW], writer, batch_size, settings, lambda rows: None) as write:
+    with _online_writer([SIMILAR_VIEW], writer, batch_size, settings, lambda rows: None) as write:
         _write_record(frame, settings.paths.feature_repo, SIMILAR_VIEW)
         batches = write(SIMILAR_VIEW, frame)
     seconds = time.perf_counter() - started

@@ -20,6 +20,7 @@ import logging
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,10 +94,14 @@ def measure(
     }
 
 
-def json_safe(row: dict) -> dict:
-    """``row`` with every NaN or infinite number as None: a metric with nothing to measure (churn on
-    the first night, hit rate on a night without positives) is null in JSON and XCom, not NaN."""
-    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
+def json_safe(value: Any) -> Any:
+    """``value`` (a row, or dicts and lists of them) with every NaN or infinite number as None: a
+    metric with nothing to measure (churn on the first night) is null in JSON and XCom, not NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def evaluate_served(settings: Settings, night_date: str | None = None) -> dict:

@@ -18,7 +18,10 @@ before), three sets of lists are measured with recsys.evaluation.online:
 
 An arm without a list for a user misses all of that user's positives. Each row of ``replay.json``
 is one night and one arm: the night's first day, the arm, the users evaluated, every metric with a
-95% bootstrap interval over users, and (fresh) the users re-scored. ``replay.png`` plots them; one
+95% bootstrap interval over users, and (fresh) the users re-scored. Its ``arms`` pool every night:
+each metric's mean over all (night, user) pairs with a 95% bootstrap interval over them, and the
+paired gain of ``fresh`` over each other arm with its interval. ``per_user.parquet`` holds the
+values they are computed from. ``replay.png`` plots them; one
 MLflow run in the ``online`` experiment carries both.
 
 Everything runs in ``<out>/home`` (its own RECSYS_HOME, its own embedded Redis on a free port), so
@@ -111,9 +114,13 @@ def mostpop_lists(
 
 def measure_arms(
     settings: Settings, since: int, until: int, arms: dict[str, Path | None], previous: dict[str, dict]
-) -> list[dict]:
-    """The rows of one night: each arm's lists (a file, or None for mostpop) on the positives of
-    nights ``since``+1..``until``, over the users with one who were known by night ``since``."""
+) -> tuple[list[dict], pd.DataFrame]:
+    """One night: each arm's lists (a file, or None for mostpop) on the positives of nights
+    ``since``+1..``until``, over the users with one who were known by night ``since``.
+
+    Returns the night's rows (one per arm) and the per-user metrics (column ``arm`` added), which
+    the summary pools over nights.
+    """
     raw = home.raw_dir(settings)
     positives, _ = evaluate.new_positives(settings, since, until)
     before = eventlog.current_ratings(raw, until=since)
@@ -121,7 +128,7 @@ def measure_arms(
     positives = {u: p for u, p in positives.items() if u in known}
     served = Path(arms["fresh"])  # type: ignore[arg-type]
     catalogue = read_parquet(served.parent / "catalogue.parquet", ["movie_id", "train_count"])
-    rows = []
+    rows, users = [], []
     for arm, path in arms.items():
         found = (
             _lists(path)
@@ -132,8 +139,9 @@ def measure_arms(
         metrics = evaluate.measure(lists, positives, catalogue, previous.get(arm), with_intervals=True)
         metrics["coverage_at_10"] = online.coverage(found, len(catalogue))  # over all of the arm's lists
         rows.append(evaluate.json_safe({"arm": arm, **metrics}))
+        users.append(online.per_user(lists, positives).assign(arm=arm))
         previous[arm] = found
-    return rows
+    return rows, pd.concat(users, ignore_index=True)
 
 
 def replay(
@@ -153,10 +161,13 @@ def replay(
     played = stream.split(source, start, nights, step_days, out / "stream")
     here = replay_settings(settings, out, played.release)
     rows: list[dict] = []
+    users: list[pd.DataFrame] = []
     with redis_server.running(here):
         state = {"frozen": Path(_night_zero(here)), "last_retrain": start, "previous": {}}
         for number, step in enumerate(played.steps, 1):
-            rows += _play_night(here, number, step, retrain_every_days, state)
+            night_rows, night_users = _play_night(here, number, step, retrain_every_days, state)
+            rows += night_rows
+            users.append(night_users.assign(night=number))
     args = {
         "source": str(source),
         "start": start.isoformat(),
@@ -164,12 +175,14 @@ def replay(
         "step_days": step_days,
         "retrain_every_days": retrain_every_days,
     }
-    return _report(here, out, rows, args)
+    per_user = pd.concat(users, ignore_index=True)
+    per_user.to_parquet(out / "per_user.parquet", index=False)
+    return _report(here, out, rows, per_user, args)
 
 
 def _play_night(
     here: Settings, number: int, step: tuple[date, Path, Path | None], every: int, state: dict
-) -> list[dict]:
+) -> tuple[list[dict], pd.DataFrame]:
     """Deliver one step, take it in, measure the three arms, retrain when due, score and publish."""
     day, ratings_file, movies_file = step
     inbox = here.paths.home / "events"
@@ -182,7 +195,7 @@ def _play_night(
     taken = ingest.ingest_events(here)
     evaluate.evaluate_served(here, day.isoformat())
     arms = {"fresh": Path(_served(here)), "frozen": state["frozen"], "mostpop": None}
-    measured = measure_arms(here, since, eventlog.last_seq(raw), arms, state["previous"])
+    measured, users = measure_arms(here, since, eventlog.last_seq(raw), arms, state["previous"])
     due = (day - state["last_retrain"]).days >= every
     if due:
         _train(here, ingest.prepare(here, str(raw), taken["data_version"]))
@@ -193,10 +206,11 @@ def _play_night(
         shutil.copyfile(scored["recommendations"], state["frozen"])
     log.info("replay night %d (%s): %s", number, day, [(r["arm"], r["hit_rate_at_10"]) for r in measured])
     fresh = {"rescored": scored["n_rescored"], "retrained": due}
-    return [
+    rows = [
         {"night": number, "day": day.isoformat(), **r, **(fresh if r["arm"] == "fresh" else {})}
         for r in measured
     ]
+    return rows, users
 
 
 def _served(settings: Settings) -> str:
@@ -207,28 +221,40 @@ def _served(settings: Settings) -> str:
     return str(record["recommendations"])
 
 
-def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Per arm: the mean over nights of each user metric, weighted by the users evaluated."""
-    table = pd.DataFrame(rows)
-    out = {}
-    for arm, group in table.groupby("arm", sort=False):
-        weights = group["users"].to_numpy(dtype=np.float64)
-        out[str(arm)] = {
-            "nights": len(group),
-            "users": int(weights.sum()),
-            **{
-                m: float(np.average(group[m], weights=weights)) if weights.sum() else 0.0
-                for m in online.USER_METRICS
-            },
+def summarise(per_user: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per arm, over every (night, user) evaluated: the mean of each user metric with its 95%
+    bootstrap interval over users, and for every arm but ``fresh`` the paired difference
+    ``fresh - arm`` with its interval (the same users are evaluated in every arm of a night)."""
+    out: dict[str, dict[str, float]] = {}
+    keyed = per_user.set_index(["night", "user_id"])
+    fresh = keyed[keyed["arm"] == "fresh"]
+    for arm, group in keyed.groupby("arm", sort=False):
+        summary: dict[str, float] = {
+            "nights": int(group.index.get_level_values(0).nunique()),
+            "users": len(group),
         }
+        for metric in online.USER_METRICS:
+            values = group[metric].to_numpy(dtype=np.float64)
+            summary[metric] = float(values.mean()) if len(values) else 0.0
+            summary[f"{metric}_low"], summary[f"{metric}_high"] = online.bootstrap(values)
+            if arm != "fresh" and len(fresh):
+                gain = (fresh[metric] - group[metric].reindex(fresh.index)).to_numpy(dtype=np.float64)
+                summary[f"fresh_minus_{arm}_{metric}"] = float(gain.mean())
+                low, high = online.bootstrap(gain)
+                summary[f"fresh_minus_{arm}_{metric}_low"], summary[f"fresh_minus_{arm}_{metric}_high"] = (
+                    low,
+                    high,
+                )
+        out[str(arm)] = summary
     return out
 
 
-def _report(here: Settings, out: Path, rows: list[dict], args: dict) -> dict:
+def _report(here: Settings, out: Path, rows: list[dict], per_user: pd.DataFrame, args: dict) -> dict:
     from recsys.tracking.plots import plot_replay
 
-    report = {"args": args, "arms": summarise(rows), "rows": rows}
-    write_text(json.dumps(report, indent=2, default=float) + "\n", out / "replay.json")
+    report = {"args": args, "arms": summarise(per_user), "rows": rows}
+    text = json.dumps(evaluate.json_safe(report), indent=2, default=float, allow_nan=False)
+    write_text(text + "\n", out / "replay.json")
     png = plot_replay(pd.DataFrame(rows), out / "replay.png")
     _log_run(here, out, report, png)
     return {**report, "json": str(out / "replay.json"), "png": str(png)}

@@ -141,7 +141,51 @@ def test_feast_reads_back_exactly_what_was_written(
         "checked": 10,
         "histories_checked": 10,
         "mismatches": 0,
+        "through": "feast",
     }
+    # the registration record's layouts read the same values as Feast, missing user included
+    ids = [*published["user_id"], 999_999]
+    registered = feast_repo.registered_layouts(redis_settings)
+    for view, features, by_feast in (
+        (layout.USER_VIEW, layout.USER_FEATURES, read),
+        (layout.HISTORY_VIEW, layout.HISTORY_FEATURES, verify.read_histories(ids, redis_settings)),
+    ):
+        mine = verify.read_registered(registered[view], ids, redis_settings)
+        for feature in features:
+            want = [None if v is None else (v if isinstance(v, str) else list(v)) for v in by_feast[feature]]
+            assert mine[feature].tolist() == want, (view, feature)
+    through = verify.verify(published, redis_settings, 10, histories, through="registered")
+    assert through == {"checked": 10, "histories_checked": 10, "mismatches": 0, "through": "registered"}
+
+
+def test_a_registration_record_stands_for_feast_until_the_repo_or_registry_changes(
+    own_redis: Settings,
+    isolated_settings: Callable[..., Settings],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    repo = repo_variant(own_redis.paths.feature_repo, tmp_path / "registered_repo", "skip_dedup: true")
+    settings = isolated_settings(own_redis.store.port, f"paths.feature_repo={repo}")
+    assert feast_repo.registered_layouts(settings) == {}  # never applied
+    names = feast_repo.apply(settings)
+    store = feast_repo.feature_store(settings)
+    registered = feast_repo.registered_layouts(settings)
+    views = (layout.USER_VIEW, layout.HISTORY_VIEW, layout.MOVIE_VIEW, layout.SIMILAR_VIEW)
+    assert registered == {view: feast_repo.view_layout(store, view) for view in views}
+    registry = repo / "data" / "registry.db"
+    before = registry.read_bytes()
+    with caplog.at_level("INFO", logger="recsys.online.feast_repo"):
+        assert feast_repo.apply(settings) == names  # nothing to do: no Feast apply
+    assert "registered as it stands" in caplog.text and registry.read_bytes() == before
+    definitions = repo / "feature_views.py"
+    definitions.write_text(definitions.read_text() + "\n# edited\n")  # a changed definition
+    assert feast_repo.registered_layouts(settings) == {}
+    feast_repo.apply(settings)
+    assert feast_repo.registered_layouts(settings) == registered
+    registry.unlink()  # a registry removed behind the record's back
+    assert feast_repo.registered_layouts(settings) == {}
+    feast_repo.apply(settings)
+    assert registry.is_file() and feast_repo.registered_layouts(settings) == registered
 
 
 def test_feature_service_serves_lists_and_histories(

@@ -62,25 +62,29 @@ def test_mostpop_counts_positives_and_removes_what_the_user_rated():
     assert lists[1].tolist() == [11]  # user 1 rated 10 and 12; 13 has no positive
 
 
-def test_the_summary_weights_each_night_by_its_users():
-    rows = [
-        {
-            "arm": "fresh",
-            "users": 1,
-            "hit_rate_at_10": 1.0,
-            "recall_at_10": 1.0,
-            "recall_at_100": 1.0,
-            "ndcg_at_10": 1.0,
-        },
-        {
-            "arm": "fresh",
-            "users": 3,
-            "hit_rate_at_10": 0.0,
-            "recall_at_10": 0.0,
-            "recall_at_100": 0.0,
-            "ndcg_at_10": 0.0,
-        },
+def test_the_summary_pools_users_over_nights_and_pairs_the_arms():
+    metrics = ("hit_rate_at_10", "recall_at_10", "recall_at_100", "ndcg_at_10")
+    rows = [  # night 1: one user, night 2: three; fresh hits 2 of 4, frozen 1 of 4 (user 5 only)
+        (1, 5, "fresh", 1.0),
+        (1, 5, "frozen", 1.0),
+        (2, 6, "fresh", 1.0),
+        (2, 6, "frozen", 0.0),
+        (2, 7, "fresh", 0.0),
+        (2, 7, "frozen", 0.0),
+        (2, 8, "fresh", 0.0),
+        (2, 8, "frozen", 0.0),
     ]
-    fresh = summarise(rows)["fresh"]
-    assert fresh["nights"] == 2 and fresh["users"] == 4 and fresh["hit_rate_at_10"] == 0.25
-    assert np.isclose(fresh["ndcg_at_10"], 0.25)
+    per_user = pd.DataFrame(
+        [
+            {"night": n, "user_id": u, "arm": a, "positives": 1, **dict.fromkeys(metrics, v)}
+            for n, u, a, v in rows
+        ]
+    )
+    summary = summarise(per_user)
+    fresh, frozen = summary["fresh"], summary["frozen"]
+    assert fresh["nights"] == 2 and fresh["users"] == 4 and fresh["hit_rate_at_10"] == 0.5
+    assert frozen["hit_rate_at_10"] == 0.25 and np.isclose(frozen["ndcg_at_10"], 0.25)
+    assert 0.0 <= fresh["hit_rate_at_10_low"] <= 0.5 <= fresh["hit_rate_at_10_high"] <= 1.0
+    assert frozen["fresh_minus_frozen_hit_rate_at_10"] == 0.25  # user 6 on night 2
+    assert 0.0 <= frozen["fresh_minus_frozen_hit_rate_at_10_low"] <= 0.25
+    assert "fresh_minus_fresh_hit_rate_at_10" not in fresh
