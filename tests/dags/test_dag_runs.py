@@ -18,6 +18,7 @@ from recsys.config import PROJECT_ROOT
 from recsys.errors import InvalidRequestError, StoreError, ValidationFailed
 from recsys.online import verify
 from recsys.online.reader import history, lookup_many
+from recsys.online.writer import scored_at as scored_at_feature
 from recsys.ops.registry import MOVIE_SIMILAR, Registry
 from recsys.pipelines import ingest, score_nightly
 from recsys.runtime.two_tower import ModelBundle
@@ -294,7 +295,13 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(chain, run_dag, airf
     rows = verify.read_lists([1, new_user, 42], recsys_env)
     assert rows["data_version"].tolist() == [taken["data_version"]] * 2 + [old["data_version"].iat[0]]
     assert rows["model_version"].tolist() == ["1", "1", "1"]
-    assert rows["scored_at"].iat[0] > rows["scored_at"].iat[2]  # user 42 keeps last night's list
+    # each list says when it was scored: tonight for the re-scored users, last night for user 42
+    scored_at = [
+        recs.loc[1, "event_timestamp"],
+        recs.loc[new_user, "event_timestamp"],
+        old.loc[42, "event_timestamp"],
+    ]
+    assert rows["scored_at"].tolist() == scored_at_feature(pd.to_datetime(pd.Series(scored_at), utc=True))
 
     # two more nights: each evaluates the lists served the night before on the night's positives,
     # and re-scores only the users in its events

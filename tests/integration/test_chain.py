@@ -576,6 +576,16 @@ def test_a_night_of_events_rescores_only_its_users_and_equals_a_full_rescore(cha
     status = cli(env, "status")
     assert "night:   incremental, 3 users re-scored, the oldest list served was scored" in status.stdout
     incremental = pd.read_parquet(night["recommendations"]).set_index("user_id")
+    # a quiet day: nothing new in the source, nobody re-scored, nothing to validate, lists unchanged
+    assert not ingest.ingest_events(settings, str(tmp_path / "events"))["taken"]
+    quiet = score_nightly.score(settings)
+    assert quiet["mode"] == "incremental" and quiet["n_rescored"] == 0 and quiet["n_users"] == 611
+    assert score_nightly.validate_recommendations(settings, quiet["recommendations"])["rows"] == 0
+    assert score_nightly.publish(settings, quiet["recommendations"])["written"]["users"] == 0
+    assert (
+        lookup(42, 100, settings) == untouched
+        and lookup(1, 100, settings)[0][0] == incremental.loc[1, "item_ids"][0]
+    )
     full = score_nightly.score(settings, full=True)
     assert full["mode"] == "full" and full["reason"] == "a full re-score was asked for"
     everyone = pd.read_parquet(full["recommendations"]).set_index("user_id")
