@@ -170,7 +170,7 @@ def _merge_served(served: Path, scored: pd.DataFrame, out: Path) -> Path:
     fix = "run `recsys score --full`"
     try:
         kept = pq.read_table(served)
-        new = pa.Table.from_pandas(scored, preserve_index=False).select(kept.schema.names).cast(kept.schema)
+        new = pa.Table.from_pandas(scored[kept.schema.names], schema=kept.schema, preserve_index=False)
     except FileNotFoundError:
         raise DataError(f"the served lists {served} do not exist; {fix}") from None
     except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
