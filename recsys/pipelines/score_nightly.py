@@ -18,7 +18,7 @@ import pandas as pd
 from recsys import home
 from recsys.config import Settings
 from recsys.errors import DataError
-from recsys.files import atomic_path, read_parquet, write_text
+from recsys.files import read_parquet, write_text
 from recsys.ops.locks import locked
 from recsys.ops.registry import CHAMPION, MOVIE_SIMILAR, TWO_TOWER, Registry
 from recsys.pipelines import night
@@ -126,13 +126,14 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
         raise DataError(f"shards {shards} mix model or data versions, or repeat users; score them again")
     scored = scored.sort_values("user_id", ignore_index=True)
     folder = paths[0].parent
+    recs = scored
     if meta["mode"] == "incremental":
+        kept = read_recommendations(Path(meta["served"]))
+        recs = pd.concat([kept[~kept["user_id"].isin(scored["user_id"])], scored], ignore_index=True)
+        recs = recs.sort_values("user_id", ignore_index=True)
         write_recommendations(scored, folder / RESCORED)
-        path = _merge_served(Path(meta["served"]), scored, folder / "recommendations.parquet")
-        n_users = pq_rows(path)
-    else:
-        path = write_recommendations(scored, folder / "recommendations.parquet")
-        n_users = len(scored)
+    path = write_recommendations(recs, folder / "recommendations.parquet")
+    n_users = len(recs)
     meta.update(n_users=n_users, n_rescored=len(scored))
     write_text(json.dumps(meta, indent=2), folder / "scoring.json")
     return {
@@ -147,42 +148,6 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
         **_counts(scored),
         "data_version": meta["snapshot_version"],
     }
-
-
-def pq_rows(path: Path) -> int:
-    """Rows of a parquet file, from its footer."""
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
-
-
-def _merge_served(served: Path, scored: pd.DataFrame, out: Path) -> Path:
-    """The served lists of every user not in ``scored``, plus ``scored``, by user id, into ``out``.
-
-    In Arrow, not pandas: the served file holds every user's list and history (138,493 of each at
-    ML-20M), and turning those list columns into Python objects and back would cost an incremental
-    night several seconds. DataError names a served file that cannot be read or does not match.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    fix = "run `recsys score --full`"
-    try:
-        kept = pq.read_table(served)
-        new = pa.Table.from_pandas(scored[kept.schema.names], schema=kept.schema, preserve_index=False)
-    except FileNotFoundError:
-        raise DataError(f"the served lists {served} do not exist; {fix}") from None
-    except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise DataError(
-            f"the served lists {served} cannot be merged with tonight's ({reason}); {fix}"
-        ) from exc
-    kept = kept.filter(pc.invert(pc.is_in(kept["user_id"], value_set=new["user_id"])))
-    merged = pa.concat_tables([kept, new]).sort_by("user_id")
-    with atomic_path(out) as tmp:
-        pq.write_table(merged, tmp)
-    return out
 
 
 def rescored(recommendations: Path) -> pd.DataFrame:
