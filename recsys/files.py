@@ -7,6 +7,7 @@ written once. May import only ``recsys.errors``.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,6 +66,16 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return path
+
+
+def md5(*paths: Path) -> str:
+    """md5 of the files' content, in order, read 1 MiB at a time."""
+    digest = hashlib.md5()
+    for path in paths:
+        with Path(path).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_text(text: str, path: Path) -> Path:

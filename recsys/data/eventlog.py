@@ -21,7 +21,6 @@ The DVC version of ``raw/<dataset>`` changes with each night, so every night is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ import pandas as pd
 
 from recsys.data.events import MOVIE_COLUMNS, RATING_COLUMNS, Delivery
 from recsys.errors import DataError
+from recsys.files import md5 as file_md5
 from recsys.files import read_parquet, write_text
 
 RELEASE_FILE = "release.json"
@@ -55,12 +55,7 @@ def release_id(raw: Path) -> str:
 
 def compute_release_id(raw: Path) -> str:
     """md5 over the release's ratings.csv and movies.csv (their content, not their times)."""
-    digest = hashlib.md5()
-    for name in ("ratings.csv", "movies.csv"):
-        with (Path(raw) / name).open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return file_md5(Path(raw) / "ratings.csv", Path(raw) / "movies.csv")
 
 
 def write_release_id(raw: Path) -> str:

@@ -20,7 +20,6 @@ movie_id, title, genres. Nothing here writes anything.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 
 from recsys.config import Settings
 from recsys.errors import DataError, IngestError
+from recsys.files import md5 as file_md5
 
 RATING_NAMES = {"userId": "user_id", "movieId": "movie_id"}  # MovieLens -> recsys; snake_case passes
 RATING_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
@@ -83,14 +83,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read event file {path}: {' '.join(str(exc).split())[:200]}") from exc
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class FolderSource:
     """Dated event files in a folder (see the module docstring)."""
 
@@ -114,7 +106,7 @@ class FolderSource:
         taken = dict((cursor or {}).get("files", {}))
         ratings, movies, parts = [], [], []
         for path in self.files():
-            md5 = _md5(path)
+            md5 = file_md5(path)
             if taken.get(path.name) == md5:
                 continue
             frame = _read_table(path)

@@ -9,7 +9,6 @@ tracked path (``<md5>.dir`` for a folder). Data commands run the ``dvc`` CLI bes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ import yaml
 from recsys.config import Settings
 from recsys.data.eventlog import write_release_id
 from recsys.errors import DataError, IngestError
+from recsys.files import md5 as file_md5
 from recsys.files import swap_in
 from recsys.home import raw_dir, workspace
 
@@ -193,11 +193,7 @@ def _copy_folder(folder: Path, dest: Path, dataset: str) -> None:
 
 def _add_local_zip(ws: Path, zip_path: Path, md5: str) -> Path:
     """md5-check a local zip and ``dvc add`` it: the object the import stage names (IngestError)."""
-    digest = hashlib.md5()
-    with zip_path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    if (actual := digest.hexdigest()) != md5:
+    if (actual := file_md5(zip_path)) != md5:
         raise IngestError(
             f"{zip_path} has md5 {actual} but {IMPORT_FILE} expects {md5}; it is "
             "not the MovieLens 20M release: download it again or fix --source"

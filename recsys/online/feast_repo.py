@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys.config import Settings
 from recsys.errors import StoreError
+from recsys.files import md5 as file_md5
 from recsys.files import write_text
 from recsys.online import layout
 from recsys.ops import redis_server
@@ -101,7 +102,7 @@ def _fingerprint(repo: Path) -> str:
 
 
 def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else ""
+    return file_md5(path) if path.is_file() else ""
 
 
 def _registry_file(store: FeatureStore, repo: Path) -> Path | None:

@@ -129,14 +129,16 @@ def _history_mismatch(expected: Any, got: Any) -> str | None:
 Through = Literal["feast", "registered"]
 
 
-def _compare(frame: pd.DataFrame, sample: int, settings: Settings, what: str, through: Through) -> int:
+def _compare(
+    frame: pd.DataFrame, sample: int, settings: Settings, what: str, layouts: dict[str, ViewLayout]
+) -> int:
     """Read a fixed sample of ``frame`` (lists or histories) back; StoreError on the first difference."""
     if sample <= 0 or frame.empty:
         return 0
     chosen = frame.sample(n=min(sample, len(frame)), random_state=0)
     read, mismatch = (read_lists, _list_mismatch) if what == "lists" else (read_histories, _history_mismatch)
-    if through == "registered":
-        view = registered_layouts(settings)[USER_VIEW if what == "lists" else HISTORY_VIEW]
+    if layouts:  # through the registered layouts, else through Feast
+        view = layouts[USER_VIEW if what == "lists" else HISTORY_VIEW]
         got = read_registered(view, chosen[USER_KEY].tolist(), settings)
     else:
         got = read(chosen[USER_KEY].tolist(), settings)
@@ -168,11 +170,12 @@ def verify(
     "histories_checked" (0 without histories), "mismatches" (always 0: a difference raises),
     "through"}. Raises StoreError naming the first user and field that differ.
     """
-    if through == "registered" and not {USER_VIEW, HISTORY_VIEW} <= set(registered_layouts(settings)):
-        through = "feast"
-    checked = _compare(recs, sample, settings, "lists", through)
+    layouts = registered_layouts(settings) if through == "registered" else {}
+    if not {USER_VIEW, HISTORY_VIEW} <= set(layouts):
+        through, layouts = "feast", {}
+    checked = _compare(recs, sample, settings, "lists", layouts)
     histories_checked = (
-        0 if histories is None else _compare(histories, sample, settings, "histories", through)
+        0 if histories is None else _compare(histories, sample, settings, "histories", layouts)
     )
     return {"checked": checked, "histories_checked": histories_checked, "mismatches": 0, "through": through}
 
