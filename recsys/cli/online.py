@@ -27,7 +27,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     rows, png = evaluate.report(settings_for(args), args.nights, args.png)
     if args.json:
-        print_json({"nights": rows.to_dict(orient="records"), "png": str(png) if png else None})
+        nights = evaluate.json_safe(rows.to_dict(orient="records"))  # NaN (nothing measured): null
+        print_json({"nights": nights, "png": str(png) if png else None})
         return
     if rows.empty:
         print(

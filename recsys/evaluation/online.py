@@ -100,11 +100,12 @@ def bootstrap(values: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> tup
 
 def summary(users: pd.DataFrame, with_intervals: bool = False) -> dict[str, float | int]:
     """Mean of each user metric over ``users`` (a :func:`per_user` frame), with ``<metric>_low`` and
-    ``<metric>_high`` (95% bootstrap) when asked; 0.0 means with no users."""
+    ``<metric>_high`` (95% bootstrap) when asked; NaN with no users (nothing measured: a night
+    nobody rated a movie highly is not a night of misses)."""
     out: dict[str, float | int] = {"users": len(users), "positives": int(users["positives"].sum())}
     for name in USER_METRICS:
         values = users[name].to_numpy(dtype=np.float64)
-        out[name] = float(values.mean()) if len(values) else 0.0
+        out[name] = float(values.mean()) if len(values) else float("nan")
         if with_intervals:
             out[f"{name}_low"], out[f"{name}_high"] = bootstrap(values)
     return out

@@ -1,6 +1,7 @@
 """Fresh scoring from today's activity through a model bundle, and the promotion gate's logic."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -29,12 +30,17 @@ def make_bundle(tiny, tmp_path, tower="sasrec", k=10):
     return model, ModelBundle.load(write_bundle(model, tiny, settings, tmp_path / tower))
 
 
+@pytest.fixture(scope="module")
+def bundle(tiny, tmp_path_factory):
+    """One exported sasrec bundle (K=10) for the tests that only read it: an export takes seconds."""
+    return make_bundle(tiny, tmp_path_factory.mktemp("sasrec"))[1]
+
+
 def activity(rows):
     return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
 
 
-def test_inputs_come_from_todays_activity(tiny, tmp_path):
-    _, bundle = make_bundle(tiny, tmp_path)
+def test_inputs_come_from_todays_activity(bundle):
     pad = bundle.n_items
     today = activity(
         [
@@ -59,8 +65,7 @@ def test_inputs_come_from_todays_activity(tiny, tmp_path):
     assert inputs.personal.tolist() == [True, True, False]
 
 
-def test_scoring_personalises_new_users_and_excludes_everything_rated(tiny, tmp_path):
-    _, bundle = make_bundle(tiny, tmp_path)
+def test_scoring_personalises_new_users_and_excludes_everything_rated(bundle):
     today = activity([(7, 2, 5.0, 1), (7, 4, 1.0, 2), (500, 3, 4.5, 1), (501, 5, 2.0, 1)])
     recs = score_users(bundle, user_inputs(today, bundle), "4", "abc.dir", batch_size=2)
     assert recs["source"].tolist() == ["model", "model", "popular"]
@@ -75,8 +80,7 @@ def test_scoring_personalises_new_users_and_excludes_everything_rated(tiny, tmp_
     assert one["item_ids"][0].tolist() == recs["item_ids"][1].tolist()
 
 
-def test_a_new_positive_changes_the_list_without_a_retrain(tiny, tmp_path):
-    _, bundle = make_bundle(tiny, tmp_path)
+def test_a_new_positive_changes_the_list_without_a_retrain(bundle):
     before = activity([(7, 2, 5.0, 1), (7, 4, 5.0, 2)])
     first = score_users(bundle, user_inputs(before, bundle), "1", "d1")["item_ids"][0]
     newly = int(first[0])  # the user now rates the top recommendation
@@ -102,8 +106,7 @@ def test_id_tower_scores_known_users_and_gives_others_the_popular_list(tiny, tmp
     assert recs.set_index("user_id")["source"].to_dict() == {known: "model", 999: "popular"}
 
 
-def test_inputs_from_stored_histories_match_activity(tiny, tmp_path):
-    _, bundle = make_bundle(tiny, tmp_path)
+def test_inputs_from_stored_histories_match_activity(bundle):
     stored = inputs_from_histories(bundle, [7], [[4, 999, 2]])
     fresh = user_inputs(activity([(7, 4, 5.0, 1), (7, 999, 5.0, 2), (7, 2, 5.0, 3)]), bundle)
     assert stored.user.tolist() == fresh.user.tolist()
@@ -134,8 +137,8 @@ def test_list_ranks_and_decisions():
     assert not decide(0.05, {"MostPop": 0.02, "the genre floor": 0.06}, None).promote  # every floor
 
 
-def test_bundle_refuses_missing_files_and_unknown_formats(tiny, tmp_path):
-    _, bundle = make_bundle(tiny, tmp_path)
+def test_bundle_refuses_missing_files_and_unknown_formats(bundle, tmp_path):
+    bundle = ModelBundle.load(shutil.copytree(bundle.folder, tmp_path / "copy"))  # damaged below
     meta = json.loads((bundle.folder / BUNDLE_FILE).read_text())
     (bundle.folder / BUNDLE_FILE).write_text(json.dumps({**meta, "format": 1}))
     with pytest.raises(DataError, match="format 1"):
