@@ -59,8 +59,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers, a file at a time, the stack test first (tests/conftest.py says why).
 test: install lint browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m unit

@@ -30,12 +30,31 @@ SIMILAR_MODEL = Asset(
     name="recsys_similar_model", uri="recsys://models/movie_similar/champion", group="recsys"
 )
 
+RETRY_DELAY_ENV = "RECSYS_TASK_RETRY_DELAY_S"
+
+
+def _retry_delay() -> timedelta:
+    """The wait before a task's first retry: RECSYS_TASK_RETRY_DELAY_S seconds, 30 unless set.
+
+    Read when the DAG files are parsed, so it is set in the environment of Airflow's processes. The
+    stack test shortens it: a shard retried after its worker was killed need not wait half a minute.
+    """
+    value = os.environ.get(RETRY_DELAY_ENV, "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{RETRY_DELAY_ENV} must be a number of seconds, not {value!r}") from None
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"{RETRY_DELAY_ENV} must be between 0 and 3600 seconds, not {value!r}")
+    return timedelta(seconds=seconds)
+
+
 # Transient failures (Redis restarting, MLflow server busy, a DVC push) get retried with backoff;
 # failures that retrying cannot fix raise AirflowFailException (see fail_fast_on_bad_input).
 DEFAULT_ARGS = {
     "owner": "recsys",
     "retries": 2,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": _retry_delay(),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
 }

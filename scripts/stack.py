@@ -234,6 +234,8 @@ class Stack:
             "MLFLOW_AUTH_ADMIN_USERNAME": self.values["MLFLOW_ADMIN_USERNAME"],
             "MLFLOW_AUTH_ADMIN_PASSWORD": self.values["MLFLOW_ADMIN_PASSWORD"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.values["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+            # MLflow's job runner (GenAI jobs, trace roll-ups; 8 huey processes) serves nothing here
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         argv = [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
                 "--port", port, "--workers", "1", "--serve-artifacts",

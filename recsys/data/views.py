@@ -3,7 +3,8 @@
 - :data:`SEEN_BEFORE` / :class:`SplitView`: protocol step 6 - a held-out split is scored with the
   user's positives before it as history and seen set (train for "valid"; train + valid for "test").
   Training, both promotion gates, the baselines and the benchmarks all read it from here.
-- :func:`group_by_user`: rows sorted by user -> one array per user, the one group-by-user.
+- :func:`user_bounds` / :func:`group_by_user`: rows sorted by user -> each user's rows, the one
+  group-by-user (the nightly scoring's inputs use it too).
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from recsys.data.prepared import Prepared
 SEEN_BEFORE = {"valid": ("train",), "test": ("train", "valid")}
 
 
+def user_bounds(users: np.ndarray, n_users: int) -> np.ndarray:
+    """Where each user's rows are: user u's rows of ``users`` (user indices in 0..n_users-1, sorted
+    ascending) are ``bounds[u]:bounds[u + 1]``, an empty range for a user without rows."""
+    return np.searchsorted(users, np.arange(n_users + 1))
+
+
 def group_by_user(users: np.ndarray, values: np.ndarray, n_users: int) -> list[np.ndarray]:
-    """``values`` grouped by ``users`` (user indices in 0..n_users-1, sorted ascending; the order
-    within a user is kept): one array per user index, empty for a user without rows."""
-    bounds = np.searchsorted(users, np.arange(n_users + 1))
+    """``values`` grouped by ``users`` (as in :func:`user_bounds`; the order within a user is kept):
+    one array per user index, empty for a user without rows."""
+    bounds = user_bounds(users, n_users)
     return [values[bounds[u] : bounds[u + 1]] for u in range(n_users)]
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recsys.data.prepared import left_pad
+from recsys.data.views import user_bounds
 from recsys.errors import DataError
 from recsys.files import read_parquet, write_parquet
 from recsys.runtime.two_tower import ModelBundle
@@ -80,8 +81,8 @@ def user_inputs(
     movies = activity["movie_id"].to_numpy(dtype=np.int64)
     items = bundle.item_index(movies)
     positive = activity["rating"].to_numpy() >= bundle.rating_threshold
-    ids, starts = np.unique(users, return_index=True)
-    bounds = np.append(starts, len(users))
+    ids, dense = np.unique(users, return_inverse=True)
+    bounds = user_bounds(dense, len(ids))
     h = bundle.history_length
     seen, history, recent = [], [], []
     for a, b in zip(bounds[:-1], bounds[1:]):

@@ -248,3 +248,16 @@ def test_the_test_only_shard_hold_waits_for_its_release_and_does_nothing_unset(d
     monkeypatch.setenv("RECSYS_TEST_HOLD_SHARD", str(tmp_path))
     with pytest.raises(ValueError, match="<map_index>:<folder>"):
         _common.hold_for_test(7)
+
+
+def test_the_retry_delay_comes_from_the_environment_or_is_30_s(dagbag, monkeypatch):
+    import _common  # the dagbag put the DAG folder on sys.path
+
+    monkeypatch.delenv("RECSYS_TASK_RETRY_DELAY_S", raising=False)
+    assert _common._retry_delay() == timedelta(seconds=30)
+    monkeypatch.setenv("RECSYS_TASK_RETRY_DELAY_S", "1.5")
+    assert _common._retry_delay() == timedelta(seconds=1.5)
+    for bad, said in (("soon", "a number of seconds, not 'soon'"), ("-1", "between 0 and 3600")):
+        monkeypatch.setenv("RECSYS_TASK_RETRY_DELAY_S", bad)
+        with pytest.raises(ValueError, match=said):
+            _common._retry_delay()
