@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from recsys.config import PROJECT_ROOT, Settings, load_settings
 from recsys.ops import redis_server
+from tests.ports import free_port
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAGS = PROJECT_ROOT / "dags"
@@ -34,12 +34,6 @@ FAST = {
     "RECSYS__TRAIN__LEARNING_RATE": "0.003",
     "RECSYS__TRAIN__PROGRESS_BAR": "false",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.dags.conftest import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.dags
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,6 @@ The Feast repo is copied into tmp so tests never write into the developer's feat
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,13 +15,7 @@ import pytest
 
 from recsys.config import PROJECT_ROOT, Settings, load_settings
 from recsys.ops import redis_server
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def make_settings(home: Path, repo: Path, port: int, *overrides: str) -> Settings:

@@ -26,6 +26,7 @@ from recsys.ops import redis_server
 from recsys.ops.registry import MOVIE_SIMILAR, ONLINE, Registry
 from recsys.pipelines import evaluate, ingest, score_nightly
 from recsys.pipelines.chain import run_all
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
@@ -148,19 +149,11 @@ def test_lookup_bad_input_one_line_error(chain, args, code, message):
 
 
 def test_lookup_with_redis_down_is_one_line_and_a_non_zero_exit(chain):
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     out = cli({**chain[0], "REDIS_CONNECTION_STRING": f"127.0.0.1:{closed}"}, "lookup", "--user", "1")
     assert out.returncode == 1 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert f"127.0.0.1:{closed}" in out.stderr and "unreachable" in out.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_feast_get_online_features_returns_the_same_list(chain):

@@ -24,6 +24,7 @@ from recsys import home
 from recsys.config import PROJECT_ROOT, Settings, load_settings
 from recsys.data import snapshots
 from recsys.errors import DataError, IngestError
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,19 +81,13 @@ def release_server(tmp_path: Path):
     served.mkdir()
     md5 = _fake_release(served / "ml-20m.zip")
     handler = functools.partial(_QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/ml-20m.zip"
     yield url, served / "ml-20m.zip", md5, server.shutdown
     server.shutdown()
     server.server_close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_sample_ingest_snapshots_pushes_and_restores(tmp_path: Path) -> None:
@@ -155,7 +150,7 @@ def _offline() -> bool:
 
 def test_ml20m_unreachable_source_says_how_to_use_a_local_copy(tmp_path: Path) -> None:
     datasets, served = tmp_path / "datasets", tmp_path / "fake.zip"
-    url = f"http://127.0.0.1:{_closed_port()}/ml-20m.zip"
+    url = f"http://127.0.0.1:{free_port()}/ml-20m.zip"
     _import_file(datasets, url, served, _fake_release(served))
     settings = _settings(tmp_path / "home", "data.dataset=ml-20m", f"paths.datasets={datasets}")
     with pytest.raises(IngestError, match="--source") as caught:

@@ -28,7 +28,7 @@ from recsys.online import feast_repo, writer
 from recsys.ops import redis_server
 from recsys.ops.registry import Registry
 from recsys.serving.http import MAX_BODY_BYTES
-from tests.integration.conftest import free_port, make_settings
+from tests.integration.conftest import make_settings
 from tests.integration.test_serving import (  # noqa: F401 - bundle_dir is a fixture
     N_MOVIES,
     OUTSIDE,
@@ -39,6 +39,7 @@ from tests.integration.test_serving import (  # noqa: F401 - bundle_dir is a fix
     stored_recs,
     title,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
@@ -220,9 +221,9 @@ def test_movie_requests_with_redis_down_are_a_503_not_a_500(server: int, registe
 def test_serve_refuses_a_bad_port_or_version_in_one_line_before_starting(registered) -> None:
     env, _ = registered
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        port = free_port()
+        taken.bind(("127.0.0.1", port))
         taken.listen()
-        port = taken.getsockname()[1]
         out = cli(env, "serve", "--port", str(port))
         assert out.returncode == 1 and "already in use" in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and out.stdout == ""

@@ -30,7 +30,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.dags.conftest import FAST, free_port
+from tests.dags.conftest import FAST
+from tests.ports import free_port
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
