@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from recsys.cli import data, lists, models, online, serve
+from recsys.cli import data, lists, models, online, serve, takedowns
 from recsys.cli.common import adder
 from recsys.errors import RecsysError
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     lists.register(add)
     online.register(add)
     serve.register(add)
+    takedowns.register(add)
     return parser
 
 

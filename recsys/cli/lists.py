@@ -97,7 +97,7 @@ def cmd_lookup(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from recsys.online import publication
+    from recsys.online import blocklist, publication
     from recsys.ops import redis_server
 
     settings = settings_for(args)
@@ -108,6 +108,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         state["similar"] = publication.similar_status(conn)
     finally:
         conn.close()
+    state["blocked"] = [{"movie_id": m, **entry} for m, entry in blocklist.blocked(settings).items()]
     if args.json:
         print_json(state)
         return
@@ -144,6 +145,10 @@ def cmd_status(args: argparse.Namespace) -> None:
         )
     else:
         print("similar: no similar-movie lists in the store (run `recsys publish-similar`)")
+    blocked = state["blocked"]
+    shown = ", ".join(f"{b['movie_id']} (by {b['by']} at {b['at']})" for b in blocked[:10])
+    more = f" and {len(blocked) - 10} more (`recsys blocked`)" if len(blocked) > 10 else ""
+    print(f"blocked: {shown}{more}" if blocked else "blocked: no movie")
 
 
 def publication_holder(target: dict) -> str:

@@ -54,6 +54,14 @@ SIMILAR_COLUMNS = (MOVIE_KEY, *SIMILAR_FEATURES, "event_timestamp")
 RECS_COLUMNS = (USER_KEY, *USER_FEATURES, "event_timestamp")  # scored_at: from event_timestamp
 HISTORY_COLUMNS = (USER_KEY, *HISTORY_FEATURES, "event_timestamp")
 CATALOGUE_COLUMNS = (MOVIE_KEY, "title")
+# The takedown list (recsys.online.blocklist), a plain Redis hash beside Feast's keys (which start
+# with a serialized entity key, never with this text): field movie id -> JSON {reason, by, at}.
+BLOCKLIST_KEY = f"{PROJECT}:blocked_movies".encode()
+
+
+def blocked_ids(fields: Iterable[bytes]) -> set[int]:
+    """The movie ids of the blocklist's hash fields (HKEYS)."""
+    return {int(field) for field in fields}
 
 
 def varint(value: int) -> bytes:

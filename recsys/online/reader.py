@@ -15,6 +15,9 @@ Feast writes an empty list as the list field with length 0 (bytes ``72 00`` for 
 to ``[]``; a field Redis does not hold decodes to None.
 The integration tests write through Feast and read through this module, pinning the layout.
 
+Every list read here leaves out the movies on the takedown list (recsys.online.blocklist), read
+in the same round trip, before it is cut to k.
+
 Ids and ``k`` are checked once per door: the public functions (the Python API) check them; the
 ``read_*`` functions are for the CLI and HTTP doors, which checked them already (recsys.checks).
 """
@@ -32,6 +35,7 @@ from recsys import checks
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError, UnknownUserError
 from recsys.online.layout import (
+    BLOCKLIST_KEY,
     HISTORY_VIEW,
     MOVIE_KEY,
     MOVIE_VIEW,
@@ -39,6 +43,7 @@ from recsys.online.layout import (
     SIMILAR_VIEW,
     USER_KEY,
     USER_VIEW,
+    blocked_ids,
     decode_value,
     entity_key,
     field_key,
@@ -102,6 +107,31 @@ def _hmget_all(conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]) -> 
         return pipe.execute()
 
 
+def _hmget_unblocked(
+    conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]
+) -> tuple[list[list[Any]], set[int]]:
+    """One HMGET reply per (key, fields), in order, and the blocked movies (recsys.online.blocklist),
+    from one pipelined round trip."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.hkeys(BLOCKLIST_KEY)
+        for key, fields in commands:
+            pipe.hmget(key, fields)  # type: ignore[arg-type]  # redis-py accepts bytes keys
+        blocked, *replies = pipe.execute()
+    return replies, blocked_ids(blocked)
+
+
+def _first_unblocked(items: bytes, scores: bytes, k: int, blocked: set[int]) -> tuple[list[int], list[float]]:
+    """A stored list's first ``k`` movies that are not blocked, with their scores: a blocked movie
+    leaves the answer at once, and the next one moves up (at most k + len(blocked) decoded)."""
+    if not blocked:
+        return decode_value(items, k), decode_value(scores, k)
+    limit = k + len(blocked)
+    kept = [
+        (m, s) for m, s in zip(decode_value(items, limit), decode_value(scores, limit)) if m not in blocked
+    ]
+    return [m for m, _ in kept[:k]], [s for _, s in kept[:k]]
+
+
 def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
     """Titles of ``movie_ids`` in one pipelined round trip ("" and a warning for a missing one)."""
     ordered = sorted(movie_ids)
@@ -131,13 +161,21 @@ def stored_lists(
 
 def read_lists(ids: list[int], k: int, settings: Settings) -> dict[int, tuple[list[int], list[float]] | None]:
     """:func:`stored_lists` for ids and ``k`` a door has already checked (recsys.checks)."""
+    return read_lists_and_blocked(ids, k, settings)[0]
+
+
+def read_lists_and_blocked(
+    ids: list[int], k: int, settings: Settings
+) -> tuple[dict[int, tuple[list[int], list[float]] | None], set[int]]:
+    """:func:`read_lists` and the blocked movies it left out, from the same round trip (the HTTP
+    model leaves them out of the lists it computes for users without a stored one)."""
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
-        replies = _hmget_all(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
+        replies, blocked = _hmget_unblocked(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
     lists = {}
     for user_id, (items, scores) in zip(ids, replies):
-        lists[user_id] = None if items is None else (decode_value(items, k), decode_value(scores, k))
-    return lists
+        lists[user_id] = None if items is None else _first_unblocked(items, scores, k, blocked)
+    return lists, blocked
 
 
 def titles(movie_ids: Iterable[int], settings: Settings | None = None) -> dict[int, str]:
@@ -178,7 +216,7 @@ def read_triples(ids: list[int], k: int, settings: Settings) -> dict[int, list[T
         user_id, held = short[0]
         raise InvalidRequestError(
             f"k must be at most {held}, the length of the list stored for user {user_id} "
-            f"(the model version's K), got {k}"
+            f"(the model version's K, less any blocked movies), got {k}"
         )
     named = titles({m for items, _ in found.values() for m in items}, settings)
     return {u: [(m, s, named[m]) for m, s in zip(items, scores)] for u, (items, scores) in found.items()}
@@ -237,9 +275,10 @@ def _similar_replies(
     one pipelined round trip (the title lives in the same hash as the list)."""
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
-        replies = _hmget_all(conn, [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids])
+        commands = [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids]
+        replies, blocked = _hmget_unblocked(conn, commands)
     lists = {
-        m: None if items is None else (decode_value(items, k), decode_value(scores, k))
+        m: None if items is None else _first_unblocked(items, scores, k, blocked)
         for m, (items, scores, _) in zip(ids, replies)
     }
     return settings, lists, {m for m, reply in zip(ids, replies) if reply[2] is not None}
@@ -288,7 +327,7 @@ def read_similar(ids: list[int], k: int, settings: Settings) -> dict[int, list[T
         movie, held = short[0]
         raise InvalidRequestError(
             f"k must be at most {held}, the number of similar movies stored for movie {movie} "
-            f"(the movie_similar version's K), got {k}"
+            f"(the movie_similar version's K, less any blocked movies), got {k}"
         )
     named = titles({m for items, _ in found.values() for m in items}, settings) if found else {}
     out: dict[int, list[Triple] | str] = {}

@@ -65,7 +65,8 @@ def score(
     not from the model version: users who rated since training, and new users, get lists that
     reflect it. With one shard the lists are merged at once (:func:`merge_recommendations`).
     """
-    from recsys.runtime.scoring import score_users, user_inputs, write_recommendations
+    from recsys.online import blocklist
+    from recsys.runtime.scoring import score_users, user_inputs, without_movies, write_recommendations
     from recsys.runtime.two_tower import ModelBundle
 
     if not 0 <= shard < n_shards:
@@ -74,7 +75,12 @@ def score(
     version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(plan["model_version"])
     bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
     users = night.users(plan)[shard::n_shards]
-    inputs = user_inputs(night.ratings(plan, users), bundle, users)
+    # blocked movies (the takedown list) are left out like seen ones
+    inputs = without_movies(
+        user_inputs(night.ratings(plan, users), bundle, users),
+        bundle,
+        blocklist.blocked_for_scoring(settings),
+    )
     batch, progress = settings.score.batch_size, settings.train.progress_bar
     recs = score_users(bundle, inputs, version, plan["snapshot_version"], batch, progress=progress)
     out = home.scores_dir(settings, version, plan["snapshot_version"])
@@ -228,19 +234,23 @@ def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -
     Raises StoreError naming the first user whose served list differs.
     """
     from recsys.errors import StoreError
+    from recsys.online import blocklist
     from recsys.online.reader import lookup_many
     from recsys.runtime.scoring import read_recommendations
 
     path = Path(recommendations)
     recs = read_recommendations(path)
     chosen = recs.sample(n=min(sample, len(recs)), random_state=1) if sample > 0 else recs.iloc[:0]
+    blocked = set(blocklist.blocked(settings)) if len(chosen) else set()
+    # what a reader must get: the scored list without the blocked movies (a takedown holds at once)
+    expected = [[int(i) for i in items if int(i) not in blocked] for items in chosen["item_ids"]]
     k = int(scoring_meta(path)["k"])  # the model version's K
     if len(chosen):  # a user with fewer than K unseen items holds a shorter list
-        k = min(k, *(len(items) for items in chosen["item_ids"]))
-    served = lookup_many(chosen["user_id"].tolist(), k, settings) if len(chosen) else {}
-    for user_id, items in zip(chosen["user_id"], chosen["item_ids"]):
-        got = [m for m, _, _ in served[int(user_id)]]
-        if got != [int(i) for i in items[:k]]:
+        k = min(k, *(len(items) for items in expected))
+    served = lookup_many(chosen["user_id"].tolist(), k, settings) if len(chosen) and k else {}
+    for user_id, items in zip(chosen["user_id"], expected):
+        got = [m for m, _, _ in served[int(user_id)]] if k else []
+        if got != items[:k]:
             raise StoreError(
                 f"user {user_id}: the served list differs from {recommendations}; re-run publish"
             )

@@ -15,7 +15,8 @@ or "popular"), ``history`` list[int64] (the user's last 2 x H positive movie ids
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,6 +92,16 @@ def user_inputs(
         history.append(it[pos & (it >= 0)][-h:])  # as in training: H known items
         recent.append(movies[a:b][pos][-RECENT_FACTOR * h :])
     return _inputs(bundle, ids, seen, history, recent)
+
+
+def without_movies(inputs: UserInputs, bundle: ModelBundle, movie_ids: Iterable[int]) -> UserInputs:
+    """``inputs`` with ``movie_ids`` added to every user's seen set, so that no list holds them
+    (the takedown list, recsys.online.blocklist); movies the model does not know are ignored."""
+    items = bundle.item_index(np.array(sorted(movie_ids), dtype=np.int64))
+    items = np.unique(items[items >= 0])
+    if not len(items):
+        return inputs
+    return replace(inputs, seen=[np.union1d(seen, items) for seen in inputs.seen])
 
 
 def inputs_from_histories(bundle: ModelBundle, user_ids: list[int], histories: list[list[int]]) -> UserInputs:

@@ -49,7 +49,7 @@ from mlflow.pyfunc import PythonModel
 from recsys.checks import MAX_K, as_frame, check_frame, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
-from recsys.online.reader import read_histories, read_lists, read_similar, titles
+from recsys.online.reader import read_histories, read_lists_and_blocked, read_similar, titles
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 
@@ -90,21 +90,25 @@ class RecommenderModel(PythonModel):
             )
         self.store_up = False
 
-    def _stored(self, user_ids: list[int], k: int) -> dict[int, tuple[list[int], list[float]] | None]:
-        """Each user's stored list (None: none stored, or the store is down); one round trip."""
+    def _stored(
+        self, user_ids: list[int], k: int
+    ) -> tuple[dict[int, tuple[list[int], list[float]] | None], set[int]]:
+        """Each user's stored list (None: none stored, or the store is down) and the blocked movies
+        (recsys.online.blocklist; none known while the store is down); one round trip."""
         try:
-            lists = read_lists(user_ids, k, self.settings)  # checked by check_request
+            lists, blocked = read_lists_and_blocked(user_ids, k, self.settings)  # checked by check_request
         except StoreError as exc:
             self._store_failed(exc)
-            return dict.fromkeys(user_ids)
+            return dict.fromkeys(user_ids), set()
         if not self.store_up:
             log.warning("online store is back: serving stored lists again")
             self.store_up = True
-        return lists
+        return lists, blocked
 
-    def _fresh(self, user_ids: list[int]) -> dict[int, Ranked]:
+    def _fresh(self, user_ids: list[int], blocked: set[int]) -> dict[int, Ranked]:
         """Lists of users without a stored one: their stored histories (one round trip), then the
-        graph for those it can score (one batched call) and the popular list for the rest."""
+        graph for those it can score (one batched call) and the popular list for the rest, without
+        the ``blocked`` movies."""
         histories: dict[int, list[int]] = {}
         if self.store_up:
             try:
@@ -113,12 +117,11 @@ class RecommenderModel(PythonModel):
                 self._store_failed(exc)
         inputs = inputs_from_histories(self.bundle, user_ids, [histories.get(u, []) for u in user_ids])
         scored = score_users(self.bundle, inputs, "", "")
-        return {
-            u: (SOURCES[source], items.tolist(), scores.tolist())
-            for u, source, items, scores in zip(
-                user_ids, scored["source"], scored["item_ids"], scored["scores"]
-            )
-        }
+        out: dict[int, Ranked] = {}
+        for u, source, items, scores in zip(user_ids, scored["source"], scored["item_ids"], scored["scores"]):
+            keep = [i for i, m in enumerate(items.tolist()) if m not in blocked]  # takedowns
+            out[u] = (SOURCES[source], items[keep].tolist(), scores[keep].tolist())
+        return out
 
     def _titles(self, movie_ids: set[int]) -> dict[int, str]:
         """Titles from the bundle; those it lacks from the online store ("" if it is down)."""
@@ -158,13 +161,13 @@ class RecommenderModel(PythonModel):
     def _answer(self, model_input: pd.DataFrame) -> list[dict]:
         user_ids, ks = check_request(model_input, self.max_k)
         unique = list(dict.fromkeys(user_ids))
-        stored = self._stored(unique, max(ks))
+        stored, blocked = self._stored(unique, max(ks))
         ranked: dict[int, Ranked] = {
             u: ("online_store", *pair) for u, pair in stored.items() if pair is not None
         }
         missing = [u for u in unique if u not in ranked]
         if missing:
-            ranked.update(self._fresh(missing))
+            ranked.update(self._fresh(missing, blocked))
         named = self._titles({m for u, k in zip(user_ids, ks) for m in ranked[u][1][:k]})
         rows = []
         for user_id, k in zip(user_ids, ks):

@@ -150,6 +150,7 @@ def test_a_mixed_request_answers_each_user_from_its_source_in_request_order(
     round_trips: list[int] = []
     graph_calls: list[int] = []
     monkeypatch.setattr(lookup, "_hmget_all", counted(round_trips, lookup._hmget_all))
+    monkeypatch.setattr(lookup, "_hmget_unblocked", counted(round_trips, lookup._hmget_unblocked))
     monkeypatch.setattr(bundle.retriever, "recommend", counted(graph_calls, bundle.retriever.recommend))
 
     rows = served.predict(None, frame)
@@ -202,6 +203,7 @@ def test_stored_lists_take_one_round_trip(
 ) -> None:
     round_trips: list[int] = []
     monkeypatch.setattr(lookup, "_hmget_all", counted(round_trips, lookup._hmget_all))
+    monkeypatch.setattr(lookup, "_hmget_unblocked", counted(round_trips, lookup._hmget_unblocked))
     rows = served.predict(None, pd.DataFrame({"user_id": STORED[1:] + [STORED[1]]}))
     assert len(round_trips) == 1
     assert [r["source"] for r in rows] == ["online_store"] * len(STORED)

@@ -200,3 +200,17 @@ def test_the_similar_lists_status_says_version_date_and_how_many_movies(
         "data_versions": {},
         "scored_at": None,
     }
+
+
+def test_a_blocked_movie_leaves_the_similar_lists_at_once(
+    published_similar: pd.DataFrame, own_redis: Settings
+) -> None:
+    from recsys.online import blocklist
+
+    stored = published_similar.iloc[0]["movie_ids"].tolist()
+    blocklist.block(stored[1], own_redis, reason="withdrawn")
+    assert [m for m, _, _ in lookup.similar(1, 3, own_redis)] == [stored[0], *stored[2:4]]
+    with pytest.raises(InvalidRequestError, match="less any blocked movies"):
+        lookup.similar(1, K, own_redis)
+    blocklist.unblock(stored[1], own_redis)
+    assert [m for m, _, _ in lookup.similar(1, K, own_redis)] == stored[:K]

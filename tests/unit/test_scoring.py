@@ -12,7 +12,7 @@ from recsys.config import load_settings
 from recsys.errors import DataError
 from recsys.models.two_tower.model import TwoTower
 from recsys.models.two_tower.training import evaluate_model
-from recsys.runtime.scoring import inputs_from_histories, score_users, user_inputs
+from recsys.runtime.scoring import inputs_from_histories, score_users, user_inputs, without_movies
 from recsys.runtime.two_tower import BUNDLE_FILE, ModelBundle
 from recsys.tracking.gate import decide, evaluate_bundle, list_ranks
 from recsys.tracking.two_tower import write_bundle
@@ -78,6 +78,19 @@ def test_scoring_personalises_new_users_and_excludes_everything_rated(bundle):
     # a batch row equals the single-user call
     one = score_users(bundle, user_inputs(today, bundle, np.array([500])), "4", "abc.dir")
     assert one["item_ids"][0].tolist() == recs["item_ids"][1].tolist()
+
+
+def test_blocked_movies_leave_every_list_like_seen_ones(bundle):
+    today = activity([(7, 2, 5.0, 1), (7, 4, 1.0, 2), (501, 5, 2.0, 1)])  # 501: the popular list
+    inputs = user_inputs(today, bundle)
+    before = score_users(bundle, inputs, "1", "d1")
+    blocked = {int(before["item_ids"][0][0]), int(before["item_ids"][1][0]), 10**9}  # 10**9: unknown
+    after = score_users(bundle, without_movies(inputs, bundle, blocked), "1", "d1")
+    for old, new in zip(before["item_ids"], after["item_ids"]):
+        assert len(new) == len(old) and not blocked & set(new.tolist())
+        kept = [m for m in old.tolist() if m not in blocked]
+        assert new.tolist()[: len(kept)] == kept  # the rest keep their order and move up
+    assert without_movies(inputs, bundle, {10**9}) is inputs  # nothing the model knows: unchanged
 
 
 def test_a_new_positive_changes_the_list_without_a_retrain(bundle):
