@@ -594,3 +594,29 @@ def test_a_night_of_events_rescores_only_its_users_and_equals_a_full_rescore(cha
     users = [u for u in everyone.index if u != 3]  # the HTTP test deleted user 3's stored list
     served = lookup_many(users, 100, settings)
     assert all([m for m, _, _ in served[u]] == everyone.loc[u, "item_ids"].tolist() for u in users)
+
+
+def test_a_blocked_movie_leaves_the_served_lists_at_once_and_the_next_nights_lists(chain):
+    """Runs after the nights above: a takedown holds for every reader before any re-publish, the
+    nightly check of the fast lookup path expects it, and the next full night scores around it."""
+    from recsys.online import blocklist
+
+    env, settings, _ = chain
+    before = lookup(1, 100, settings)
+    movie = before[0][0]
+    served_now = score_nightly.score(settings)["recommendations"]  # nobody to re-score: as served
+    blocklist.block(movie, settings, reason="licence ended")
+    try:
+        assert [m for m, _, _ in lookup(1, 10, settings)] == [m for m, _, _ in before[1:11]]
+        assert score_nightly.verify_lookups(settings, served_now)["checked"] == 20
+        out = cli(env, "lookup", "--user", "1", "--json")
+        assert out.returncode == 0 and movie not in [t[0] for t in json.loads(out.stdout)]
+        night = score_nightly.score(settings, full=True)
+        lists = pd.read_parquet(night["recommendations"])
+        assert not any(movie in items for items in lists["item_ids"])
+        assert lists["item_ids"].map(len).min() == 100  # full lists: the next movie took its place
+        score_nightly.publish(settings, night["recommendations"])
+        assert score_nightly.verify_lookups(settings, night["recommendations"])["k"] == 100
+        assert len(lookup(1, 100, settings)) == 100
+    finally:
+        blocklist.unblock(movie, settings)
