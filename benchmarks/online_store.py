@@ -23,6 +23,8 @@ import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,28 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import PROJECT_ROOT, Settings, load_settings
-from recsys.online import feast_repo, layout
+from recsys.online import feast_repo, layout, writer
 from recsys.online.reader import lookup
 from recsys.ops import redis_server
 
 WRITERS = ("feast", "fast")
 LARGEST_MOVIE_ID = 131_262  # MovieLens 20M: ids up to 3-byte varints
+
+
+@contextmanager
+def temporary_store() -> Iterator[Settings]:
+    """Settings for the embedded Redis on a free 127.0.0.1 port in a temporary home, running, with a
+    temporary copy of feature_repo/ applied; all of it gone afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "feature_repo"
+        shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data"))
+        settings = load_settings(
+            [f"store.port={free_port()}", f"paths.feature_repo={repo}"],
+            env={"RECSYS_HOME": str(Path(tmp) / "home")},
+        )
+        with redis_server.running(settings):
+            feast_repo.apply(settings)
+            yield settings
 
 
 def free_port() -> int:
@@ -74,12 +92,12 @@ def publish_runs(frames: tuple[pd.DataFrame, ...], settings: Settings, repeats: 
     """Each writer's publish results, alternating writers, each on an emptied database."""
     recs, catalogue, histories = frames
     conn = redis_server.client(settings.redis_connection)
-    runs: dict[str, list] = {writer: [] for writer in WRITERS}
+    runs: dict[str, list] = {name: [] for name in WRITERS}
     try:
         for _ in range(repeats):
-            for writer in WRITERS:
+            for name in WRITERS:
                 conn.flushdb()
-                runs[writer].append(writer.publish(recs, catalogue, settings, histories, writer=writer))
+                runs[name].append(writer.publish(recs, catalogue, settings, histories, writer=name))
     finally:
         conn.close()
     return runs
@@ -112,10 +130,10 @@ def lookup_rows(settings: Settings, users: np.ndarray, calls: int) -> dict[str, 
 
 def summary(runs: dict[str, list], n_users: int) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    for writer, results in runs.items():
-        rows[f"{writer}_online_median_s"] = statistics.median(r["online_seconds"] for r in results)
-        rows[f"{writer}_publish_median_s"] = statistics.median(r["seconds"] for r in results)
-        rows[f"{writer}_users_per_s"] = n_users / rows[f"{writer}_online_median_s"]
+    for name, results in runs.items():
+        rows[f"{name}_online_median_s"] = statistics.median(r["online_seconds"] for r in results)
+        rows[f"{name}_publish_median_s"] = statistics.median(r["seconds"] for r in results)
+        rows[f"{name}_users_per_s"] = n_users / rows[f"{name}_online_median_s"]
     rows["ratio_fast_over_feast"] = rows["fast_users_per_s"] / rows["feast_users_per_s"]
     rows["ratio_fast_over_feast_whole_publish"] = (
         rows["feast_publish_median_s"] / rows["fast_publish_median_s"]
@@ -134,18 +152,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "online_store.json")
     args = parser.parse_args()
     frames = synthetic(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "feature_repo"
-        shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data"))
-        settings = load_settings(
-            [f"store.port={free_port()}", f"paths.feature_repo={repo}"],
-            env={"RECSYS_HOME": str(Path(tmp) / "home")},
-        )
-        with redis_server.running(settings):
-            feast_repo.apply(settings)
-            runs = publish_runs(frames, settings, args.repeats)
-            users = frames[0]["user_id"].to_numpy()
-            rows = {**summary(runs, args.users), **lookup_rows(settings, users, args.lookups)}
+    with temporary_store() as settings:
+        runs = publish_runs(frames, settings, args.repeats)
+        users = frames[0]["user_id"].to_numpy()
+        rows = {**summary(runs, args.users), **lookup_rows(settings, users, args.lookups)}
     print(
         f"{args.users} users x (k={args.k} list + {args.history}-id history), {args.items} titles; "
         f"{args.repeats} publishes per writer, {args.lookups} lookups"

@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from online_store import free_port, latency, synthetic  # a sibling script (benchmarks/ on sys.path)
+from online_store import latency, synthetic, temporary_store  # a sibling script (benchmarks/ on sys.path)
 
-from recsys.config import PROJECT_ROOT, load_settings
-from recsys.online import blocklist, feast_repo, writer
+from recsys.online import blocklist, writer
 from recsys.online.reader import lookup
-from recsys.ops import redis_server
 
 SIZES = (0, 10, 1_000)
 
@@ -48,32 +44,22 @@ def main() -> None:
     order = rng.permutation(catalogue["movie_id"].to_numpy())
     lists = {int(u): [int(m) for m in items] for u, items in zip(recs["user_id"], recs["item_ids"])}
     measured: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "feature_repo"
-        shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data"))
-        settings = load_settings(
-            [f"store.port={free_port()}", f"paths.feature_repo={repo}"],
-            env={"RECSYS_HOME": str(Path(tmp) / "home")},
-        )
-        with redis_server.running(settings):
-            feast_repo.apply(settings)
-            writer.publish(recs, catalogue, settings, histories)
-            for _ in range(args.rounds):
-                for size in SIZES:
-                    for movie in list(blocklist.blocked(settings)):
-                        blocklist.unblock(movie, settings, by="benchmark")
-                    for movie in order[:size]:
-                        blocklist.block(int(movie), settings, reason="benchmark", by="benchmark")
-                    gone = {int(m) for m in order[:size]}
-                    # "k=100": the whole list, which holds 100 less its blocked movies
-                    whole = [100 - sum(m in gone for m in lists[int(u)]) for u in users]
-                    for k in (10, 100):
-                        asks = [10] * len(users) if k == 10 else whole
-                        med, p99 = latency(
-                            lambda i, a=asks: lookup(int(users[i]), a[i], settings), args.lookups
-                        )
-                        measured.setdefault(f"blocked_{size}_k{k}_median_ms", []).append(med)
-                        measured.setdefault(f"blocked_{size}_k{k}_p99_ms", []).append(p99)
+    with temporary_store() as settings:
+        writer.publish(recs, catalogue, settings, histories)
+        for _ in range(args.rounds):
+            for size in SIZES:
+                for movie in list(blocklist.blocked(settings)):
+                    blocklist.unblock(movie, settings, by="benchmark")
+                for movie in order[:size]:
+                    blocklist.block(int(movie), settings, reason="benchmark", by="benchmark")
+                gone = {int(m) for m in order[:size]}
+                # "k=100": the whole list, which holds 100 less its blocked movies
+                whole = [100 - sum(m in gone for m in lists[int(u)]) for u in users]
+                for k in (10, 100):
+                    asks = [10] * len(users) if k == 10 else whole
+                    med, p99 = latency(lambda i, a=asks: lookup(int(users[i]), a[i], settings), args.lookups)
+                    measured.setdefault(f"blocked_{size}_k{k}_median_ms", []).append(med)
+                    measured.setdefault(f"blocked_{size}_k{k}_p99_ms", []).append(p99)
     rows = {name: statistics.median(values) for name, values in measured.items()}
     for size in SIZES[1:]:
         for k in (10, 100):
