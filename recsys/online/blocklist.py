@@ -27,6 +27,7 @@ from recsys.ops import redis_server
 
 log = logging.getLogger(__name__)
 MAX_REASON = 500  # characters of a reason kept
+MAX_WHO = 100  # characters of who blocked it
 
 
 @contextmanager
@@ -51,6 +52,8 @@ def block(movie_id: Any, settings: Settings, reason: str = "", by: str | None = 
     movie = checks.movie_id(movie_id)
     if len(reason) > MAX_REASON:
         raise InvalidRequestError(f"reason must be at most {MAX_REASON} characters, got {len(reason)}")
+    if by is not None and len(by) > MAX_WHO:
+        raise InvalidRequestError(f"by must be at most {MAX_WHO} characters, got {len(by)}")
     entry = {
         "reason": reason,
         "by": by or getpass.getuser(),

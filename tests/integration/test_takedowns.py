@@ -94,4 +94,9 @@ def test_block_unblock_and_blocked_on_the_command_line(published, own_redis, mon
     assert refused.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["block", "--movie", "7", "--reason", "x" * 501]) == 1
     assert capsys.readouterr().err.strip() == "error: reason must be at most 500 characters, got 501"
+    assert main(["block", "--movie", "7", "--by", "y" * 101]) == 1
+    assert capsys.readouterr().err.strip() == "error: by must be at most 100 characters, got 101"
+    assert main(["block", "--movie", "7", "--reason", "\n<script>'; DROP TABLE ratings;--\x00"]) == 0
+    assert blocklist.blocked(own_redis)[7]["reason"] == "\n<script>'; DROP TABLE ratings;--\x00"
+    assert main(["unblock", "--movie", "7"]) == 0
     assert blocklist.blocked(own_redis) == {}
