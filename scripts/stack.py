@@ -148,6 +148,12 @@ class Stack:
                 f"postgres runs as user {sudo[2]}, who cannot reach {self.home}: give the stack a "
                 "folder whose parents others may enter (--dir), or set RECSYS_STACK_PG_USER"
             )
+        if sudo and subprocess.run([*sudo, "test", "-x", str(bindir / "initdb")]).returncode:
+            raise RuntimeError(
+                f"postgres runs as user {sudo[2]}, who cannot run {bindir / 'initdb'}: install the "
+                "project where others may enter every parent folder (a clone under a 0700 folder such "
+                "as /root or mktemp -d is not), or set RECSYS_STACK_PG_USER"
+            )
         if not (data / "PG_VERSION").exists():
             data.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=self.home, delete=False) as pwfile:

@@ -8,7 +8,8 @@ night must complete, and the lists in Redis must equal a single-process scoring 
 version and data. The kill lands at a point the test controls, not in a race with a shard's run
 time: the test-only hook RECSYS_TEST_HOLD_SHARD (dags/_common.hold_for_test) holds shard
 HELD_SHARD's task while the other shards run (on the other worker), until the test, having killed
-its worker, releases it. A service that cannot start fails the test; nothing here skips.
+its worker, releases it. A service that cannot start fails the test; nothing here skips but the
+root-only check of a refusal (postgres runs as another user only under root).
 """
 
 from __future__ import annotations
@@ -92,6 +93,36 @@ def _tail(folder: Path) -> str:
     return "\n".join(
         f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(folder.glob("*.log"))
     )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="postgres runs as another user only when the stack runs as root"
+)
+def test_postgres_binaries_another_user_cannot_run_are_refused_in_one_line(tmp_path):
+    """As root, postgres runs as another user: binaries under a 0700 folder (a clone in /root or in
+    `mktemp -d`) fail initdb with "Permission denied" in a log; `up` names the binary at once."""
+    hidden = tmp_path / "hidden"  # pytest's tmp folders are 0700 already; be explicit
+    (hidden / "bin").mkdir(parents=True)
+    hidden.chmod(0o700)
+    initdb = hidden / "bin" / "initdb"
+    initdb.write_text("#!/bin/sh\nexit 0\n")
+    initdb.chmod(0o755)
+    base = Path(tempfile.mkdtemp(prefix="recsys-stack-"))
+    base.chmod(0o711)  # the stack's own folder is reachable: only the binaries are not
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "PG"))}
+        env.update({f"{n}_HOST_PORT": str(free_port()) for n in ("AIRFLOW", "MLFLOW", "POSTGRES", "REDIS")})
+        env["RECSYS_STACK_PG_BINDIR"] = str(hidden / "bin")
+        done = subprocess.run(
+            [*STACK, "up", "--env-file", str(base / ".env"), "--dir", str(base / "stack")],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    refusal = [line for line in (done.stdout + done.stderr).splitlines() if "could not start" in line]
+    assert len(refusal) == 1 and f"cannot run {initdb}" in refusal[0], done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
