@@ -20,6 +20,11 @@ user_recommendations = FeatureView(
         Field(name="item_ids", dtype=Array(Int64), description="Movie ids, best first."),
         Field(name="scores", dtype=Array(Float32), description="Model scores, same order."),
         Field(name="model_version", dtype=String, description="Registered two_tower version."),
+        Field(
+            name="arm",
+            dtype=String,
+            description="The arm whose version scored the list: champion, or canary (a slice of users).",
+        ),
         Field(name="data_version", dtype=String, description="DVC version of the snapshot it was scored on."),
         Field(
             name="scored_at",

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from recsys.cli import data, lists, models, online, serve, takedowns
+from recsys.cli import data, experiments, lists, models, online, serve, takedowns
 from recsys.cli.common import adder
 from recsys.errors import RecsysError
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     online.register(add)
     serve.register(add)
     takedowns.register(add)
+    experiments.register(sub)
     return parser
 
 

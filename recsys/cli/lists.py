@@ -46,7 +46,7 @@ def _list_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
-    from recsys.online.reader import similar
+    from recsys.online.similar_reader import similar
 
     triples = similar(args.movie, args.k, settings_for(args))
     _print_triples(triples, args.json)
@@ -64,14 +64,13 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_publish(args: argparse.Namespace) -> None:
     from recsys import home
     from recsys.data.snapshots import data_version
-    from recsys.ops.registry import CHAMPION, Registry
-    from recsys.pipelines import score_nightly
+    from recsys.pipelines import canary, score_nightly
 
     settings = settings_for(args)
     path = args.recommendations
     if path is None:
-        version = str(Registry.open(settings).resolve(CHAMPION).version)
-        folder = home.scores_dir(settings, version, data_version(home.raw_dir(settings)))
+        arms = canary.arms(settings)
+        folder = home.scores_dir(settings, arms.label, data_version(home.raw_dir(settings)))
         path = str(folder / "recommendations.parquet")
     score_nightly.validate_recommendations(settings, path)
     print_json(score_nightly.publish(settings, path))
@@ -79,11 +78,17 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 def cmd_lookup(args: argparse.Namespace) -> None:
     from recsys.errors import UnknownUserError
-    from recsys.online.reader import lookup
+    from recsys.online.reader import served_lookup
 
     settings = settings_for(args)
     try:
-        triples = lookup(args.user, args.k, settings)
+        served = served_lookup(args.user, args.k, settings)
+        triples = served.triples
+        version = served.model_version or "unrecorded"
+        print(
+            f"served: user {args.user}, arm {served.arm or 'champion'}, two_tower version {version}",
+            file=sys.stderr,
+        )
     except UnknownUserError:  # as over HTTP: scored from a stored history, else the popular list
         from recsys.serving.models import answer_without_list
 

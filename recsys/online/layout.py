@@ -47,7 +47,7 @@ HISTORY_VIEW = "user_history"
 SIMILAR_VIEW = "movie_similar"
 SIMILAR_SERVICE = "similar_movies_v1"
 SIMILAR_FEATURES = ("movie_ids", "scores", "model_version", "data_version")
-USER_FEATURES = ("item_ids", "scores", "model_version", "data_version", "scored_at")
+USER_FEATURES = ("item_ids", "scores", "model_version", "arm", "data_version", "scored_at")
 HISTORY_FEATURES = ("movie_ids", "data_version")
 MOVIE_FEATURES = ("title",)
 SIMILAR_COLUMNS = (MOVIE_KEY, *SIMILAR_FEATURES, "event_timestamp")
@@ -57,6 +57,20 @@ CATALOGUE_COLUMNS = (MOVIE_KEY, "title")
 # The takedown list (recsys.online.blocklist), a plain Redis hash beside Feast's keys (which start
 # with a serialized entity key, never with this text): field movie id -> JSON {reason, by, at}.
 BLOCKLIST_KEY = f"{PROJECT}:blocked_movies".encode()
+
+
+# The arms served now (recsys.online.publication): field -> text. ``allowed`` lists the model versions
+# whose stored lists a reader may serve (comma-separated); the other fields are the arms of the last
+# publish (champion, canary, share, salt).
+ARMS_KEY = f"{PROJECT}:arms".encode()
+ALLOWED_FIELD = b"allowed"
+
+
+def allowed_versions(value: bytes | None) -> set[str] | None:
+    """The versions of the arms record's ``allowed`` field; None (serve any) when there is none."""
+    if value is None:
+        return None
+    return {v for v in value.decode().split(",") if v}
 
 
 def blocked_ids(fields: Iterable[bytes]) -> set[int]:

@@ -14,8 +14,13 @@ every user at once. What it guarantees instead:
 - users missing from the new scoring are removed (``store.stale_users=remove``, the default) or
   kept (``keep``): the set of users of the last complete publication is kept beside the record.
 
-Keys (plain names beside Feast's binary entity keys): ``recsys:publication`` (hash) and
-``recsys:published_users`` (set of user ids).
+Keys (plain names beside Feast's binary entity keys): ``recsys:publication`` (hash),
+``recsys:published_users`` (set of user ids) and ``recsys:arms`` (hash): the arms of the last publish
+(champion, canary, share, salt; recsys.runtime.arms) and ``allowed``, the model versions whose
+stored lists the readers may serve. A publish widens ``allowed`` to the old and the new versions
+while it writes, then narrows it to the new ones; :func:`withdraw_canary` narrows it at once, so a
+stopped canary's lists leave every answer with no re-publish (the readers fall back as for a user
+without a list).
 
 The similar-movie lists (Feast view ``movie_similar``) have no record of their own: each movie's
 hash holds the version, data version and timestamp of its list, and :func:`similar_status` reads
@@ -33,7 +38,9 @@ from typing import Any
 import redis
 
 from recsys.config import Settings
+from recsys.online.layout import ALLOWED_FIELD, ARMS_KEY, allowed_versions
 from recsys.ops import locks
+from recsys.runtime.arms import Arms
 
 RECORD_KEY = "recsys:publication"
 USERS_KEY = "recsys:published_users"
@@ -44,8 +51,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def begin(conn: redis.Redis, model_version: str, data_version: str, total_rows: int) -> None:
-    """Mark a publish of (model_version, data_version) as under way, ``total_rows`` rows to write."""
+def begin(
+    conn: redis.Redis, model_version: str, data_version: str, total_rows: int, arms: Arms | None = None
+) -> None:
+    """Mark a publish of (model_version, data_version) as under way, ``total_rows`` rows to write;
+    with ``arms``, the readers may serve their versions from now on as well as the old ones."""
+    if arms is not None:
+        allowed, withdrawn = conn.hmget(ARMS_KEY, [ALLOWED_FIELD, b"withdrawn"])
+        new = set(arms.versions().values()) - {(withdrawn or b"").decode()} | {arms.champion}
+        conn.hset(ARMS_KEY, ALLOWED_FIELD, ",".join(sorted((allowed_versions(allowed) or set()) | new)))
     conn.hset(
         RECORD_KEY,
         mapping={
@@ -67,9 +81,12 @@ def progress(conn: redis.Redis, written_rows: int, total_rows: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # as an OOM kill or a lost machine would
 
 
-def finish(conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_stale: bool) -> int:
+def finish(
+    conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_stale: bool, arms: Arms | None = None
+) -> int:
     """Close a publish: drop (or keep) users of the last publication missing from this one,
-    record this publication's users and versions. Returns how many stale users were removed.
+    record this publication's users and versions (and ``arms``, the only ones served from now on).
+    Returns how many stale users were removed.
 
     ``user_key(user_id) -> bytes`` is the Feast entity key of a user (one hash for all its views).
     """
@@ -83,6 +100,7 @@ def finish(conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_sta
         for start in range(0, len(stale), 10_000):
             conn.delete(*[user_key(u) for u in stale[start : start + 10_000]])
     record = conn.hgetall(RECORD_KEY)
+    withdrawn = conn.hget(ARMS_KEY, "withdrawn")
     with conn.pipeline(transaction=True) as pipe:  # the set and the record move together
         if ids:
             pipe.rename(staging, USERS_KEY)
@@ -101,8 +119,61 @@ def finish(conn: redis.Redis, user_ids: Iterable[int], user_key: Any, remove_sta
             },
         )
         pipe.hdel(RECORD_KEY, "target_model_version", "target_data_version")
+        if arms is not None:
+            pipe.delete(ARMS_KEY)
+            pipe.hset(ARMS_KEY, mapping=_arms_fields(arms, (withdrawn or b"").decode()))
         pipe.execute()
     return len(stale) if remove_stale else 0
+
+
+def _arms_fields(arms: Arms, withdrawn: str) -> dict[str, str]:
+    """The arms record of a finished publish; a canary withdrawn while it ran stays withdrawn."""
+    if arms.canary is not None and arms.canary == withdrawn:
+        return {"champion": arms.champion, ALLOWED_FIELD.decode(): arms.champion, "withdrawn": withdrawn}
+    fields = {"champion": arms.champion, ALLOWED_FIELD.decode(): ",".join(sorted(arms.versions().values()))}
+    if arms.canary is not None:
+        fields.update(canary=arms.canary, share=repr(arms.share), salt=arms.salt)
+    return fields
+
+
+def served_arms(conn: redis.Redis) -> dict[str, Any] | None:
+    """The arms record (module docstring) as text fields, ``allowed`` as a sorted list; None before
+    the first publish that recorded arms."""
+    raw = {k.decode(): v.decode() for k, v in conn.hgetall(ARMS_KEY).items()}
+    if not raw:
+        return None
+    raw["allowed"] = sorted(allowed_versions(raw.get("allowed", "").encode()) or set())
+    return raw
+
+
+def withdraw_canary(conn: redis.Redis, version: str) -> None:
+    """Stop serving canary ``version``'s stored lists at once: it leaves ``allowed`` (its users get
+    what a user without a list gets until the next night re-scores them), and stays out when a
+    publish under way finishes with it (field ``withdrawn``, cleared by :func:`allow_canary`)."""
+    with conn.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(ARMS_KEY)
+                record = {k.decode(): v.decode() for k, v in pipe.hgetall(ARMS_KEY).items()}
+                pipe.multi()
+                pipe.hset(ARMS_KEY, "withdrawn", version)
+                if record:
+                    allowed = allowed_versions(record.get("allowed", "").encode()) or set()
+                    if version != record.get("champion"):
+                        allowed.discard(version)
+                    pipe.hset(ARMS_KEY, ALLOWED_FIELD, ",".join(sorted(allowed)))
+                if record.get("canary") == version:
+                    pipe.hdel(ARMS_KEY, "canary", "share", "salt")
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue
+
+
+def allow_canary(conn: redis.Redis, version: str) -> None:
+    """A canary (re)started: a publish may serve ``version`` again."""
+    if conn.hget(ARMS_KEY, "withdrawn") == version.encode():
+        conn.hdel(ARMS_KEY, "withdrawn")
 
 
 NIGHT_FIELDS = ("mode", "rescored", "oldest_scored_at")

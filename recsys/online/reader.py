@@ -16,7 +16,9 @@ to ``[]``; a field Redis does not hold decodes to None.
 The integration tests write through Feast and read through this module, pinning the layout.
 
 Every list read here leaves out the movies on the takedown list (recsys.online.blocklist), read
-in the same round trip, before it is cut to k.
+in the same round trip, before it is cut to k. A user's stored list is served only when its model
+version is one the arms record allows (recsys.online.publication: the champion's and the canary's);
+a list of any other version, such as a canary stopped since the night, counts as no list.
 
 Ids and ``k`` are checked once per door: the public functions (the Python API) check them; the
 ``read_*`` functions are for the CLI and HTTP doors, which checked them already (recsys.checks).
@@ -27,22 +29,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from recsys import checks
 from recsys.config import Settings, load_settings
-from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError, UnknownUserError
+from recsys.errors import InvalidRequestError, StoreError, UnknownUserError
 from recsys.online.layout import (
+    ALLOWED_FIELD,
+    ARMS_KEY,
     BLOCKLIST_KEY,
     HISTORY_VIEW,
     MOVIE_KEY,
     MOVIE_VIEW,
     PROJECT,
-    SIMILAR_VIEW,
     USER_KEY,
     USER_VIEW,
+    allowed_versions,
     blocked_ids,
     decode_value,
     entity_key,
@@ -55,10 +59,21 @@ log = logging.getLogger(__name__)
 Triple = tuple[int, float, str]
 
 
-USER_FIELDS = [field_key(USER_VIEW, "item_ids"), field_key(USER_VIEW, "scores")]
+USER_FIELDS = [field_key(USER_VIEW, f) for f in ("item_ids", "scores", "model_version", "arm")]
+
+
+class Served(NamedTuple):
+    """One user's stored list as served: the first k movies (blocked ones left out), their scores,
+    and the arm and model version that scored it ("" for a list stored before arms)."""
+
+    items: list[int]
+    scores: list[float]
+    arm: str
+    model_version: str
+
+
 TITLE_FIELD = field_key(MOVIE_VIEW, "title")
 HISTORY_FIELD = field_key(HISTORY_VIEW, "movie_ids")
-SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, "movie_ids"), field_key(SIMILAR_VIEW, "scores")]
 
 
 def _check_ids(user_ids: Iterable[Any]) -> list[int]:
@@ -109,15 +124,16 @@ def _hmget_all(conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]) -> 
 
 def _hmget_unblocked(
     conn: redis.Redis, commands: list[tuple[bytes, list[bytes]]]
-) -> tuple[list[list[Any]], set[int]]:
-    """One HMGET reply per (key, fields), in order, and the blocked movies (recsys.online.blocklist),
-    from one pipelined round trip."""
+) -> tuple[list[list[Any]], set[int], set[str] | None]:
+    """One HMGET reply per (key, fields), in order, the blocked movies (recsys.online.blocklist)
+    and the model versions whose lists may be served (None: any), from one pipelined round trip."""
     with conn.pipeline(transaction=False) as pipe:
         pipe.hkeys(BLOCKLIST_KEY)
+        pipe.hget(ARMS_KEY, ALLOWED_FIELD)
         for key, fields in commands:
             pipe.hmget(key, fields)  # type: ignore[arg-type]  # redis-py accepts bytes keys
-        blocked, *replies = pipe.execute()
-    return replies, blocked_ids(blocked)
+        blocked, allowed, *replies = pipe.execute()
+    return replies, blocked_ids(blocked), allowed_versions(allowed)
 
 
 def _first_unblocked(items: bytes, scores: bytes, k: int, blocked: set[int]) -> tuple[list[int], list[float]]:
@@ -161,20 +177,28 @@ def stored_lists(
 
 def read_lists(ids: list[int], k: int, settings: Settings) -> dict[int, tuple[list[int], list[float]] | None]:
     """:func:`stored_lists` for ids and ``k`` a door has already checked (recsys.checks)."""
-    return read_lists_and_blocked(ids, k, settings)[0]
+    served = read_served(ids, k, settings)[0]
+    return {u: None if got is None else (got.items, got.scores) for u, got in served.items()}
 
 
-def read_lists_and_blocked(
-    ids: list[int], k: int, settings: Settings
-) -> tuple[dict[int, tuple[list[int], list[float]] | None], set[int]]:
-    """:func:`read_lists` and the blocked movies it left out, from the same round trip (the HTTP
-    model leaves them out of the lists it computes for users without a stored one)."""
+def read_served(ids: list[int], k: int, settings: Settings) -> tuple[dict[int, Served | None], set[int]]:
+    """Each user's stored list with its arm and model version (None: no list, or one of a version
+    the arms record does not allow), and the blocked movies left out (the HTTP model leaves them out
+    of the lists it computes for users without a stored one); one round trip, ids and ``k`` checked."""
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
-        replies, blocked = _hmget_unblocked(conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids])
-    lists = {}
-    for user_id, (items, scores) in zip(ids, replies):
-        lists[user_id] = None if items is None else _first_unblocked(items, scores, k, blocked)
+        replies, blocked, allowed = _hmget_unblocked(
+            conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids]
+        )
+    lists: dict[int, Served | None] = {}
+    for user_id, (items, scores, version, arm) in zip(ids, replies):
+        version = decode_value(version) or ""
+        if items is None or (allowed is not None and version not in allowed):
+            lists[user_id] = None
+            continue
+        lists[user_id] = Served(
+            *_first_unblocked(items, scores, k, blocked), decode_value(arm) or "", version
+        )
     return lists, blocked
 
 
@@ -203,23 +227,49 @@ def lookup_many(
 
 def read_triples(ids: list[int], k: int, settings: Settings) -> dict[int, list[Triple]]:
     """:func:`lookup_many` for ids and ``k`` a door has already checked (recsys.checks)."""
-    lists = read_lists(ids, k, settings)
+    return {u: served.triples for u, served in read_served_triples(ids, k, settings).items()}
+
+
+class ServedTriples(NamedTuple):
+    """A user's answer with where it comes from: [movie_id, score, title] triples, best first, and
+    the arm and model version that scored the list."""
+
+    triples: list[Triple]
+    arm: str
+    model_version: str
+
+
+def read_served_triples(ids: list[int], k: int, settings: Settings) -> dict[int, ServedTriples]:
+    """Each user's :class:`ServedTriples` (errors as :func:`lookup_many`), ids and ``k`` checked."""
+    lists = read_served(ids, k, settings)[0]
     unknown = [str(u) for u, found in lists.items() if found is None]
     if unknown:
         raise UnknownUserError(
             f"user {', '.join(unknown[:5])} has no recommendations in the online store (project "
             f"{PROJECT} at {settings.redis_address}); check the id or run the nightly publish"
         )
-    found = {u: pair for u, pair in lists.items() if pair is not None}
-    short = [(u, len(items)) for u, (items, _) in found.items() if len(items) < k]
+    found = {u: got for u, got in lists.items() if got is not None}
+    short = [(u, len(got.items)) for u, got in found.items() if len(got.items) < k]
     if short:  # the list's K is the model version's (set at export): asking for more is an error
         user_id, held = short[0]
         raise InvalidRequestError(
             f"k must be at most {held}, the length of the list stored for user {user_id} "
             f"(the model version's K, less any blocked movies), got {k}"
         )
-    named = titles({m for items, _ in found.values() for m in items}, settings)
-    return {u: [(m, s, named[m]) for m, s in zip(items, scores)] for u, (items, scores) in found.items()}
+    named = titles({m for got in found.values() for m in got.items}, settings)
+    return {
+        u: ServedTriples(
+            [(m, s, named[m]) for m, s in zip(got.items, got.scores)], got.arm, got.model_version
+        )
+        for u, got in found.items()
+    }
+
+
+def served_lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> ServedTriples:
+    """One user's top-``k`` triples with the arm and model version behind them (errors as
+    :func:`lookup_many`)."""
+    ids = _check([user_id], k)
+    return read_served_triples(ids, k, settings or load_settings())[ids[0]]
 
 
 def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[Triple]:
@@ -266,103 +316,3 @@ def history(user_id: int, settings: Settings | None = None) -> list[int]:
             f"{settings.redis_address}); check the id or run the nightly publish"
         )
     return movie_ids
-
-
-def _similar_replies(
-    ids: list[int], k: int, settings: Settings
-) -> tuple[Settings, dict[int, tuple[list[int], list[float]] | None], set[int]]:
-    """(settings, each movie's stored (movie_ids, scores) or None, the movies with a stored title):
-    one pipelined round trip (the title lives in the same hash as the list)."""
-    conn = _client(settings.redis_connection)
-    with _store_errors(settings):
-        commands = [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids]
-        replies, blocked = _hmget_unblocked(conn, commands)
-    lists = {
-        m: None if items is None else _first_unblocked(items, scores, k, blocked)
-        for m, (items, scores, _) in zip(ids, replies)
-    }
-    return settings, lists, {m for m, reply in zip(ids, replies) if reply[2] is not None}
-
-
-def stored_similar(
-    movie_ids: Iterable[Any], k: int = checks.MAX_K, settings: Settings | None = None
-) -> dict[int, tuple[list[int], list[float]] | None]:
-    """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
-    a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
-    return _similar_replies(_check_movies(movie_ids, k), k, settings or load_settings())[1]
-
-
-def no_similar_reason(movie_id: int, known: bool, settings: Settings) -> str:
-    """Why a movie has no similar-movies list: a catalogue movie the model left out, or an id the
-    online store does not know."""
-    if known:
-        return (
-            f"movie {movie_id} is in the catalogue but has no similar-movies list: it has too few "
-            "ratings for the movie_similar model (movies rarely rated are left out)"
-        )
-    return (
-        f"movie {movie_id} is not in the online store's catalogue (project {PROJECT} at "
-        f"{settings.redis_address}): check the id, or run the nightly publish"
-    )
-
-
-def similar_or_reasons(
-    movie_ids: Iterable[Any], k: int = 10, settings: Settings | None = None
-) -> dict[int, list[Triple] | str]:
-    """Each movie's ``k`` most similar movies as [movie_id, score, title] triples, best first, or,
-    for a movie without a stored list, the reason (:func:`no_similar_reason`). Two round trips.
-
-    Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond a stored list's length
-    (the movie_similar version's K), StoreError when Redis is unreachable.
-    """
-    return read_similar(_check_movies(movie_ids, k), k, settings or load_settings())
-
-
-def read_similar(ids: list[int], k: int, settings: Settings) -> dict[int, list[Triple] | str]:
-    """:func:`similar_or_reasons` for ids and ``k`` a door has already checked (recsys.checks)."""
-    settings, lists, known = _similar_replies(ids, k, settings)
-    found = {m: pair for m, pair in lists.items() if pair is not None}
-    short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
-    if short:
-        movie, held = short[0]
-        raise InvalidRequestError(
-            f"k must be at most {held}, the number of similar movies stored for movie {movie} "
-            f"(the movie_similar version's K, less any blocked movies), got {k}"
-        )
-    named = titles({m for items, _ in found.values() for m in items}, settings) if found else {}
-    out: dict[int, list[Triple] | str] = {}
-    for m, pair in lists.items():
-        if pair is None:
-            out[m] = no_similar_reason(m, m in known, settings)
-        else:
-            out[m] = [(i, s, named[i]) for i, s in zip(*pair)]
-    return out
-
-
-def similar_many(
-    movie_ids: Iterable[Any], k: int = 10, settings: Settings | None = None
-) -> dict[int, list[Triple]]:
-    """The ``k`` most similar movies of each movie as [movie_id, score, title] triples, best first
-    (two round trips in all).
-
-    Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond the stored lists' length
-    (the movie_similar version's K), UnknownMovieError naming the first movie without a list and
-    why (not in the catalogue, or in it but too rarely rated for the model), StoreError when Redis
-    is unreachable.
-    """
-    return _all_similar(read_similar(_check_movies(movie_ids, k), k, settings or load_settings()))
-
-
-def _all_similar(found: dict[int, list[Triple] | str]) -> dict[int, list[Triple]]:
-    """The triples of every movie; UnknownMovieError naming the first without a list and why."""
-    missing = [reason for reason in found.values() if isinstance(reason, str)]
-    if missing:
-        more = f" ({len(missing) - 1} more movie(s) without a list)" if len(missing) > 1 else ""
-        raise UnknownMovieError(missing[0] + more)
-    return {m: triples for m, triples in found.items() if not isinstance(triples, str)}
-
-
-def similar(movie_id: Any, k: int = 10, settings: Settings | None = None) -> list[Triple]:
-    """The ``k`` most similar movies of one movie (errors as :func:`similar_many`)."""
-    ids = _check_movies([movie_id], k)
-    return _all_similar(read_similar(ids, k, settings or load_settings()))[ids[0]]

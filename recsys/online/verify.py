@@ -110,6 +110,8 @@ def _list_mismatch(expected: Any, got: Any) -> str | None:
     for field in ("model_version", "data_version"):
         if got[field] != str(expected[field]):
             return field
+    if "arm" in got and got["arm"] != str(expected.get("arm", "champion")):  # a frame without arms: champion
+        return "arm"
     if "scored_at" not in got:  # the similar-movie lists carry their time as the event timestamp only
         return None
     import pandas as pd

@@ -12,9 +12,11 @@ configuration change and a several-fold slower nightly publish.
 
 Publish frames:
 - recs: one row per user - ``user_id`` int64, ``item_ids`` list[int64] (movie ids, best first),
-  ``scores`` list[float32] (same length), ``model_version`` str, ``data_version`` str (DVC version of
-  the snapshot the list was scored on), ``event_timestamp`` tz-aware UTC (when the list was scored;
-  stored again as the feature ``scored_at``, ISO 8601, which Feast returns with the list).
+  ``scores`` list[float32] (same length), ``model_version`` str, ``arm`` str (``champion`` or
+  ``canary``, recsys.runtime.arms; a frame without the column is the champion's), ``data_version``
+  str (DVC version of the snapshot the list was scored on), ``event_timestamp`` tz-aware UTC (when
+  the list was scored; stored again as the feature ``scored_at``, ISO 8601, which Feast returns
+  with the list).
 - histories (optional): one row per user - ``user_id`` int64, ``movie_ids`` list[int64] (recent
   positive movies, newest last; may be empty), ``data_version`` str, ``event_timestamp`` tz-aware UTC.
 - catalogue: ``movie_id`` int64, ``title`` str.
@@ -53,6 +55,7 @@ from recsys.online.layout import (
     USER_VIEW,
 )
 from recsys.ops import redis_server
+from recsys.runtime.arms import CHAMPION_ARM, Arms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,6 +135,8 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
     import numpy as np
     import pandas as pd
 
+    if "arm" not in recs.columns:
+        recs = recs.assign(arm=CHAMPION_ARM)
     _check_columns(recs, [c for c in RECS_COLUMNS if c != "scored_at"], "recommendations")
     _check_columns(catalogue, CATALOGUE_COLUMNS, "catalogue")
     if recs[USER_KEY].duplicated().any():
@@ -142,6 +147,7 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
         item_ids=[np.asarray(items, dtype=np.int64) for items in recs["item_ids"]],
         scores=[np.asarray(scores, dtype=np.float32) for scores in recs["scores"]],
         model_version=recs["model_version"].astype(str),
+        arm=recs["arm"].astype(str),
         data_version=recs["data_version"].astype(str),
         event_timestamp=stamp,
     )
@@ -246,6 +252,7 @@ def _write_publication(
     writer: Writer,
     batch_size: int,
     served_users: Sequence[int] | None,
+    arms: Arms | None = None,
 ) -> tuple[int, float, int]:
     """Write every frame under a publication record; (round trips, online seconds, stale users
     removed). ``served_users``: every user the publication serves (default: those in the frames)."""
@@ -262,7 +269,7 @@ def _write_publication(
     try:
         with _online_writer(list(frames), writer, batch_size, settings, done) as write:
             publication.begin(
-                record, _versions(users, "model_version"), _versions(users, "data_version"), total
+                record, _versions(users, "model_version"), _versions(users, "data_version"), total, arms
             )
             for view, frame in frames.items():
                 _write_record(frame, settings.paths.feature_repo, view)
@@ -274,6 +281,7 @@ def _write_publication(
                 users[USER_KEY].tolist() if served_users is None else served_users,
                 lambda u: layout.entity_keys(USER_KEY, np.array([u]), PROJECT)[0],
                 remove_stale=settings.store.stale_users == "remove",
+                arms=arms,
             )
     finally:
         record.close()
@@ -288,8 +296,12 @@ def publish(
     batch_size: int = BATCH_SIZE,
     writer: Writer = "fast",
     served_users: Sequence[int] | None = None,
+    arms: Arms | None = None,
 ) -> dict[str, Any]:
     """Write every user's list, every title and (when given) every user's history to the online store.
+
+    ``arms``: the versions the lists come from (recsys.online.publication's arms record: from the
+    end of this publish on, readers serve only lists of these versions); None leaves the record.
 
     ``served_users``: when ``recs`` holds only the users a night re-scored, every user the
     publication serves (the others keep the lists already in the store); users of the last
@@ -310,7 +322,7 @@ def publish(
     frames = _frames(recs, catalogue, histories)
     redis_server.require(settings)
     started = time.perf_counter()
-    batches, online, stale = _write_publication(frames, settings, writer, batch_size, served_users)
+    batches, online, stale = _write_publication(frames, settings, writer, batch_size, served_users, arms)
     seconds = time.perf_counter() - started
     counts = {
         "users": len(frames[USER_VIEW]),

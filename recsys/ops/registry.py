@@ -3,7 +3,9 @@
 Registered models: ``two_tower`` (the recommender) and ``movie_similar`` (the similar-movies item
 tower). Aliases: ``challenger`` always points at the newest registered version; ``champion`` (the
 served model) moves only through a promotion gate (recsys.tracking.gate) or by hand with
-:meth:`Registry.promote`. Stages are deprecated in MLflow and never used.
+:meth:`Registry.promote`; ``canary`` marks a version served to a slice of users
+(recsys.tracking.canary), and leaves it when it is promoted. Stages are deprecated in MLflow and
+never used.
 
 This is the only module that touches MLflow's process-wide state: a :class:`Registry` holds its own
 client, and :meth:`Registry.run` points MLflow's fluent API (``mlflow.log_metrics`` and the like,
@@ -33,7 +35,7 @@ from recsys.home import models_dir
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, CANARY = "champion", "challenger", "canary"
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
 TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
 Model = Literal["two_tower", "movie_similar", "online"]
@@ -192,10 +194,25 @@ class Registry:
         except ModelNotFoundError:
             return None
 
+    def alias_version(self, alias: str) -> str | None:
+        """The version that holds ``alias``, or None."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def drop_alias(self, alias: str) -> None:
+        """Remove ``alias`` from whichever version holds it (nothing when none does)."""
+        if self.alias_version(alias) is not None:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+
     def promote(self, version: str, reason: str = "manual") -> Promotion:
-        """Point ``champion`` at ``version`` (must exist); report what it replaced."""
+        """Point ``champion`` at ``version`` (must exist); report what it replaced. A canary
+        promoted to champion stops being the canary."""
         self.resolve(version)
         previous = self.champion_version()
+        if self.alias_version(CANARY) == str(version):
+            self.drop_alias(CANARY)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
         log.info("%s champion -> version %s (was %s): %s", self.model_name, version, previous, reason)
         return Promotion(version, True, previous, reason)

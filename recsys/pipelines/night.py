@@ -7,8 +7,9 @@ version, which becomes the lists' ``data_version``.
 The users: everyone (``full``) when asked, when nothing is served yet, when the model version
 changed, when the snapshot was replaced by a new release, or when the served lists' night is not
 in the log; otherwise only the users whose ratings the nights after the served lists' night changed
-(``incremental``): a user whose history, seen set and model version are unchanged would get exactly
-the list served now.
+(``incremental``), and the users whose arm or arm's version changed (a canary started, stopped or
+resized: recsys.runtime.arms): a user whose history, seen set, arm and model version are unchanged
+would get exactly the list served now.
 
 What is served now: ``<home>/scores/served.json``, written after each publish (the merged lists'
 file, model version, release, night, snapshot version, when, how many users were re-scored), with
@@ -33,6 +34,7 @@ from recsys.data import eventlog, snapshots
 from recsys.data.prepared import PreparedRef
 from recsys.errors import DataError
 from recsys.files import read_parquet, write_text
+from recsys.runtime.arms import CHAMPION_ARM, Arms
 
 SERVED_FILE = "served.json"
 
@@ -61,6 +63,7 @@ def record_served(settings: Settings, night: dict, recommendations: str, rescore
     record = {
         "recommendations": str(recommendations),
         "model_version": night["model_version"],
+        "arms": night.get("arms"),
         "release_id": night["release_id"],
         "events_seq": night["events_seq"],
         "night_id": night.get("night_id", ""),
@@ -93,16 +96,32 @@ def _full_reason(now: dict | None, version: str, release: str, raw: Path, full: 
     return ""
 
 
-def plan(settings: Settings, model_version: str, full: bool = False) -> dict:
-    """Pin tonight's data and decide who is scored (see the module docstring)."""
+def _arms_reason(now: dict, arms: Arms) -> str:
+    """Why users change arm tonight ("" when the arms are those of the lists served now)."""
+    before = Arms.from_dict(now.get("arms"), champion=str(now["model_version"]))
+    if before == arms:
+        return ""
+    was = f"canary {before.canary} on {before.share:.0%}" if before.canary else "no canary"
+    is_ = f"canary {arms.canary} on {arms.share:.0%}" if arms.canary else "no canary"
+    return f"; the users whose arm changed ({was} -> {is_})"
+
+
+def plan(settings: Settings, model_version: str, full: bool = False, arms: Arms | None = None) -> dict:
+    """Pin tonight's data and decide who is scored (see the module docstring); ``arms``: the
+    versions serving tonight (default: ``model_version`` alone, for everyone)."""
+    arms = arms or Arms(model_version)
+    if arms.champion != model_version:
+        raise ValueError(f"arms {arms} do not have version {model_version} as champion")
     raw = home.raw_dir(settings)
     prepared = PreparedRef.at(home.prepared_dir(settings))
     activity, base_seq = eventlog.prepared_base(raw, prepared.folder)
     until, release = eventlog.last_seq(raw), eventlog.release_id(raw)
     now = served(settings)
     reason = _full_reason(now, model_version, release, raw, full)
+    moved = "" if reason else _arms_reason(now, arms)  # type: ignore[arg-type]
     return {
         "model_version": model_version,
+        "arms": arms.as_dict(),
         **prepared.as_dict(),
         "raw_dir": str(raw),
         "snapshot_version": snapshots.data_version(raw),
@@ -111,7 +130,8 @@ def plan(settings: Settings, model_version: str, full: bool = False) -> dict:
         "events_seq": until,
         "night_id": eventlog.night_id(raw, until),
         "mode": "full" if reason else "incremental",
-        "reason": reason or f"users changed by nights {now['events_seq'] + 1}..{until}",  # type: ignore[index]
+        "reason": reason or f"users changed by nights {now['events_seq'] + 1}..{until}{moved}",  # type: ignore[index]
+        "arms_changed": bool(moved),
         "changed_since": -1 if reason else int(now["events_seq"]),  # type: ignore[index]
         "served": None if reason else now["recommendations"],  # type: ignore[index]
     }
@@ -127,7 +147,10 @@ def users(night: dict) -> np.ndarray:
     """Who the night scores, ascending: everyone in the data, or the changed users."""
     raw, until = Path(night["raw_dir"]), int(night["events_seq"])
     if night["mode"] == "incremental":
-        return eventlog.changed_users(raw, int(night["changed_since"]), until)
+        changed = eventlog.changed_users(raw, int(night["changed_since"]), until)
+        if night.get("arms_changed"):
+            changed = np.union1d(changed, _moved_users(night))
+        return changed
     activity, since = _base(night)
     if activity is not None:
         base = read_parquet(activity, ["user_id"], eventlog.PREPARE_AGAIN)["user_id"].to_numpy()
@@ -137,6 +160,30 @@ def users(night: dict) -> np.ndarray:
         base = load_ratings(raw / "ratings.csv")["user_id"].to_numpy()
     later = eventlog.ratings_after(raw, since, until=until)["user_id"].to_numpy()
     return np.unique(np.concatenate([base, later]).astype(np.int64))
+
+
+def _moved_users(night: dict) -> np.ndarray:
+    """The served users whose arm, or whose arm's version, differs tonight (ascending)."""
+    import pyarrow.parquet as pq
+
+    path = Path(night["served"])
+    fix = "run `recsys score --full`"
+    try:
+        has_arm = "arm" in pq.read_schema(path).names
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} cannot be read ({exc}); {fix}") from exc
+    kept = read_parquet(path, ["user_id", "model_version", *(["arm"] if has_arm else [])], fix)
+    if not has_arm:  # lists scored before arms: all the champion's
+        kept = kept.assign(arm=CHAMPION_ARM)
+    arms = Arms.from_dict(night["arms"])
+    ids = kept["user_id"].to_numpy(dtype=np.int64)
+    arm = arms.assign(ids)
+    versions = arms.versions()
+    version = np.array([versions[a] for a in arm], dtype=object)
+    moved = (kept["arm"].to_numpy(dtype=object) != arm) | (
+        kept["model_version"].astype(str).to_numpy() != version
+    )
+    return np.sort(ids[moved])
 
 
 def ratings(night: dict, user_ids: np.ndarray | None) -> pd.DataFrame:

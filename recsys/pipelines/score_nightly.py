@@ -3,6 +3,8 @@ users in shards, merge and validate the lists, publish them to Redis through Fea
 back; score and publish every movie's similar movies.
 
 No retrain is needed for fresh lists: histories and seen sets come from the pinned prepared data.
+With a canary (recsys.tracking.canary), each user is scored by the version of its arm
+(recsys.runtime.arms) and every list records its ``arm`` and ``model_version``.
 Lists that fail suite ``recommendations`` are never written; publishing takes the ``data`` and
 ``publish`` locks (``similar_publish`` for the similar movies).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +25,7 @@ from recsys.files import read_parquet, write_text
 from recsys.ops.locks import locked
 from recsys.ops.registry import CHAMPION, MOVIE_SIMILAR, TWO_TOWER, Registry
 from recsys.pipelines import night
+from recsys.runtime.arms import CHAMPION_ARM, Arms
 
 log = logging.getLogger(__name__)
 RESCORE = "run `recsys score` again"
@@ -38,10 +42,23 @@ def plan_scoring(
     shard_size = settings.score.shard_size if shard_size is None else shard_size
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    version = str(Registry.open(settings, TWO_TOWER).resolve(ref).version)
-    plan = night.plan(settings, version, full)
+    from recsys.tracking import canary
+
+    registry = Registry.open(settings, TWO_TOWER)
+    version = str(registry.resolve(ref).version)
+    # the canary serves its slice only on nights of the champion; another ref serves everyone
+    arms = canary.arms(registry) if ref == CHAMPION else Arms(version)
+    if arms.champion != version:  # the alias moved between the two reads: plan on the newer arms
+        version = arms.champion
+    plan = night.plan(settings, version, full, arms)
     n_users = len(night.users(plan))
-    log.info("tonight: %s scoring of %d users (%s)", plan["mode"], n_users, plan["reason"])
+    log.info(
+        "tonight: %s scoring of %d users (%s); arms %s",
+        plan["mode"],
+        n_users,
+        plan["reason"],
+        arms.versions(),
+    )
     return {
         **plan,
         "dataset": settings.data.dataset,
@@ -58,7 +75,8 @@ def score(
     pinned: dict | None = None,
     full: bool = False,
 ) -> dict:
-    """Score shard ``shard`` of ``n_shards`` of tonight's users with the model's ONNX graph.
+    """Score shard ``shard`` of ``n_shards`` of tonight's users with the ONNX graph of each one's
+    arm (the champion's, or the canary's for its slice).
 
     ``pinned``: the night :func:`plan_scoring` planned; default: plan it now (``full``: everyone).
     Histories and seen sets come from the pinned data (prepared activity plus the nights after it),
@@ -66,32 +84,47 @@ def score(
     reflect it. With one shard the lists are merged at once (:func:`merge_recommendations`).
     """
     from recsys.online import blocklist
-    from recsys.runtime.scoring import score_users, user_inputs, without_movies, write_recommendations
-    from recsys.runtime.two_tower import ModelBundle
+    from recsys.runtime.scoring import write_recommendations
 
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in 0..{n_shards - 1}, got {shard}")
     plan = night.check(pinned) if pinned else plan_scoring(settings, ref, full=full)
-    version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(plan["model_version"])
-    bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
+    arms = Arms.from_dict(plan.get("arms"), champion=plan["model_version"])
     users = night.users(plan)[shard::n_shards]
-    # blocked movies (the takedown list) are left out like seen ones
-    inputs = without_movies(
-        user_inputs(night.ratings(plan, users), bundle, users),
-        bundle,
-        blocklist.blocked_for_scoring(settings),
-    )
-    batch, progress = settings.score.batch_size, settings.train.progress_bar
-    recs = score_users(bundle, inputs, version, plan["snapshot_version"], batch, progress=progress)
-    out = home.scores_dir(settings, version, plan["snapshot_version"])
+    ratings = night.ratings(plan, users)
+    blocked = blocklist.blocked_for_scoring(settings)  # left out like seen movies
+    assigned = arms.assign(users)
+    scored, catalogues, ks = [], [], {}
+    for arm, version in arms.versions().items():
+        recs, bundle = _score_arm(settings, plan, version, users[assigned == arm], ratings, blocked)
+        scored.append(recs.assign(arm=arm))
+        catalogues.append(bundle.catalogue[["movie_id", "title", "train_count"]])
+        ks[arm] = bundle.k
+    recs = pd.concat(scored, ignore_index=True).sort_values("user_id", ignore_index=True)
+    out = home.scores_dir(settings, arms.label, plan["snapshot_version"])
     path = write_recommendations(recs, out / f"shard-{shard:04d}-of-{n_shards:04d}.parquet")
     # Every shard writes the same two files: atomic replaces, so a reader never sees half a file.
-    write_recommendations(bundle.catalogue[["movie_id", "title", "train_count"]], out / "catalogue.parquet")
-    meta = {**plan, "model_version": version, "k": bundle.k, "user_tower": bundle.user_tower}
+    catalogue = pd.concat(catalogues, ignore_index=True).drop_duplicates("movie_id", ignore_index=True)
+    write_recommendations(catalogue, out / "catalogue.parquet")
+    meta = {**plan, "model_version": arms.champion, "k": ks[CHAMPION_ARM], "arm_k": ks}
     write_text(json.dumps(meta, indent=2), out / "scoring.json")
     if n_shards == 1:
         return {**merge_recommendations(settings, [str(path)]), "shard": str(path)}
-    return {"shard": str(path), "model_version": version, "n_users": len(recs), **_counts(recs)}
+    return {"shard": str(path), "model_version": arms.champion, "n_users": len(recs), **_counts(recs)}
+
+
+def _score_arm(
+    settings: Settings, plan: dict, version: str, users: Any, ratings: pd.DataFrame, blocked: set[int]
+) -> tuple[pd.DataFrame, Any]:
+    """(lists of ``users`` by model ``version``, its loaded ModelBundle)."""
+    from recsys.runtime.scoring import score_users, user_inputs, without_movies
+    from recsys.runtime.two_tower import ModelBundle
+
+    version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(version)
+    bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
+    inputs = without_movies(user_inputs(ratings, bundle, users), bundle, blocked)
+    batch, progress = settings.score.batch_size, settings.train.progress_bar
+    return score_users(bundle, inputs, version, plan["snapshot_version"], batch, progress=progress), bundle
 
 
 def _counts(recs: pd.DataFrame) -> dict:
@@ -127,14 +160,20 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
         raise DataError(f"expected shard files of one scoring folder, got {shards}")
     meta = scoring_meta(paths[0])
     scored = pd.concat([read_recommendations(p) for p in paths], ignore_index=True)
-    mixed = scored["model_version"].nunique() > 1 or scored["data_version"].nunique() > 1
-    if mixed or scored["user_id"].duplicated().any():
-        raise DataError(f"shards {shards} mix model or data versions, or repeat users; score them again")
+    versions = Arms.from_dict(meta.get("arms"), champion=str(meta["model_version"])).versions()
+    off_arm = scored["model_version"].astype(str) != scored["arm"].map(versions)
+    if off_arm.any() or scored["data_version"].nunique() > 1 or scored["user_id"].duplicated().any():
+        raise DataError(
+            f"shards {shards} hold a list of a version its arm does not serve tonight ({versions}), "
+            "mix data versions, or repeat users; score them again"
+        )
     scored = scored.sort_values("user_id", ignore_index=True)
     folder = paths[0].parent
     recs = scored
     if meta["mode"] == "incremental":
         kept = read_recommendations(Path(meta["served"]))
+        if "arm" not in kept.columns:  # lists scored before arms: all the champion's
+            kept = kept.assign(arm=CHAMPION_ARM)
         recs = pd.concat([kept[~kept["user_id"].isin(scored["user_id"])], scored], ignore_index=True)
         recs = recs.sort_values("user_id", ignore_index=True)
         write_recommendations(scored, folder / RESCORED)
@@ -182,7 +221,21 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
         return {"suite": "recommendations", "success": True, "rows": 0, "skipped": "nobody was re-scored"}
     rated = night.ratings(meta, recs["user_id"].to_numpy())[["user_id", "movie_id"]]
     n_items = len(read_parquet(path.parent / "catalogue.parquet", fix=RESCORE))
-    return check(recs, rated, min(int(meta["k"]), n_items), home.data_docs(settings))
+    arm_k = meta.get("arm_k") or {CHAMPION_ARM: int(meta["k"])}
+    arms = recs["arm"] if "arm" in recs.columns else pd.Series(CHAMPION_ARM, index=recs.index)
+    summary: dict = {}
+    for k in sorted({int(v) for v in arm_k.values()}):  # one run of the suite per list length
+        mine = recs[arms.map(arm_k).astype(int) == k]
+        if len(mine):
+            summary = _merge_summaries(summary, check(mine, rated, min(k, n_items), home.data_docs(settings)))
+    return summary
+
+
+def _merge_summaries(before: dict, after: dict) -> dict:
+    """One summary of the suite's runs on each list length (rows add up)."""
+    if not before:
+        return after
+    return {**after, "rows": int(before.get("rows", 0)) + int(after.get("rows", 0))}
 
 
 @locked("data", "publish")
@@ -206,7 +259,10 @@ def publish(settings: Settings, recommendations: str) -> dict:
     redis_server.ensure_running(settings)
     feast_repo.apply(settings)
     catalogue = read_parquet(path.parent / "catalogue.parquet", fix=RESCORE)
-    written = writer.publish(recs, catalogue, settings, histories=histories, served_users=everyone.tolist())
+    arms = Arms.from_dict(meta.get("arms"), champion=str(meta["model_version"]))
+    written = writer.publish(
+        recs, catalogue, settings, histories=histories, served_users=everyone.tolist(), arms=arms
+    )
     # A full night reads its sample back through Feast itself; an incremental one through the
     # registered layouts (no 8 s Feast import for a few hundred rows; Feast when none is registered).
     through: verify.Through = "registered" if meta["mode"] == "incremental" else "feast"

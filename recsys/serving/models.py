@@ -13,9 +13,11 @@ HTTP 503 naming it. A request holds user ids or movie ids, not both.
 (``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
 request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
 requested user, in request order, with ``recommendations`` = K triples [movie_id, score, title],
-best first, and ``source``:
+best first, ``arm`` and ``model_version`` (the arm, ``champion`` or ``canary``, and the two_tower
+version of a stored list; both "" for a computed or popular one), and ``source``:
 
-- ``online_store``: the list the nightly job stored in Redis through Feast;
+- ``online_store``: the list the nightly job stored in Redis through Feast (of a version the arms
+  record allows: a stopped canary's lists are not served, recsys.online.publication);
 - ``computed``: no stored list, but a stored recent history (Feast view ``user_history``), or a
   training-time user of the id tower: scored on the spot by this version's ONNX graph, with the
   stored history as the seen set;
@@ -49,7 +51,8 @@ from mlflow.pyfunc import PythonModel
 from recsys.checks import MAX_K, as_frame, check_frame, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
-from recsys.online.reader import read_histories, read_lists_and_blocked, read_similar, titles
+from recsys.online.reader import Served, read_histories, read_served, titles
+from recsys.online.similar_reader import read_similar
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 
@@ -90,13 +93,11 @@ class RecommenderModel(PythonModel):
             )
         self.store_up = False
 
-    def _stored(
-        self, user_ids: list[int], k: int
-    ) -> tuple[dict[int, tuple[list[int], list[float]] | None], set[int]]:
+    def _stored(self, user_ids: list[int], k: int) -> tuple[dict[int, Served | None], set[int]]:
         """Each user's stored list (None: none stored, or the store is down) and the blocked movies
         (recsys.online.blocklist; none known while the store is down); one round trip."""
         try:
-            lists, blocked = read_lists_and_blocked(user_ids, k, self.settings)  # checked by check_request
+            lists, blocked = read_served(user_ids, k, self.settings)  # checked by check_request
         except StoreError as exc:
             self._store_failed(exc)
             return dict.fromkeys(user_ids), set()
@@ -163,7 +164,7 @@ class RecommenderModel(PythonModel):
         unique = list(dict.fromkeys(user_ids))
         stored, blocked = self._stored(unique, max(ks))
         ranked: dict[int, Ranked] = {
-            u: ("online_store", *pair) for u, pair in stored.items() if pair is not None
+            u: ("online_store", got.items, got.scores) for u, got in stored.items() if got is not None
         }
         missing = [u for u in unique if u not in ranked]
         if missing:
@@ -173,7 +174,17 @@ class RecommenderModel(PythonModel):
         for user_id, k in zip(user_ids, ks):
             source, items, scores = ranked[user_id]
             triples = [[m, s, named[m]] for m, s in zip(items[:k], scores[:k])]
-            rows.append({"user_id": user_id, "source": source, "recommendations": triples})
+            got = stored.get(user_id)
+            arm, version = (got.arm, got.model_version) if got is not None else ("", "")
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "source": source,
+                    "arm": arm,
+                    "model_version": version,
+                    "recommendations": triples,
+                }
+            )
         return rows
 
     def _answer_similar(self, model_input: pd.DataFrame) -> list[dict]:

@@ -123,7 +123,7 @@ def test_retrain_mines_pairs_and_trains_the_similar_movies_model(chain, airflow_
 
 
 def test_nightly_publishes_every_movies_similar_movies(chain, airflow_db, recsys_env):
-    from recsys.online.reader import similar_many
+    from recsys.online.similar_reader import similar_many
 
     dag_run = chain["recsys_score_nightly"]
     scored = airflow_db.xcom(dag_run, "score_similar")

@@ -9,7 +9,7 @@ import pytest
 
 from recsys.config import Settings
 from recsys.errors import DataError, InvalidRequestError, StoreError, UnknownMovieError
-from recsys.online import feast_repo, verify, writer
+from recsys.online import feast_repo, similar_reader, verify, writer
 from recsys.online import reader as lookup
 from recsys.ops import redis_server
 from recsys.serving.models import RecommenderModel
@@ -92,12 +92,13 @@ def test_feast_and_the_fast_lookup_read_back_what_was_published(
     assert got["movie_ids"].iloc[1][0] == 2**40 and got["title"].iloc[0] == title(1)
     assert got["movie_ids"].iloc[2] is None  # no list stored for movie 77
     assert verify.verify_similar(published_similar, own_redis, 10) == {"checked": 10, "mismatches": 0}
-    triples = lookup.similar(1, 3, own_redis)
+    triples = similar_reader.similar(1, 3, own_redis)
     want = published_similar.iloc[0]
     assert [m for m, _, _ in triples] == want["movie_ids"][:3].tolist()
     assert [s for _, s, _ in triples] == pytest.approx(want["scores"][:3].tolist())
     assert [t for _, _, t in triples] == [title(int(m)) for m in want["movie_ids"][:3]]
-    assert lookup.similar_many([1, 2], 2, own_redis)[2][0][0] == published_similar["movie_ids"].iloc[1][0]
+    second = similar_reader.similar_many([1, 2], 2, own_redis)[2]
+    assert second[0][0] == published_similar["movie_ids"].iloc[1][0]
 
 
 def test_a_changed_store_fails_the_read_back(published_similar: pd.DataFrame, own_redis: Settings) -> None:
@@ -111,11 +112,11 @@ def test_bad_lookups_get_one_line_naming_the_problem(
     published_similar: pd.DataFrame, own_redis: Settings
 ) -> None:
     with pytest.raises(UnknownMovieError, match="movie 77 is not in the online store's catalogue"):
-        lookup.similar(77, 3, own_redis)
+        similar_reader.similar(77, 3, own_redis)
     with pytest.raises(InvalidRequestError, match="k must be at most 5, the number of similar movies stored"):
-        lookup.similar(1, 6, own_redis)
+        similar_reader.similar(1, 6, own_redis)
     with pytest.raises(InvalidRequestError, match="movie_id must be an integer"):
-        lookup.similar(0, 3, own_redis)
+        similar_reader.similar(0, 3, own_redis)
     with pytest.raises(DataError, match="duplicate movie_id"):
         writer.publish_similar(pd.concat([published_similar, published_similar.iloc[:1]]), own_redis)
 
@@ -146,13 +147,13 @@ def test_a_catalogue_movie_without_a_list_is_named_as_such_and_does_not_fail_a_b
     own_redis: Settings,
 ) -> None:
     conn = redis_server.client(own_redis.redis_connection)
-    conn.hdel(lookup.entity_key("movie_id", 3), *lookup.SIMILAR_FIELDS)  # movie 3 keeps its title
+    conn.hdel(lookup.entity_key("movie_id", 3), *similar_reader.SIMILAR_FIELDS)  # movie 3 keeps its title
     with pytest.raises(UnknownMovieError, match="movie 3 is in the catalogue but has no similar-movies list"):
-        lookup.similar(3, 2, own_redis)
+        similar_reader.similar(3, 2, own_redis)
     with pytest.raises(UnknownMovieError) as raised:
-        lookup.similar(77, 2, own_redis)
+        similar_reader.similar(77, 2, own_redis)
     assert "check the id" in str(raised.value) and "in the catalogue but" not in str(raised.value)
-    found = lookup.similar_or_reasons([1, 3, 77], 2, own_redis)
+    found = similar_reader.similar_or_reasons([1, 3, 77], 2, own_redis)
     assert [m for m, _, _ in found[1]] == published_similar["movie_ids"].iloc[0][:2].tolist()
     assert "too few ratings" in found[3] and "not in the online store's catalogue" in found[77]
     rows = served.predict(None, pd.DataFrame({"movie_id": [3, 1, 77], "k": [2, 2, 2]}))
@@ -185,7 +186,7 @@ def test_the_similar_lists_status_says_version_date_and_how_many_movies(
     from recsys.online import publication
 
     conn = redis_server.client(own_redis.redis_connection)
-    conn.hdel(lookup.entity_key("movie_id", 3), *lookup.SIMILAR_FIELDS)  # a title without a list
+    conn.hdel(lookup.entity_key("movie_id", 3), *similar_reader.SIMILAR_FIELDS)  # a title without a list
     state = publication.similar_status(conn)
     assert state == {
         "movies": N_MOVIES - 1,
@@ -209,8 +210,8 @@ def test_a_blocked_movie_leaves_the_similar_lists_at_once(
 
     stored = published_similar.iloc[0]["movie_ids"].tolist()
     blocklist.block(stored[1], own_redis, reason="withdrawn")
-    assert [m for m, _, _ in lookup.similar(1, 3, own_redis)] == [stored[0], *stored[2:4]]
+    assert [m for m, _, _ in similar_reader.similar(1, 3, own_redis)] == [stored[0], *stored[2:4]]
     with pytest.raises(InvalidRequestError, match="less any blocked movies"):
-        lookup.similar(1, K, own_redis)
+        similar_reader.similar(1, K, own_redis)
     blocklist.unblock(stored[1], own_redis)
-    assert [m for m, _, _ in lookup.similar(1, K, own_redis)] == stored[:K]
+    assert [m for m, _, _ in similar_reader.similar(1, K, own_redis)] == stored[:K]
