@@ -620,3 +620,85 @@ def test_a_blocked_movie_leaves_the_served_lists_at_once_and_the_next_nights_lis
         assert len(lookup(1, 100, settings)) == 100
     finally:
         blocklist.unblock(movie, settings)
+
+
+def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_when_stopped(chain):
+    """Runs last: version 2 (the worse model above) as a canary on a quarter of the users. The
+    next night re-scores exactly its slice with it, every reader says which arm and version a list
+    comes from, and stopping it withdraws its lists at once; the night after gives them back to the
+    champion."""
+    from recsys.errors import UnknownUserError
+    from recsys.online.reader import served_lookup
+    from recsys.runtime.arms import Arms
+    from recsys.serving.models import RecommenderModel
+
+    env, settings, _ = chain
+    for args, message in [
+        (["--version", "2", "--share", "0.7"], "canary share must be in (0, 0.5], got 0.7"),
+        (["--version", "1", "--share", "0.1"], "version 1 is the champion: a canary must be another version"),
+        (
+            ["--version", "42", "--share", "0.1"],
+            "two_tower has no version 42: its versions are 1, 2 (`recsys models`)",
+        ),
+    ]:
+        out = cli(env, "canary", "start", *args)
+        assert out.returncode == 1 and out.stderr.strip() == f"error: {message}", out.stderr
+    quiet = score_nightly.score(settings)  # nothing changed since the last night: nobody re-scored
+    assert quiet["n_rescored"] == 0
+    out = cli(env, "canary", "start", "--version", "2", "--share", "0.25", "--salt", "s1", "--by", "ann")
+    assert out.returncode == 0 and "canary: version 2 for 25.0% of users (salt s1)" in out.stdout, out.stderr
+    tags = Registry.open(settings).resolve("canary").tags
+    assert (tags["canary_share"], tags["canary_salt"], tags["canary_started_by"]) == ("0.25", "s1", "ann")
+    users = pd.read_parquet(quiet["recommendations"])["user_id"].to_numpy()
+    in_slice = set(users[Arms("1", "2", 0.25, "s1").in_canary(users)].tolist())
+    assert 0.15 < len(in_slice) / len(users) < 0.35
+
+    night = score_nightly.score(settings)
+    assert night["mode"] == "incremental" and set(night["rescored_users"]) == in_slice, night["reason"]
+    assert "the users whose arm changed (no canary -> canary 2 on 25%)" in night["reason"]
+    lists = pd.read_parquet(night["recommendations"]).set_index("user_id")
+    canary_rows = lists.index.isin(list(in_slice))
+    assert (lists["arm"] == "canary").tolist() == canary_rows.tolist()
+    assert set(lists.loc[canary_rows, "model_version"]) == {"2"}
+    assert set(lists.loc[~canary_rows, "model_version"]) == {"1"}
+    full = pd.read_parquet(score_nightly.score(settings, full=True)["recommendations"]).set_index("user_id")
+    for user in full.index:  # the incremental night equals a full one under the same arms
+        assert lists.loc[user, "item_ids"].tolist() == full.loc[user, "item_ids"].tolist(), user
+    score_nightly.validate_recommendations(settings, night["recommendations"])
+    score_nightly.publish(settings, night["recommendations"])
+    assert score_nightly.verify_lookups(settings, night["recommendations"])["checked"] == 20
+
+    user, other = min(in_slice), min(set(users.tolist()) - in_slice)
+    assert served_lookup(user, 10, settings)[1:] == ("canary", "2")
+    assert served_lookup(other, 10, settings)[1:] == ("champion", "1")
+    out = cli(env, "lookup", "--user", str(user))
+    assert out.returncode == 0 and f"served: user {user}, arm canary, two_tower version 2" in out.stderr
+    store = feast_repo.feature_store(settings)
+    features = ["user_recommendations:arm", "user_recommendations:model_version"]
+    rows = [{"user_id": user}, {"user_id": other}]
+    got = store.get_online_features(features=features, entity_rows=rows).to_dict()
+    assert got["arm"] == ["canary", "champion"] and got["model_version"] == ["2", "1"]
+    http = RecommenderModel()
+    http.load(str(Registry.open(settings).download_bundle("champion")[1]), settings)
+    rows = http.predict(None, pd.DataFrame({"user_id": [user, other], "k": [5, 5]}))
+    assert [(r["source"], r["arm"], r["model_version"]) for r in rows] == [
+        ("online_store", "canary", "2"),
+        ("online_store", "champion", "1"),
+    ]
+
+    out = cli(env, "canary", "stop", "--reason", "worse on HitRate@10", "--by", "ann")
+    assert out.returncode == 0 and "version 2 is no longer the canary" in out.stdout
+    with pytest.raises(UnknownUserError):  # withdrawn at once, with no re-publish
+        served_lookup(user, 10, settings)
+    assert served_lookup(other, 10, settings)[1:] == ("champion", "1")
+    assert http.predict(None, pd.DataFrame({"user_id": [user]}))[0]["source"] == "computed"
+    out = cli(env, "lookup", "--user", str(user))
+    assert out.returncode == 0 and "source computed" in out.stderr and "version 1" in out.stderr
+    assert Registry.open(settings).resolve("2").tags["canary_stop_reason"] == "worse on HitRate@10"
+    assert "no canary" in cli(env, "canary", "status").stdout
+
+    after = score_nightly.score(settings)
+    assert after["mode"] == "incremental" and set(after["rescored_users"]) == in_slice
+    score_nightly.publish(settings, after["recommendations"])
+    assert served_lookup(user, 10, settings)[1:] == ("champion", "1")
+    assert served_lookup(user, 10, settings).triples == lookup(user, 10, settings)

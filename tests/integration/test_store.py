@@ -201,6 +201,7 @@ def test_feature_service_serves_lists_and_histories(
         "item_ids",
         "scores",
         "model_version",
+        "arm",
         "data_version",
         "scored_at",
         "movie_ids",
@@ -209,6 +210,7 @@ def test_feature_service_serves_lists_and_histories(
     for i, (_, want) in enumerate(published.iterrows()):
         assert served["item_ids"][i] == want["item_ids"].tolist()
         assert served["data_version"][i] == "d41d8cd" and served["model_version"][i] == "7"
+        assert served["arm"][i] == "champion"  # a frame without arms is the champion's
         expected = want_history.get(want["user_id"])
         assert served["movie_ids"][i] == (None if expected is None else expected.tolist())
     assert served["movie_ids"][0] == [] and len(served["movie_ids"][1]) == LONG_HISTORY
