@@ -195,3 +195,46 @@ def test_users_gone_from_the_new_scoring_are_removed_or_kept_by_setting(
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["served"]["model_version"] == "B"
+
+
+def test_the_arms_record_serves_only_the_published_versions_and_a_withdrawn_canary_stays_out(
+    own_redis: Settings,
+) -> None:
+    """A publish with arms (recsys.runtime.arms) allows its versions' lists; withdrawing the canary
+    hides its lists at once, also from a publish that was under way when it was withdrawn."""
+    from recsys.runtime.arms import Arms
+
+    feast_repo.apply(own_redis)
+    arms = Arms("A", "C", 0.5, "s")
+    recs, catalogue = frames("A")
+    canary = arms.in_canary(recs["user_id"].to_numpy())
+    recs = recs.assign(arm=np.where(canary, "canary", "champion"), model_version=np.where(canary, "C", "A"))
+    writer.publish(recs, catalogue, own_redis, batch_size=ROWS, arms=arms)
+    conn = redis_server.client(own_redis.redis_connection)
+    assert publication.served_arms(conn) == {
+        "champion": "A", "canary": "C", "share": "0.5", "salt": "s", "allowed": ["A", "C"]
+    }  # fmt: skip
+    users = recs["user_id"].tolist()
+    one_canary, one_champion = users[int(np.argmax(canary))], users[int(np.argmin(canary))]
+    served, _ = lookup.read_served([one_canary, one_champion], K, own_redis)
+    assert served[one_canary].arm == "canary" and served[one_canary].model_version == "C"
+    assert served[one_champion].arm == "champion" and served[one_champion].model_version == "A"
+
+    publication.withdraw_canary(conn, "C")
+    got = lookup.stored_lists(users, K, own_redis)
+    assert [u for u, pair in got.items() if pair is None] == [u for u, c in zip(users, canary) if c]
+    assert publication.served_arms(conn)["allowed"] == ["A"]
+    # a publish of the same arms that was under way finishes without the withdrawn canary
+    publication.begin(conn, "A,C", "data-A", 0, arms)
+    assert publication.served_arms(conn)["allowed"] == ["A"]
+    publication.finish(conn, users, lambda u: lookup.entity_key("user_id", u), True, arms)
+    assert publication.served_arms(conn) == {"champion": "A", "allowed": ["A"], "withdrawn": "C"}
+    assert lookup.stored_lists([one_canary], K, own_redis)[one_canary] is None
+    # started again: the next publish serves it
+    publication.allow_canary(conn, "C")
+    writer.publish(recs, catalogue, own_redis, batch_size=ROWS, arms=arms)
+    assert lookup.read_served([one_canary], K, own_redis)[0][one_canary].arm == "canary"
+    # a publish without arms (a direct writer call) leaves the record as it is
+    writer.publish(*frames("A"), own_redis, batch_size=ROWS)
+    assert publication.served_arms(conn)["allowed"] == ["A", "C"]
+    conn.close()
