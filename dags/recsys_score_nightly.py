@@ -35,7 +35,14 @@ champion. The run also starts when `recsys_retrain` moves that champion (asset
 **recsys_similar_model**).
 
 Params: `shard_size` (users per scoring task; default: setting `score.shard_size`, 25,000), `full`
-(re-score every user).
+(re-score every user), `canary_version` with `canary_share` (serve a registered version to that
+share of the users from this night on: `recsys canary start`), `canary_stop` (end the canary: its
+lists leave every answer at once, and this night gives its users back to the champion).
+
+With a canary (alias `canary` in MLflow), each user is scored by its arm's version: a salted hash
+of the user id puts the same share of users in the canary's slice every night. Every list records
+its `arm` and `model_version`; users whose arm or version changed are re-scored in an incremental
+night.
 """
 
 from __future__ import annotations
@@ -74,11 +81,18 @@ def evaluate_served() -> dict:
 
 @task(trigger_rule="all_done")  # fresh lists even when the evaluation of yesterday's failed
 def resolve_champion() -> dict:
-    """Pin the version behind alias champion and today's prepared data; count the users."""
-    from recsys.pipelines import score_nightly
+    """Start or stop the canary when the Params ask; pin the champion, the canary and today's
+    prepared data; count the users."""
+    from recsys.pipelines import canary, score_nightly
 
+    settings, asked = load(), params()
     with fail_fast_on_bad_input():
-        return score_nightly.plan_scoring(load(), "champion", params()["shard_size"], params()["full"])
+        done = canary.from_params(
+            settings, asked["canary_version"], asked["canary_share"], asked["canary_stop"], "airflow"
+        )
+        if done:
+            print(f"canary: {done}")
+        return score_nightly.plan_scoring(settings, "champion", asked["shard_size"], asked["full"])
 
 
 @task
@@ -207,6 +221,23 @@ def publish_similar(scored: dict) -> dict:
             description="users per scoring task (mapped over shards); empty: setting score.shard_size",
         ),
         "full": Param(False, type="boolean", description="re-score every user, not only the changed ones"),
+        "canary_version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="serve this registered two_tower version to a slice of users from tonight on "
+            "(with canary_share); empty: leave the canary as it is",
+        ),
+        "canary_share": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=0.5,
+            description="the canary's share of users, in (0, 0.5] (with canary_version)",
+        ),
+        "canary_stop": Param(
+            False, type="boolean", description="end the canary: its lists leave every answer at once"
+        ),
     },
 )
 def recsys_score_nightly() -> None:

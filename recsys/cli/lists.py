@@ -111,6 +111,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     try:
         state = publication.status(settings, conn)
         state["similar"] = publication.similar_status(conn)
+        state["arms"] = publication.served_arms(conn)
     finally:
         conn.close()
     state["blocked"] = [{"movie_id": m, **entry} for m, entry in blocklist.blocked(settings).items()]
@@ -128,6 +129,15 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"night:   {served['mode']}, {served['rescored']} users re-scored, the oldest list served "
             f"was scored {served['oldest_scored_at']}"
         )
+    arms = state["arms"]
+    if arms is not None:
+        canary = (
+            f"canary version {arms['canary']} on {float(arms['share']):.1%} of users"
+            if arms.get("canary")
+            else "no canary"
+        )
+        withdrawn = f"; version {arms['withdrawn']} withdrawn" if arms.get("withdrawn") else ""
+        print(f"arms:    champion version {arms['champion']}, {canary}{withdrawn} (`recsys canary status`)")
     target = state.get("target") or {}
     line = {
         "idle": "no publish under way",

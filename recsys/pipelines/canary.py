@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from recsys.config import Settings
-from recsys.errors import StoreError
+from recsys.errors import InvalidRequestError, StoreError
 from recsys.online import publication
 from recsys.ops import redis_server
 from recsys.ops.registry import TWO_TOWER, Registry
@@ -48,6 +48,25 @@ def stop(settings: Settings, reason: str = "", by: str | None = None) -> str | N
         finally:
             conn.close()
     return version
+
+
+def from_params(settings: Settings, version: int | None, share: float | None, stop_it: bool, by: str) -> str:
+    """What the nightly run's Params ask (start ``version`` on ``share``, or stop the canary),
+    done before the night is planned; returns what was done ("" when nothing was asked).
+    InvalidRequestError for a request that is both, or a version without a share."""
+    if stop_it and version is not None:
+        raise InvalidRequestError("Params canary_stop and canary_version ask for opposite things: set one")
+    if stop_it:
+        stopped = stop(settings, "Param canary_stop of the nightly run", by)
+        return f"canary version {stopped} stopped" if stopped else "no canary was running"
+    if version is None:
+        if share is not None:
+            raise InvalidRequestError("Param canary_share needs canary_version (the version to serve)")
+        return ""
+    if share is None:
+        raise InvalidRequestError("Param canary_version needs canary_share (the share of users, in (0, 0.5])")
+    state = start(settings, version, share, by=by)
+    return f"canary version {state['canary']['version']} on {state['canary']['share']:.1%} of users"
 
 
 def arms(settings: Settings) -> Arms:

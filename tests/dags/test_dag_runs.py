@@ -355,3 +355,39 @@ def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_it
     assert all(len(pairs) == 20 for pairs in served(recsys_env, [1, 42, 610], k=20).values())
     with pytest.raises(InvalidRequestError, match="k must be at most 20"):  # the version's K
         served(recsys_env, [1], k=21)
+
+
+def test_a_canary_started_and_stopped_by_params_serves_its_slice_with_its_own_k(
+    chain, run_dag, airflow_db, recsys_env
+):
+    """After the test above (champion K 20): version 1 (K 100) as a canary through the nightly
+    run's Params. Its slice gets its 100-movie lists, everyone else the champion's 20, both pass
+    validation; Param canary_stop ends it and the same run gives the slice back to the champion."""
+    from recsys.online.reader import served_lookup
+    from recsys.runtime.arms import Arms
+
+    champion = str(Registry.open(recsys_env).resolve("champion").version)
+    started, _ = run_dag("recsys_score_nightly", canary_version=1, canary_share=0.3, shard_size=250)
+    assert started.state == "success", states(airflow_db, started)
+    report = airflow_db.xcom(started, "report")
+    assert "the users whose arm changed (no canary -> canary 1 on 30%)" in report["reason"]
+    tags = Registry.open(recsys_env).resolve("canary").tags
+    arms = Arms(champion, "1", 0.3, tags["canary_salt"])
+    assert tags["canary_started_by"] == "airflow"
+    recs = pd.read_parquet(report["recommendations"]).set_index("user_id")
+    in_slice = arms.in_canary(recs.index.to_numpy())
+    assert report["rescored"] == in_slice.sum() and 0.2 < in_slice.mean() < 0.4
+    assert (recs["arm"] == "canary").tolist() == in_slice.tolist()
+    assert recs.loc[in_slice, "item_ids"].map(len).eq(100).all()
+    assert recs.loc[~in_slice, "item_ids"].map(len).eq(20).all()
+    user = int(recs.index[in_slice][0])
+    assert served_lookup(user, 50, recsys_env)[1:] == ("canary", "1")
+
+    stopped, _ = run_dag("recsys_score_nightly", canary_stop=True, shard_size=250)
+    assert stopped.state == "success", states(airflow_db, stopped)
+    assert Registry.open(recsys_env).alias_version("canary") is None
+    report = airflow_db.xcom(stopped, "report")
+    assert report["rescored"] == in_slice.sum()
+    assert served_lookup(user, 20, recsys_env)[1:] == ("champion", champion)
+    refused, _ = run_dag("recsys_score_nightly", canary_version=1, shard_size=250)  # no share
+    assert refused.state == "failed"

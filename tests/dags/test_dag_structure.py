@@ -110,6 +110,11 @@ def test_params_are_typed(dagbag):
     assert ingest["release"] is False and ingest["events_source"] is None
     with pytest.raises(ParamValidationError):
         score.get_param("shard_size").resolve(0)
+    assert (score["canary_version"], score["canary_share"], score["canary_stop"]) == (None, None, False)
+    assert score.get_param("canary_share").resolve(0.5) == 0.5
+    for bad in (0, 0.6, "a lot"):  # the share of users: (0, 0.5]
+        with pytest.raises(ParamValidationError):
+            score.get_param("canary_share").resolve(bad)
     with pytest.raises(ParamValidationError):
         dagbag.dags["recsys_ingest"].params.get_param("dataset").resolve("ml-1b")
 

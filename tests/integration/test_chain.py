@@ -668,6 +668,7 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     score_nightly.publish(settings, night["recommendations"])
     assert score_nightly.verify_lookups(settings, night["recommendations"])["checked"] == 20
 
+    assert "arms:    champion version 1, canary version 2 on 25.0% of users" in cli(env, "status").stdout
     user, other = min(in_slice), min(set(users.tolist()) - in_slice)
     assert served_lookup(user, 10, settings)[1:] == ("canary", "2")
     assert served_lookup(other, 10, settings)[1:] == ("champion", "1")
@@ -696,6 +697,7 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     assert out.returncode == 0 and "source computed" in out.stderr and "version 1" in out.stderr
     assert Registry.open(settings).resolve("2").tags["canary_stop_reason"] == "worse on HitRate@10"
     assert "no canary" in cli(env, "canary", "status").stdout
+    assert "arms:    champion version 1, no canary; version 2 withdrawn" in cli(env, "status").stdout
 
     after = score_nightly.score(settings)
     assert after["mode"] == "incremental" and set(after["rescored_users"]) == in_slice
