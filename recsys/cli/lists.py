@@ -129,15 +129,6 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"night:   {served['mode']}, {served['rescored']} users re-scored, the oldest list served "
             f"was scored {served['oldest_scored_at']}"
         )
-    arms = state["arms"]
-    if arms is not None:
-        canary = (
-            f"canary version {arms['canary']} on {float(arms['share']):.1%} of users"
-            if arms.get("canary")
-            else "no canary"
-        )
-        withdrawn = f"; version {arms['withdrawn']} withdrawn" if arms.get("withdrawn") else ""
-        print(f"arms:    champion version {arms['champion']}, {canary}{withdrawn} (`recsys canary status`)")
     target = state.get("target") or {}
     line = {
         "idle": "no publish under way",
@@ -160,6 +151,20 @@ def cmd_status(args: argparse.Namespace) -> None:
         )
     else:
         print("similar: no similar-movie lists in the store (run `recsys publish-similar`)")
+    _print_arms_and_blocked(state)
+
+
+def _print_arms_and_blocked(state: dict) -> None:
+    """`recsys status`'s lines of the arms served and of the takedown list."""
+    arms = state["arms"]
+    if arms is not None:
+        canary = (
+            f"canary version {arms['canary']} on {float(arms['share']):.1%} of users"
+            if arms.get("canary")
+            else "no canary"
+        )
+        withdrawn = f"; version {arms['withdrawn']} withdrawn" if arms.get("withdrawn") else ""
+        print(f"arms:    champion version {arms['champion']}, {canary}{withdrawn} (`recsys canary status`)")
     blocked = state["blocked"]
     shown = ", ".join(f"{b['movie_id']} (by {b['by']} at {b['at']})" for b in blocked[:10])
     more = f" and {len(blocked) - 10} more (`recsys blocked`)" if len(blocked) > 10 else ""

@@ -25,10 +25,12 @@ def _cell(value: object) -> str:
 def cmd_report(args: argparse.Namespace) -> None:
     from recsys.pipelines import evaluate
 
-    rows, png = evaluate.report(settings_for(args), args.nights, args.png)
+    settings = settings_for(args)
+    rows, png = evaluate.report(settings, args.nights, args.png)
+    canary = evaluate.canary_evidence(evaluate.history(settings, args.nights))
     if args.json:
         nights = evaluate.json_safe(rows.to_dict(orient="records"))  # NaN (nothing measured): null
-        print_json({"nights": nights, "png": str(png) if png else None})
+        print_json({"nights": nights, "canary_evidence": canary, "png": str(png) if png else None})
         return
     if rows.empty:
         print(
@@ -40,7 +42,26 @@ def cmd_report(args: argparse.Namespace) -> None:
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     for line in [header, *cells]:
         print("  ".join(text.rjust(width) for text, width in zip(line, widths)))
+    for night in canary:
+        print(_evidence_line(night))
     print(f"plot: {png}")
+
+
+def _evidence_line(row: dict) -> str:
+    """One canary night's evidence: HitRate@10's difference from the champion with its interval."""
+    diff, low, high = (row.get(f"hit_rate_at_10_diff{s}") for s in ("", "_low", "_high"))
+    if diff is None:
+        measured = "HitRate@10 difference not measured yet (no user with new positives in an arm)"
+    else:
+        detectable = _cell(row.get("hit_rate_at_10_detectable") or float("nan"))
+        measured = (
+            f"HitRate@10 {diff:+.4f} [95% {low:+.4f}, {high:+.4f}] against champion "
+            f"{row['champion_version']}, detectable {detectable}"
+        )
+    return (
+        f"canary {row['model_version']} on {row['night']}: {measured}; over {row['evidence_nights']} "
+        f"night(s), {row['evidence_users_canary']} canary and {row['evidence_users_champion']} champion users"
+    )
 
 
 def register(add: Add) -> None:

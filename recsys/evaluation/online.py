@@ -109,3 +109,42 @@ def summary(users: pd.DataFrame, with_intervals: bool = False) -> dict[str, floa
         if with_intervals:
             out[f"{name}_low"], out[f"{name}_high"] = bootstrap(values)
     return out
+
+
+Z_95, Z_POWER_80 = 1.959964, 0.841621  # two-sided 5% test, 80% power
+
+
+def compare(
+    champion: np.ndarray, canary: np.ndarray, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, float | int]:
+    """The canary's difference from the champion in the mean of one per-user metric.
+
+    ``champion``, ``canary``: one value per user of each arm (independent slices of users). Returns
+    ``diff`` (canary mean minus champion mean), ``low`` and ``high`` (95% bootstrap interval:
+    each arm's users resampled on their own), ``users_champion``, ``users_canary``, and
+    ``detectable`` (the smallest true difference a two-sided 5% test finds with 80% power at these
+    sizes and variances: (1.96 + 0.84) x the standard error). NaNs when an arm has no user.
+    """
+    a = np.asarray(champion, dtype=np.float64)
+    b = np.asarray(canary, dtype=np.float64)
+    out: dict[str, float | int] = {"users_champion": len(a), "users_canary": len(b)}
+    if not len(a) or not len(b):
+        return {
+            **out,
+            "diff": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+            "detectable": float("nan"),
+        }
+    rng = np.random.default_rng(seed)
+    draws_a = a[rng.integers(0, len(a), size=(n_resamples, len(a)))].mean(axis=1)
+    draws_b = b[rng.integers(0, len(b), size=(n_resamples, len(b)))].mean(axis=1)
+    low, high = np.percentile(draws_b - draws_a, [2.5, 97.5])
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else np.nan
+    return {
+        **out,
+        "diff": float(b.mean() - a.mean()),
+        "low": float(low),
+        "high": float(high),
+        "detectable": float((Z_95 + Z_POWER_80) * se),
+    }

@@ -30,12 +30,14 @@ from recsys.config import Settings
 from recsys.data import eventlog
 from recsys.evaluation import online
 from recsys.files import read_parquet, write_text
-from recsys.pipelines import night
+from recsys.pipelines import evidence, night
+from recsys.runtime.arms import CANARY_ARM, CHAMPION_ARM, Arms
 
 log = logging.getLogger(__name__)
 TABLE = "nights.csv"
-KEY = ["data_version", "nights"]  # one row per (served lists, nights of events evaluated)
-SHOWN = ["night", "model_version", "users", "positives", *online.USER_METRICS, *online.LIST_METRICS]
+KEY = ["data_version", "nights", "arm"]  # one row per (served lists, nights of events evaluated, arm)
+ALL = "all"  # the row over every served list, whatever its arm
+SHOWN = ["night", "arm", "model_version", "users", "positives", *online.USER_METRICS, *online.LIST_METRICS]
 
 
 def table_path(settings: Settings) -> Path:
@@ -47,8 +49,14 @@ def history(settings: Settings, nights: int | None = None) -> pd.DataFrame:
     path = table_path(settings)
     if not path.is_file():
         return pd.DataFrame(columns=SHOWN)
-    rows = pd.read_csv(path, dtype={"model_version": str, "data_version": str})
-    return rows.tail(nights).reset_index(drop=True) if nights else rows
+    rows = pd.read_csv(
+        path, dtype={"model_version": str, "data_version": str, "salt": str, "champion_version": str}
+    )
+    if "arm" not in rows.columns:  # a table from before arms: every row is over all lists
+        rows = rows.assign(arm=ALL)
+    if nights:  # the last nights, with every arm's row of each
+        rows = rows[rows["nights"].isin(rows["nights"].drop_duplicates().tail(nights))]
+    return rows.reset_index(drop=True)
 
 
 def _lists(path: Path) -> dict[int, np.ndarray]:
@@ -79,6 +87,17 @@ def measure(
 ) -> dict:
     """Every metric of recsys.evaluation.online for one set of lists (``catalogue``: movie_id,
     train_count of the model's catalogue)."""
+    return measure_users(lists, positives, catalogue, previous, with_intervals)[0]
+
+
+def measure_users(
+    lists: dict[int, np.ndarray],
+    positives: dict[int, set[int]],
+    catalogue: pd.DataFrame,
+    previous: dict[int, np.ndarray] | None,
+    with_intervals: bool = False,
+) -> tuple[dict, pd.DataFrame]:
+    """:func:`measure` and the per-user metrics it averaged (recsys.evaluation.online.per_user)."""
     users = online.per_user(lists, positives)
     known = set(catalogue["movie_id"].tolist())
     wanted = [m for u in users["user_id"] for m in positives[int(u)]]
@@ -91,7 +110,7 @@ def measure(
             lists, catalogue.set_index("movie_id")["train_count"]
         ),
         "churn_at_10": online.churn(lists, previous) if previous is not None else float("nan"),
-    }
+    }, users
 
 
 def json_safe(value: Any) -> Any:
@@ -107,8 +126,10 @@ def json_safe(value: Any) -> Any:
 def evaluate_served(settings: Settings, night_date: str | None = None) -> dict:
     """Evaluate the lists served now on the events that came after them (module docstring).
 
-    Returns the night's row, or ``{"evaluated": False, "reason": ...}`` when there is nothing to
-    evaluate (no lists served yet, no new nights, a new release since).
+    Returns the night's row over every served list (arm ``all``), with ``arms`` (arm -> its row)
+    when a canary served beside the champion, the canary's row holding its evidence
+    (recsys.pipelines.evidence); or ``{"evaluated": False, "reason": ...}`` when there is nothing
+    to evaluate (no lists served yet, no new nights, a new release since).
     """
     served = night.served(settings)
     raw = home.raw_dir(settings)
@@ -122,51 +143,101 @@ def evaluate_served(settings: Settings, night_date: str | None = None) -> dict:
     if until <= since:
         return {"evaluated": False, "reason": f"no events since the lists served now (night {since})"}
     positives, rerated = new_positives(settings, since, until)
-    path = Path(served["recommendations"])
+    arms = Arms.from_dict(served.get("arms"), champion=str(served["model_version"]))
+    lists, arm_of = _served(Path(served["recommendations"]), arms, positives)
     previous = (served.get("previous") or {}).get("recommendations")
+    before = _lists(Path(previous)) if previous and Path(previous).is_file() else None
+    path = Path(served["recommendations"])
     catalogue = read_parquet(path.parent / "catalogue.parquet", ["movie_id", "train_count"])
-    metrics = measure(
-        _lists(path),
-        positives,
-        catalogue,
-        _lists(Path(previous)) if previous and Path(previous).is_file() else None,
-    )
-    row = {
+    base = {
         "night": night_date or datetime.now(UTC).date().isoformat(),
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_version": str(served["model_version"]),
         "data_version": str(served["data_version"]),
         "nights": f"{since + 1}-{until}",
         "positives_rerated": rerated,
-        **metrics,
     }
-    _upsert(settings, row)
-    row["mlflow_run_id"] = _log_run(settings, row)
+    metrics, users = measure_users(lists, positives, catalogue, before)
+    rows = {ALL: {**base, "arm": ALL, "model_version": arms.label, **metrics}}
+    if arms.canary is not None:
+        for arm, version in arms.versions().items():
+            mine = {u: p for u, p in positives.items() if arm_of[u] == arm}
+            own = {u: items for u, items in lists.items() if arm_of[u] == arm}
+            got = measure(own, mine, catalogue, before)
+            rows[arm] = {**base, "arm": arm, "model_version": version, **got}
+        rows[CANARY_ARM].update(salt=arms.salt, champion_version=arms.champion)
+    data_version, span = str(served["data_version"]), f"{since + 1}-{until}"
+    evidence.keep_users(settings, data_version, span, users.assign(arm=users["user_id"].map(arm_of)))
+    _upsert(settings, list(rows.values()))
+    if arms.canary is not None:
+        rows[CANARY_ARM].update(evidence.compare_arms(*evidence.gather(settings, history(settings), arms)))
+        _upsert(settings, list(rows.values()))
+        evidence.record(settings, arms, rows[CANARY_ARM])
+    row = rows[ALL]
+    row["mlflow_run_id"] = _log_run(settings, row, rows)
     log.info("served lists on nights %s: %s", row["nights"], {k: row[k] for k in SHOWN if k in row})
-    return {"evaluated": True, **json_safe(row)}
+    out = {"evaluated": True, **json_safe(row)}
+    if arms.canary is not None:
+        out["arms"] = {arm: json_safe(r) for arm, r in rows.items() if arm != ALL}
+    return out
 
 
-def _upsert(settings: Settings, row: dict) -> None:
+def _served(
+    path: Path, arms: Arms, positives: dict[int, set[int]]
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """The served lists by user, and each user's arm: its list's, or for a user without a list
+    (who had positives), the arm the hash gives (recsys.runtime.arms)."""
+    import pyarrow.parquet as pq
+
+    has_arm = "arm" in pq.read_schema(path).names
+    columns = ["user_id", "item_ids", *(["arm"] if has_arm else [])]
+    frame = read_parquet(path, columns, fix="run `recsys score --full` and publish")
+    ids = frame["user_id"].tolist()
+    arm_of = dict(zip(ids, frame["arm"] if has_arm else [CHAMPION_ARM] * len(ids)))
+    without = np.array(sorted(set(positives) - set(arm_of)), dtype=np.int64)
+    arm_of.update(zip(without.tolist(), arms.assign(without)))
+    return dict(zip(ids, frame["item_ids"])), arm_of
+
+
+def _upsert(settings: Settings, rows: list[dict]) -> None:
+    """Write ``rows`` into the table, replacing rows of the same lists, nights and arm."""
     table = history(settings)
+    fresh = pd.DataFrame(rows)
     if len(table):
-        table = table[~((table["data_version"] == row["data_version"]) & (table["nights"] == row["nights"]))]
-    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+        keys = set(zip(*(fresh[c].astype(str) for c in KEY)))
+        mine = pd.Series(list(zip(*(table[c].astype(str) for c in KEY))), index=table.index).isin(keys)
+        table = pd.concat([table[~mine], fresh], ignore_index=True)
+    else:
+        table = fresh
     write_text(table.to_csv(index=False), table_path(settings))
 
 
-def _log_run(settings: Settings, row: dict) -> str:
-    """One MLflow run in the online experiment: the night's metrics, versions and the recent plot."""
+def _numbers(row: dict, prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in row.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    }
+
+
+def _log_run(settings: Settings, row: dict, arms: dict[str, dict]) -> str:
+    """One MLflow run in the online experiment: the night's metrics over all lists, each arm's with
+    its name as a prefix (``canary_hit_rate_at_10``) when a canary served, the versions, and the plot
+    of the recent nights."""
     import mlflow
 
     from recsys.ops.registry import ONLINE, Registry
     from recsys.tracking.plots import plot_online
 
-    numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    numbers = _numbers(row)
+    for arm, got in arms.items():
+        if arm != ALL:
+            numbers.update(_numbers(got, f"{arm}_"))
     tags = {k: str(row[k]) for k in ("night", "model_version", "data_version", "nights")}
+    recent = history(settings, 60)
     with Registry.open(settings, ONLINE).run() as active, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags(tags)
         mlflow.log_metrics(numbers)
-        mlflow.log_artifact(str(plot_online(history(settings, 60), Path(tmp) / "online_metrics.png")))
+        mlflow.log_artifact(str(plot_online(recent[recent["arm"] == ALL], Path(tmp) / "online_metrics.png")))
         return str(active.info.run_id)
 
 
@@ -178,5 +249,13 @@ def report(settings: Settings, nights: int = 14, png: Path | None = None) -> tup
     rows = history(settings, nights)
     if rows.empty:
         return rows, None
-    path = plot_online(rows, png or settings.paths.home / "online" / "report.png")
+    path = plot_online(rows[rows["arm"] == ALL], png or settings.paths.home / "online" / "report.png")
     return rows[[c for c in SHOWN if c in rows.columns]], path
+
+
+def canary_evidence(rows: pd.DataFrame) -> list[dict]:
+    """The evidence of each canary night among ``rows`` (history's frame), oldest first."""
+    if "evidence_nights" not in rows.columns:
+        return []
+    found = rows[(rows["arm"] == CANARY_ARM) & rows["evidence_nights"].notna()]
+    return [json_safe(r) for r in found.to_dict(orient="records")]

@@ -622,7 +622,7 @@ def test_a_blocked_movie_leaves_the_served_lists_at_once_and_the_next_nights_lis
         blocklist.unblock(movie, settings)
 
 
-def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_when_stopped(chain):
+def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_when_stopped(chain, tmp_path):
     """Runs last: version 2 (the worse model above) as a canary on a quarter of the users. The
     next night re-scores exactly its slice with it, every reader says which arm and version a list
     comes from, and stopping it withdraws its lists at once; the night after gives them back to the
@@ -687,6 +687,38 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
         ("online_store", "champion", "1"),
     ]
 
+    # a night of events: two canary users, one of whom rates its list's top movie, and two champion
+    # users who both do; the evaluation measures each arm and the canary's difference
+    hit, miss = sorted(in_slice)[:2]
+    chosen = sorted(set(users.tolist()) - in_slice)[:2]
+    last = int(pd.read_csv(PROJECT_ROOT / "data" / "ml-latest-small" / "ratings.csv")["timestamp"].max())
+    top = {u: int(lists.loc[u, "item_ids"][0]) for u in (hit, *chosen)}
+    unseen = next(int(m) for m in full.loc[miss, "item_ids"][50:] if m not in full.loc[miss, "item_ids"][:10])
+    rows = [(u, top[u], 5.0, last + 100 + i) for i, u in enumerate((hit, *chosen))] + [
+        (miss, unseen, 5.0, last + 200)
+    ]
+    (tmp_path / "canary-events").mkdir()
+    frame = pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"])
+    frame.to_csv(tmp_path / "canary-events" / "2018-10-01.csv", index=False)
+    assert ingest.ingest_events(settings, str(tmp_path / "canary-events"))["counts"]["users"] == 4
+    evaluated = evaluate.evaluate_served(settings, "2018-10-01")
+    assert evaluated["arm"] == "all" and evaluated["users"] == 4 and evaluated["model_version"] == "1+canary2"
+    champion_row, canary_row = evaluated["arms"]["champion"], evaluated["arms"]["canary"]
+    assert (champion_row["users"], champion_row["hit_rate_at_10"]) == (2, 1.0)
+    assert (canary_row["users"], canary_row["hit_rate_at_10"], canary_row["model_version"]) == (2, 0.5, "2")
+    assert canary_row["hit_rate_at_10_diff"] == -0.5 and canary_row["evidence_nights"] == 1
+    assert canary_row["hit_rate_at_10_diff_low"] <= -0.5 <= canary_row["hit_rate_at_10_diff_high"]
+    version_2 = Registry.open(settings).resolve("2")
+    assert version_2.tags["canary_evidence_nights"] == "1"
+    assert version_2.tags["canary_hit_rate_at_10_diff"].startswith("-0.5000 [")
+    history = Registry.open(settings).client.get_metric_history(
+        version_2.run_id, "canary_hit_rate_at_10_diff"
+    )
+    assert [m.value for m in history] == [-0.5]
+    report = cli(env, "report", "--nights", "1")
+    assert "canary 2 on 2018-10-01: HitRate@10 -0.5000 [95% " in report.stdout, report.stdout
+    assert "over 1 night(s), 2 canary and 2 champion users" in report.stdout
+
     out = cli(env, "canary", "stop", "--reason", "worse on HitRate@10", "--by", "ann")
     assert out.returncode == 0 and "version 2 is no longer the canary" in out.stdout
     with pytest.raises(UnknownUserError):  # withdrawn at once, with no re-publish
@@ -699,8 +731,8 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     assert "no canary" in cli(env, "canary", "status").stdout
     assert "arms:    champion version 1, no canary; version 2 withdrawn" in cli(env, "status").stdout
 
-    after = score_nightly.score(settings)
-    assert after["mode"] == "incremental" and set(after["rescored_users"]) == in_slice
+    after = score_nightly.score(settings)  # the slice goes back to the champion; the events' users too
+    assert after["mode"] == "incremental" and set(after["rescored_users"]) == in_slice | set(chosen)
     score_nightly.publish(settings, after["recommendations"])
     assert served_lookup(user, 10, settings)[1:] == ("champion", "1")
     assert served_lookup(user, 10, settings).triples == lookup(user, 10, settings)
