@@ -59,8 +59,9 @@ def _evidence_line(row: dict) -> str:
             f"{row['champion_version']}, detectable {detectable}"
         )
     return (
-        f"canary {row['model_version']} on {row['night']}: {measured}; over {row['evidence_nights']} "
-        f"night(s), {row['evidence_users_canary']} canary and {row['evidence_users_champion']} champion users"
+        f"canary {row['model_version']} on {row['night']}: {measured}; over {int(row['evidence_nights'])} "
+        f"night(s), {int(row['evidence_users_canary'])} canary and {int(row['evidence_users_champion'])} "
+        "champion users"
     )
 
 
