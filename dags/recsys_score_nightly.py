@@ -4,15 +4,23 @@
 Runs nightly (01:30 UTC) and whenever `recsys_retrain` moves the champion (asset
 **recsys_champion_model**).
 
-`evaluate_served` -> `resolve_champion` -> `plan_shards` -> `score_shard` (mapped, one task per shard:
-Celery or Kubernetes workers take shards in parallel) -> `merge_shards` -> `validate_recommendations`
--> `publish` (Feast -> Redis, with a read-back) -> `verify_lookups` (the fast lookup path) -> `report`.
+`evaluate_served` -> `judge_canary` -> `resolve_champion` -> `plan_shards` -> `score_shard` (mapped,
+one task per shard: Celery or Kubernetes workers take shards in parallel) -> `merge_shards` ->
+`validate_recommendations` -> `publish` (Feast -> Redis, with a read-back) -> `verify_lookups` (the
+fast lookup path) -> `report`.
 
 `evaluate_served` first measures the lists served now against the positives that came in since they
 were built (HitRate@10, Recall@10/100, NDCG@10, coverage, popularity, churn): a row of
 `$RECSYS_HOME/online/nights.csv` and a run in the MLflow experiment `online` (`recsys report` prints
 them). It is skipped when there is nothing to evaluate; if it fails, the night's lists are still
 scored and published (the run then shows the failed evaluation).
+
+`judge_canary` then decides on the canary, with setting `promotion.mode=canary`: after
+`promotion.canary_nights` evaluated nights, or earlier once the 95% interval of its HitRate@10
+difference from the champion excludes zero with `promotion.min_users` users in each arm, it is
+promoted when that interval lies above `-promotion.tolerance`, else rolled back. The decision and
+its evidence go to the task log, the version's MLflow tags and `recsys status`. Skipped without a
+canary; with `promotion.mode=offline` it logs the evidence and leaves the decision to people.
 
 The champion's version and tonight's data (the prepared activity plus the nights of events after it)
 are pinned once, so every shard is scored by the same model on the same data even if the alias
@@ -76,6 +84,19 @@ def evaluate_served() -> dict:
     if not result["evaluated"]:
         raise AirflowSkipException(f"nothing to evaluate: {result['reason']}")
     print(f"served lists: {result}")
+    return result
+
+
+@task(trigger_rule="all_done")  # the evidence so far, even when tonight's evaluation failed
+def judge_canary() -> dict:
+    """Promote or roll back the canary on its online evidence (setting promotion.mode=canary)."""
+    from recsys.pipelines import canary
+
+    with fail_fast_on_bad_input():
+        result = canary.judge(load(), by="recsys_score_nightly")
+    if result["action"] == "none":
+        raise AirflowSkipException(result["reason"])
+    print(f"canary version {result['version']}: {result['action']}: {result['reason']}")
     return result
 
 
@@ -242,7 +263,7 @@ def publish_similar(scored: dict) -> dict:
 )
 def recsys_score_nightly() -> None:
     publish_similar(score_similar())
-    champion = evaluate_served() >> resolve_champion()
+    champion = evaluate_served() >> judge_canary() >> resolve_champion()
     scored = score_shard.expand(spec=plan_shards(champion))
     validated = with_links(validate_recommendations(merge_shards(scored)), DataDocsLink())
     published = publish(validated)

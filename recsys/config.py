@@ -9,7 +9,6 @@ and ``REDIS_CONNECTION_STRING``), then ``section.key=value`` overrides from the 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from recsys.errors import ConfigError
+from recsys.redaction import redact
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "RECSYS__"
@@ -108,6 +108,19 @@ class ScoreConfig(_Section):
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
     # users per nightly scoring task (recsys_score_nightly maps one task over each shard)
     shard_size: int = Field(25_000, ge=1)
+
+
+class PromotionConfig(_Section):
+    """How a challenger that passes the offline gate reaches users: at once (``offline``), or as the
+    canary first, promoted or rolled back on its online evidence (recsys.tracking.promotion)."""
+
+    mode: Literal["offline", "canary"] = "offline"
+    canary_share: float = Field(0.1, gt=0.0, le=0.5)  # a tenth of the users carry the risk
+    canary_nights: int = Field(7, ge=1)  # a week: every weekday once, and enough users on ML-20M
+    # HitRate@10 (a share of users) the canary may lose and still be promoted: a retrain on fresher
+    # data is worth a point of noise, not a real loss
+    tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    min_users: int = Field(200, ge=2)  # per arm, before an early decision
 
 
 class MLflowConfig(_Section):
@@ -214,6 +227,7 @@ class Settings(_Section):
     locks: LocksConfig = Field(default_factory=LocksConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     similar: SimilarConfig = Field(default_factory=SimilarConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -284,18 +298,6 @@ class Settings(_Section):
 
 
 SECRET_SETTINGS = ("mlflow.tracking_uri", "store.connection_string", "events.source")  # never echoed
-SECRET_KEYS = ("password", "username", "user", "ssl_password")  # Redis connection-string options
-
-
-def redact(text: str) -> str:
-    """A connection string or URI with its secrets masked: ``password=***`` options (Redis's
-    ``host:port,password=...``) and the password of a URI's ``user:password@`` part."""
-    parts = []
-    for part in text.split(","):
-        key, sep, _ = part.partition("=")
-        parts.append(f"{key}=***" if sep and key.strip().lower() in SECRET_KEYS else part)
-    text = ",".join(parts)
-    return re.sub(r"(?<=://)([^/@:\s]*):([^/@\s]*)@", r"\1:***@", text)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -112,6 +112,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         state = publication.status(settings, conn)
         state["similar"] = publication.similar_status(conn)
         state["arms"] = publication.served_arms(conn)
+        state["canary_decisions"] = publication.decisions(conn, 1)
     finally:
         conn.close()
     state["blocked"] = [{"movie_id": m, **entry} for m, entry in blocklist.blocked(settings).items()]
@@ -165,6 +166,9 @@ def _print_arms_and_blocked(state: dict) -> None:
         )
         withdrawn = f"; version {arms['withdrawn']} withdrawn" if arms.get("withdrawn") else ""
         print(f"arms:    champion version {arms['champion']}, {canary}{withdrawn} (`recsys canary status`)")
+    for last in state["canary_decisions"]:
+        who = f"at {last['at']} by {last['by']}"
+        print(f"canary:  version {last['version']} {last['action']} {who}: {last['reason']}")
     blocked = state["blocked"]
     shown = ", ".join(f"{b['movie_id']} (by {b['by']} at {b['at']})" for b in blocked[:10])
     more = f" and {len(blocked) - 10} more (`recsys blocked`)" if len(blocked) > 10 else ""

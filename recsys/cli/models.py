@@ -36,12 +36,17 @@ def cmd_train_similar(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from recsys.ops.registry import Registry
+    import getpass
+
+    from recsys.pipelines import canary
 
     settings = settings_for(args)
-    outcome = Registry.open(settings).promote(str(args.version))  # a missing one: the versions there are
-    replaced = f"replaced version {outcome.previous}" if outcome.previous else "there was none before"
-    print(f"{settings.mlflow.model_name}@champion -> version {outcome.version} ({replaced})")
+    # a missing version: the versions there are
+    outcome = canary.promote_by_hand(settings, str(args.version), getpass.getuser())
+    replaced = f"replaced version {outcome['previous']}" if outcome["previous"] else "there was none before"
+    print(f"{settings.mlflow.model_name}@champion -> version {outcome['version']} ({replaced})")
+    if outcome["override"]:
+        print(f"this manual promotion {outcome['override']}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

@@ -183,7 +183,7 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
 def open_source(settings: Settings, override: str | None = None) -> Source:
     """The event source of ``events.source`` (or ``override``): a SQLAlchemy URL or a folder."""
-    from recsys.config import redact
+    from recsys.redaction import redact
 
     spec = override if override is not None else settings.events_source
     if "://" in spec:

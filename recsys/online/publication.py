@@ -29,6 +29,7 @@ them back (one SCAN of the movie keys, one pipelined read).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterable
@@ -174,6 +175,23 @@ def allow_canary(conn: redis.Redis, version: str) -> None:
     """A canary (re)started: a publish may serve ``version`` again."""
     if conn.hget(ARMS_KEY, "withdrawn") == version.encode():
         conn.hdel(ARMS_KEY, "withdrawn")
+
+
+DECISIONS_KEY = "recsys:canary_decisions"  # list of JSON records, newest first
+KEPT_DECISIONS = 20
+
+
+def note_decision(conn: redis.Redis, decision: dict[str, Any]) -> None:
+    """Keep a canary decision (version, action, reason, when, by) for `recsys status`."""
+    with conn.pipeline(transaction=True) as pipe:
+        pipe.lpush(DECISIONS_KEY, json.dumps(decision))
+        pipe.ltrim(DECISIONS_KEY, 0, KEPT_DECISIONS - 1)
+        pipe.execute()
+
+
+def decisions(conn: redis.Redis, n: int = 1) -> list[dict[str, Any]]:
+    """The last ``n`` canary decisions, newest first."""
+    return [json.loads(raw) for raw in conn.lrange(DECISIONS_KEY, 0, n - 1)]
 
 
 NIGHT_FIELDS = ("mode", "rescored", "oldest_scored_at")

@@ -23,9 +23,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from recsys.config import Settings, redact
+from recsys.config import Settings
 from recsys.errors import StoreError
 from recsys.home import redis_dir
+from recsys.redaction import redact
 
 log = logging.getLogger(__name__)
 

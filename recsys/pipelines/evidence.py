@@ -43,7 +43,7 @@ def keep_users(settings: Settings, data_version: str, nights: str, users: pd.Dat
     return write_parquet(users, users_path(settings, data_version, nights))
 
 
-def _nights(table: pd.DataFrame, arms: Arms) -> pd.DataFrame:
+def canary_nights(table: pd.DataFrame, arms: Arms) -> pd.DataFrame:
     """The evaluated nights of this canary: same version and salt, beside the same champion."""
     needed = {"arm", "model_version", "salt", "champion_version"}
     if table.empty or not needed <= set(table.columns):
@@ -60,7 +60,7 @@ def _nights(table: pd.DataFrame, arms: Arms) -> pd.DataFrame:
 def gather(settings: Settings, table: pd.DataFrame, arms: Arms) -> tuple[pd.DataFrame, list[str]]:
     """Every user's metrics averaged over the canary's nights (user_id, arm, the user metrics),
     and the nights (the ``nights`` ranges of the event log) they come from."""
-    nights = _nights(table, arms)
+    nights = canary_nights(table, arms)
     frames = []
     for data_version, span in zip(nights["data_version"].astype(str), nights["nights"].astype(str)):
         path = users_path(settings, data_version, span)

@@ -46,12 +46,20 @@ def compare(settings: Settings, version: str, prepared_dir: str | None = None) -
 
 @locked("model")
 def promote(settings: Settings, comparison: dict, force: bool = False) -> dict:
-    """The promotion gate on a :func:`compare` result: ``champion`` moves only if the challenger
-    beats MostPop and the champion on the same split (or ``force``). Raises ModelNotFoundError when
-    the champion moved since the comparison (someone promoted by hand in between)."""
+    """The promotion gate on a :func:`compare` result: a challenger that beats MostPop and the
+    champion on the same split (or ``force``) becomes the champion; with ``promotion.mode=canary``
+    and a champion in place it becomes the canary instead (``canary`` in the result), unless forced.
+    Raises ModelNotFoundError when the champion moved since the comparison (someone promoted by hand
+    in between)."""
+    from recsys.pipelines import canary
     from recsys.tracking.gate import promote_two_tower
 
-    return promote_two_tower(Registry.open(settings, TWO_TOWER), comparison, force)
+    models = Registry.open(settings, TWO_TOWER)
+    hold = settings.promotion.mode == "canary" and not force and models.champion_version() is not None
+    result = promote_two_tower(models, comparison, force, as_canary=hold)
+    if result.get("canary"):
+        result["canary"] = canary.replace(settings, result["version"], by="promotion gate")["canary"]
+    return result
 
 
 def pair_counts(table) -> dict[str, dict[str, int]]:  # noqa: ANN001 - a pairs frame

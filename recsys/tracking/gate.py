@@ -94,24 +94,27 @@ def decide(
     return Decision(False, f"{metric} {ours:.4f} does not beat champion v{champion_version} ({champion:.4f})")
 
 
-def record(models: Registry, version: str, decision: Decision, metrics: dict[str, float]) -> dict:
-    """Act on a decision: move ``champion`` when it says so, then tag the version and its run with
-    the decision and log ``metrics`` (the evidence) on the run. Returns the gate's result."""
+def record(
+    models: Registry, version: str, decision: Decision, metrics: dict[str, float], as_canary: bool = False
+) -> dict:
+    """Act on a decision: move ``champion`` when it says so (``as_canary``: leave that to the
+    online evidence; the caller starts the canary), then tag the version and its run with the
+    decision and log ``metrics`` (the evidence) on the run. Returns the gate's result."""
     previous = models.champion_version()
-    if decision.promote and previous != version:
+    promoted = decision.promote and not as_canary
+    if promoted and previous != version:
         models.promote(version, reason=decision.reason)
-    tags = {
-        "gate_decision": "promoted" if decision.promote else "kept_champion",
-        "gate_reason": decision.reason,
-    }
-    models.record_decision(version, tags, metrics)
-    log.info("%s gate for version %s: %s", models.model_name, version, decision.reason)
+    outcome = "promoted" if promoted else ("canary" if decision.promote else "kept_champion")
+    reason = decision.reason + ("; it serves a canary slice first" if outcome == "canary" else "")
+    models.record_decision(version, {"gate_decision": outcome, "gate_reason": reason}, metrics)
+    log.info("%s gate for version %s: %s", models.model_name, version, reason)
     return {
         "version": version,
-        "promoted": decision.promote,
-        "champion": version if decision.promote else previous,
+        "promoted": promoted,
+        "canary": outcome == "canary",
+        "champion": version if promoted else previous,
         "previous": previous,
-        "reason": decision.reason,
+        "reason": reason,
     }
 
 
@@ -143,7 +146,9 @@ def compare_two_tower(models: Registry, version: str, ref: PreparedRef) -> dict:
     return out
 
 
-def promote_two_tower(models: Registry, comparison: dict, force: bool = False) -> dict:
+def promote_two_tower(
+    models: Registry, comparison: dict, force: bool = False, as_canary: bool = False
+) -> dict:
     """The two-tower gate on a :func:`compare_two_tower` result; ModelNotFoundError when the
     champion moved since the comparison (someone promoted by hand in between)."""
     version, evaluated = str(comparison["version"]), comparison.get("champion_metrics")
@@ -160,4 +165,4 @@ def promote_two_tower(models: Registry, comparison: dict, force: bool = False) -
         comparison["champion"],
         force,
     )
-    return record(models, version, decision, {})
+    return record(models, version, decision, {}, as_canary)

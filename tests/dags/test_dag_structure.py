@@ -32,7 +32,8 @@ ORDER = {
         ("promotion_gate", "train_similar"),
     ],
     "recsys_score_nightly": [
-        ("evaluate_served", "resolve_champion"),
+        ("evaluate_served", "judge_canary"),
+        ("judge_canary", "resolve_champion"),
         ("resolve_champion", "plan_shards"),
         ("plan_shards", "score_shard"),
         ("score_shard", "merge_shards"),

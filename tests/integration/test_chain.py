@@ -636,13 +636,11 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     for args, message in [
         (["--version", "2", "--share", "0.7"], "canary share must be in (0, 0.5], got 0.7"),
         (["--version", "1", "--share", "0.1"], "version 1 is the champion: a canary must be another version"),
-        (
-            ["--version", "42", "--share", "0.1"],
-            "two_tower has no version 42: its versions are 1, 2 (`recsys models`)",
-        ),
+        (["--version", "42", "--share", "0.1"], "two_tower has no version 42: its versions are 1, 2"),
     ]:
         out = cli(env, "canary", "start", *args)
-        assert out.returncode == 1 and out.stderr.strip() == f"error: {message}", out.stderr
+        assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
     quiet = score_nightly.score(settings)  # nothing changed since the last night: nobody re-scored
     assert quiet["n_rescored"] == 0
     out = cli(env, "canary", "start", "--version", "2", "--share", "0.25", "--salt", "s1", "--by", "ann")

@@ -75,3 +75,20 @@ def test_a_first_night_without_positives_measures_to_strict_json():
     assert row["churn_at_10"] is None and row["users"] == 0 and row["hit_rate_at_10"] is None
     assert row["coverage_at_10"] == 2 / 3
     json.dumps(row, allow_nan=False)
+
+
+def test_compare_gives_the_difference_of_means_its_interval_and_the_detectable_effect():
+    champion = np.array([1.0, 0.0] * 50)  # mean 0.5, variance (ddof 1) 0.2525
+    canary = np.array([1.0, 1.0, 1.0, 0.0] * 25)  # mean 0.75, variance 0.1894
+    got = online.compare(champion, canary)
+    assert got["diff"] == pytest.approx(0.25) and (got["users_champion"], got["users_canary"]) == (100, 100)
+    se = math.sqrt(champion.var(ddof=1) / 100 + canary.var(ddof=1) / 100)
+    assert got["detectable"] == pytest.approx((1.959964 + 0.841621) * se)
+    assert got["low"] < 0.25 < got["high"]
+    assert got["high"] - got["low"] == pytest.approx(2 * 1.96 * se, rel=0.15)  # the normal interval's width
+    assert online.compare(champion, canary) == got  # seeded: the same numbers every night
+
+
+def test_compare_with_an_empty_arm_measures_nothing():
+    got = online.compare(np.array([1.0, 0.0]), np.array([]))
+    assert got["users_canary"] == 0 and all(math.isnan(got[k]) for k in ("diff", "low", "high", "detectable"))
