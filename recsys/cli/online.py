@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from recsys.cli.common import Add, positive_arg, print_json, settings_for
+from recsys.errors import ConfigError
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -92,7 +93,13 @@ def _day(text: str) -> date:
 
 def cmd_replay(args: argparse.Namespace) -> None:
     from recsys.pipelines import replay
+    from recsys.pipelines.canary_scenario import Scenario
 
+    scenario = None
+    if args.canary:
+        scenario = Scenario(args.canary, args.canary_night, args.canary_share, tuple(args.canary_setting))
+    elif args.canary_setting:
+        raise ConfigError("--canary-setting needs --canary worse|better")
     report = replay.replay(
         settings_for(args),
         args.source,
@@ -101,8 +108,12 @@ def cmd_replay(args: argparse.Namespace) -> None:
         args.step_days,
         args.retrain_every_days,
         args.out,
+        scenario,
     )
-    print_json({"arms": report["arms"], "json": report["json"], "png": report["png"]})
+    shown = {"arms": report["arms"], "json": report["json"], "png": report["png"]}
+    if "canary" in report:
+        shown["canary"] = {k: v for k, v in report["canary"].items() if k != "nights"}
+    print_json(shown)
 
 
 def register_replay(add: Add) -> None:
@@ -123,3 +134,24 @@ def register_replay(add: Add) -> None:
         help="retrain when this many days passed (default 7)",
     )
     p.add_argument("--out", type=Path, help="where replay.json, replay.png and its own home go")
+    p.add_argument(
+        "--canary",
+        choices=("worse", "better"),
+        help="a canary scenario: on --canary-night, train a challenger (worse: the id tower; better: "
+        "the default model on that night's data), start it as the canary and let the nightly judge "
+        "promote or roll it back (settings promotion.*)",
+    )
+    p.add_argument("--canary-night", type=positive_arg, default=1, help="the scenario's night (default 1)")
+    p.add_argument(
+        "--canary-share",
+        type=float,
+        default=0.5,
+        help="the canary's share of users, in (0, 0.5] (default 0.5)",
+    )
+    p.add_argument(
+        "--canary-setting",
+        action="append",
+        default=[],
+        metavar="section.key=value",
+        help="a setting of the challenger's training only (repeatable)",
+    )

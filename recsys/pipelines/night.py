@@ -11,6 +11,9 @@ in the log; otherwise only the users whose ratings the nights after the served l
 resized: recsys.runtime.arms): a user whose history, seen set, arm and model version are unchanged
 would get exactly the list served now.
 
+A movie unblocked since the served lists were scored (recsys.online.blocklist) makes the night full:
+the lists were scored without it. The takedown list is pinned in the plan for every shard.
+
 What is served now: ``<home>/scores/served.json``, written after each publish (the merged lists'
 file, model version, release, night, snapshot version, when, how many users were re-scored), with
 the record before it under ``previous`` (yesterday's lists, for the churn of the online evaluation).
@@ -22,6 +25,7 @@ out its own users from it, so no list of users travels through XCom.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from recsys.errors import DataError
 from recsys.files import read_parquet, write_text
 from recsys.runtime.arms import CHAMPION_ARM, Arms
 
+log = logging.getLogger(__name__)
 SERVED_FILE = "served.json"
 
 
@@ -64,6 +69,7 @@ def record_served(settings: Settings, night: dict, recommendations: str, rescore
         "recommendations": str(recommendations),
         "model_version": night["model_version"],
         "arms": night.get("arms"),
+        "blocked": night.get("blocked"),
         "release_id": night["release_id"],
         "events_seq": night["events_seq"],
         "night_id": night.get("night_id", ""),
@@ -78,7 +84,9 @@ def record_served(settings: Settings, night: dict, recommendations: str, rescore
     return record
 
 
-def _full_reason(now: dict | None, version: str, release: str, raw: Path, full: bool) -> str:
+def _full_reason(
+    now: dict | None, version: str, release: str, raw: Path, full: bool, blocked: list[int] | None
+) -> str:
     """Why everyone must be scored tonight ("" when only the changed users need it)."""
     if full:
         return "a full re-score was asked for"
@@ -93,6 +101,11 @@ def _full_reason(now: dict | None, version: str, release: str, raw: Path, full: 
         return "the served lists' night is not in the event log"
     if not Path(now.get("recommendations", "")).is_file():
         return "the served lists' file is gone"
+    back = sorted(
+        set(now.get("blocked") or []) - set(blocked if blocked is not None else now.get("blocked") or [])
+    )
+    if back:  # the stored lists were scored without them: only a re-score puts them back
+        return f"movie(s) {', '.join(map(str, back[:5]))} were unblocked since the lists were scored"
     return ""
 
 
@@ -117,11 +130,13 @@ def plan(settings: Settings, model_version: str, full: bool = False, arms: Arms 
     activity, base_seq = eventlog.prepared_base(raw, prepared.folder)
     until, release = eventlog.last_seq(raw), eventlog.release_id(raw)
     now = served(settings)
-    reason = _full_reason(now, model_version, release, raw, full)
+    blocked = _blocked(settings)
+    reason = _full_reason(now, model_version, release, raw, full, blocked)
     moved = "" if reason else _arms_reason(now, arms)  # type: ignore[arg-type]
     return {
         "model_version": model_version,
         "arms": arms.as_dict(),
+        "blocked": blocked,
         **prepared.as_dict(),
         "raw_dir": str(raw),
         "snapshot_version": snapshots.data_version(raw),
@@ -135,6 +150,19 @@ def plan(settings: Settings, model_version: str, full: bool = False, arms: Arms 
         "changed_since": -1 if reason else int(now["events_seq"]),  # type: ignore[index]
         "served": None if reason else now["recommendations"],  # type: ignore[index]
     }
+
+
+def _blocked(settings: Settings) -> list[int] | None:
+    """The takedown list tonight's lists leave out (recsys.online.blocklist), pinned for every shard;
+    None when the online store does not answer (the readers still leave blocked movies out)."""
+    from recsys.errors import StoreError
+    from recsys.online import blocklist
+
+    try:
+        return sorted(blocklist.blocked(settings))
+    except StoreError as exc:
+        log.info("planning without the takedown list (%s)", exc)
+        return None
 
 
 def _base(night: dict) -> tuple[Path | None, int]:

@@ -24,6 +24,12 @@ paired gain of ``fresh`` over each other arm with its interval. ``per_user.parqu
 values they are computed from. ``replay.png`` plots them; one
 MLflow run in the ``online`` experiment carries both.
 
+With a canary scenario (recsys.pipelines.canary_scenario), a challenger is trained on a chosen
+night and started as the canary; every night the evaluation measures each arm and pools the
+canary's evidence, and the nightly judge promotes or rolls it back (settings ``promotion``). The
+report's ``canary`` holds the scenario, each night's evidence and judgement, and the decision with
+the evidence it rested on. Regular retrains are skipped in a scenario run: one challenger is judged.
+
 Everything runs in ``<out>/home`` (its own RECSYS_HOME, its own embedded Redis on a free port), so
 the replay never touches the served system.
 """
@@ -36,6 +42,7 @@ import shutil
 import socket
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +52,8 @@ from recsys.config import Settings
 from recsys.data import eventlog, stream
 from recsys.evaluation import online
 from recsys.files import read_parquet, write_text
-from recsys.pipelines import evaluate, ingest, retrain, score_nightly
+from recsys.pipelines import canary_scenario, evaluate, ingest, retrain, score_nightly
+from recsys.pipelines.canary_scenario import Scenario
 
 log = logging.getLogger(__name__)
 ARMS = ("fresh", "frozen", "mostpop")
@@ -152,18 +160,29 @@ def replay(
     step_days: int = 1,
     retrain_every_days: int = 7,
     out: Path | None = None,
+    scenario: Scenario | None = None,
 ) -> dict:
     """Play ``nights`` steps of ``source`` from ``start`` through the pipelines (module docstring);
     returns the report written to ``out/replay.json``."""
     from recsys.ops import redis_server
 
+    if scenario is not None and scenario.night > nights:
+        raise ValueError(f"the canary scenario starts on night {scenario.night} of only {nights}")
     out = Path(out or settings.paths.home / "replay").resolve()
     played = stream.split(source, start, nights, step_days, out / "stream")
     here = replay_settings(settings, out, played.release)
+    if scenario is not None:
+        here = canary_scenario.replay_settings(here, scenario)
     rows: list[dict] = []
     users: list[pd.DataFrame] = []
     with redis_server.running(here):
-        state = {"frozen": Path(_night_zero(here)), "last_retrain": start, "previous": {}}
+        state: dict[str, Any] = {
+            "frozen": Path(_night_zero(here)),
+            "last_retrain": start,
+            "previous": {},
+            "scenario": scenario,
+        }
+        state["canary"] = {"scenario": scenario.as_dict(), "nights": []} if scenario else None
         for number, step in enumerate(played.steps, 1):
             night_rows, night_users = _play_night(here, number, step, retrain_every_days, state)
             rows += night_rows
@@ -177,7 +196,7 @@ def replay(
     }
     per_user = pd.concat(users, ignore_index=True)
     per_user.to_parquet(out / "per_user.parquet", index=False)
-    return _report(here, out, rows, per_user, args)
+    return _report(here, out, rows, per_user, args, state["canary"])
 
 
 def _play_night(
@@ -193,10 +212,12 @@ def _play_night(
     raw = home.raw_dir(here)
     since = eventlog.last_seq(raw)
     taken = ingest.ingest_events(here)
-    evaluate.evaluate_served(here, day.isoformat())
+    evaluated = evaluate.evaluate_served(here, day.isoformat())
     arms = {"fresh": Path(_served(here)), "frozen": state["frozen"], "mostpop": None}
     measured, users = measure_arms(here, since, eventlog.last_seq(raw), arms, state["previous"])
-    due = (day - state["last_retrain"]).days >= every
+    if state["canary"] is not None:
+        _canary_night(here, number, day, evaluated, taken, state)
+    due = (day - state["last_retrain"]).days >= every and state["scenario"] is None
     if due:
         _train(here, ingest.prepare(here, str(raw), taken["data_version"]))
         state["last_retrain"] = day
@@ -211,6 +232,34 @@ def _play_night(
         for r in measured
     ]
     return rows, users
+
+
+def _canary_night(here: Settings, number: int, day: date, evaluated: dict, taken: dict, state: dict) -> None:
+    """The scenario's part of a night: judge the running canary on the evidence so far (before
+    tonight's scoring, as the nightly DAG does), or start the challenger on the scenario's night."""
+    record = state["canary"]
+    judged = canary_scenario.judge(here)
+    if judged["action"] != "none":
+        got = (evaluated.get("arms") or {}).get("canary") or {}
+        record["nights"].append(
+            {"night": number, "day": day.isoformat(), "action": judged["action"], "reason": judged["reason"],
+             **{k: got.get(k) for k in EVIDENCE}}
+        )  # fmt: skip
+        if judged["decided"]:
+            record["decision"] = {"night": number, "day": day.isoformat(), **judged}
+            record["nights_to_decision"] = (
+                number - record["started"]["night"] if "started" in record else None
+            )
+    scenario = state["scenario"]
+    if number == scenario.night:
+        started = canary_scenario.start(here, scenario, str(home.raw_dir(here)), taken["data_version"])
+        record["started"] = {"night": number, "day": day.isoformat(), **started}
+
+
+EVIDENCE = (
+    "users", "hit_rate_at_10", "hit_rate_at_10_diff", "hit_rate_at_10_diff_low", "hit_rate_at_10_diff_high",
+    "hit_rate_at_10_detectable", "evidence_nights", "evidence_users_canary", "evidence_users_champion",
+)  # fmt: skip
 
 
 def _served(settings: Settings) -> str:
@@ -249,10 +298,14 @@ def summarise(per_user: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
-def _report(here: Settings, out: Path, rows: list[dict], per_user: pd.DataFrame, args: dict) -> dict:
+def _report(
+    here: Settings, out: Path, rows: list[dict], per_user: pd.DataFrame, args: dict, canary: dict | None
+) -> dict:
     from recsys.tracking.plots import plot_replay
 
     report = {"args": args, "arms": summarise(per_user), "rows": rows}
+    if canary is not None:
+        report["canary"] = canary
     text = json.dumps(evaluate.json_safe(report), indent=2, default=float, allow_nan=False)
     write_text(text + "\n", out / "replay.json")
     png = plot_replay(pd.DataFrame(rows), out / "replay.png")

@@ -92,7 +92,8 @@ def score(
     arms = Arms.from_dict(plan.get("arms"), champion=plan["model_version"])
     users = night.users(plan)[shard::n_shards]
     ratings = night.ratings(plan, users)
-    blocked = blocklist.blocked_for_scoring(settings)  # left out like seen movies
+    pinned_list = plan.get("blocked")  # the plan's takedown list, left out like seen movies
+    blocked = set(pinned_list) if pinned_list is not None else blocklist.blocked_for_scoring(settings)
     assigned = arms.assign(users)
     scored, catalogues, ks = [], [], {}
     for arm, version in arms.versions().items():

@@ -620,6 +620,14 @@ def test_a_blocked_movie_leaves_the_served_lists_at_once_and_the_next_nights_lis
         assert len(lookup(1, 100, settings)) == 100
     finally:
         blocklist.unblock(movie, settings)
+    # the stored lists were scored without it: the next night re-scores everyone to put it back
+    back = score_nightly.score(settings)
+    assert (
+        back["mode"] == "full"
+        and back["reason"] == f"movie(s) {movie} were unblocked since the lists were scored"
+    )
+    score_nightly.publish(settings, back["recommendations"])
+    assert lookup(1, 10, settings) == before[:10]
 
 
 def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_when_stopped(chain, tmp_path):
