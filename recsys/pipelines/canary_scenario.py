@@ -82,7 +82,13 @@ def start(here: Settings, scenario: Scenario, raw_dir: str, data_version: str) -
         scenario.kind,
         scenario.night,
     )
-    return {"version": str(trained["version"]), "valid": trained.get("valid"), **state}
+    return {
+        "version": str(trained["version"]),
+        "champion": state["champion"],
+        "valid": trained.get("valid"),
+        "share": state["canary"]["share"],
+        "salt": state["canary"]["salt"],
+    }
 
 
 def judge(here: Settings) -> dict:
