@@ -58,3 +58,25 @@ def test_the_settings_refuse_a_share_over_a_half_and_an_unknown_mode():
         PromotionConfig(canary_share=0.6)
     with pytest.raises(ValidationError):
         PromotionConfig(mode="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("version", "share", "stop", "message"),
+    [
+        (1, None, False, "Param canary_version needs canary_share"),
+        (None, 0.1, False, "Param canary_share needs canary_version"),
+        (1, 0.1, True, "Params canary_stop and canary_version ask for opposite things"),
+    ],
+)
+def test_the_nightly_runs_canary_params_refuse_a_half_request_before_touching_anything(
+    version, share, stop, message, tmp_path
+):
+    from recsys.config import load_settings
+    from recsys.errors import InvalidRequestError
+    from recsys.pipelines import canary
+
+    settings = load_settings(env={"RECSYS_HOME": str(tmp_path)})
+    with pytest.raises(InvalidRequestError, match=message):
+        canary.from_params(settings, version, share, stop, "airflow")
+    assert not (tmp_path / "mlflow").exists()  # refused before the registry was opened
+    assert canary.from_params(settings, None, None, False, "airflow") == ""
