@@ -10,6 +10,14 @@ and the gain of ``fresh`` over each other arm with a paired interval.
     .venv/bin/python benchmarks/replay.py --dataset ml-latest-small   # last two years, monthly steps
     .venv/bin/python benchmarks/replay.py --dataset synth-small        # ~1M ratings, 60 daily nights
 
+A canary scenario (recsys.pipelines.canary_scenario): --canary worse|better starts a challenger as
+the canary on --canary-night, and the nightly judge promotes or rolls it back (settings
+promotion.*, given as overrides); the JSON then holds the scenario, each night's evidence and the
+decision, and is written to results/replay-<dataset>-canary-<kind>.json:
+
+    .venv/bin/python benchmarks/replay.py --dataset synth-ml20m --start 2000-06-01 --nights 6 \
+        --step-days 7 --canary worse --canary-night 1 train.max_epochs=5
+
 Prints the table and writes benchmarks/results/replay-<dataset>.json and .png (the README's table
 and plot). Everything runs in --workdir (default: a temp dir) with its own home, Redis and MLflow.
 """
@@ -25,13 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 # dataset -> (nights, step days, retrain every days): the two runs the README reports
-DEFAULTS = {"ml-latest-small": (24, 30, 90), "synth-small": (60, 1, 7)}
+DEFAULTS = {"ml-latest-small": (24, 30, 90), "synth-small": (60, 1, 7), "synth-ml20m": (6, 7, 365)}
 METRICS = ("hit_rate_at_10", "recall_at_10", "recall_at_100", "ndcg_at_10")
 
 
@@ -39,10 +47,28 @@ def source_folder(dataset: str, workdir: Path) -> tuple[Path, str]:
     """The release folder to replay and how it was made."""
     if dataset == "ml-latest-small":
         return ROOT / "data" / "ml-latest-small", "the bundled ml-latest-small sample"
-    folder = workdir / "synth"
-    command = [str(Path(sys.executable).parent / "recsys"), "synth", "--preset", "small", "--seed", "0"]
-    subprocess.run([*command, "--out", str(folder)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return folder, "recsys synth --preset small --seed 0"
+    preset = {"synth-small": "small", "synth-ml20m": "ml-20m"}[dataset]
+    folder = workdir / f"synth-{preset}"
+    command = [str(Path(sys.executable).parent / "recsys"), "synth", "--preset", preset, "--seed", "0"]
+    if not (folder / "ratings.csv").is_file():
+        subprocess.run([*command, "--out", str(folder)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return folder, f"recsys synth --preset {preset} --seed 0"
+
+
+def print_canary(canary: dict) -> None:
+    """Each night's judgement of the canary, then the decision and the evidence it rests on."""
+    started = canary["started"]
+    print(
+        f"canary: version {started['version']} ({canary['scenario']['kind']}) from night {started['night']}"
+    )
+    for night in canary["nights"]:
+        print(f"  night {night['night']:3d} {night['day']}: {night['action']:9s} {night['reason']}")
+    decision = canary.get("decision")
+    if decision:
+        after = canary["nights_to_decision"]
+        print(f"decided on night {decision['night']} ({after} after the start): {decision['action']}")
+    else:
+        print("no decision within the nights played")
 
 
 def cell(arm: dict, metric: str) -> str:
@@ -72,13 +98,21 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="JSON path (default: results/replay-<dataset>.json)")
     parser.add_argument(
+        "--start", help="first day of events, YYYY-MM-DD (default: the last nights of the data)"
+    )
+    parser.add_argument("--canary", choices=("worse", "better"), help="a canary scenario (see above)")
+    parser.add_argument("--canary-night", type=int, default=1, help="the scenario's night (default 1)")
+    parser.add_argument("--canary-share", type=float, default=0.5, help="the canary's share (default 0.5)")
+    parser.add_argument("--canary-setting", action="append", default=[], help="the challenger's own setting")
+    parser.add_argument(
         "overrides", nargs="*", help="settings key=value for the replay (e.g. train.max_epochs=5)"
     )
     args = parser.parse_args()
     nights, step_days, every = DEFAULTS[args.dataset]
     nights, step_days = args.nights or nights, args.step_days or step_days
     every = args.retrain_every_days or every
-    out = args.out or RESULTS / f"replay-{args.dataset}.json"
+    suffix = f"-canary-{args.canary}" if args.canary else ""
+    out = args.out or RESULTS / f"replay-{args.dataset}{suffix}.json"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recsys-replay-"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["RECSYS_HOME"] = str(workdir / "home")  # settings default; the replay makes its own below
@@ -88,14 +122,20 @@ def main() -> int:
     from recsys.config import load_settings
     from recsys.data import stream
     from recsys.pipelines import replay
+    from recsys.pipelines.canary_scenario import Scenario
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source, made = source_folder(args.dataset, workdir)
     ratings, _ = stream.read_release(source)
     start = stream.last_day(ratings) - timedelta(days=nights * step_days - 1)
+    if args.start:
+        start = date.fromisoformat(args.start)
+    scenario = None
+    if args.canary:
+        scenario = Scenario(args.canary, args.canary_night, args.canary_share, tuple(args.canary_setting))
     started = time.perf_counter()
     report = replay.replay(
-        load_settings(args.overrides), source, start, nights, step_days, every, workdir / "replay"
+        load_settings(args.overrides), source, start, nights, step_days, every, workdir / "replay", scenario
     )
     wall = time.perf_counter() - started
     result = {
@@ -106,11 +146,14 @@ def main() -> int:
         "wall_s": round(wall, 1),
         "arms": report["arms"],
         "rows": report["rows"],
+        **({"canary": report["canary"]} if "canary" in report else {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     shutil.copyfile(report["png"], out.with_suffix(".png"))
     print_table(report["arms"])
+    if "canary" in report:
+        print_canary(report["canary"])
     print(f"{nights} nights in {wall:.0f} s; wrote {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -63,7 +63,12 @@ def start(
         raise InvalidRequestError(str(exc)) from None
     mv = registry.resolve(str(version))
     version = str(mv.version)
-    if registry.champion_version() == version:
+    champion = registry.champion_version()
+    if champion is None:
+        raise ModelNotFoundError(
+            f"{registry.model_name} has no champion: a canary serves beside one (`recsys promote`)"
+        )
+    if champion == version:
         raise InvalidRequestError(f"version {version} is the champion: a canary must be another version")
     running = registry.alias_version(CANARY)
     if running is not None and running != version:
