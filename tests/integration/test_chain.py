@@ -742,3 +742,16 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     score_nightly.publish(settings, after["recommendations"])
     assert served_lookup(user, 10, settings)[1:] == ("champion", "1")
     assert served_lookup(user, 10, settings).triples == lookup(user, 10, settings)
+
+    # a manual promotion overrides the canary's online decision, and says so
+    assert cli(env, "canary", "start", "--version", "2", "--share", "0.1").returncode == 0
+    out = cli(env, "promote", "2")
+    assert (
+        out.returncode == 0
+        and "this manual promotion overrides the online decision on canary version 2" in out.stdout
+    )
+    models = Registry.open(settings)
+    assert models.champion_version() == "2" and models.alias_version("canary") is None
+    assert models.resolve("2").tags["canary_decision"] == "overridden"
+    assert "canary:  version 2 overridden" in cli(env, "status").stdout
+    assert cli(env, "promote", "1").returncode == 0
