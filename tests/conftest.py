@@ -2,7 +2,8 @@
 
 The stack test (tests/stack: a night on Postgres, Celery and Airflow's scheduler) is the longest
 file by far and mostly waits on those services, so it goes first, on a worker of its own, while the
-other worker takes the DAG and integration files, then the unit files. Files are the units of work
+other worker takes the next longest files (ORDER), then the rest of the DAG and integration files,
+then the unit files: the last file to start is a short one. Files are the units of work
 (`--dist loadfile`, so a module's fixtures are built once), and a worker takes its next file only
 when it is on the last test of its current one: with xdist's default a second file would queue
 behind the stack test for minutes while the other worker runs dry.
@@ -24,8 +25,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # each would spin-wait on each other's cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Directories in the order they run: the longest waits first, the short unit files fill in at the end.
-ORDER = ("tests/stack/", "tests/dags/", "tests/integration/", "tests/unit/")
+# The order files run in: the longest first (the stack, then the three files of a minute or more:
+# the one-worker tail is a short file), then by directory; the short unit files fill in at the end.
+ORDER = (
+    "tests/stack/",
+    "tests/dags/test_dag_runs.py",
+    "tests/integration/test_chain.py",
+    "tests/integration/test_replay_canary.py",
+    "tests/dags/",
+    "tests/integration/",
+    "tests/unit/",
+)
 
 
 def _rank(item: pytest.Item) -> int:

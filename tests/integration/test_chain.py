@@ -630,7 +630,38 @@ def test_a_blocked_movie_leaves_the_served_lists_at_once_and_the_next_nights_lis
     assert lookup(1, 10, settings) == before[:10]
 
 
-def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_when_stopped(chain, tmp_path):
+class Done:
+    """What a command run in this process returned and printed (subprocess.CompletedProcess's names)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def in_process(monkeypatch, capsys, env: dict):  # noqa: ANN201 - a command runner
+    """``cli`` for many short commands: `recsys.cli.main` in this process (the same door, exit codes
+    and output) without a Python start-up and its imports per command."""
+    from recsys.cli import main
+
+    for name in ("MLFLOW_TRACKING_URI", "REDIS_CONNECTION_STRING"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(_env: dict, *args: str) -> Done:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return Done(code, out.out, out.err)
+
+    return run
+
+
+def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_when_stopped(
+    chain, tmp_path, monkeypatch, capsys
+):
     """Runs last: version 2 (the worse model above) as a canary on a quarter of the users. The
     next night re-scores exactly its slice with it, every reader says which arm and version a list
     comes from, and stopping it withdraws its lists at once; the night after gives them back to the
@@ -641,6 +672,7 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     from recsys.serving.models import RecommenderModel
 
     env, settings, _ = chain
+    cli = in_process(monkeypatch, capsys, env)
     for args, message in [
         (["--version", "2", "--share", "0.7"], "canary share must be in (0, 0.5], got 0.7"),
         (["--version", "1", "--share", "0.1"], "version 1 is the champion: a canary must be another version"),
