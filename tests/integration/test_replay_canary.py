@@ -29,7 +29,7 @@ RECSYS = str(Path(sys.executable).parent / "recsys")
 TRAINED = ("train.max_epochs=2", "train.learning_rate=0.003")
 RANDOM = ("train.max_epochs=1", "train.learning_rate=0.00001")
 COMMON = [
-    "train.max_interactions=100000",
+    "train.max_interactions=40000",
     "train.progress_bar=false",
     "promotion.canary_nights=2",
     "promotion.min_users=20",
