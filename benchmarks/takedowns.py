@@ -3,7 +3,9 @@
 Starts the project's embedded Redis on a free 127.0.0.1 port in a temporary home, publishes --users
 synthetic lists of 100 MovieLens-sized movie ids (benchmarks/online_store.py's frames, fast writer),
 then times --lookups lookups of random users with 0, 10 and 1,000 blocked movies (drawn from the
-catalogue, so lists hold some of them). The three sizes take turns for --rounds rounds on the same
+catalogue, so lists hold some of them). The lists are published with their arms record, as the
+nightly publish leaves them, so each lookup also reads the versions it may serve. The three sizes
+take turns for --rounds rounds on the same
 users (a noisy machine slows all three alike); each figure is the median over rounds of that round's
 median or p99, and the ratio is to 0 blocked movies in the same run.
 
@@ -24,6 +26,7 @@ from online_store import latency, synthetic, temporary_store  # a sibling script
 
 from recsys.online import blocklist, writer
 from recsys.online.reader import lookup
+from recsys.runtime.arms import Arms
 
 SIZES = (0, 10, 1_000)
 
@@ -45,7 +48,8 @@ def main() -> None:
     lists = {int(u): [int(m) for m in items] for u, items in zip(recs["user_id"], recs["item_ids"])}
     measured: dict[str, list[float]] = {}
     with temporary_store() as settings:
-        writer.publish(recs, catalogue, settings, histories)
+        # with the arms record, as the nightly publish leaves it: every lookup reads it too
+        writer.publish(recs, catalogue, settings, histories, arms=Arms("1"))
         for _ in range(args.rounds):
             for size in SIZES:
                 for movie in list(blocklist.blocked(settings)):

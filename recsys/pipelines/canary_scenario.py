@@ -17,9 +17,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from recsys.config import Settings, parse_override
+from recsys.config import Settings, load_settings, parse_override
 from recsys.errors import ConfigError
 from recsys.pipelines import canary, ingest, retrain
+from recsys.runtime.arms import check_share
 
 log = logging.getLogger(__name__)
 Kind = Literal["worse", "better"]
@@ -41,6 +42,11 @@ class Scenario:
             raise ConfigError(f"canary scenario must be one of {sorted(KINDS)}, got {self.kind!r}")
         if self.night < 1:
             raise ConfigError(f"the canary scenario's night must be >= 1, got {self.night}")
+        try:
+            check_share(self.share)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        load_settings([*KINDS[self.kind], *self.overrides], env={})  # ConfigError naming a bad one
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -84,20 +84,10 @@ def measure(
     catalogue: pd.DataFrame,
     previous: dict[int, np.ndarray] | None,
     with_intervals: bool = False,
-) -> dict:
-    """Every metric of recsys.evaluation.online for one set of lists (``catalogue``: movie_id,
-    train_count of the model's catalogue)."""
-    return measure_users(lists, positives, catalogue, previous, with_intervals)[0]
-
-
-def measure_users(
-    lists: dict[int, np.ndarray],
-    positives: dict[int, set[int]],
-    catalogue: pd.DataFrame,
-    previous: dict[int, np.ndarray] | None,
-    with_intervals: bool = False,
 ) -> tuple[dict, pd.DataFrame]:
-    """:func:`measure` and the per-user metrics it averaged (recsys.evaluation.online.per_user)."""
+    """Every metric of recsys.evaluation.online for one set of lists (``catalogue``: movie_id,
+    train_count of the model's catalogue), and the per-user metrics it averaged
+    (recsys.evaluation.online.per_user)."""
     users = online.per_user(lists, positives)
     known = set(catalogue["movie_id"].tolist())
     wanted = [m for u in users["user_id"] for m in positives[int(u)]]
@@ -156,13 +146,13 @@ def evaluate_served(settings: Settings, night_date: str | None = None) -> dict:
         "nights": f"{since + 1}-{until}",
         "positives_rerated": rerated,
     }
-    metrics, users = measure_users(lists, positives, catalogue, before)
+    metrics, users = measure(lists, positives, catalogue, before)
     rows = {ALL: {**base, "arm": ALL, "model_version": arms.label, **metrics}}
     if arms.canary is not None:
         for arm, version in arms.versions().items():
             mine = {u: p for u, p in positives.items() if arm_of[u] == arm}
             own = {u: items for u, items in lists.items() if arm_of[u] == arm}
-            got = measure(own, mine, catalogue, before)
+            got, _ = measure(own, mine, catalogue, before)
             rows[arm] = {**base, "arm": arm, "model_version": version, **got}
         rows[CANARY_ARM].update(salt=arms.salt, champion_version=arms.champion)
     data_version, span = str(served["data_version"]), f"{since + 1}-{until}"

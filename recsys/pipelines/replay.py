@@ -50,6 +50,7 @@ import pandas as pd
 from recsys import home
 from recsys.config import Settings
 from recsys.data import eventlog, stream
+from recsys.errors import ConfigError
 from recsys.evaluation import online
 from recsys.files import read_parquet, write_text
 from recsys.pipelines import canary_scenario, evaluate, ingest, retrain, score_nightly
@@ -144,7 +145,7 @@ def measure_arms(
             else mostpop_lists(before, sorted(positives), settings.data.rating_threshold)
         )
         lists = {u: found.get(u, np.empty(0, dtype=np.int64)) for u in positives}
-        metrics = evaluate.measure(lists, positives, catalogue, previous.get(arm), with_intervals=True)
+        metrics, _ = evaluate.measure(lists, positives, catalogue, previous.get(arm), with_intervals=True)
         metrics["coverage_at_10"] = online.coverage(found, len(catalogue))  # over all of the arm's lists
         rows.append(evaluate.json_safe({"arm": arm, **metrics}))
         users.append(online.per_user(lists, positives).assign(arm=arm))
@@ -167,7 +168,7 @@ def replay(
     from recsys.ops import redis_server
 
     if scenario is not None and scenario.night > nights:
-        raise ValueError(f"the canary scenario starts on night {scenario.night} of only {nights}")
+        raise ConfigError(f"the canary scenario starts on night {scenario.night} of only {nights} played")
     out = Path(out or settings.paths.home / "replay").resolve()
     played = stream.split(source, start, nights, step_days, out / "stream")
     here = replay_settings(settings, out, played.release)

@@ -687,6 +687,15 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     assert out.returncode == 0 and "canary: version 2 for 25.0% of users (salt s1)" in out.stdout, out.stderr
     tags = Registry.open(settings).resolve("canary").tags
     assert (tags["canary_share"], tags["canary_salt"], tags["canary_started_by"]) == ("0.25", "s1", "ann")
+    for args, message in [  # hostile or over-long text: refused in one line, the canary unchanged
+        (["stop", "--reason", "x" * 201], "reason must be at most 200 characters, got 201"),
+        (["start", "--version", "2", "--share", "0.3", "--salt", "s" * 201], "salt must be at most 200"),
+        (["start", "--version", "2", "--share", "0.3", "--by", "b" * 201], "by must be at most 200"),
+    ]:
+        out = cli(env, "canary", *args)
+        assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
+    assert Registry.open(settings).resolve("canary").tags["canary_share"] == "0.25"
+    assert cli(env, "canary", "start", "--version", "x", "--share", "0.1").returncode == 2  # usage
     users = pd.read_parquet(quiet["recommendations"])["user_id"].to_numpy()
     in_slice = set(users[Arms("1", "2", 0.25, "s1").in_canary(users)].tolist())
     assert 0.15 < len(in_slice) / len(users) < 0.35

@@ -83,10 +83,25 @@ def test_a_clearly_better_canary_is_promoted_on_its_evidence(release, tmp_path):
     assert models.resolve("2").tags["canary_decision"] == "promote"
 
 
-def test_the_replay_refuses_a_canary_setting_without_a_scenario_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--canary-setting", "train.max_epochs=1"], "--canary-setting needs --canary worse|better"),
+        (["--canary", "better", "--canary-share", "0.9"], "canary share must be in (0, 0.5], got 0.9"),
+        (["--canary", "better", "--canary-share", "nan"], "canary share must be in (0, 0.5], got nan"),
+        (
+            ["--canary", "worse", "--canary-night", "3"],
+            "the canary scenario starts on night 3 of only 2 played",
+        ),
+        (["--canary", "worse", "--canary-setting", "model.colour=red"], "unknown setting 'model.colour'"),
+    ],
+)
+def test_the_replay_refuses_a_bad_scenario_in_one_line_before_it_plays(args, message, release, tmp_path):
     out = subprocess.run(
-        [RECSYS, "replay", "--source", str(tmp_path), "--start", "2000-06-01", "--nights", "2",
-         "--canary-setting", "train.max_epochs=1"],
+        [RECSYS, "replay", "--source", str(release), "--start", "2000-06-01", "--nights", "2",
+         "--out", str(tmp_path / "out"), *args],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert out.returncode == 1 and out.stderr.strip() == "error: --canary-setting needs --canary worse|better"
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "replay.json").exists()
