@@ -71,7 +71,7 @@ def test_a_first_night_without_positives_measures_to_strict_json():
     from recsys.pipelines.evaluate import json_safe, measure
 
     catalogue = pd.DataFrame({"movie_id": [1, 2, 3], "train_count": [5, 3, 1]})
-    row = json_safe(measure({1: np.array([1, 2])}, {}, catalogue, previous=None))
+    row = json_safe(measure({1: np.array([1, 2])}, {}, catalogue, previous=None)[0])
     assert row["churn_at_10"] is None and row["users"] == 0 and row["hit_rate_at_10"] is None
     assert row["coverage_at_10"] == 2 / 3
     json.dumps(row, allow_nan=False)
