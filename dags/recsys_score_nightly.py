@@ -89,11 +89,20 @@ def evaluate_served() -> dict:
 
 @task(trigger_rule="all_done")  # the evidence so far, even when tonight's evaluation failed
 def judge_canary() -> dict:
-    """Promote or roll back the canary on its online evidence (setting promotion.mode=canary)."""
+    """Promote or roll back the canary on its online evidence (setting promotion.mode=canary).
+    Skipped at once, before MLflow loads, when last night served no canary: nothing to judge."""
+    from recsys.online import publication
+    from recsys.ops import redis_server
+
+    settings = load()
+    with fail_fast_on_bad_input(), redis_server.client(settings.redis_connection) as conn:
+        served = publication.serves_a_canary(conn)
+    if not served:
+        raise AirflowSkipException("last night served no canary: nothing to judge")
     from recsys.pipelines import canary
 
     with fail_fast_on_bad_input():
-        result = canary.judge(load(), by="recsys_score_nightly")
+        result = canary.judge(settings, by="recsys_score_nightly")
     if result["action"] == "none":
         raise AirflowSkipException(result["reason"])
     print(f"canary version {result['version']}: {result['action']}: {result['reason']}")

@@ -147,6 +147,12 @@ def served_arms(conn: redis.Redis) -> dict[str, Any] | None:
     return raw
 
 
+def serves_a_canary(conn: redis.Redis) -> bool:
+    """Whether the last publish served a canary's lists (the nightly judge has evidence to read only
+    then): one Redis read, so a night without a canary skips the judge without loading MLflow."""
+    return bool(conn.hget(ARMS_KEY, "canary"))
+
+
 def withdraw_canary(conn: redis.Redis, version: str) -> None:
     """Stop serving canary ``version``'s stored lists at once: it leaves ``allowed`` (its users get
     what a user without a list gets until the next night re-scores them), and stays out when a

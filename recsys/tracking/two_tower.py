@@ -19,7 +19,7 @@ from recsys.config import PROJECT_ROOT, Settings
 from recsys.data.prepared import Prepared
 from recsys.errors import DataError, ModelNotFoundError
 from recsys.evaluation.metrics import bootstrap_interval, ndcg_at_k
-from recsys.models.two_tower.export import export_onnx, export_scoring
+from recsys.models.two_tower.export import export_scoring, retrieval_graph
 from recsys.models.two_tower.model import TwoTower, checkpoint
 from recsys.models.two_tower.training import TrainResult, evaluate_model, train
 from recsys.ops.registry import CHAMPION, TRAIN_VALID_TAG, Registry
@@ -45,8 +45,8 @@ def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder
     """The model version's bundle (recsys.runtime.two_tower): ONNX graphs, item vectors, catalogue, users,
     bundle.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, folder / "model.onnx", settings.score.k)
-    export_scoring(model, folder)
+    tower, items = export_scoring(model, folder)
+    retrieval_graph(tower, items, settings.score.k, folder / "model.onnx")
     prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     prepared.users.to_parquet(folder / "users.parquet", index=False)
     meta = {

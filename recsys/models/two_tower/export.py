@@ -83,21 +83,70 @@ class UserTower(nn.Module):
 
 
 def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
-    """Write the retrieval graph to ``path`` (one self-contained file) and return the path."""
-    model = model.eval()
-    k = min(k, model.n_items)
-    inputs = example_inputs(model)
-    batch, n_seen = torch.export.Dim("batch"), torch.export.Dim("n_seen")
-    shapes: dict = {"user": {0: batch}, "seen": {0: batch, 1: n_seen}}
-    export_graph(
-        TopKRetrieval(model, k).eval(),
-        inputs,
-        [input_name(model), "seen"],
-        ["item_idx", "scores"],
-        shapes,
-        path,
+    """Write the retrieval graph to ``path`` (one self-contained file) and return the path.
+
+    The user tower is exported once (:func:`export_scoring`, the dynamo exporter: seconds) and the
+    retrieval tail is appended to it by :func:`retrieval_graph` (milliseconds)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
+        tower, items = export_scoring(model, Path(tmp))
+        return retrieval_graph(tower, items, k, path)
+
+
+def retrieval_graph(tower: Path, items: Path, k: int, path: Path) -> Path:
+    """``model.onnx`` (the module docstring) from a version's ``user_tower.onnx`` and
+    ``item_vectors.npy``: the tower's ``user_vectors`` -> MatMul by the item vectors -> seen items
+    set to -inf -> TopK, the same ops :class:`TopKRetrieval` exports, without a second export."""
+    import onnx
+    from onnx import TensorProto, compose, helper, numpy_helper
+
+    tower_model = onnx.load(str(tower))
+    vectors = np.load(items)
+    n, d = vectors.shape
+    k = min(k, n)
+    if not 1 <= k:
+        raise ValueError(f"k must be in 1..{n} (catalogue size), got {k}")
+    init = [
+        numpy_helper.from_array(np.ascontiguousarray(vectors.T, dtype=np.float32), "items_t"),
+        numpy_helper.from_array(np.array([0, 0, 0, 1], dtype=np.int64), "pad_one_column"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array([n], dtype=np.int64), "n_items"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_one"),
+        numpy_helper.from_array(np.array([k], dtype=np.int64), "k"),
+    ]
+    minus_inf = helper.make_tensor("minus_inf", TensorProto.FLOAT, [1], [-np.inf])
+    nodes = [
+        helper.make_node("MatMul", ["user_vectors", "items_t"], ["all_scores"]),
+        # one extra column absorbs the padding index n_items of ``seen``, then is cut off again
+        helper.make_node("Pad", ["all_scores", "pad_one_column"], ["padded"]),
+        helper.make_node("Shape", ["seen"], ["seen_shape"]),
+        helper.make_node("ConstantOfShape", ["seen_shape"], ["seen_minus_inf"], value=minus_inf),
+        helper.make_node("ScatterElements", ["padded", "seen", "seen_minus_inf"], ["masked"], axis=1),
+        helper.make_node("Slice", ["masked", "zero", "n_items", "axis_one"], ["unseen"]),
+        helper.make_node("TopK", ["unseen", "k"], ["scores", "item_idx"], axis=1, largest=1, sorted=1),
+    ]
+    tail = helper.make_graph(
+        nodes,
+        "retrieval",
+        [
+            helper.make_tensor_value_info("user_vectors", TensorProto.FLOAT, ["batch", d]),
+            helper.make_tensor_value_info("seen", TensorProto.INT64, ["batch", "n_seen"]),
+        ],
+        [
+            helper.make_tensor_value_info("item_idx", TensorProto.INT64, ["batch", k]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", k]),
+        ],
+        init,
     )
-    log.info("exported ONNX retrieval graph (k=%d, input %s) to %s", k, input_name(model), path)
+    opset = next(o.version for o in tower_model.opset_import if o.domain in ("", "ai.onnx"))
+    tail_model = helper.make_model(tail, opset_imports=[helper.make_opsetid("", opset)])
+    tail_model.ir_version = tower_model.ir_version
+    merged = compose.merge_models(tower_model, tail_model, io_map=[("user_vectors", "user_vectors")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(merged, str(path))
+    user = tower_model.graph.input[0].name
+    log.info("wrote the ONNX retrieval graph (k=%d, input %s) to %s", k, user, path)
     return path
 
 
@@ -106,7 +155,8 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
     model = model.eval()
     tower = folder / "user_tower.onnx"
     dims = {0: torch.export.Dim("batch")}
-    if model.reads_history:  # callers may cut the columns that are padding in every row
+    if model.reads_history and model.cfg.history_length > 2:  # callers may cut the columns
+        # that are padding in every row, down to 2 (a history of 2 is never cut)
         dims[1] = torch.export.Dim("length", min=2, max=model.cfg.history_length)
     export_graph(
         UserTower(model).eval(),
