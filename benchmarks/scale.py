@@ -19,9 +19,14 @@ train for that long, then the validation metrics). With --events-share S: events
 for a share S of the users, a few new ratings each, taken in by `recsys ingest --events`),
 incremental_night (score + validate + publish of the users they changed, in one process) and
 full_night (the same with every user, then every user's list compared with the incremental night's).
+With --explain-cost N: what "because you liked X" (score.explain, recsys.runtime.explain) costs, as
+ratios to scoring without it: the score stage N times each way, alternating, and Redis's
+used_memory after publishing the lists with and without their reasons.
 
     .venv/bin/python benchmarks/scale.py --events-share 0.01 --skip lookups night \
         --out benchmarks/results/incremental-ml20m.json     # the incremental night against a full one
+    .venv/bin/python benchmarks/scale.py --explain-cost 3 --skip lookups night \
+        --out benchmarks/results/explain-cost-ml20m.json    # the reasons' cost, as ratios
 
     .venv/bin/python benchmarks/scale.py                   # generated ML-20M-shaped release
     .venv/bin/python benchmarks/scale.py --preset small    # ~1M ratings, a few minutes
@@ -43,6 +48,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = (
@@ -389,13 +395,45 @@ def synth_stage(args: argparse.Namespace, folder: Path, env: dict, log_path: Pat
     }
 
 
-def redis_memory(port: int) -> float | None:
+def redis_memory(port: int, field: str = "used_memory_rss") -> float | None:
     import redis
 
     try:
-        return round(redis.Redis(host="127.0.0.1", port=port).info("memory")["used_memory_rss"] / GIB, 3)
+        return round(redis.Redis(host="127.0.0.1", port=port).info("memory")[field] / GIB, 4)
     except redis.RedisError:
         return None
+
+
+def explain_cost(
+    repeats: int, write_state: Any, state_path: Path, env: dict, log_path: Path, port: int
+) -> dict:
+    """The score stage ``repeats`` times with reasons and without, alternating (the machine's drift
+    falls on both), then the lists without reasons published over the ones with them: wall times,
+    their medians and ratio, and Redis's used_memory (the data, not the allocator's RSS) both ways."""
+    import statistics
+
+    with_reasons = redis_memory(port, "used_memory")
+    walls: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(repeats):
+        for way in ("on", "off"):
+            write_state({"score": [f"score.explain={'true' if way == 'on' else 'false'}"]})
+            row = run_stage("score", state_path, env, log_path)
+            if not row["ok"]:
+                raise RuntimeError(f"score with reasons {way} failed; see {log_path}")
+            walls[way].append(row["wall_s"])
+            print(f"score, reasons {way}: {row['wall_s']:.1f} s", flush=True)
+    # the last run scored without reasons: publish those lists over the ones with them
+    if not run_stage("publish", state_path, env, log_path)["ok"]:
+        raise RuntimeError(f"publish without reasons failed; see {log_path}")
+    without = redis_memory(port, "used_memory")
+    on, off = statistics.median(walls["on"]), statistics.median(walls["off"])
+    return {
+        "score_wall_s": walls,
+        "score_median_s": {"on": on, "off": off},
+        "score_ratio": round(on / off, 3),
+        "redis_used_memory_gib": {"on": with_reasons, "off": without},
+        "redis_ratio": round(with_reasons / without, 3) if with_reasons and without else None,
+    }
 
 
 def print_row(row: dict, header: bool = False) -> None:
@@ -432,6 +470,13 @@ def main() -> int:
         type=float,
         default=0.0,
         help="also a day of events for this share of the users, then an incremental and a full night",
+    )
+    parser.add_argument(
+        "--explain-cost",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score N times with reasons and N times without, and publish both (module docstring)",
     )
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale-ml20m.json")
@@ -490,6 +535,16 @@ def main() -> int:
     if not args.events_share:
         skip.update(NIGHT_STAGES)
     print(f"work folder {work}; log {log_path}", flush=True)
+
+    def write_state(extra: dict | None = None) -> None:
+        state = {
+            "overrides": {**overrides, **(extra or {})},
+            "shard_size": args.shard_size,
+            "events_share": args.events_share,
+            **results,
+        }
+        state_path.write_text(json.dumps(state, default=str))
+
     try:
         for stage in STAGES:
             if stage in skip:
@@ -498,17 +553,7 @@ def main() -> int:
                 shutil.rmtree(release, ignore_errors=True)
                 row = synth_stage(args, release, env, log_path)
             else:
-                state_path.write_text(
-                    json.dumps(
-                        {
-                            "overrides": overrides,
-                            "shard_size": args.shard_size,
-                            "events_share": args.events_share,
-                            **results,
-                        },
-                        default=str,
-                    )
-                )
+                write_state()
                 row = run_stage(stage, state_path, env, log_path)
                 if row["ok"]:
                     results[stage] = json.loads((work / f"{stage}.json").read_text())
@@ -521,6 +566,10 @@ def main() -> int:
             if not row["ok"]:
                 print(f"stage {stage} failed (exit {row['exit_code']}); see {log_path}", file=sys.stderr)
                 return 1
+        if args.explain_cost:
+            cost = explain_cost(args.explain_cost, write_state, state_path, env, log_path, port)
+            report["explain_cost"] = cost
+            print(json.dumps(report["explain_cost"], indent=2), flush=True)
     finally:
         subprocess.run(
             [str(Path(sys.executable).parent / "recsys"), "down"], env=env, cwd=ROOT, capture_output=True

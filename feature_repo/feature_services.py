@@ -12,8 +12,8 @@ recommendations_v1 = FeatureService(
     name="recommendations_v1",
     features=[user_recommendations, user_history[["movie_ids"]]],
     description=(
-        "Top-K movie ids, scores, model and data versions, and recent history per user "
-        "(lookup and HTTP serving)."
+        "Top-K movie ids, scores, the history movie behind each, model and data versions, and recent "
+        "history per user (lookup and HTTP serving)."
     ),
     owner="recsys@example.com",
     tags={"team": "recsys"},

@@ -19,6 +19,12 @@ user_recommendations = FeatureView(
         Field(name="user_id", dtype=Int64),
         Field(name="item_ids", dtype=Array(Int64), description="Movie ids, best first."),
         Field(name="scores", dtype=Array(Float32), description="Model scores, same order."),
+        Field(
+            name="because_ids",
+            dtype=Array(Int64),
+            description="Same order: the movie of the user's history that explains each one (0: none, "
+            "as in a popular list; empty when reasons are off).",
+        ),
         Field(name="model_version", dtype=String, description="Registered two_tower version."),
         Field(
             name="arm",

@@ -108,6 +108,9 @@ class ScoreConfig(_Section):
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
     # users per nightly scoring task (recsys_score_nightly maps one task over each shard)
     shard_size: int = Field(25_000, ge=1)
+    # store beside every recommended movie the history movie that explains it ("because you liked
+    # X", recsys.runtime.explain); false stores none (benchmarks/explain.py measures the cost)
+    explain: bool = True
 
 
 class PromotionConfig(_Section):

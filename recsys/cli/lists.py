@@ -25,13 +25,17 @@ def cmd_publish_similar(args: argparse.Namespace) -> None:
     print_json({"score": scored, "publish": score_nightly.publish_similar(settings, scored["similar"])})
 
 
-def _print_triples(triples: list, as_json: bool) -> None:
-    """[movie_id, score, title] triples: one JSON list, or one line each (scores to 4 places)."""
+def _print_triples(triples: list, as_json: bool, because: list[str | None] | None = None) -> None:
+    """[movie_id, score, title] triples, with ``because`` [movie_id, score, title, because_title]
+    (null where no movie explains it): one JSON list, or one line each (scores to 4 places)."""
+    rows = [list(t) for t in triples]
+    if because is not None:
+        rows = [[*row, why] for row, why in zip(rows, because + [None] * (len(rows) - len(because)))]
     if as_json:
-        print(json.dumps([list(t) for t in triples]))
+        print(json.dumps(rows))
         return
-    for movie_id, score, title in triples:
-        print(json.dumps([movie_id, round(score, 4), title]))
+    for row in rows:
+        print(json.dumps([row[0], round(row[1], 4), *row[2:]]))
 
 
 def _list_options(p: argparse.ArgumentParser) -> None:
@@ -81,9 +85,11 @@ def cmd_lookup(args: argparse.Namespace) -> None:
     from recsys.online.reader import served_lookup
 
     settings = settings_for(args)
+    because: list[str | None] | None = None
     try:
-        served = served_lookup(args.user, args.k, settings)
+        served = served_lookup(args.user, args.k, settings, explain=args.explain)
         triples = served.triples
+        because = [title if m else None for m, title in served.because]
         version = served.model_version or "unrecorded"
         print(
             f"served: user {args.user}, arm {served.arm or 'champion'}, two_tower version {version}",
@@ -92,13 +98,14 @@ def cmd_lookup(args: argparse.Namespace) -> None:
     except UnknownUserError:  # as over HTTP: scored from a stored history, else the popular list
         from recsys.serving.models import answer_without_list
 
-        source, version, triples = answer_without_list(settings, args.user, args.k)
+        source, version, triples, reasons = answer_without_list(settings, args.user, args.k)
+        because = [why[1] if why else None for why in reasons]
         what = {
             "computed": f"scored now from the stored history by two_tower version {version}",
             "popular": "the popular list: scores are positive ratings in the training data, not model scores",
         }[source]
         print(f"note: user {args.user} has no stored list; source {source}: {what}", file=sys.stderr)
-    _print_triples(triples, args.json)
+    _print_triples(triples, args.json, because if args.explain else None)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -211,6 +218,12 @@ def register(add: Add) -> None:
     )
     p.add_argument("--user", type=user_id_arg, required=True, help="MovieLens user id")
     _list_options(p)
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print [movie_id, score, title, because_title]: the movie of the user's history that "
+        "explains each one (null where none does, as in a popular list)",
+    )
     p = add(
         "publish-similar",
         cmd_publish_similar,

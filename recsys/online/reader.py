@@ -60,16 +60,20 @@ Triple = tuple[int, float, str]
 
 
 USER_FIELDS = [field_key(USER_VIEW, f) for f in ("item_ids", "scores", "model_version", "arm")]
+BECAUSE_FIELD = field_key(USER_VIEW, "because_ids")
 
 
 class Served(NamedTuple):
     """One user's stored list as served: the first k movies (blocked ones left out), their scores,
-    and the arm and model version that scored it ("" for a list stored before arms)."""
+    the arm and model version that scored it ("" for a list stored before arms), and when asked for,
+    the reason of each movie (recsys.runtime.explain: a movie id, 0 for none or a blocked one; []
+    when the list has no reasons or they were not read)."""
 
     items: list[int]
     scores: list[float]
     arm: str
     model_version: str
+    because: list[int]
 
 
 TITLE_FIELD = field_key(MOVIE_VIEW, "title")
@@ -136,16 +140,20 @@ def _hmget_unblocked(
     return replies, blocked_ids(blocked), allowed_versions(allowed)
 
 
-def _first_unblocked(items: bytes, scores: bytes, k: int, blocked: set[int]) -> tuple[list[int], list[float]]:
-    """A stored list's first ``k`` movies that are not blocked, with their scores: a blocked movie
-    leaves the answer at once, and the next one moves up (at most k + len(blocked) decoded)."""
-    if not blocked:
-        return decode_value(items, k), decode_value(scores, k)
+def _first_unblocked(
+    items: bytes, scores: bytes, k: int, blocked: set[int], because: bytes | None = None
+) -> tuple[list[int], list[float], list[int]]:
+    """A stored list's first ``k`` movies that are not blocked, with their scores and reasons: a
+    blocked movie leaves the answer at once, and the next one moves up (at most k + len(blocked)
+    decoded); a blocked reason reads as none (0). Reasons not parallel to the list read as []."""
     limit = k + len(blocked)
-    kept = [
-        (m, s) for m, s in zip(decode_value(items, limit), decode_value(scores, limit)) if m not in blocked
-    ]
-    return [m for m, _ in kept[:k]], [s for _, s in kept[:k]]
+    movies, values = decode_value(items, limit), decode_value(scores, limit)
+    why = decode_value(because, limit) if because is not None else None
+    if not why or len(why) != len(movies):
+        why = None
+    kept = [i for i, m in enumerate(movies) if m not in blocked][:k]
+    reasons = [] if why is None else [0 if why[i] in blocked else why[i] for i in kept]
+    return [movies[i] for i in kept], [values[i] for i in kept], reasons
 
 
 def _titles(conn: redis.Redis, movie_ids: set[int]) -> dict[int, str]:
@@ -181,24 +189,25 @@ def read_lists(ids: list[int], k: int, settings: Settings) -> dict[int, tuple[li
     return {u: None if got is None else (got.items, got.scores) for u, got in served.items()}
 
 
-def read_served(ids: list[int], k: int, settings: Settings) -> tuple[dict[int, Served | None], set[int]]:
+def read_served(
+    ids: list[int], k: int, settings: Settings, explain: bool = False
+) -> tuple[dict[int, Served | None], set[int]]:
     """Each user's stored list with its arm and model version (None: no list, or one of a version
-    the arms record does not allow), and the blocked movies left out (the HTTP model leaves them out
-    of the lists it computes for users without a stored one); one round trip, ids and ``k`` checked."""
+    the arms record does not allow), with ``explain`` its reasons too, and the blocked movies left
+    out (the HTTP model leaves them out of the lists it computes for users without a stored one);
+    one round trip, ids and ``k`` checked."""
     conn = _client(settings.redis_connection)
+    fields = [*USER_FIELDS, BECAUSE_FIELD] if explain else USER_FIELDS
     with _store_errors(settings):
-        replies, blocked, allowed = _hmget_unblocked(
-            conn, [(entity_key(USER_KEY, u), USER_FIELDS) for u in ids]
-        )
+        replies, blocked, allowed = _hmget_unblocked(conn, [(entity_key(USER_KEY, u), fields) for u in ids])
     lists: dict[int, Served | None] = {}
-    for user_id, (items, scores, version, arm) in zip(ids, replies):
+    for user_id, (items, scores, version, arm, *why) in zip(ids, replies):
         version = decode_value(version) or ""
         if items is None or (allowed is not None and version not in allowed):
             lists[user_id] = None
             continue
-        lists[user_id] = Served(
-            *_first_unblocked(items, scores, k, blocked), decode_value(arm) or "", version
-        )
+        movies, values, because = _first_unblocked(items, scores, k, blocked, why[0] if why else None)
+        lists[user_id] = Served(movies, values, decode_value(arm) or "", version, because)
     return lists, blocked
 
 
@@ -231,17 +240,21 @@ def read_triples(ids: list[int], k: int, settings: Settings) -> dict[int, list[T
 
 
 class ServedTriples(NamedTuple):
-    """A user's answer with where it comes from: [movie_id, score, title] triples, best first, and
-    the arm and model version that scored the list."""
+    """A user's answer with where it comes from: [movie_id, score, title] triples, best first, the
+    arm and model version that scored the list, and when asked for, each movie's reason as
+    (movie_id, title), (0, "") for none ([] when the list has none)."""
 
     triples: list[Triple]
     arm: str
     model_version: str
+    because: list[tuple[int, str]]
 
 
-def read_served_triples(ids: list[int], k: int, settings: Settings) -> dict[int, ServedTriples]:
+def read_served_triples(
+    ids: list[int], k: int, settings: Settings, explain: bool = False
+) -> dict[int, ServedTriples]:
     """Each user's :class:`ServedTriples` (errors as :func:`lookup_many`), ids and ``k`` checked."""
-    lists = read_served(ids, k, settings)[0]
+    lists = read_served(ids, k, settings, explain)[0]
     unknown = [str(u) for u, found in lists.items() if found is None]
     if unknown:
         raise UnknownUserError(
@@ -256,20 +269,26 @@ def read_served_triples(ids: list[int], k: int, settings: Settings) -> dict[int,
             f"k must be at most {held}, the length of the list stored for user {user_id} "
             f"(the model version's K, less any blocked movies), got {k}"
         )
-    named = titles({m for got in found.values() for m in got.items}, settings)
+    wanted = {m for got in found.values() for m in (*got.items, *got.because) if m}
+    named = {0: "", **titles(wanted, settings)}
     return {
         u: ServedTriples(
-            [(m, s, named[m]) for m, s in zip(got.items, got.scores)], got.arm, got.model_version
+            [(m, s, named[m]) for m, s in zip(got.items, got.scores)],
+            got.arm,
+            got.model_version,
+            [(m, named[m]) for m in got.because],
         )
         for u, got in found.items()
     }
 
 
-def served_lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> ServedTriples:
-    """One user's top-``k`` triples with the arm and model version behind them (errors as
-    :func:`lookup_many`)."""
+def served_lookup(
+    user_id: int, k: int = 10, settings: Settings | None = None, explain: bool = False
+) -> ServedTriples:
+    """One user's top-``k`` triples with the arm and model version behind them, with ``explain``
+    the reason of each movie too (errors as :func:`lookup_many`)."""
     ids = _check([user_id], k)
-    return read_served_triples(ids, k, settings or load_settings())[ids[0]]
+    return read_served_triples(ids, k, settings or load_settings(), explain)[ids[0]]
 
 
 def lookup(user_id: int, k: int = 10, settings: Settings | None = None) -> list[Triple]:

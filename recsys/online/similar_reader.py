@@ -35,7 +35,7 @@ def _similar_replies(
         commands = [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids]
         replies, blocked, _ = _hmget_unblocked(conn, commands)
     lists = {
-        m: None if items is None else _first_unblocked(items, scores, k, blocked)
+        m: None if items is None else _first_unblocked(items, scores, k, blocked)[:2]
         for m, (items, scores, _) in zip(ids, replies)
     }
     return settings, lists, {m for m, reply in zip(ids, replies) if reply[2] is not None}

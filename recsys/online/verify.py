@@ -112,6 +112,8 @@ def _list_mismatch(expected: Any, got: Any) -> str | None:
             return field
     if "arm" in got and got["arm"] != str(expected.get("arm", "champion")):  # a frame without arms: champion
         return "arm"
+    if "because_ids" in got and not _same_ids(expected.get("because_ids", []), got["because_ids"] or []):
+        return "because_ids"
     if "scored_at" not in got:  # the similar-movie lists carry their time as the event timestamp only
         return None
     import pandas as pd

@@ -12,8 +12,10 @@ configuration change and a several-fold slower nightly publish.
 
 Publish frames:
 - recs: one row per user - ``user_id`` int64, ``item_ids`` list[int64] (movie ids, best first),
-  ``scores`` list[float32] (same length), ``model_version`` str, ``arm`` str (``champion`` or
-  ``canary``, recsys.runtime.arms; a frame without the column is the champion's), ``data_version``
+  ``scores`` list[float32] (same length), ``because_ids`` list[int64] (optional: parallel to
+  ``item_ids``, the reasons of recsys.runtime.explain, or empty), ``model_version`` str, ``arm``
+  str (``champion`` or ``canary``, recsys.runtime.arms; a frame without the column is the
+  champion's), ``data_version``
   str (DVC version of the snapshot the list was scored on), ``event_timestamp`` tz-aware UTC (when
   the list was scored; stored again as the feature ``scored_at``, ISO 8601, which Feast returns
   with the list).
@@ -137,6 +139,8 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
 
     if "arm" not in recs.columns:
         recs = recs.assign(arm=CHAMPION_ARM)
+    if "because_ids" not in recs.columns:  # lists without reasons
+        recs = recs.assign(because_ids=[np.empty(0, dtype=np.int64)] * len(recs))
     _check_columns(recs, [c for c in RECS_COLUMNS if c != "scored_at"], "recommendations")
     _check_columns(catalogue, CATALOGUE_COLUMNS, "catalogue")
     if recs[USER_KEY].duplicated().any():
@@ -146,6 +150,7 @@ def _prepare(recs: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[pd.DataFrame,
         user_id=recs[USER_KEY].astype("int64"),
         item_ids=[np.asarray(items, dtype=np.int64) for items in recs["item_ids"]],
         scores=[np.asarray(scores, dtype=np.float32) for scores in recs["scores"]],
+        because_ids=[np.asarray(why, dtype=np.int64) for why in recs["because_ids"]],
         model_version=recs["model_version"].astype(str),
         arm=recs["arm"].astype(str),
         data_version=recs["data_version"].astype(str),

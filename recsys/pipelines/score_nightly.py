@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys import home
@@ -125,7 +126,10 @@ def _score_arm(
     bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
     inputs = without_movies(user_inputs(ratings, bundle, users), bundle, blocked)
     batch, progress = settings.score.batch_size, settings.train.progress_bar
-    return score_users(bundle, inputs, version, plan["snapshot_version"], batch, progress=progress), bundle
+    recs = score_users(
+        bundle, inputs, version, plan["snapshot_version"], batch, progress, explain=settings.score.explain
+    )
+    return recs, bundle
 
 
 def _counts(recs: pd.DataFrame) -> dict:
@@ -175,6 +179,8 @@ def merge_recommendations(settings: Settings, shards: list[str]) -> dict:
         kept = read_recommendations(Path(meta["served"]))
         if "arm" not in kept.columns:  # lists scored before arms: all the champion's
             kept = kept.assign(arm=CHAMPION_ARM)
+        if "because_ids" not in kept.columns:  # lists scored before reasons: none
+            kept = kept.assign(because_ids=[np.empty(0, dtype=np.int64)] * len(kept))
         recs = pd.concat([kept[~kept["user_id"].isin(scored["user_id"])], scored], ignore_index=True)
         recs = recs.sort_values("user_id", ignore_index=True)
         write_recommendations(scored, folder / RESCORED)

@@ -7,9 +7,12 @@ skipped). A user with a usable history (history towers) or a training-time index
 personalised list; anyone else with ratings gets the popular list minus what they rated.
 
 Output (the recommendations data product, one row per user): ``user_id`` int64, ``item_ids``
-list[int64] (MovieLens movie ids, best first), ``scores`` list[float32], ``source`` str ("model"
-or "popular"), ``history`` list[int64] (the user's last 2 x H positive movie ids, newest last),
-``model_version`` str, ``data_version`` str, ``event_timestamp`` UTC timestamp.
+list[int64] (MovieLens movie ids, best first), ``scores`` list[float32], ``because_ids``
+list[int64] (parallel to ``item_ids``: the movie of the user's history that explains each one,
+recsys.runtime.explain; 0 for none, as in a popular list; empty when reasons are off),
+``source`` str ("model" or "popular"), ``history`` list[int64] (the user's last 2 x H positive
+movie ids, newest last), ``model_version`` str, ``data_version`` str, ``event_timestamp`` UTC
+timestamp.
 """
 
 from __future__ import annotations
@@ -121,21 +124,50 @@ def inputs_from_histories(bundle: ModelBundle, user_ids: list[int], histories: l
     return _inputs(bundle, np.asarray(user_ids, dtype=np.int64), seen, history, recent)
 
 
+def explained_history(bundle: ModelBundle, inputs: UserInputs) -> np.ndarray:
+    """The history each user's reasons come from, [U, H] item indices left-padded with n_items:
+    what a history tower reads, and for the id tower the same rule applied to the recent positives."""
+    if inputs.user.ndim == 2:
+        return inputs.user
+    known = [items[items >= 0] for items in (bundle.item_index(r) for r in inputs.recent)]
+    return left_pad(known, bundle.history_length, bundle.n_items)
+
+
+Lists = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]]  # row -> items, scores, because
+
+
 def _model_lists(
-    bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int, progress: bool
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    out = {}
+    bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int, progress: bool, explain: bool
+) -> Lists:
+    from recsys.runtime.explain import because
+
+    out: Lists = {}
     if inputs.user.ndim == 2:  # history towers: similar lengths together, less padding per batch
         lengths = (inputs.user[rows] != bundle.n_items).sum(axis=1)
         rows = rows[np.argsort(lengths, kind="stable")]
+    unit = bundle.unit_item_vectors if explain else None
+    reasons_from = explained_history(bundle, inputs) if unit is not None else None
     starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
         batch = rows[start : start + batch_size]
         idx, sc = bundle.retriever.recommend(inputs.user[batch], [inputs.seen[r] for r in batch])
-        for row, items, scores in zip(batch, idx, sc):
+        why = None if unit is None or reasons_from is None else because(unit, idx, reasons_from[batch])
+        for i, (row, items, scores) in enumerate(zip(batch, idx, sc)):
             keep = np.isfinite(scores)
-            out[int(row)] = (items[keep], scores[keep])
+            out[int(row)] = (items[keep], scores[keep], None if why is None else why[i][keep])
     return out
+
+
+def _because_ids(bundle: ModelBundle, because: np.ndarray | None, n: int, explain: bool) -> np.ndarray:
+    """A list's ``because_ids``: movie ids of the reasons (item indices, -1 none), NONE for every
+    entry without one, empty when reasons are off."""
+    from recsys.runtime.explain import NONE
+
+    if not explain:
+        return np.empty(0, dtype=np.int64)
+    if because is None:
+        return np.full(n, NONE, dtype=np.int64)
+    return np.where(because >= 0, bundle.movie_ids[np.maximum(because, 0)], NONE).astype(np.int64)
 
 
 def score_users(
@@ -145,20 +177,24 @@ def score_users(
     data_version: str,
     batch_size: int = 1024,
     progress: bool = False,
+    explain: bool = True,
 ) -> pd.DataFrame:
-    """Every user's top-K list (the frame in the module docstring), in ``inputs`` order."""
+    """Every user's top-K list (the frame in the module docstring), in ``inputs`` order; with
+    ``explain``, the reason of every recommended movie (recsys.runtime.explain) in ``because_ids``."""
     personal = np.flatnonzero(inputs.personal)
-    lists = _model_lists(bundle, inputs, personal, batch_size, progress)
-    items_out, scores_out, sources = [], [], []
+    lists = _model_lists(bundle, inputs, personal, batch_size, progress, explain)
+    items_out, scores_out, because_out, sources = [], [], [], []
     for row in range(len(inputs.user_ids)):
+        why = None
         if row in lists:
-            items, scores = lists[row]
+            items, scores, why = lists[row]
             sources.append("model")
         else:
             items, scores = bundle.popular_for(inputs.seen[row], bundle.k)
             sources.append("popular")
         items_out.append(bundle.movie_ids[items].astype(np.int64))
         scores_out.append(np.asarray(scores, dtype=np.float32))
+        because_out.append(_because_ids(bundle, why, len(items), explain))
     log.info(
         "scored %d users with model %s on data %s (%d popular)",
         len(inputs.user_ids),
@@ -171,6 +207,7 @@ def score_users(
             "user_id": inputs.user_ids,
             "item_ids": items_out,
             "scores": scores_out,
+            "because_ids": because_out,
             "source": sources,
             "history": [np.asarray(r, dtype=np.int64) for r in inputs.recent],
             "model_version": str(model_version),

@@ -219,6 +219,20 @@ class ModelBundle:
     def titles(self) -> dict[int, str]:
         return dict(zip(self.movie_ids.tolist(), self.catalogue["title"].astype(str).tolist()))
 
+    @cached_property
+    def unit_item_vectors(self) -> np.ndarray | None:
+        """The item vectors as unit rows with a padding row (recsys.runtime.explain.unit_rows),
+        [N + 1, D]; None for a version without ``item_vectors.npy`` (no reasons then)."""
+        from recsys.runtime.explain import unit_rows
+
+        path = self.folder / SCORING_FILES[1]
+        if not path.is_file():
+            return None
+        try:
+            return unit_rows(np.load(path))
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"cannot read {path} ({exc}); {DAMAGED}") from exc
+
     @property
     def fast_scoring(self) -> bool:
         """True when the version holds the fast scoring files (trained since issue 7)."""

@@ -13,8 +13,10 @@ HTTP 503 naming it. A request holds user ids or movie ids, not both.
 (``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
 request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
 requested user, in request order, with ``recommendations`` = K triples [movie_id, score, title],
-best first, ``arm`` and ``model_version`` (the arm, ``champion`` or ``canary``, and the two_tower
-version of a stored list; both "" for a computed or popular one), and ``source``:
+best first, ``because`` (parallel to them: [movie_id, title] of the movie of the user's history that
+explains each, recsys.runtime.explain, or null where none does, as in a popular list), ``arm`` and
+``model_version`` (the arm, ``champion`` or ``canary``, and the two_tower version of a stored list;
+both "" for a computed or popular one), and ``source``:
 
 - ``online_store``: the list the nightly job stored in Redis through Feast (of a version the arms
   record allows: a stopped canary's lists are not served, recsys.online.publication);
@@ -58,7 +60,7 @@ from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 
 log = logging.getLogger(__name__)
 SOURCES = {"model": "computed", "popular": "popular"}  # score_users' source -> the response's
-Ranked = tuple[str, list[int], list[float]]  # source, movie ids best first, scores
+Ranked = tuple[str, list[int], list[float], list[int]]  # source, movie ids best first, scores, reasons
 
 
 class RecommenderModel(PythonModel):
@@ -97,7 +99,7 @@ class RecommenderModel(PythonModel):
         """Each user's stored list (None: none stored, or the store is down) and the blocked movies
         (recsys.online.blocklist; none known while the store is down); one round trip."""
         try:
-            lists, blocked = read_served(user_ids, k, self.settings)  # checked by check_request
+            lists, blocked = read_served(user_ids, k, self.settings, explain=True)  # checked already
         except StoreError as exc:
             self._store_failed(exc)
             return dict.fromkeys(user_ids), set()
@@ -119,9 +121,11 @@ class RecommenderModel(PythonModel):
         inputs = inputs_from_histories(self.bundle, user_ids, [histories.get(u, []) for u in user_ids])
         scored = score_users(self.bundle, inputs, "", "")
         out: dict[int, Ranked] = {}
-        for u, source, items, scores in zip(user_ids, scored["source"], scored["item_ids"], scored["scores"]):
+        columns = (scored["source"], scored["item_ids"], scored["scores"], scored["because_ids"])
+        for u, source, items, scores, because in zip(user_ids, *columns):
             keep = [i for i, m in enumerate(items.tolist()) if m not in blocked]  # takedowns
-            out[u] = (SOURCES[source], items[keep].tolist(), scores[keep].tolist())
+            reasons = [0 if m in blocked else m for m in because[keep].tolist()]
+            out[u] = (SOURCES[source], items[keep].tolist(), scores[keep].tolist(), reasons)
         return out
 
     def _titles(self, movie_ids: set[int]) -> dict[int, str]:
@@ -164,16 +168,18 @@ class RecommenderModel(PythonModel):
         unique = list(dict.fromkeys(user_ids))
         stored, blocked = self._stored(unique, max(ks))
         ranked: dict[int, Ranked] = {
-            u: ("online_store", got.items, got.scores) for u, got in stored.items() if got is not None
+            u: ("online_store", got.items, got.scores, got.because)
+            for u, got in stored.items()
+            if got is not None
         }
         missing = [u for u in unique if u not in ranked]
         if missing:
             ranked.update(self._fresh(missing, blocked))
-        named = self._titles({m for u, k in zip(user_ids, ks) for m in ranked[u][1][:k]})
+        shown = {m for u, k in zip(user_ids, ks) for m in (*ranked[u][1][:k], *ranked[u][3][:k])}
+        named = self._titles(shown - {0})
         rows = []
         for user_id, k in zip(user_ids, ks):
-            source, items, scores = ranked[user_id]
-            triples = [[m, s, named[m]] for m, s in zip(items[:k], scores[:k])]
+            source, items, scores, because = ranked[user_id]
             got = stored.get(user_id)
             arm, version = (got.arm, got.model_version) if got is not None else ("", "")
             rows.append(
@@ -182,7 +188,8 @@ class RecommenderModel(PythonModel):
                     "source": source,
                     "arm": arm,
                     "model_version": version,
-                    "recommendations": triples,
+                    "recommendations": [[m, s, named[m]] for m, s in zip(items[:k], scores[:k])],
+                    "because": [[m, named[m]] if m else None for m in (because or [0] * len(items))[:k]],
                 }
             )
         return rows
@@ -245,14 +252,16 @@ class SimilarModel(PythonModel):
         return out
 
 
-def answer_without_list(settings: Settings, user_id: int, k: int) -> tuple[str, str, list[tuple]]:
-    """(source, version, [movie_id, score, title] triples) for a user without a stored list, as the
-    HTTP endpoint answers: ``computed`` from a stored history by the champion, else ``popular``
-    (scores: positive ratings in the training data). For ``recsys lookup``."""
+def answer_without_list(
+    settings: Settings, user_id: int, k: int
+) -> tuple[str, str, list[tuple], list[list | None]]:
+    """(source, version, [movie_id, score, title] triples, the HTTP row's ``because``) for a user
+    without a stored list, as the HTTP endpoint answers: ``computed`` from a stored history by the
+    champion, else ``popular`` (scores: positive ratings in the training data). For ``recsys lookup``."""
     from recsys.ops.registry import CHAMPION, Registry
 
     version, folder = Registry.open(settings).download_bundle(CHAMPION)
     model = RecommenderModel()
     model.load(str(folder), settings)
     row = model._answer(pd.DataFrame({"user_id": [user_id], "k": [k]}))[0]
-    return row["source"], version, [tuple(t) for t in row["recommendations"]]
+    return row["source"], version, [tuple(t) for t in row["recommendations"]], row["because"]

@@ -381,11 +381,11 @@ def test_a_canary_started_and_stopped_by_params_serves_its_slice_with_its_own_k(
     assert recs.loc[in_slice, "item_ids"].map(len).eq(100).all()
     assert recs.loc[~in_slice, "item_ids"].map(len).eq(20).all()
     user = int(recs.index[in_slice][0])
-    assert served_lookup(user, 50, recsys_env)[1:] == ("canary", "1")
+    assert served_lookup(user, 50, recsys_env)[1:3] == ("canary", "1")
 
     stopped, _ = run_dag("recsys_score_nightly", canary_stop=True, shard_size=250)
     assert stopped.state == "success", states(airflow_db, stopped)
     assert Registry.open(recsys_env).alias_version("canary") is None
     report = airflow_db.xcom(stopped, "report")
     assert report["rescored"] == in_slice.sum()
-    assert served_lookup(user, 20, recsys_env)[1:] == ("champion", champion)
+    assert served_lookup(user, 20, recsys_env)[1:3] == ("champion", champion)

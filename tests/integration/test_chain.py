@@ -21,7 +21,7 @@ import pytest
 from recsys.config import PROJECT_ROOT, load_settings
 from recsys.errors import ValidationFailed
 from recsys.online import feast_repo
-from recsys.online.reader import lookup
+from recsys.online.reader import history, lookup, served_lookup
 from recsys.ops import redis_server
 from recsys.ops.registry import MOVIE_SIMILAR, ONLINE, Registry
 from recsys.pipelines import evaluate, ingest, score_nightly
@@ -128,6 +128,16 @@ def test_lookup_command_in_a_new_process(chain):
     assert plain.returncode == 0 and len(plain.stdout.strip().splitlines()) == 3
     whole = cli(env, "lookup", "--user", "1", "--k", "100")  # the model version's K
     assert whole.returncode == 0 and len(whole.stdout.strip().splitlines()) == 100
+    # --explain: [movie_id, score, title, because_title], the reason a movie the user liked
+    explained = cli(env, "lookup", "--user", "1", "--explain", "--json")
+    assert explained.returncode == 0, explained.stderr
+    rows = json.loads(explained.stdout)
+    assert [r[:3] for r in rows] == triples
+    titles = pd.read_parquet(Path(steps["prepare"]["prepared_dir"]) / "catalogue.parquet")
+    titles = titles.set_index("movie_id")["title"]
+    liked = {titles[m] for m in recs.loc[1, "history"] if m in titles.index}
+    assert rows and all(r[3] in liked for r in rows), rows
+    assert [r[3] for r in rows] == [titles[m] for m in recs.loc[1, "because_ids"][:10]]
 
 
 @pytest.mark.parametrize(
@@ -165,6 +175,10 @@ def test_feast_get_online_features_returns_the_same_list(chain):
     triples = lookup(1, 100, settings)
     assert got["item_ids"][0] == [t[0] for t in triples]
     assert got["scores"][0] == pytest.approx([t[1] for t in triples], abs=1e-6)
+    # the reasons, parallel to the list: movies the user liked
+    because = [m for m, _ in served_lookup(1, 100, settings, explain=True).because]
+    assert got["because_ids"][0] == because and len(because) == 100
+    assert set(because) <= set(history(1, settings))
 
 
 def test_the_similar_tower_starts_from_the_two_tower_champion_and_must_beat_its_vectors(chain, tmp_path):
@@ -296,7 +310,7 @@ def _wait_for_server(port: int, proc: subprocess.Popen, timeout_s: float = 180) 
 def test_http_endpoint_answers_the_seed_request(chain, port_factory):
     import signal
 
-    from recsys.online.reader import USER_FIELDS, entity_key, history
+    from recsys.online.reader import USER_FIELDS, entity_key
 
     env, settings, _ = chain
     port = port_factory()
@@ -322,6 +336,7 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         assert [tuple(t) for t in row["recommendations"]] == [
             (m, pytest.approx(s, abs=1e-6), t) for m, s, t in lookup(1, 10, settings)
         ]
+        assert row["because"] == [list(b) for b in served_lookup(1, 10, settings, explain=True).because]
         # a user whose stored list is gone but whose history is stored: scored on the spot
         key = entity_key("user_id", 3)
         stored = {m: s for m, s, _ in lookup(3, 100, settings)}
@@ -332,12 +347,16 @@ def test_http_endpoint_answers_the_seed_request(chain, port_factory):
         assert status == 200, body
         computed, unknown = body["predictions"]
         assert computed["source"] == "computed" and len(computed["recommendations"]) == 100
+        # a computed list is explained from the same stored history; a popular one is not
+        assert all(why is not None and why[0] in kept for why in computed["because"])
+        assert len(computed["because"]) == 100
         assert not {t[0] for t in computed["recommendations"]} & set(kept)
         # same history -> same user vector: every movie in both lists has the same score
         common = [(t[1], stored[t[0]]) for t in computed["recommendations"] if t[0] in stored]
         assert len(common) >= 50
         assert all(abs(a - b) < 1e-4 for a, b in common)
         assert unknown["source"] == "popular" and len(unknown["recommendations"]) == 4
+        assert unknown["because"] == [None] * 4
         # nothing stored at all: the popular list
         conn.delete(key)
         status, body = _post(port, [[3, 5]])
@@ -717,8 +736,8 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
 
     assert "arms:    champion version 1, canary version 2 on 25.0% of users" in cli(env, "status").stdout
     user, other = min(in_slice), min(set(users.tolist()) - in_slice)
-    assert served_lookup(user, 10, settings)[1:] == ("canary", "2")
-    assert served_lookup(other, 10, settings)[1:] == ("champion", "1")
+    assert served_lookup(user, 10, settings)[1:3] == ("canary", "2")
+    assert served_lookup(other, 10, settings)[1:3] == ("champion", "1")
     out = cli(env, "lookup", "--user", str(user))
     assert out.returncode == 0 and f"served: user {user}, arm canary, two_tower version 2" in out.stderr
     store = feast_repo.feature_store(settings)
@@ -770,7 +789,7 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     assert out.returncode == 0 and "version 2 is no longer the canary" in out.stdout
     with pytest.raises(UnknownUserError):  # withdrawn at once, with no re-publish
         served_lookup(user, 10, settings)
-    assert served_lookup(other, 10, settings)[1:] == ("champion", "1")
+    assert served_lookup(other, 10, settings)[1:3] == ("champion", "1")
     assert http.predict(None, pd.DataFrame({"user_id": [user]}))[0]["source"] == "computed"
     out = cli(env, "lookup", "--user", str(user))
     assert out.returncode == 0 and "source computed" in out.stderr and "version 1" in out.stderr
@@ -781,7 +800,7 @@ def test_a_canary_serves_its_slice_from_the_next_night_and_leaves_every_answer_w
     after = score_nightly.score(settings)  # the slice goes back to the champion; the events' users too
     assert after["mode"] == "incremental" and set(after["rescored_users"]) == in_slice | set(chosen)
     score_nightly.publish(settings, after["recommendations"])
-    assert served_lookup(user, 10, settings)[1:] == ("champion", "1")
+    assert served_lookup(user, 10, settings)[1:3] == ("champion", "1")
     assert served_lookup(user, 10, settings).triples == lookup(user, 10, settings)
 
     # a manual promotion overrides the canary's online decision, and says so

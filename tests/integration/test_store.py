@@ -200,6 +200,7 @@ def test_feature_service_serves_lists_and_histories(
         "user_id",
         "item_ids",
         "scores",
+        "because_ids",
         "model_version",
         "arm",
         "data_version",
@@ -211,6 +212,7 @@ def test_feature_service_serves_lists_and_histories(
         assert served["item_ids"][i] == want["item_ids"].tolist()
         assert served["data_version"][i] == "d41d8cd" and served["model_version"][i] == "7"
         assert served["arm"][i] == "champion"  # a frame without arms is the champion's
+        assert served["because_ids"][i] == []  # a frame without reasons stores none
         expected = want_history.get(want["user_id"])
         assert served["movie_ids"][i] == (None if expected is None else expected.tolist())
     assert served["movie_ids"][0] == [] and len(served["movie_ids"][1]) == LONG_HISTORY

@@ -119,6 +119,37 @@ def test_id_tower_scores_known_users_and_gives_others_the_popular_list(tiny, tmp
     assert recs.set_index("user_id")["source"].to_dict() == {known: "model", 999: "popular"}
 
 
+def test_every_recommended_movie_carries_the_history_movie_closest_to_it(bundle):
+    from recsys.runtime.explain import NONE, because
+
+    today = activity([(7, 2, 5.0, 1), (7, 4, 5.0, 2), (7, 6, 1.0, 3), (501, 5, 2.0, 1)])
+    inputs = user_inputs(today, bundle)
+    recs = score_users(bundle, inputs, "1", "d")
+    model, popular = recs.iloc[0], recs.iloc[1]
+    # parallel to the list; every reason is a positive of the user (the 1-star movie 6 is not)
+    assert len(model["because_ids"]) == len(model["item_ids"])
+    assert set(model["because_ids"].tolist()) <= {2, 4}
+    # the one the item vectors put closest in cosine, as recsys.runtime.explain defines it
+    items = bundle.item_index(model["item_ids"])
+    want = because(bundle.unit_item_vectors, items[None, :], inputs.user[:1])[0]
+    assert model["because_ids"].tolist() == bundle.movie_ids[want].tolist()
+    # a popular list has no reason for any movie; with reasons off, no list has any
+    assert popular["source"] == "popular" and (popular["because_ids"] == NONE).all()
+    assert len(popular["because_ids"]) == len(popular["item_ids"])
+    off = score_users(bundle, inputs, "1", "d", explain=False)
+    assert all(len(why) == 0 for why in off["because_ids"])
+    assert [a.tolist() for a in off["item_ids"]] == [a.tolist() for a in recs["item_ids"]]
+
+
+def test_the_id_tower_explains_from_the_recent_positives(tiny, tmp_path):
+    _, bundle = make_bundle(tiny, tmp_path, tower="id")
+    known = int(tiny.users["user_id"].iloc[0])
+    today = activity([(known, 2, 5.0, 1), (known, 3, 4.5, 2)])
+    recs = score_users(bundle, user_inputs(today, bundle), "1", "d")
+    assert recs["source"][0] == "model" and set(recs["because_ids"][0].tolist()) <= {2, 3}
+    assert len(recs["because_ids"][0]) == len(recs["item_ids"][0])
+
+
 def test_inputs_from_stored_histories_match_activity(bundle):
     stored = inputs_from_histories(bundle, [7], [[4, 999, 2]])
     fresh = user_inputs(activity([(7, 4, 5.0, 1), (7, 999, 5.0, 2), (7, 2, 5.0, 3)]), bundle)

@@ -185,14 +185,20 @@ def test_second_test_row_for_a_user_fails(prepared: Prepared) -> None:
 RATED = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [1, 2, 3]})
 
 
-def make_recs(items: list[list[int]] | None = None, scores: list[list[float]] | None = None) -> pd.DataFrame:
+def make_recs(
+    items: list[list[int]] | None = None,
+    scores: list[list[float]] | None = None,
+    because: list[list[int]] | None = None,
+) -> pd.DataFrame:
     items = items or [[10, 11, 12], [10, 13, 14]]
     scores = scores or [[0.9, 0.5, 0.1], [3.0, 2.0, 2.0]]
+    because = because or [[1, 2, 1], [3, 0, 3]]  # user 1 rated 1 and 2, user 2 rated 3; 0: none
     return pd.DataFrame(
         {
             "user_id": np.array([1, 2], dtype=np.int64),
             "item_ids": [np.array(i, dtype=np.int64) for i in items],
             "scores": [np.array(s, dtype=np.float32) for s in scores],
+            "because_ids": [np.array(b, dtype=np.int64) for b in because],
             "model_version": ["3", "3"],
             "data_version": ["d1", "d1"],
             "event_timestamp": pd.Timestamp("2024-05-01", tz="UTC"),
@@ -214,6 +220,14 @@ def test_recommendation_checks_known_values() -> None:
     assert checks["n_seen_items"].tolist() == [1, 1]
     assert checks["scores_sorted"].tolist() == [False, True]
     assert checks["scores_finite"].tolist() == [False, True]
+    assert checks["because_parallel"].tolist() == [True, False]  # 3 reasons for 2 movies
+    assert checks["because_rated"].tolist() == [True, True]
+    # no reasons at all (score.explain off) pass; a frame without the column too
+    none = validation.recommendation_checks(make_recs(because=[[], []]), RATED)
+    assert none["because_parallel"].all() and none["because_rated"].all()
+    assert validation.recommendation_checks(make_recs().drop(columns=["because_ids"]), RATED)[
+        "because_parallel"
+    ].all()
 
 
 @pytest.mark.parametrize(
@@ -232,7 +246,11 @@ def test_recommendation_checks_known_values() -> None:
             {("expect_column_values_to_be_in_set", "scores_sorted")},
         ),
         (
-            make_recs(items=[[10, 11], [10, 13, 14]], scores=[[0.9, 0.5], [3.0, 2.0, 2.0]]),
+            make_recs(
+                items=[[10, 11], [10, 13, 14]],
+                scores=[[0.9, 0.5], [3.0, 2.0, 2.0]],
+                because=[[1, 2], [3, 0, 3]],
+            ),
             {("expect_column_values_to_be_between", "n_items")},
         ),
         (
@@ -243,8 +261,25 @@ def test_recommendation_checks_known_values() -> None:
             make_recs(scores=[[0.9, np.nan, 0.1], [3.0, 2.0, 2.0]]),
             {("expect_column_values_to_be_in_set", "scores_finite")},
         ),
+        (
+            make_recs(because=[[1, 2], [3, 0, 3]]),
+            {("expect_column_values_to_be_in_set", "because_parallel")},
+        ),
+        (
+            make_recs(because=[[1, 2, 3], [3, 0, 3]]),  # user 1 never rated movie 3
+            {("expect_column_values_to_be_in_set", "because_rated")},
+        ),
     ],
-    ids=["duplicate-item", "seen-item", "unsorted-scores", "wrong-length", "scores-length", "nan-score"],
+    ids=[
+        "duplicate-item",
+        "seen-item",
+        "unsorted-scores",
+        "wrong-length",
+        "scores-length",
+        "nan-score",
+        "reasons-not-parallel",
+        "reason-not-rated",
+    ],  # fmt: skip
 )
 def test_bad_recommendations_fail_by_name(recs, expected) -> None:
     with pytest.raises(ValidationFailed) as info:
