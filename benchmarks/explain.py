@@ -18,7 +18,10 @@ Measured per rule over every user with a model list, on its first 10 movies (wha
 - ``agree_influence``: share of (user, movie) pairs whose reason is the leave-one-out one;
 - ``influence_rank``: mean rank of the reason in the leave-one-out order (1: the most influential);
 - ``in_similar``: share of reasons among the recommended movie's ``movie_similar`` list (one
-  measure of sense: the similar-movies model, trained apart, also relates the two);
+  measure of sense; that model starts from the champion's item vectors, so it is not independent
+  of ``cosine``);
+- ``co_liked``: share of (reason, movie) pairs that the pairwise table (recsys.data.pairs) holds as
+  positives: liked by the same users more often than chance, a fact of the data, not of a model;
 - ``distinct@10``: distinct reasons per list of 10;
 - ``ms_per_1k_users``: the rule's own time per 1,000 users (medians of 3 runs).
 
@@ -27,7 +30,7 @@ and the similar-movies lists are the ones a night would serve. Writes
 ``benchmarks/results/explain-<dataset>.json`` with a handful of real examples.
 
     .venv/bin/python benchmarks/explain.py                                   # the bundled sample
-    .venv/bin/python benchmarks/explain.py --synth small --out benchmarks/results/explain-synth-small.json
+    .venv/bin/python benchmarks/explain.py --synth small --users 3000 --movies 2000 --ratings 250000
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -59,19 +63,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_chain(home: Path, source: Path | None, dataset: str | None, port: int) -> dict[str, str]:
-    """``recsys run`` into ``home``; the environment that reads it back."""
+def chain_env(home: Path, source: Path | None, port: int) -> dict[str, str]:
+    """The environment of a chain in ``home`` (its own Redis port and feature repo copy)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS")}
     env.update(RECSYS_HOME=str(home), RECSYS__STORE__PORT=str(port), RECSYS__TRAIN__PROGRESS_BAR="false")
-    repo = home / "feature_repo"
-    subprocess.run(["cp", "-r", str(ROOT / "feature_repo"), str(repo)], check=True)
-    env["RECSYS__PATHS__FEATURE_REPO"] = str(repo)
+    env["RECSYS__PATHS__FEATURE_REPO"] = str(home / "feature_repo")
     if source is not None:
-        env.update(RECSYS__DATA__SOURCE=str(source), RECSYS__DATA__DATASET=dataset or "ml-1m")
+        env.update(RECSYS__DATA__SOURCE=str(source), RECSYS__DATA__DATASET="ml-1m")
+    return env
+
+
+def run_chain(env: dict[str, str]) -> None:
+    """``recsys run`` (default settings) in the chain's home."""
+    repo = Path(env["RECSYS__PATHS__FEATURE_REPO"])
+    if not repo.exists():
+        shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     done = subprocess.run([RECSYS, "run"], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"recsys run failed:\n{done.stderr[-3000:]}")
-    return env
 
 
 def leave_one_out(bundle, history: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
@@ -132,11 +141,22 @@ def rules(bundle, vectors: np.ndarray) -> dict[str, Rule]:  # noqa: ANN001
 
 def similar_sets(home: Path) -> dict[int, set[int]]:
     """movie_id -> the movies of its movie_similar list (the served similar-movies lists)."""
-    paths = sorted((home / "scores").rglob("similar.parquet"))
+    paths = sorted((home / "similar").glob("v*/similar.parquet"), key=lambda p: int(p.parent.name[1:]))
     if not paths:
-        raise SystemExit(f"no similar.parquet under {home / 'scores'}")
+        raise SystemExit(f"no similar.parquet under {home / 'similar'}")
     lists = pd.read_parquet(paths[-1], columns=["movie_id", "movie_ids"])
     return {int(m): set(map(int, ids)) for m, ids in zip(lists["movie_id"], lists["movie_ids"])}
+
+
+def co_liked_pairs(home: Path) -> set[tuple[int, int]]:
+    """The positive pairs of the mined pairwise table, both orders (movie ids)."""
+    paths = sorted((home / "data" / "pairs").rglob("pairs.parquet"))
+    if not paths:
+        raise SystemExit(f"no pairs.parquet under {home / 'data' / 'pairs'}")
+    table = pd.read_parquet(paths[-1], columns=["movie_id_first", "movie_id_second", "kind"])
+    positive = table[table["kind"] == "positive"]
+    pairs = list(zip(positive["movie_id_first"].astype(int), positive["movie_id_second"].astype(int)))
+    return set(pairs) | {(b, a) for a, b in pairs}
 
 
 def _in_batches(rule: Rule, lists: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, float]:
@@ -145,7 +165,13 @@ def _in_batches(rule: Rule, lists: np.ndarray, history: np.ndarray) -> tuple[np.
     return found, time.perf_counter() - start
 
 
-def measure(bundle, history: np.ndarray, lists: np.ndarray, similar: dict[int, set[int]]) -> dict:  # noqa: ANN001
+def measure(  # noqa: ANN201
+    bundle,
+    history: np.ndarray,
+    lists: np.ndarray,
+    similar: dict[int, set[int]],
+    co_liked: set,  # noqa: ANN001
+):
     """The module docstring's figures per rule; ``lists`` [U, TOP] item indices of model lists."""
     vectors = np.load(bundle.folder / "item_vectors.npy")
     effects = leave_one_out(bundle, history)
@@ -155,7 +181,7 @@ def measure(bundle, history: np.ndarray, lists: np.ndarray, similar: dict[int, s
     for name, rule in rules(bundle, vectors).items():
         runs = [_in_batches(rule, lists, history) for _ in range(1 if name == "influence" else 3)]
         reasons = runs[0][0]
-        ranks, agree, in_similar = [], [], []
+        ranks, agree, in_similar, together = [], [], [], []
         for row, ((items, _), d) in enumerate(zip(effects, drops)):
             if not len(items):
                 continue
@@ -164,11 +190,14 @@ def measure(bundle, history: np.ndarray, lists: np.ndarray, similar: dict[int, s
                 mine = d[items == reason, k].max()
                 ranks.append(1 + int((d[:, k] > mine).sum()))
                 agree.append(mine >= best[k])
-                in_similar.append(int(movie[reason]) in similar.get(int(movie[lists[row, k]]), set()))
+                pair = (int(movie[reason]), int(movie[lists[row, k]]))
+                in_similar.append(pair[0] in similar.get(pair[1], set()))
+                together.append(pair in co_liked)
         out[name] = {
             "agree_influence": round(float(np.mean(agree)), 4),
             "influence_rank": round(float(np.mean(ranks)), 2),
             "in_similar": round(float(np.mean(in_similar)), 4),
+            "co_liked": round(float(np.mean(together)), 4),
             "distinct@10": round(float(np.mean([len(set(r.tolist())) for r in reasons])), 2),
             "ms_per_1k_users": round(statistics.median(t for _, t in runs) / len(lists) * 1e6, 1),
         }
@@ -184,7 +213,7 @@ def examples(bundle, inputs, recs: pd.DataFrame, n: int = 6) -> list[dict]:  # n
     return [
         {
             "user_id": int(row.user_id),
-            "liked_recently": [titles.get(int(m), "") for m in row.history[-3:]],
+            "liked_recently": [titles[int(m)] for m in row.history if int(m) in titles][-3:],
             "recommended": [
                 {"movie": titles.get(int(m), ""), "because": titles.get(int(b), "")}
                 for m, b in zip(row.item_ids[:3], row.because_ids[:3])
@@ -198,7 +227,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synth", help="a `recsys synth` preset instead of the bundled sample")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--users", type=int, help="with --synth: users (the preset's by default)")
+    parser.add_argument("--movies", type=int, help="with --synth: movies")
+    parser.add_argument("--ratings", type=int, help="with --synth: ratings")
     parser.add_argument("--home", type=Path, help="keep the chain's RECSYS_HOME here (default: temporary)")
+    parser.add_argument("--reuse", action="store_true", help="read the chain already run in --home")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from recsys.config import load_settings
@@ -206,17 +239,22 @@ def main() -> int:
     from recsys.runtime.scoring import explained_history, read_activity, score_users, user_inputs
     from recsys.runtime.two_tower import ModelBundle
 
-    name = f"synth-{args.synth}" if args.synth else "ml-latest-small"
+    size = "".join(f"-{getattr(args, f)}{f[0]}" for f in ("users", "movies", "ratings") if getattr(args, f))
+    name = f"synth-{args.synth}{size}" if args.synth else "ml-latest-small"
     out = args.out or ROOT / "benchmarks" / "results" / f"explain-{name}.json"
     home = args.home or Path(tempfile.mkdtemp(prefix="recsys-explain-"))
     home.mkdir(parents=True, exist_ok=True)
-    source = None
-    if args.synth:
-        source = home / "release"
-        command = [RECSYS, "synth", "--preset", args.synth, "--seed", str(args.seed), "--out", str(source)]
-        subprocess.run(command, check=True, capture_output=True)
+    source = home / "release" if args.synth else None
+    env = chain_env(home, source, free_port())
     started = time.perf_counter()
-    env = run_chain(home, source, "ml-1m" if args.synth else None, free_port())
+    if not args.reuse:
+        if source is not None:
+            synth = ["synth", "--preset", args.synth, "--seed", str(args.seed), "--out", str(source)]
+            for flag in ("users", "movies", "ratings"):
+                if getattr(args, flag):
+                    synth += [f"--{flag}", str(getattr(args, flag))]
+            subprocess.run([RECSYS, *synth], check=True, capture_output=True)
+        run_chain(env)
     chain_s = time.perf_counter() - started
     settings = load_settings([], env=env)
     version, folder = Registry.open(settings).download_bundle("champion")
@@ -227,7 +265,7 @@ def main() -> int:
     personal = np.flatnonzero(inputs.personal)
     lists = np.vstack([bundle.item_index(recs["item_ids"][r][:TOP]) for r in personal])
     history = explained_history(bundle, inputs)[personal]
-    figures = measure(bundle, history, lists, similar_sets(home))
+    figures = measure(bundle, history, lists, similar_sets(home), co_liked_pairs(home))
     report = {
         "dataset": name,
         "command": " ".join(["benchmarks/explain.py", *sys.argv[1:]]),
@@ -235,17 +273,19 @@ def main() -> int:
         "users": len(personal),
         "top": TOP,
         "history_length": bundle.history_length,
-        "chain_seconds": round(chain_s, 1),
+        "mean_history": round(float((history != bundle.n_items).sum(axis=1).mean()), 1),
+        "chain_seconds": None if args.reuse else round(chain_s, 1),
         "rules": figures,
         "chosen": "cosine",
         "examples": examples(bundle, inputs, recs),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    head = ("agree LOO", "LOO rank", "in similar", "distinct@10", "ms/1k users")
+    head = ("agree LOO", "LOO rank", "in similar", "co-liked", "distinct@10", "ms/1k users")
     print(f"{'rule':10s} " + " ".join(f"{h:>12s}" for h in head))
     for rule, f in figures.items():
         print(f"{rule:10s} {f['agree_influence']:12.3f} {f['influence_rank']:12.2f} {f['in_similar']:12.3f} "
+              f"{f['co_liked']:12.3f} "
               f"{f['distinct@10']:12.2f} {f['ms_per_1k_users']:12.1f}")  # fmt: skip
     print(f"{len(personal)} users, top {TOP}; wrote {out}")
     return 0
