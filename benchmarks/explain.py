@@ -223,6 +223,22 @@ def examples(bundle, inputs, recs: pd.DataFrame, n: int = 6) -> list[dict]:  # n
     ]
 
 
+def render(report: dict) -> str:
+    """The README's table of the rules (tests/unit/test_readme.py holds the two equal)."""
+    lines = [
+        "| rule | agrees with leave-one-out | its leave-one-out rank | in `movie_similar` | co-liked pair "
+        "| distinct reasons in 10 | ms per 1,000 users |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for rule, f in report["rules"].items():
+        name = f"`{rule}`" + (" (chosen)" if rule == report["chosen"] else "")
+        lines.append(
+            f"| {name} | {f['agree_influence']:.1%} | {f['influence_rank']:.2f} | {f['in_similar']:.1%} "
+            f"| {f['co_liked']:.1%} | {f['distinct@10']:.2f} | {f['ms_per_1k_users']:,.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synth", help="a `recsys synth` preset instead of the bundled sample")

@@ -6,9 +6,9 @@ release, and those four weeks arrive as daily event files (recsys.data.stream). 
 on a SQLite metadata DB in a project-local AIRFLOW_HOME (.recsys/airflow). The next night the event
 files land in the event folder ($RECSYS_HOME/events): `recsys_ingest` takes them and
 `recsys_score_nightly` measures how the first night's lists did on them, then re-scores only the
-users who rated. Then it prints the lookup for user 1, the movies similar to movie 1 (Toy Story)
-and last night's online metrics (`recsys report`). Exits 1 (naming the DAG and its failed tasks) if
-a run fails.
+users who rated. Then it prints the lookup for user 1 (with each movie's reason, --explain), the
+movies similar to movie 1 (Toy Story) and last night's online metrics (`recsys report`). Exits 1
+(naming the DAG and its failed tasks) if a run fails.
 
     .venv/bin/python scripts/demo.py [--user 1] [--movie 1] [--k 10]
 """
@@ -117,8 +117,9 @@ def main() -> int:
             )
             + "\n"
         )
-    print(f"=== recsys lookup --user {args.user} ===", flush=True)
-    looked = subprocess.run([str(BIN / "recsys"), "lookup", "--user", args.user, "--k", args.k]).returncode
+    print(f"=== recsys lookup --user {args.user} --explain ===", flush=True)
+    lookup = ["lookup", "--user", args.user, "--k", args.k, "--explain"]  # the reason beside each movie
+    looked = subprocess.run([str(BIN / "recsys"), *lookup]).returncode
     if looked != 0:
         return looked
     print(f"=== recsys similar --movie {args.movie} (more like this) ===", flush=True)

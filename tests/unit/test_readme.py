@@ -148,3 +148,15 @@ def test_readme_history_length_is_the_codes():
         in readme
     )
     assert f"history_length ({ModelConfig().history_length})" in readme
+
+
+def test_readme_explanation_table_matches_the_committed_json():
+    spec = importlib.util.spec_from_file_location("explain", PROJECT_ROOT / "benchmarks" / "explain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = PROJECT_ROOT / "benchmarks" / "results"
+    report = json.loads((results / "explain-ml-latest-small.json").read_text())
+    assert module.render(report) in (PROJECT_ROOT / "README.md").read_text()
+    assert report["chosen"] == "cosine" and report["users"] > 600 and report["top"] == 10
+    cost = json.loads((results / "explain-cost-ml20m.json").read_text())
+    assert f"| {cost['explain_cost']['score_ratio']:.3f} |" in (PROJECT_ROOT / "README.md").read_text()
