@@ -165,14 +165,11 @@ def _in_batches(rule: Rule, lists: np.ndarray, history: np.ndarray) -> tuple[np.
     return found, time.perf_counter() - start
 
 
-def measure(  # noqa: ANN201
-    bundle,
-    history: np.ndarray,
-    lists: np.ndarray,
-    similar: dict[int, set[int]],
-    co_liked: set,  # noqa: ANN001
-):
-    """The module docstring's figures per rule; ``lists`` [U, TOP] item indices of model lists."""
+def measure(  # noqa: ANN001 - bundle: a recsys ModelBundle
+    bundle, history: np.ndarray, lists: np.ndarray, similar: dict[int, set[int]], co_liked: set
+) -> dict:
+    """The module docstring's figures per rule; ``lists`` [U, TOP] item indices of model lists.
+    The influence rule recomputes the leave-one-out effects on purpose: its time is its cost."""
     vectors = np.load(bundle.folder / "item_vectors.npy")
     effects = leave_one_out(bundle, history)
     drops = influence(vectors, effects, lists)

@@ -31,6 +31,7 @@ from recsys.data.prepared import left_pad
 from recsys.data.views import user_bounds
 from recsys.errors import DataError
 from recsys.files import read_parquet, write_parquet
+from recsys.runtime.explain import NONE, because
 from recsys.runtime.two_tower import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,6 @@ Lists = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]]  # row -> it
 def _model_lists(
     bundle: ModelBundle, inputs: UserInputs, rows: np.ndarray, batch_size: int, progress: bool, explain: bool
 ) -> Lists:
-    from recsys.runtime.explain import because
-
     out: Lists = {}
     if inputs.user.ndim == 2:  # history towers: similar lengths together, less padding per batch
         lengths = (inputs.user[rows] != bundle.n_items).sum(axis=1)
@@ -161,8 +160,6 @@ def _model_lists(
 def _because_ids(bundle: ModelBundle, because: np.ndarray | None, n: int, explain: bool) -> np.ndarray:
     """A list's ``because_ids``: movie ids of the reasons (item indices, -1 none), NONE for every
     entry without one, empty when reasons are off."""
-    from recsys.runtime.explain import NONE
-
     if not explain:
         return np.empty(0, dtype=np.int64)
     if because is None:
