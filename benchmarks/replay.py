@@ -13,10 +13,12 @@ and the gain of ``fresh`` over each other arm with a paired interval.
 A canary scenario (recsys.pipelines.canary_scenario): --canary worse|better starts a challenger as
 the canary on --canary-night, and the nightly judge promotes or rolls it back (settings
 promotion.*, given as overrides); the JSON then holds the scenario, each night's evidence and the
-decision, and is written to results/replay-<dataset>-canary-<kind>.json:
+decision, and is written to results/replay-<dataset>-canary-<kind>.json (the README's two runs;
+``canary_row`` renders their table rows):
 
-    .venv/bin/python benchmarks/replay.py --dataset synth-ml20m --start 2000-06-01 --nights 6 \
-        --step-days 7 --canary worse --canary-night 1 train.max_epochs=5
+    .venv/bin/python benchmarks/replay.py --dataset synth-small --start 2000-06-01 --nights 9 \
+        --step-days 14 --retrain-every-days 365 --canary worse --canary-night 2 train.threads=1
+    .venv/bin/python benchmarks/replay.py ... --canary better model.user_tower=id  # id-tower champion
 
 Prints the table and writes benchmarks/results/replay-<dataset>.json and .png (the README's table
 and plot). Everything runs in --workdir (default: a temp dir) with its own home, Redis and MLflow.
@@ -61,6 +63,12 @@ def print_canary(canary: dict) -> None:
     print(
         f"canary: version {started['version']} ({canary['scenario']['kind']}) from night {started['night']}"
     )
+    offline = [
+        f"{who} {started[key]['ndcg_at_10']:.4f}"
+        for who, key in (("canary", "valid"), ("champion", "champion_valid"), ("MostPop", "mostpop_valid"))
+        if started.get(key)
+    ]
+    print("  validation NDCG@10 on the night's split: " + ", ".join(offline))
     for night in canary["nights"]:
         print(f"  night {night['night']:3d} {night['day']}: {night['action']:9s} {night['reason']}")
     decision = canary.get("decision")
@@ -69,6 +77,32 @@ def print_canary(canary: dict) -> None:
         print(f"decided on night {decision['night']} ({after} after the start): {decision['action']}")
     else:
         print("no decision within the nights played")
+
+
+def _interval(evidence: dict, metric: str) -> str:
+    low, high = evidence[f"{metric}_diff_low"], evidence[f"{metric}_diff_high"]
+    return f"{evidence[f'{metric}_diff']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def canary_row(report: dict, label: str) -> str:
+    """The README's row for one canary scenario run (tests/unit/test_readme.py holds the two equal):
+    the offline comparison at the start, then the decision and the evidence it rests on."""
+    canary = report["canary"]
+    started, decision = canary["started"], canary["decision"]
+    evidence = decision["evidence"]
+    offline = f"{started['valid']['ndcg_at_10']:.4f} / {started['champion_valid']['ndcg_at_10']:.4f}"
+    users = f"{evidence['evidence_users_canary']:.0f} / {evidence['evidence_users_champion']:.0f}"
+    cells = [
+        label,
+        offline,
+        decision["action"].replace("_", " "),
+        str(canary["nights_to_decision"]),
+        _interval(evidence, "hit_rate_at_10"),
+        _interval(evidence, "recall_at_10"),
+        users,
+        f"{evidence['hit_rate_at_10_detectable']:.3f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def cell(arm: dict, metric: str) -> str:

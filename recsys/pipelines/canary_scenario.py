@@ -5,8 +5,15 @@ the users; every later night the nightly judge (recsys.pipelines.canary.judge, s
 
 - ``worse``: the id tower of the quality table (``model.user_tower=id``), clearly worse than the
   default history tower;
-- ``better``: the default model retrained on the night's data, which holds every step played so far
-  (the champion was trained on the initial release).
+- ``better``: the default model (the SASRec history tower, ``model.user_tower=sasrec``) trained on
+  the night's data, which holds every step played so far. The champion is whatever the replay's
+  settings trained on the initial release: with ``model.user_tower=id`` given to the replay, the
+  previous default meets the new one, as a team upgrading its model would run it.
+
+The challenger and the champion are also compared offline on the night's validation split (the
+promotion gate's comparison, recsys.pipelines.retrain.compare): the start records both, so a
+scenario shows whether validation and the online slice agree. The challenger is started by hand,
+as ``recsys canary start`` would, whatever the gate would say.
 
 Extra settings for the challenger's training (``train.max_epochs=...``) go in ``overrides``.
 """
@@ -24,7 +31,10 @@ from recsys.runtime.arms import check_share
 
 log = logging.getLogger(__name__)
 Kind = Literal["worse", "better"]
-KINDS: dict[str, tuple[str, ...]] = {"worse": ("model.user_tower=id",), "better": ()}
+KINDS: dict[str, tuple[str, ...]] = {
+    "worse": ("model.user_tower=id",),
+    "better": ("model.user_tower=sasrec",),
+}
 BY = "replay canary scenario"
 
 
@@ -81,6 +91,7 @@ def start(here: Settings, scenario: Scenario, raw_dir: str, data_version: str) -
     trained = retrain.train(
         challenger_settings(here, scenario), prepared["prepared_dir"], prepared["data_version"]
     )
+    offline = retrain.compare(here, str(trained["version"]), prepared["prepared_dir"])
     state = canary.replace(here, str(trained["version"]), by=BY)
     log.info(
         "replay: version %s (%s) is the canary from night %d",
@@ -91,7 +102,9 @@ def start(here: Settings, scenario: Scenario, raw_dir: str, data_version: str) -
     return {
         "version": str(trained["version"]),
         "champion": state["champion"],
-        "valid": trained.get("valid"),
+        "valid": offline["metrics"],
+        "champion_valid": offline["champion_metrics"],
+        "mostpop_valid": offline["mostpop_metrics"],
         "share": state["canary"]["share"],
         "salt": state["canary"]["salt"],
     }

@@ -309,7 +309,7 @@ def _report(
         report["canary"] = canary
     text = json.dumps(evaluate.json_safe(report), indent=2, default=float, allow_nan=False)
     write_text(text + "\n", out / "replay.json")
-    png = plot_replay(pd.DataFrame(rows), out / "replay.png")
+    png = plot_replay(pd.DataFrame(rows), out / "replay.png", canary, here.promotion.tolerance)
     _log_run(here, out, report, png)
     return {**report, "json": str(out / "replay.json"), "png": str(png)}
 

@@ -55,16 +55,45 @@ def plot_online(nights, path: Path) -> Path:  # noqa: ANN001 - a pandas frame of
     return path
 
 
-def plot_replay(rows, path: Path) -> Path:  # noqa: ANN001 - a pandas frame of replay rows
-    """Each arm's HitRate@10 and Recall@100 night by night, with their 95% intervals, into ``path``."""
+def plot_replay(rows, path: Path, canary: dict | None = None, tolerance: float = 0.0) -> Path:  # noqa: ANN001 - a pandas frame of replay rows
+    """Each arm's HitRate@10 and Recall@100 night by night, with their 95% intervals, into ``path``;
+    with a canary scenario (recsys.pipelines.replay's record) a third panel: the canary's pooled
+    HitRate@10 difference from the champion as judged each night, its interval, ``-tolerance`` and
+    the decision."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    judged = (canary or {}).get("nights") or []
+    fig, axes = plt.subplots(1, 3 if judged else 2, figsize=(16.5 if judged else 11, 4), sharex=True)
+    if judged:
+        _plot_canary(axes[2], canary, judged, tolerance)  # type: ignore[arg-type]
     for ax, metric in zip(axes, ("hit_rate_at_10", "recall_at_100")):
         for arm, group in rows.groupby("arm", sort=False):
             ax.plot(group["night"], group[metric], marker=".", label=arm)
             ax.fill_between(group["night"], group[f"{metric}_low"], group[f"{metric}_high"], alpha=0.2)
-        ax.set(xlabel="night", ylabel=metric, title=f"{metric} of the lists on the next step's positives")
+        ax.set(xlabel="night", ylabel=metric, title=f"{metric}, next step's positives")
         ax.legend(fontsize="small")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _plot_canary(ax, canary: dict, judged: list[dict], tolerance: float) -> None:  # noqa: ANN001 - an Axes
+    night = [n["night"] for n in judged]
+    ax.plot(night, [n["hit_rate_at_10_diff"] for n in judged], marker="o", color="tab:purple",
+            label="canary - champion (pooled)")  # fmt: skip
+    low = [n["hit_rate_at_10_diff_low"] for n in judged]
+    high = [n["hit_rate_at_10_diff_high"] for n in judged]
+    ax.fill_between(night, low, high, alpha=0.2, color="tab:purple")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.axhline(
+        -tolerance, color="tab:red", linestyle="--", linewidth=0.8, label=f"-tolerance ({tolerance:g})"
+    )
+    decision = canary.get("decision")
+    if decision:
+        ax.axvline(
+            decision["night"], color="black", linestyle=":", label=decision["action"].replace("_", " ")
+        )
+    started = canary.get("started", {})
+    ax.set(xlabel="night", ylabel="HitRate@10 difference, 95% interval",
+           title=f"canary v{started.get('version', '?')} ({canary['scenario']['kind']}) from night "
+                 f"{started.get('night', '?')}")  # fmt: skip
+    ax.legend(fontsize="small")

@@ -60,6 +60,8 @@ def test_a_clearly_worse_canary_is_rolled_back_on_its_evidence(release, tmp_path
     canary, models = play(release, tmp_path, "worse", TRAINED, ("model.user_tower=id", *RANDOM))
     decision = canary["decision"]
     assert canary["started"]["night"] == 1 and canary["started"]["version"] == "2"
+    # the gate's offline comparison at the start, on the night's split, already saw it worse
+    assert canary["started"]["valid"]["ndcg_at_10"] < canary["started"]["champion_valid"]["ndcg_at_10"]
     assert decision["action"] == "roll_back" and canary["nights_to_decision"] in (1, 2), decision
     evidence = decision["evidence"]
     assert evidence["hit_rate_at_10_diff_low"] <= evidence["hit_rate_at_10_diff"] < -0.01

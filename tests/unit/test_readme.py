@@ -160,3 +160,20 @@ def test_readme_explanation_table_matches_the_committed_json():
     assert report["chosen"] == "cosine" and report["users"] > 600 and report["top"] == 10
     cost = json.loads((results / "explain-cost-ml20m.json").read_text())
     assert f"| {cost['explain_cost']['score_ratio']:.3f} |" in (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_readme_canary_scenario_rows_match_the_committed_json():
+    spec = importlib.util.spec_from_file_location("replay_bench", PROJECT_ROOT / "benchmarks" / "replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for kind, label, action in (
+        ("worse", "`worse`: the id tower against the SASRec champion", "roll_back"),
+        ("better", "`better`: the SASRec tower against an id-tower champion", "promote"),
+    ):
+        path = PROJECT_ROOT / "benchmarks" / "results" / f"replay-synth-small-canary-{kind}.json"
+        report = json.loads(path.read_text())
+        assert module.canary_row(report, label) in readme
+        # the scenario as the issue asks for it: the worse one rolled back, the better one promoted
+        assert report["canary"]["decision"]["action"] == action
+        assert not any("max_epochs" in text for text in report["args"]["overrides"])  # converged
