@@ -26,12 +26,13 @@ from tests.ports import free_port
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAGS = PROJECT_ROOT / "dags"
-# Six epochs at a higher learning rate: enough for the sasrec default to beat MostPop, which the
-# promotion gate requires of a first version.
+# Three epochs at five times the default learning rate: the sasrec default then reaches valid
+# NDCG@10 0.045 on the sample, over twice MostPop's 0.021, which the promotion gate requires of a
+# first version (six epochs at 0.003 reached 0.047 in twice the time).
 FAST = {
-    "RECSYS__TRAIN__MAX_EPOCHS": "6",
+    "RECSYS__TRAIN__MAX_EPOCHS": "3",
     "RECSYS__SIMILAR__MAX_EPOCHS": "3",
-    "RECSYS__TRAIN__LEARNING_RATE": "0.003",
+    "RECSYS__TRAIN__LEARNING_RATE": "0.01",
     "RECSYS__TRAIN__PROGRESS_BAR": "false",
 }
 

@@ -30,11 +30,12 @@ from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 RECSYS = str(Path(sys.executable).parent / "recsys")
-# Six epochs at a higher learning rate: the sasrec default then beats MostPop, as the gate requires;
+# Three epochs at a higher learning rate (tests/dags/conftest.FAST): the sasrec default then beats
+# MostPop, as the gate requires;
 # three epochs of the similar-movies tower already beat the two_tower vectors it starts from.
 FAST = [
-    "train.max_epochs=6",
-    "train.learning_rate=0.003",
+    "train.max_epochs=3",
+    "train.learning_rate=0.01",
     "similar.max_epochs=3",
     "train.progress_bar=false",
     "score.verify_sample=50",
