@@ -11,6 +11,15 @@ Variants train in parallel worker processes, one torch thread each.
 A variant is ``name=overrides``; ``hard_from=<variant name>`` among the overrides trains that
 variant first (same seed) and uses its lists below their top as the hard-negative "champion".
 Prints a table and writes JSON (default benchmarks/results/quality-<dataset>.json).
+
+``--protocol time-split --cut YYYY-MM-DD`` (or ``--last-days D``) prepares by recsys.data.time_split
+instead: trained on what was known before the cut's validation window (``--valid-days``, by default
+as long as the test period), every known user's positives after the cut held out. Each test metric
+is then also reported on the positives of movies that were new (outside the trained catalogue:
+fewer than ``data.min_item_interactions`` training positives) and of known ones, with prefixes
+``test_new_`` and ``test_known_``; JSON default quality-<dataset>-time-split.json:
+
+    .venv/bin/python benchmarks/quality.py --protocol time-split --last-days 180 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,8 +39,10 @@ import numpy as np
 
 from recsys.config import load_settings
 from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
+from recsys.data.stream import last_day
+from recsys.data.time_split import cut_of, new_movie_mask, prepare_time_split
 from recsys.data.views import SplitView
-from recsys.evaluation.baselines import EASE
+from recsys.evaluation.baselines import EASE, MostPop
 from recsys.evaluation.metrics import (
     bootstrap_interval,
     evaluate_ranks,
@@ -72,13 +85,54 @@ COLUMNS = [
     "test_recall_at_100",
     "test_ndcg_at_10",
 ]
+# the time split's columns beside them: the test metrics on new movies' and known movies' positives
+SPLIT_COLUMNS = [
+    f"test_{group}_{metric}"
+    for group in ("known", "new")
+    for metric in ("recall_at_10", "recall_at_100", "ndcg_at_10")
+]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the data set is prepared: ``leave-last-out`` (DESIGN.md) or ``time-split`` at ``cut``."""
+
+    name: str = "leave-last-out"
+    cut: str | None = None  # YYYY-MM-DD, time-split only
+    valid_days: int = 0
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.name == "leave-last-out" else f"-{self.name}"
+
+
+def time_split_protocol(ratings, cut: str | None, last_days: int | None, valid_days: int | None) -> Protocol:  # noqa: ANN001
+    """The time-split protocol for ``ratings``: the cut, and validation as long as the test period
+    unless ``valid_days`` is given."""
+    day = cut_of(ratings, date.fromisoformat(cut) if cut else None, last_days)
+    test_days = (last_day(ratings) + timedelta(days=1) - day).days
+    return Protocol("time-split", day.isoformat(), valid_days or test_days)
 
 
 @lru_cache(maxsize=1)
-def load_prepared(dataset: str) -> Prepared:
+def load_prepared(dataset: str, protocol: Protocol = Protocol()) -> Prepared:
     settings = load_settings([f"data.dataset={dataset}"])
     folder = settings.paths.datasets / dataset
-    return prepare(load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv"), settings.data)
+    ratings, movies = load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv")
+    if protocol.name == "time-split":
+        assert protocol.cut is not None
+        cut = date.fromisoformat(protocol.cut)
+        return prepare_time_split(ratings, movies, settings.data, cut, protocol.valid_days)
+    return prepare(ratings, movies, settings.data)
+
+
+def breakdown(ranks: np.ndarray, new: np.ndarray) -> dict[str, float]:
+    """The test metrics on the positives of new movies and of known ones (``test_new_*``,
+    ``test_known_*``), and the share of held-out positives that are for new movies."""
+    out = {"test_new_share": float(new.mean()) if len(new) else 0.0}
+    for label, mask in (("new", new), ("known", ~new)):
+        out.update({f"test_{label}_{k}": v for k, v in metrics_from_ranks(ranks[mask]).items()})
+    return out
 
 
 def _split_overrides(text: str) -> tuple[list[str], str | None]:
@@ -102,12 +156,14 @@ def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa:
     return top[:, settings.train.hard_negative_skip :]
 
 
-def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> dict:
+def train_one(
+    dataset: str, name: str, variants: dict[str, str], seed: int, protocol: Protocol = Protocol()
+) -> dict:
     """Train variant ``name`` with ``seed`` (its champion first, if it has one); evaluate it."""
     from recsys.models.two_tower.training import evaluate_model, train
 
     logging.basicConfig(level=logging.WARNING)
-    prepared = load_prepared(dataset)
+    prepared = load_prepared(dataset, protocol)
     overrides, champion = _split_overrides(variants[name])
     base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}"]
     settings = load_settings([*base, *overrides])
@@ -132,8 +188,11 @@ def train_one(dataset: str, name: str, variants: dict[str, str], seed: int) -> d
     }
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Mean over seeds, pooled bootstrap intervals, per-seed rows."""
+def summarise(runs: list[dict], new: np.ndarray | None = None) -> dict:
+    """Mean over seeds, pooled bootstrap intervals, per-seed rows; with ``new`` (the time split's
+    new-movie mask over the test rows) each run's :func:`breakdown` too."""
+    if new is not None:
+        runs = [{**r, **breakdown(np.asarray(r["test_ranks"]), new)} for r in runs]
     keys = [k for k in runs[0] if k.startswith(("valid_", "test_")) and k != "test_ranks"]
     out = {k: float(np.mean([r[k] for r in runs])) for k in keys}
     pooled = np.concatenate([np.asarray(r["test_ranks"]) for r in runs])
@@ -165,11 +224,14 @@ def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
     best["test_ndcg_at_10_ci"] = bootstrap_interval(ranks, ndcg_at_k, 10)
     best["test_recall_at_10_ci"] = bootstrap_interval(ranks, recall_at_k, 10)
     best["test_recall_at_50_ci"] = bootstrap_interval(ranks, recall_at_k, 50)
+    best["test_ranks"] = ranks.tolist()
     return best
 
 
-def baselines(prepared: Prepared) -> dict[str, dict]:
-    """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits)."""
+def baselines(prepared: Prepared, new: np.ndarray | None = None) -> dict[str, dict]:
+    """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits); with
+    ``new`` (the time split's new-movie mask over the test rows) each with its :func:`breakdown`.
+    None of them can score a movie outside the trained catalogue: such a positive is a miss."""
     from recsys.evaluation.ials import tune_ials
 
     rows = {
@@ -179,6 +241,9 @@ def baselines(prepared: Prepared) -> dict[str, dict]:
             for k, v in metrics.items()
         }
     }
+    view = SplitView(prepared, "test")
+    popular = MostPop(prepared.catalogue["train_count"].to_numpy())
+    rows["MostPop"]["test_ranks"] = evaluate_ranks(popular, view.heldout, view.seen).tolist()
     if prepared.n_items <= 30_000:
         rows["EASE (l2 chosen on validation)"] = run_ease(
             prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
@@ -188,13 +253,19 @@ def baselines(prepared: Prepared) -> dict[str, dict]:
     ials["grid"] = ials.get("grid", [])
     ials["tune_seconds"] = time.perf_counter() - started
     rows["iALS (implicit; chosen on validation)"] = ials
+    for row in rows.values():
+        ranks = np.asarray(row.pop("test_ranks"))
+        if new is not None:
+            row.update(breakdown(ranks, new))
     return rows
 
 
 def print_table(results: dict[str, dict], seeds: list[int]) -> None:
-    print(f"{'model':62s} " + " ".join(f"{c.replace('_at_', '@'):>14s}" for c in COLUMNS))
+    first = next(iter(results.values()))
+    columns = COLUMNS + [c for c in SPLIT_COLUMNS if c in first]
+    print(f"{'model':62s} " + " ".join(f"{c.replace('_at_', '@'):>14s}" for c in columns))
     for name, row in results.items():
-        print(f"{name:62s} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
+        print(f"{name:62s} " + " ".join(f"{row[c]:14.4f}" for c in columns))
     for name, row in results.items():
         intervals = [
             f"{label} [{row[key][0]:.4f}, {row[key][1]:.4f}]"
@@ -226,8 +297,25 @@ def main() -> None:
         help="keep the finished runs of an interrupted run (<out>.runs.jsonl)",
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip MostPop/EASE/iALS")
+    parser.add_argument("--protocol", choices=("leave-last-out", "time-split"), default="leave-last-out")
+    parser.add_argument("--cut", help="time-split: the first day of the test period, YYYY-MM-DD")
+    parser.add_argument("--last-days", type=int, help="time-split: the test period is the last D days")
+    parser.add_argument("--valid-days", type=int, help="time-split: validation days before the cut")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    protocol = Protocol()
+    if args.protocol == "time-split":
+        if (args.cut is None) == (args.last_days is None):
+            parser.error("--protocol time-split needs exactly one of --cut and --last-days")
+        folder = load_settings([f"data.dataset={args.dataset}"]).paths.datasets / args.dataset
+        try:
+            protocol = time_split_protocol(
+                load_ratings(folder / "ratings.csv"), args.cut, args.last_days, args.valid_days
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif args.cut or args.last_days or args.valid_days:
+        parser.error("--cut, --last-days and --valid-days need --protocol time-split")
     variants = dict(v.split("=", 1) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)
     for name in args.drop:
         if variants.pop(name, None) is None:
@@ -237,8 +325,9 @@ def main() -> None:
         if champion and champion not in variants:
             parser.error(f"variant {name!r}: hard_from={champion!r} is not a variant")
         load_settings(_split_overrides(text)[0])  # fail now on a bad key, not after an hour
-    out = args.out or Path(__file__).parent / "results" / f"quality-{args.dataset}.json"
-    prepared = load_prepared(args.dataset)
+    out = args.out or Path(__file__).parent / "results" / f"quality-{args.dataset}{protocol.suffix}.json"
+    prepared = load_prepared(args.dataset, protocol)
+    new = new_movie_mask(SplitView(prepared, "test").heldout) if protocol.name == "time-split" else None
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,12 +345,12 @@ def main() -> None:
     done = {(r["name"], r["seed"]) for r in runs}
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures = [
-            pool.submit(train_one, args.dataset, name, variants, seed)
+            pool.submit(train_one, args.dataset, name, variants, seed, protocol)
             for name in variants
             for seed in args.seeds
             if (name, seed) not in done
         ]
-        results = {} if args.no_baselines else baselines(prepared)
+        results = {} if args.no_baselines else baselines(prepared, new)
         for future in as_completed(futures):
             run = future.result()
             runs.append(run)
@@ -273,11 +362,15 @@ def main() -> None:
                 flush=True,
             )
     for name in variants:
-        results[name] = {"overrides": variants[name], **summarise([r for r in runs if r["name"] == name])}
+        results[name] = {
+            "overrides": variants[name],
+            **summarise([r for r in runs if r["name"] == name], new),
+        }
     out.write_text(
         json.dumps(
             {
                 "dataset": args.dataset,
+                "protocol": {"name": protocol.name, "cut": protocol.cut, "valid_days": protocol.valid_days},
                 "seeds": args.seeds,
                 "users": prepared.n_users,
                 "items": prepared.n_items,
@@ -286,7 +379,12 @@ def main() -> None:
                 "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
                 "command": "benchmarks/quality.py --seeds "
                 + " ".join(map(str, args.seeds))
-                + "".join(f" --drop {name!r}" for name in args.drop),
+                + "".join(f" --drop {name!r}" for name in args.drop)
+                + (
+                    f" --protocol time-split --cut {protocol.cut} --valid-days {protocol.valid_days}"
+                    if new is not None
+                    else ""
+                ),
                 "wall_seconds": time.perf_counter() - started,
                 "resumed_runs": len(done),
                 "results": results,

@@ -115,8 +115,8 @@ def tune_ials(prepared, grid: list[dict] | None = None, seed: int = 0) -> dict:
 
     Validation: fit on train, score from train, exclude train. Test: fit on train, score from
     train + valid, exclude train + valid. Returns the chosen params, ``valid_<metric>``,
-    ``test_<metric>``, bootstrap CIs of test NDCG@10 / Recall@10 / Recall@50 and ``grid`` (every config tried
-    with its ``valid_ndcg_at_10``).
+    ``test_<metric>``, bootstrap CIs of test NDCG@10 / Recall@10 / Recall@50, ``grid`` (every config tried
+    with its ``valid_ndcg_at_10``) and ``test_ranks`` (per held-out test row, for breakdowns).
     """
     grid = DEFAULT_GRID if grid is None else grid
     if not grid:
@@ -141,4 +141,5 @@ def tune_ials(prepared, grid: list[dict] | None = None, seed: int = 0) -> dict:
     best["test_recall_at_10_ci"] = bootstrap_interval(ranks, recall_at_k, 10)
     best["test_recall_at_50_ci"] = bootstrap_interval(ranks, recall_at_k, 50)
     best["grid"] = tried
+    best["test_ranks"] = ranks.tolist()
     return best
