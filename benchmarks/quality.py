@@ -42,6 +42,7 @@ from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
 from recsys.data.stream import last_day
 from recsys.data.time_split import cut_of, new_movie_mask, prepare_time_split
 from recsys.data.views import SplitView
+from recsys.errors import DataError
 from recsys.evaluation.baselines import EASE, MostPop
 from recsys.evaluation.metrics import (
     bootstrap_interval,
@@ -111,6 +112,8 @@ def time_split_protocol(ratings, cut: str | None, last_days: int | None, valid_d
     unless ``valid_days`` is given."""
     day = cut_of(ratings, date.fromisoformat(cut) if cut else None, last_days)
     test_days = (last_day(ratings) + timedelta(days=1) - day).days
+    if test_days < 1:
+        raise ValueError(f"the cut {day} is after the last rating ({last_day(ratings)})")
     return Protocol("time-split", day.isoformat(), valid_days or test_days)
 
 
@@ -312,8 +315,8 @@ def main() -> None:
             protocol = time_split_protocol(
                 load_ratings(folder / "ratings.csv"), args.cut, args.last_days, args.valid_days
             )
-        except ValueError as exc:
-            parser.error(str(exc))
+        except ValueError as exc:  # a malformed day, a cut after the data
+            parser.error(f"time split: {exc}")
     elif args.cut or args.last_days or args.valid_days:
         parser.error("--cut, --last-days and --valid-days need --protocol time-split")
     variants = dict(v.split("=", 1) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)
@@ -326,7 +329,10 @@ def main() -> None:
             parser.error(f"variant {name!r}: hard_from={champion!r} is not a variant")
         load_settings(_split_overrides(text)[0])  # fail now on a bad key, not after an hour
     out = args.out or Path(__file__).parent / "results" / f"quality-{args.dataset}{protocol.suffix}.json"
-    prepared = load_prepared(args.dataset, protocol)
+    try:
+        prepared = load_prepared(args.dataset, protocol)
+    except DataError as exc:  # a cut that leaves a period empty, an unreadable release
+        parser.error(str(exc))
     new = new_movie_mask(SplitView(prepared, "test").heldout) if protocol.name == "time-split" else None
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
