@@ -36,7 +36,6 @@ from recsys.data.stream import last_day
 from recsys.errors import DataError
 
 log = logging.getLogger(__name__)
-DAY = 86_400
 
 
 def cut_of(ratings: pd.DataFrame, cut: date | None = None, last_days: int | None = None) -> date:

@@ -3,8 +3,8 @@ challenger is trained on that night's data, registered and started as the canary
 the users; every later night the nightly judge (recsys.pipelines.canary.judge, settings
 ``promotion``) promotes it, rolls it back or lets it run, as production would.
 
-- ``worse``: the id tower of the quality table (``model.user_tower=id``), clearly worse than the
-  default history tower;
+- ``worse``: the id tower of the quality table (``model.user_tower=id``), far below the default
+  history tower there, and unable to read what users did after its training;
 - ``better``: the default model (the SASRec history tower, ``model.user_tower=sasrec``) trained on
   the night's data, which holds every step played so far. The champion is whatever the replay's
   settings trained on the initial release: with ``model.user_tower=id`` given to the replay, the

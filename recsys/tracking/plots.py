@@ -77,11 +77,13 @@ def plot_replay(rows, path: Path, canary: dict | None = None, tolerance: float =
 
 
 def _plot_canary(ax, canary: dict, judged: list[dict], tolerance: float) -> None:  # noqa: ANN001 - an Axes
+    def values(key: str) -> list[float]:  # a night without evidence (no users yet) is a gap
+        return [float("nan") if n.get(key) is None else float(n[key]) for n in judged]
+
     night = [n["night"] for n in judged]
-    ax.plot(night, [n["hit_rate_at_10_diff"] for n in judged], marker="o", color="tab:purple",
+    ax.plot(night, values("hit_rate_at_10_diff"), marker="o", color="tab:purple",
             label="canary - champion (pooled)")  # fmt: skip
-    low = [n["hit_rate_at_10_diff_low"] for n in judged]
-    high = [n["hit_rate_at_10_diff_high"] for n in judged]
+    low, high = values("hit_rate_at_10_diff_low"), values("hit_rate_at_10_diff_high")
     ax.fill_between(night, low, high, alpha=0.2, color="tab:purple")
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.axhline(

@@ -88,3 +88,31 @@ def test_the_summary_pools_users_over_nights_and_pairs_the_arms():
     assert frozen["fresh_minus_frozen_hit_rate_at_10"] == 0.25  # user 6 on night 2
     assert 0.0 <= frozen["fresh_minus_frozen_hit_rate_at_10_low"] <= 0.25
     assert "fresh_minus_fresh_hit_rate_at_10" not in fresh
+
+
+def test_the_replay_plot_adds_the_canarys_evidence_panel_and_survives_a_night_without_evidence(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from recsys.tracking.plots import plot_replay
+
+    rows = pd.DataFrame(
+        [
+            {"night": n, "arm": arm, **{f"{m}{s}": 0.3 for m in ("hit_rate_at_10", "recall_at_100")
+                                        for s in ("", "_low", "_high")}}
+            for n in (1, 2, 3) for arm in ("fresh", "frozen", "mostpop")
+        ]
+    )  # fmt: skip
+    keys = ("hit_rate_at_10_diff", "hit_rate_at_10_diff_low", "hit_rate_at_10_diff_high")
+    judged = [
+        {"night": 2, **dict.fromkeys(keys)},  # no evidence yet: a gap, not an error
+        {"night": 3, **dict(zip(keys, (-0.1, -0.2, 0.0)))},
+    ]
+    canary = {
+        "scenario": {"kind": "worse"},
+        "started": {"night": 1, "version": "2"},
+        "nights": judged,
+        "decision": {"night": 3, "action": "roll_back"},
+    }
+    plain = plt.imread(plot_replay(rows, tmp_path / "plain.png"))
+    with_canary = plt.imread(plot_replay(rows, tmp_path / "canary.png", canary, 0.01))
+    assert with_canary.shape[1] > 1.3 * plain.shape[1]  # a third panel beside the two
