@@ -31,7 +31,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,11 +39,10 @@ import numpy as np
 
 from recsys.config import load_settings
 from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
-from recsys.data.stream import last_day
-from recsys.data.time_split import cut_of, new_movie_mask, prepare_time_split
+from recsys.data.time_split import cut_of, new_movie_mask, prepare_time_split, test_days
 from recsys.data.views import SplitView
 from recsys.errors import DataError
-from recsys.evaluation.baselines import EASE, MostPop
+from recsys.evaluation.baselines import EASE
 from recsys.evaluation.metrics import (
     bootstrap_interval,
     evaluate_ranks,
@@ -51,7 +50,7 @@ from recsys.evaluation.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
-from recsys.tracking.gate import mostpop_metrics
+from recsys.tracking.gate import mostpop_ranks
 
 SAMPLED = "model.softmax=sampled"
 ID_SEED = "model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
@@ -111,10 +110,7 @@ def time_split_protocol(ratings, cut: str | None, last_days: int | None, valid_d
     """The time-split protocol for ``ratings``: the cut, and validation as long as the test period
     unless ``valid_days`` is given."""
     day = cut_of(ratings, date.fromisoformat(cut) if cut else None, last_days)
-    test_days = (last_day(ratings) + timedelta(days=1) - day).days
-    if test_days < 1:
-        raise ValueError(f"the cut {day} is after the last rating ({last_day(ratings)})")
-    return Protocol("time-split", day.isoformat(), valid_days or test_days)
+    return Protocol("time-split", day.isoformat(), valid_days or test_days(ratings, day))
 
 
 @lru_cache(maxsize=1)
@@ -237,16 +233,13 @@ def baselines(prepared: Prepared, new: np.ndarray | None = None) -> dict[str, di
     None of them can score a movie outside the trained catalogue: such a positive is a miss."""
     from recsys.evaluation.ials import tune_ials
 
+    ranks = mostpop_ranks(prepared)  # the promotion gate's floor
     rows = {
         "MostPop": {
-            f"{split}_{k}": v
-            for split, metrics in mostpop_metrics(prepared).items()
-            for k, v in metrics.items()
+            **{f"{s}_{k}": v for s, r in ranks.items() for k, v in metrics_from_ranks(r).items()},
+            "test_ranks": ranks["test"],
         }
     }
-    view = SplitView(prepared, "test")
-    popular = MostPop(prepared.catalogue["train_count"].to_numpy())
-    rows["MostPop"]["test_ranks"] = evaluate_ranks(popular, view.heldout, view.seen).tolist()
     if prepared.n_items <= 30_000:
         rows["EASE (l2 chosen on validation)"] = run_ease(
             prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]

@@ -190,7 +190,15 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, cfg: DataConfig) -> Pre
     positives = filter_positives(ratings, cfg)
     if positives.empty:
         raise DataError("no positives survive the rating threshold and cold-start filter")
-    interactions, users, items = index_splits(split_by_time(positives))
+    return assemble(split_by_time(positives), movies, ratings, cfg)
+
+
+def assemble(labelled: pd.DataFrame, movies: pd.DataFrame, ratings: pd.DataFrame, cfg: DataConfig,
+             **meta: object) -> Prepared:  # fmt: skip
+    """Protocol step 5 and the data product from positives labelled with their ``split``: the
+    id maps, the catalogue of train items with their counts and titles, ``ratings`` as the activity,
+    and the counts in ``meta`` (beside the protocol's own ``meta``)."""
+    interactions, users, items = index_splits(labelled)
     train = interactions[interactions["split"] == "train"]
     counts = train.groupby("item_idx").size().rename("train_count").reset_index()
     catalogue = items.merge(movies, on="movie_id", how="left").merge(counts, on="item_idx")
@@ -199,6 +207,7 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, cfg: DataConfig) -> Pre
     activity = ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
     unknown = interactions["item_idx"] < 0
     meta = {
+        **meta,
         "n_users": len(users),
         "n_items": len(items),
         **{f"n_{s}": int((interactions["split"] == s).sum()) for s in SPLITS},

@@ -21,7 +21,8 @@ from recsys.errors import DataError
 DAY_S = 86_400
 
 
-def _epoch(day: date) -> int:
+def day_start(day: date) -> int:
+    """The Unix time of ``day``'s first second (UTC)."""
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
@@ -55,7 +56,7 @@ def split(source: Path, start: date, steps: int, step_days: int, out: Path) -> S
     if steps < 1 or step_days < 1:
         raise DataError(f"steps and step_days must be >= 1, got {steps} and {step_days}")
     ratings, movies = read_release(source)
-    cut = _epoch(start)
+    cut = day_start(start)
     before = ratings[ratings["timestamp"] < cut]
     if before.empty or start > last_day(ratings):
         raise DataError(
@@ -88,7 +89,7 @@ def _step(
 ) -> tuple[date, Path, Path | None]:
     """One step's event files: the ratings of its days, and the movies first rated in them."""
     day = start + timedelta(days=index * step_days)
-    low, high = _epoch(day), _epoch(day) + step_days * DAY_S
+    low, high = day_start(day), day_start(day) + step_days * DAY_S
     ratings_path = events / f"{day.isoformat()}.csv"
     ratings[(ratings["timestamp"] >= low) & (ratings["timestamp"] < high)].to_csv(ratings_path, index=False)
     new = first_rated[(first_rated >= low) & (first_rated < high)].index

@@ -24,18 +24,15 @@ runs on it unchanged.
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
 from recsys.config import DataConfig
-from recsys.data.prepared import SPLITS, Prepared, index_splits
-from recsys.data.stream import last_day
+from recsys.data.prepared import SPLITS, Prepared, assemble
+from recsys.data.stream import day_start, last_day
 from recsys.errors import DataError
-
-log = logging.getLogger(__name__)
 
 
 def cut_of(ratings: pd.DataFrame, cut: date | None = None, last_days: int | None = None) -> date:
@@ -50,8 +47,13 @@ def cut_of(ratings: pd.DataFrame, cut: date | None = None, last_days: int | None
     return last_day(ratings) + timedelta(days=1) - timedelta(days=last_days)
 
 
-def _epoch(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+def test_days(ratings: pd.DataFrame, cut: date) -> int:
+    """Days from ``cut`` to the end of the last rating's day (the test period's length; the
+    default validation window is as long); ValueError for a cut after the data."""
+    days = (last_day(ratings) + timedelta(days=1) - cut).days
+    if days < 1:
+        raise ValueError(f"the cut {cut} is after the last rating ({last_day(ratings)})")
+    return days
 
 
 def split_at(positives: pd.DataFrame, cut: date, valid_days: int, cfg: DataConfig) -> pd.DataFrame:
@@ -59,7 +61,7 @@ def split_at(positives: pd.DataFrame, cut: date, valid_days: int, cfg: DataConfi
     filter counted over the train period; held-out rows of users unknown then are left out."""
     if valid_days < 1:
         raise ValueError(f"valid_days must be >= 1, got {valid_days}")
-    valid_from, test_from = _epoch(cut - timedelta(days=valid_days)), _epoch(cut)
+    valid_from, test_from = day_start(cut - timedelta(days=valid_days)), day_start(cut)
     stamp = positives["timestamp"]
     split = np.where(stamp < valid_from, "train", np.where(stamp < test_from, "valid", "test"))
     frame = positives.assign(split=split)
@@ -86,29 +88,9 @@ def prepare_time_split(
             f"the time split at {cut} (validation {valid_days} days before it) leaves no {empty[0]} "
             "positives: choose another cut"
         )
-    interactions, users, items = index_splits(labelled)
-    train = interactions[interactions["split"] == "train"]
-    counts_by_item = train.groupby("item_idx").size().rename("train_count").reset_index()
-    catalogue = items.merge(movies, on="movie_id", how="left").merge(counts_by_item, on="item_idx")
-    catalogue["title"] = catalogue["title"].fillna(catalogue["movie_id"].map("movie {}".format))
-    catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
-    before = ratings[ratings["timestamp"] < _epoch(cut)]
-    activity = before.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
-    unknown = interactions["item_idx"] < 0
-    meta = {
-        "protocol": "time-split",
-        "cut": cut.isoformat(),
-        "valid_days": valid_days,
-        "n_users": len(users),
-        "n_items": len(items),
-        **{f"n_{s}": int((interactions["split"] == s).sum()) for s in SPLITS},
-        **{f"n_{s}_unknown_items": int((unknown & (interactions["split"] == s)).sum()) for s in SPLITS[1:]},
-        "n_activity_users": int(before["user_id"].nunique()),
-        "n_activity_ratings": len(before),
-        "settings": cfg.model_dump(mode="json", exclude={"source"}),
-    }
-    log.info("time split at %s: %s", cut, {k: v for k, v in meta.items() if k != "settings"})
-    return Prepared(interactions, catalogue, users, activity.reset_index(drop=True), meta)
+    before = ratings[ratings["timestamp"] < day_start(cut)]  # nothing after the cut is activity
+    return assemble(labelled, movies, before, cfg, protocol="time-split", cut=cut.isoformat(),
+                    valid_days=valid_days)  # fmt: skip
 
 
 def new_movie_mask(heldout: pd.DataFrame) -> np.ndarray:

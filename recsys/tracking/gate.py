@@ -56,11 +56,17 @@ def evaluate_bundle(bundle: ModelBundle, prepared: Prepared, split: str = "valid
     return metrics_from_ranks(list_ranks(recs, heldout, miss=max(KS) + bundle.n_items), ks)
 
 
-def mostpop_metrics(prepared: Prepared) -> dict[str, dict[str, float]]:
-    """MostPop (train counts) on "valid" (seen = train) and "test" (seen = train + valid)."""
+def mostpop_ranks(prepared: Prepared) -> dict[str, np.ndarray]:
+    """MostPop (train counts) ranks of every held-out row of "valid" (seen = train) and "test"
+    (seen = train + valid)."""
     baseline = MostPop(prepared.catalogue["train_count"].to_numpy())
     views = [SplitView(prepared, split) for split in ("valid", "test")]
-    return {v.split: metrics_from_ranks(evaluate_ranks(baseline, v.heldout, v.seen)) for v in views}
+    return {v.split: evaluate_ranks(baseline, v.heldout, v.seen) for v in views}
+
+
+def mostpop_metrics(prepared: Prepared) -> dict[str, dict[str, float]]:
+    """MostPop's metrics on "valid" and "test" (:func:`mostpop_ranks`)."""
+    return {split: metrics_from_ranks(ranks) for split, ranks in mostpop_ranks(prepared).items()}
 
 
 @dataclass
