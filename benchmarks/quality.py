@@ -13,11 +13,10 @@ variant first (same seed) and uses its lists below their top as the hard-negativ
 Prints a table and writes JSON (default benchmarks/results/quality-<dataset>.json).
 
 ``--protocol time-split --cut YYYY-MM-DD`` (or ``--last-days D``) prepares by recsys.data.time_split
-instead: trained on what was known before the cut's validation window (``--valid-days``, by default
-as long as the test period), every known user's positives after the cut held out. Each test metric
-is then also reported on the positives of movies that were new (outside the trained catalogue:
-fewer than ``data.min_item_interactions`` training positives) and of known ones, with prefixes
-``test_new_`` and ``test_known_``; JSON default quality-<dataset>-time-split.json:
+instead (train before the cut's ``--valid-days`` window, default as long as the test period; every
+known user's positives after the cut held out). Each test metric is also reported on the positives
+of new movies (outside the trained catalogue) and of known ones, as ``test_new_*`` and
+``test_known_*``; JSON default quality-<dataset>-time-split.json:
 
     .venv/bin/python benchmarks/quality.py --protocol time-split --last-days 180 --seeds 0 1 2
 """
