@@ -30,15 +30,17 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from recsys.config import load_settings
-from recsys.data.prepared import Prepared, load_movies, load_ratings, prepare
-from recsys.data.time_split import cut_of, new_movie_mask, prepare_time_split, test_days
+from recsys.data.prepared import Prepared, load_movies, load_ratings, load_tags, prepare, with_tags
+from recsys.data.stream import day_start
+from recsys.data.time_split import cut_of, new_movie_mask, open_catalogue, prepare_time_split, test_days
 from recsys.data.views import SplitView
 from recsys.errors import DataError
 from recsys.evaluation.baselines import EASE
@@ -112,16 +114,35 @@ def time_split_protocol(ratings, cut: str | None, last_days: int | None, valid_d
     return Protocol("time-split", day.isoformat(), valid_days or test_days(ratings, day))
 
 
+@dataclass(frozen=True)
+class Data:
+    """A data set prepared by a protocol, and what the content item tower needs besides."""
+
+    prepared: Prepared
+    opened: Prepared | None  # time split: the same rows over the open catalogue of the evaluation
+    tail: pd.DataFrame  # movies known at training time outside the trained catalogue
+
+
 @lru_cache(maxsize=1)
-def load_prepared(dataset: str, protocol: Protocol = Protocol()) -> Prepared:
+def load_prepared(dataset: str, protocol: Protocol = Protocol()) -> Data:
+    """The data set prepared by ``protocol`` (movies with their tags as known at the cut)."""
     settings = load_settings([f"data.dataset={dataset}"])
     folder = settings.paths.datasets / dataset
     ratings, movies = load_ratings(folder / "ratings.csv"), load_movies(folder / "movies.csv")
+    tags = load_tags(folder / "tags.csv")
     if protocol.name == "time-split":
         assert protocol.cut is not None
         cut = date.fromisoformat(protocol.cut)
-        return prepare_time_split(ratings, movies, settings.data, cut, protocol.valid_days)
-    return prepare(ratings, movies, settings.data)
+        movies = with_tags(movies, tags, before=day_start(cut))
+        prepared = prepare_time_split(ratings, movies, settings.data, cut, protocol.valid_days)
+        known = ratings[ratings["timestamp"] < day_start(cut - timedelta(days=protocol.valid_days))]
+        opened: Prepared | None = open_catalogue(prepared, movies, ratings)
+    else:
+        movies = with_tags(movies, tags)
+        prepared, known, opened = prepare(ratings, movies, settings.data), ratings, None
+    rated = movies["movie_id"].isin(known["movie_id"].unique())
+    tail = movies[rated & ~movies["movie_id"].isin(prepared.catalogue["movie_id"])]
+    return Data(prepared, opened, tail.reset_index(drop=True))
 
 
 def breakdown(ranks: np.ndarray, new: np.ndarray) -> dict[str, float]:
@@ -161,7 +182,8 @@ def train_one(
     from recsys.models.two_tower.training import evaluate_model, train
 
     logging.basicConfig(level=logging.WARNING)
-    prepared = load_prepared(dataset, protocol)
+    data = load_prepared(dataset, protocol)
+    prepared, opened = data.prepared, data.opened
     overrides, champion = _split_overrides(variants[name])
     base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}"]
     settings = load_settings([*base, *overrides])
@@ -169,11 +191,13 @@ def train_one(
     if champion:
         champion_settings = load_settings([*base, *_split_overrides(variants[champion])[0]])
         hard = _champion_lists(prepared, train(prepared, champion_settings).model, settings)
+    # a content tower ranks the open catalogue (new movies included); an id tower cannot
+    judged = opened if opened is not None and settings.model.item_tower == "content" else prepared
     start = time.perf_counter()
-    result = train(prepared, settings, hard_lists=hard)
+    result = train(prepared, settings, hard_lists=hard, validation=judged, tail=data.tail)
     seconds = time.perf_counter() - start
-    valid, valid_ranks = evaluate_model(result.model, prepared, "valid")
-    test, test_ranks = evaluate_model(result.model, prepared, "test")
+    valid, valid_ranks = evaluate_model(result.model, judged, "valid")
+    test, test_ranks = evaluate_model(result.model, judged, "test")
     return {
         "name": name,
         "seed": seed,
@@ -322,7 +346,7 @@ def main() -> None:
         load_settings(_split_overrides(text)[0])  # fail now on a bad key, not after an hour
     out = args.out or Path(__file__).parent / "results" / f"quality-{args.dataset}{protocol.suffix}.json"
     try:
-        prepared = load_prepared(args.dataset, protocol)
+        prepared = load_prepared(args.dataset, protocol).prepared
     except DataError as exc:  # a cut that leaves a period empty, an unreadable release
         parser.error(str(exc))
     new = new_movie_mask(SplitView(prepared, "test").heldout) if protocol.name == "time-split" else None

@@ -49,16 +49,19 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     embedding_dim: int = Field(64, ge=1)
-    # sasrec: causal self-attention over the recent positives (last position = user vector);
-    # mean: mean of the recent positives' embeddings; id: the seed's user-id embedding.
+    # sasrec: self-attention over the recent positives; mean: their mean; id: a user-id embedding
     user_tower: Literal["sasrec", "mean", "id"] = "sasrec"
     history_length: int = Field(50, ge=1)  # recent positives the history towers read
+    # id: item-id embedding; content: + genres, year, title words, tags (new movies get a vector)
+    item_tower: Literal["id", "content"] = "id"
+    id_dropout: float = Field(0.25, ge=0.0, le=1.0)  # content: share of item ids hidden per step
+    content_min_count: int = Field(2, ge=1)  # content: words and tags of >= this many movies
+    tail_negatives: bool = False  # content, full softmax: untrained movies as extra negatives
     num_blocks: int = Field(2, ge=1)  # sasrec: pre-LN transformer blocks
     num_heads: int = Field(1, ge=1)  # sasrec: attention heads (embedding_dim must divide by it)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # sasrec: on embeddings, attention and FFN
     temperature: float = Field(1.0, gt=0.0)  # logits = dot / temperature
-    # full: softmax over the whole catalogue; sampled: in-batch + catalogue negatives;
-    # auto: full while the catalogue has <= full_softmax_max_items items.
+    # full: over the whole catalogue; sampled: in-batch + catalogue negatives; auto: full up to max
     softmax: Literal["auto", "full", "sampled"] = "auto"
     full_softmax_max_items: int = Field(10_000, ge=2)
     logq_correction: bool = True  # sampled: subtract log(expected count) of each negative source

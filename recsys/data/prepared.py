@@ -59,6 +59,32 @@ def load_movies(path: Path) -> pd.DataFrame:
     return frame[MOVIE_COLUMNS].rename(columns={"movieId": "movie_id"})
 
 
+def load_tags(path: Path) -> pd.DataFrame:
+    """Read tags.csv (userId,movieId,tag,timestamp) into columns movie_id, tag, timestamp; an empty
+    frame when the release has none (DataError when it cannot be read)."""
+    columns = {"movie_id": "int64", "tag": "object", "timestamp": "int64"}
+    if not path.is_file():
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    try:
+        frame = pd.read_csv(path, dtype={"tag": str}, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot parse {path}: {' '.join(str(exc).split())}") from exc
+    missing = [c for c in ("movieId", "tag", "timestamp") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {missing}; expected userId,movieId,tag,timestamp")
+    return frame.rename(columns={"movieId": "movie_id"})[list(columns)]
+
+
+def with_tags(movies: pd.DataFrame, tags: pd.DataFrame, before: int | None = None) -> pd.DataFrame:
+    """``movies`` with a ``tags`` column (pipe-separated, recsys.data.features.movie_tags) from the
+    tags given before the timestamp ``before`` (all of them when None)."""
+    from recsys.data.features import movie_tags
+
+    if before is not None:
+        tags = tags[tags["timestamp"] < before]
+    return movies.assign(tags=movies["movie_id"].map(movie_tags(tags)).fillna("").astype(str))
+
+
 def filter_positives(ratings: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     """Protocol steps 1-2: positives, then one cold-start pass counted over all positives."""
     pos = ratings[ratings["rating"] >= cfg.rating_threshold]
@@ -204,6 +230,8 @@ def assemble(labelled: pd.DataFrame, movies: pd.DataFrame, ratings: pd.DataFrame
     catalogue = items.merge(movies, on="movie_id", how="left").merge(counts, on="item_idx")
     catalogue["title"] = catalogue["title"].fillna(catalogue["movie_id"].map("movie {}".format))
     catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
+    if "tags" in catalogue:
+        catalogue["tags"] = catalogue["tags"].fillna("").astype(str)
     activity = ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
     unknown = interactions["item_idx"] < 0
     meta = {

@@ -93,6 +93,31 @@ def prepare_time_split(
                     valid_days=valid_days)  # fmt: skip
 
 
+def open_catalogue(prepared: Prepared, movies: pd.DataFrame, ratings: pd.DataFrame) -> Prepared:
+    """``prepared`` scored against the catalogue as of the evaluation: the trained movies (item_idx
+    0..N-1, unchanged) then every other movie of ``movies`` with a rating in ``ratings`` (N.., in
+    movie_id order, ``train_count`` 0), the held-out rows of those movies re-indexed to them.
+
+    Only a model that embeds movies from their features can rank the new ones (the content item
+    tower); the same rows, in the same order, stay misses for every other model.
+    """
+    trained = prepared.catalogue
+    rated = set(ratings["movie_id"].unique().tolist())
+    extra = movies[movies["movie_id"].isin(rated) & ~movies["movie_id"].isin(trained["movie_id"])]
+    extra = extra.sort_values("movie_id", kind="mergesort").reset_index(drop=True)
+    extra = extra.assign(item_idx=np.arange(len(trained), len(trained) + len(extra)), train_count=0)
+    catalogue = pd.concat([trained, extra[[c for c in trained.columns if c in extra]]], ignore_index=True)
+    catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
+    if "tags" in catalogue:
+        catalogue["tags"] = catalogue["tags"].fillna("").astype(str)
+    index = dict(zip(extra["movie_id"].tolist(), extra["item_idx"].tolist()))
+    inter = prepared.interactions.copy()
+    unknown = inter["item_idx"] < 0
+    inter.loc[unknown, "item_idx"] = inter.loc[unknown, "movie_id"].map(index).fillna(-1).astype(np.int64)
+    meta = {**prepared.meta, "n_open_items": len(catalogue)}
+    return Prepared(inter, catalogue, prepared.users, prepared.activity, meta)
+
+
 def new_movie_mask(heldout: pd.DataFrame) -> np.ndarray:
     """Per held-out row: True for a positive of a new movie (outside the trained catalogue)."""
     return heldout["item_idx"].to_numpy() < 0

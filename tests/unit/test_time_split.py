@@ -9,7 +9,7 @@ import pytest
 
 from recsys.config import PROJECT_ROOT, DataConfig
 from recsys.data.prepared import load_movies, load_ratings
-from recsys.data.time_split import cut_of, new_movie_mask, prepare_time_split, split_at
+from recsys.data.time_split import cut_of, new_movie_mask, open_catalogue, prepare_time_split, split_at
 from recsys.data.views import SplitView
 from recsys.errors import DataError
 
@@ -99,3 +99,22 @@ def test_on_the_sample_most_positives_after_a_cut_are_for_new_movies():
     # pinned: the last 365 days of the sample hold 706 positives of 19 users known a year before
     assert (len(test), test["user_idx"].nunique(), int(new.sum())) == (706, 19, 357)
     assert np.all(test["item_idx"].to_numpy()[~new] >= 0)
+
+
+def test_the_open_catalogue_adds_every_rated_movie_and_reindexes_the_new_ones():
+    movies = pd.DataFrame(
+        {"movie_id": [10, 11, 12, 13, 20, 99], "title": list("abcdef"), "genres": ["x"] * 6}
+    )
+    prepared = prepare_time_split(small(), movies, CFG, date(2020, 3, 1), 29)
+    opened = open_catalogue(prepared, movies, small())
+    # the trained movies keep their indices; every other rated movie follows (99: never rated)
+    assert opened.catalogue["movie_id"].tolist() == [10, 11, 12, 13, 20]
+    assert opened.catalogue["item_idx"].tolist() == [0, 1, 2, 3, 4]
+    assert opened.catalogue["train_count"].tolist() == [3, 3, 0, 0, 0]
+    # the same held-out rows in the same order, the new movies now rankable
+    test = SplitView(opened, "test").heldout
+    assert test["movie_id"].tolist() == [12, 20] and test["item_idx"].tolist() == [2, 4]
+    assert new_movie_mask(SplitView(prepared, "test").heldout).tolist() == [True, True]
+    # user 1's validation positive of movie 12 is in the test history and seen set now
+    user1 = int(prepared.users.set_index("user_id").loc[1, "user_idx"])
+    assert SplitView(opened, "test").seen[user1].tolist() == [0, 1, 2]

@@ -16,15 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from recsys.config import Settings
+from recsys.data.features import ItemFeatures, Vocabulary
 from recsys.data.prepared import Prepared
 from recsys.data.views import SplitView
 from recsys.errors import ConfigError
 from recsys.evaluation.baselines import ease_weights
-from recsys.evaluation.metrics import evaluate, evaluate_ranks, metrics_from_ranks
+from recsys.evaluation.metrics import evaluate_ranks, metrics_from_ranks
 from recsys.models.two_tower.model import (
     TwoTower,
     full_softmax_loss,
@@ -62,16 +64,46 @@ def uses_full_softmax(settings: Settings, n_items: int) -> bool:
 
 
 class Scorer:
-    """Score users against the catalogue with a model in eval mode (numpy in, numpy out)."""
+    """Score users against the catalogue with a model in eval mode (numpy in, numpy out).
 
-    def __init__(self, model: TwoTower, histories: torch.Tensor | None) -> None:
-        self.model, self.histories = model, histories
+    ``table``: the item vectors of another catalogue than the trained one, with a padding row
+    last (:func:`catalogue_table`); the histories then index it.
+    """
+
+    def __init__(
+        self, model: TwoTower, histories: torch.Tensor | None, table: torch.Tensor | None = None
+    ) -> None:
+        self.model, self.histories, self.table = model, histories, table
 
     @torch.no_grad()
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
         users = torch.as_tensor(user_idx, dtype=torch.long)
         history = None if self.histories is None else self.histories[users]
-        return self.model.score_all(users, history).numpy()
+        if self.table is None:
+            return self.model.score_all(users, history).numpy()
+        return (self.model.user_vectors(users, history, self.table) @ self.table[:-1].T).numpy()
+
+
+def content_features(prepared: Prepared, settings: Settings) -> tuple[Vocabulary | None, ItemFeatures | None]:
+    """The content item tower's vocabulary, fitted on the trained catalogue, and that catalogue's
+    features (None, None for the id item tower)."""
+    if settings.model.item_tower != "content":
+        return None, None
+    vocabulary = Vocabulary.fit(prepared.catalogue, settings.model.content_min_count)
+    return vocabulary, vocabulary.encode(prepared.catalogue)
+
+
+@torch.no_grad()
+def catalogue_table(model: TwoTower, catalogue: pd.DataFrame) -> torch.Tensor:
+    """Item vectors of ``catalogue`` (its ``item_idx`` >= the model's ``n_items``: movies it never
+    trained), with a padding row last: the content tower embeds them from their features."""
+    idx = np.minimum(catalogue["item_idx"].to_numpy(dtype=np.int64), model.n_items)
+    if model.vocabulary is None:
+        raise ValueError(
+            "this model's item tower reads ids only: it cannot embed movies it was not trained on"
+        )
+    features = model.vocabulary.encode(catalogue)
+    return model.catalogue_table(torch.as_tensor(idx), features)
 
 
 class NegativeSampler:
@@ -234,12 +266,18 @@ def train(
     settings: Settings,
     on_epoch: Callable[[dict], None] | None = None,
     hard_lists: np.ndarray | None = None,
+    validation: Prepared | None = None,
+    tail: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train on ``prepared``; return the epoch with the best validation NDCG@10.
 
     ``on_epoch`` receives {"epoch", "loss", "valid_<metric>"...} after each epoch (for MLflow).
     ``hard_lists`` [n_users, P]: item_idx of the champion's list below its top, per user_idx
     (padded with n_items), for ``train.hard_negative_ratio``.
+    ``validation``: the data the epochs are judged on, when not ``prepared`` itself: the same
+    split over a wider catalogue (recsys.data.time_split.open_catalogue, content tower only).
+    ``tail``: movies known at training time outside the trained catalogue (columns title, genres
+    and, optionally, tags), the negatives of ``model.tail_negatives``.
     Raises ConfigError for settings that cannot go together.
     """
     if settings.train.threads:
@@ -247,18 +285,17 @@ def train(
     gen = set_seed(settings.train.seed)
     pairs_np = prepared.split("train")[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
     counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
-    model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts))
+    vocabulary, features = content_features(prepared, settings)
+    negatives = None
+    if vocabulary is not None and settings.model.tail_negatives and tail is not None and len(tail):
+        negatives = vocabulary.encode(tail)
+    model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts),
+                     vocabulary, features, negatives)  # fmt: skip
     length = settings.model.history_length
     ex = window_examples(pairs_np, prepared.n_items, length) if model.reads_history else id_examples(pairs_np)
     ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
-    view = SplitView(prepared, "valid")
-    histories = build_histories(pairs_np, prepared.n_users, prepared.n_items, length)
-
-    def validate() -> dict[str, float]:
-        scorer = Scorer(model, histories if model.reads_history else None)
-        return evaluate(scorer, view.heldout, view.seen, settings.train.eval_batch_size)
-
-    return _fit(model, ex, ctx, gen, settings, validate, on_epoch or (lambda row: None))
+    judge = Evaluation(model, validation or prepared, "valid", settings.train.eval_batch_size)
+    return _fit(model, ex, ctx, gen, settings, lambda: judge.run()[0], on_epoch or (lambda row: None))
 
 
 def _fit(
@@ -312,11 +349,29 @@ def serving_histories(view: SplitView, length: int) -> torch.Tensor:
     return build_histories(view.history_pairs(), prepared.n_users, prepared.n_items, length)
 
 
+class Evaluation:
+    """A model scored on one held-out split (protocol step 6), inputs built once for many calls.
+
+    A catalogue wider than the model's trained one (recsys.data.time_split.open_catalogue) is
+    scored through :func:`catalogue_table`, which the content item tower can do.
+    """
+
+    def __init__(self, model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024) -> None:
+        self.model, self.batch_size = model, batch_size
+        self.view = SplitView(prepared, split)
+        self.open = prepared.n_items != model.n_items
+        length = model.cfg.history_length
+        self.histories = serving_histories(self.view, length) if model.reads_history else None
+
+    def run(self) -> tuple[dict[str, float], np.ndarray]:
+        table = catalogue_table(self.model, self.view.prepared.catalogue) if self.open else None
+        scorer = Scorer(self.model, self.histories, table)
+        ranks = evaluate_ranks(scorer, self.view.heldout, self.view.seen, self.batch_size)
+        return metrics_from_ranks(ranks), ranks
+
+
 def evaluate_model(
     model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and per-user ranks of ``model`` on 'valid' (seen = train) or 'test' (seen = train+valid)."""
-    view = SplitView(prepared, split)
-    histories = serving_histories(view, model.cfg.history_length) if model.reads_history else None
-    ranks = evaluate_ranks(Scorer(model, histories), view.heldout, view.seen, batch_size)
-    return metrics_from_ranks(ranks), ranks
+    return Evaluation(model, prepared, split, batch_size).run()

@@ -1,0 +1,142 @@
+"""The content item tower: features through a fitted vocabulary (tags included), a movie new since
+training placed by its features alone, and training that teaches the features to do it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys.config import DataConfig, ModelConfig, load_settings
+from recsys.data.features import Vocabulary, movie_tags
+from recsys.data.prepared import prepare, with_tags
+from recsys.models.two_tower.model import TwoTower, checkpoint, from_checkpoint, full_softmax_loss
+from recsys.models.two_tower.training import catalogue_table, train
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_vocabulary_fitted_at_training_encodes_a_later_catalogue():
+    tags = pd.DataFrame(
+        {"movie_id": [1, 1, 1, 2, 3], "tag": ["Pixar", "pixar ", "funny", "Funny", "one|off"]}
+    )
+    assert movie_tags(tags).to_dict() == {1: "pixar|funny", 2: "funny", 3: "one off"}
+    trained = pd.DataFrame(
+        {
+            "movie_id": [1, 2, 3],
+            "title": ["Toy Story (1995)", "Toy Soldiers (1991)", "Heat (1995)"],
+            "genres": ["Animation|Children", "Action", "Action|Crime"],
+        }
+    )
+    vocabulary = Vocabulary.fit(with_tags(trained, tags), min_count=2)
+    assert vocabulary.genres == ("Action", "Animation", "Children", "Crime")
+    assert vocabulary.words == ("toy",) and vocabulary.tags == ("funny",)  # the others: one movie each
+    assert Vocabulary.from_dict(vocabulary.as_dict()) == vocabulary
+    # a movie released after training: a known genre, an unknown one, a known word, a new tag
+    today = pd.DataFrame(
+        {"title": ["Toy Story 4 (2019)"], "genres": ["Animation|Western"], "tags": ["sequel|funny"]}
+    )
+    feats = vocabulary.encode(today)
+    assert feats.genres.tolist() == [[0, 1, 0, 0]]
+    assert feats.words[0, :2].tolist() == [1, 0] and feats.tags[0, :2].tolist() == [1, 0]
+    assert feats.decade.tolist() == [12] and feats.year.tolist() == [[pytest.approx(1.9)]]
+    # no tags column: no tags
+    assert vocabulary.encode(today.drop(columns="tags")).tags.sum() == 0
+
+
+def genre_world() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two camps of users who like only their genre's movies (Comedy: 1-8, Horror: 9-16); movies
+    17 (Comedy) and 18 (Horror) arrive later and nobody rated them yet."""
+    rng = np.random.default_rng(0)
+    rows, t = [], 0
+    for user in range(1, 41):
+        own = range(1, 9) if user <= 20 else range(9, 17)
+        for movie in rng.permutation(list(own))[:6]:
+            t += 1
+            rows.append((user, int(movie), 5.0, t))
+    ratings = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+    movies = pd.DataFrame(
+        {
+            "movie_id": range(1, 19),
+            "title": [f"{'Funny' if m <= 8 or m == 17 else 'Scary'} Film {m} (2001)" for m in range(1, 19)],
+            "genres": ["Comedy" if m <= 8 or m == 17 else "Horror" for m in range(1, 19)],
+        }
+    )
+    return ratings, movies
+
+
+def settings(*extra):
+    return load_settings(
+        [
+            "train.progress_bar=false", "train.batch_size=16", "train.max_epochs=30",
+            "train.learning_rate=0.02", "train.patience=30", "model.embedding_dim=16",
+            "model.history_length=6", "model.dropout=0.0", "model.item_tower=content",
+            "model.id_dropout=0.5", *extra,
+        ],
+        env={},
+    )  # fmt: skip
+
+
+def test_a_new_movie_reaches_the_users_of_its_genre_without_a_retrain():
+    ratings, movies = genre_world()
+    prepared = prepare(ratings, movies, DataConfig(min_user_interactions=3, min_item_interactions=3))
+    assert not {17, 18} & set(prepared.catalogue["movie_id"])
+    result = train(prepared, settings())
+    model = result.model
+    # tonight's catalogue: the trained movies, then the two new ones (no trained id)
+    tonight = pd.concat(
+        [
+            prepared.catalogue,
+            movies[movies["movie_id"] >= 17].assign(item_idx=[prepared.n_items, prepared.n_items + 1]),
+        ],
+        ignore_index=True,
+    )
+    table = catalogue_table(model, tonight)
+    assert table.shape == (len(tonight) + 1, 16) and table[-1].abs().sum() == 0
+    # the trained movies' vectors are the model's own
+    assert torch.allclose(table[: prepared.n_items], model.item_vectors().detach(), atol=1e-5)
+    comedy_fan = prepared.split("train").query("user_id == 1")["item_idx"].to_numpy()
+    horror_fan = prepared.split("train").query("user_id == 40")["item_idx"].to_numpy()
+    with torch.no_grad():
+        for history, liked, other in ((comedy_fan, -2, -1), (horror_fan, -1, -2)):
+            user = model.user_vectors(history=torch.as_tensor(history[None, -6:]), table=table)
+            scores = (user @ table[:-1].T)[0]
+            assert scores[liked] > scores[other]  # the new movie of the user's genre first
+    # a new movie in a history counts: the horror movie alone reads as a horror fan
+    new_only = torch.tensor([[len(tonight)] * 5 + [len(tonight) - 1]])
+    with torch.no_grad():
+        user = model.user_vectors(history=new_only, table=table)
+        scores = (user @ table[:-1].T)[0]
+    horror = torch.as_tensor((tonight["genres"] == "Horror").to_numpy())
+    assert scores[horror].mean() > scores[~horror].mean()
+
+
+def test_the_content_tower_keeps_its_vocabulary_and_ids_hide_only_in_training():
+    ratings, movies = genre_world()
+    prepared = prepare(ratings, movies, DataConfig(min_user_interactions=3, min_item_interactions=3))
+    model = train(prepared, settings("train.max_epochs=1")).model
+    rebuilt = from_checkpoint(checkpoint(model))
+    assert rebuilt.vocabulary == model.vocabulary
+    assert torch.equal(rebuilt.item_vectors(), model.item_vectors())  # eval: no id is hidden
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model.item_vectors(), rebuilt.item_vectors())
+    with pytest.raises(ValueError, match="vocabulary"):
+        TwoTower(2, 4, ModelConfig(item_tower="content"))
+    id_model = TwoTower(2, 4, ModelConfig())
+    with pytest.raises(ValueError, match="reads ids only"):
+        catalogue_table(id_model, movies.assign(item_idx=range(len(movies))))
+
+
+def test_tail_negatives_are_extra_columns_of_the_full_softmax():
+    ratings, movies = genre_world()
+    prepared = prepare(ratings, movies, DataConfig(min_user_interactions=3, min_item_interactions=3))
+    tail = movies[movies["movie_id"] >= 17]
+    result = train(prepared, settings("model.tail_negatives=true", "train.max_epochs=1"), tail=tail)
+    model = result.model
+    assert model.n_negatives == 2 and model.negative_vectors().shape == (2, 16)
+    assert "negative_genres" not in model.state_dict()  # training material, not weights
+    queries, targets = torch.randn(3, 16), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        loss = full_softmax_loss(model, queries, targets)
+        logits = queries @ torch.cat([model.item_vectors(), model.negative_vectors()]).T
+    assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)), rel=1e-5)
