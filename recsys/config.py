@@ -56,7 +56,7 @@ class ModelConfig(_Section):
     item_tower: Literal["id", "content"] = "id"
     id_dropout: float = Field(0.25, ge=0.0, le=1.0)  # content: share of item ids hidden per step
     content_min_count: int = Field(2, ge=1)  # content: words and tags of >= this many movies
-    tail_negatives: bool = False  # content, full softmax: untrained movies as extra negatives
+    tail_negatives: int = Field(0, ge=0)  # content, full softmax: untrained movies per step as negatives
     num_blocks: int = Field(2, ge=1)  # sasrec: pre-LN transformer blocks
     num_heads: int = Field(1, ge=1)  # sasrec: attention heads (embedding_dim must divide by it)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # sasrec: on embeddings, attention and FFN

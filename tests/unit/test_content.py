@@ -131,12 +131,14 @@ def test_tail_negatives_are_extra_columns_of_the_full_softmax():
     ratings, movies = genre_world()
     prepared = prepare(ratings, movies, DataConfig(min_user_interactions=3, min_item_interactions=3))
     tail = movies[movies["movie_id"] >= 17]
-    result = train(prepared, settings("model.tail_negatives=true", "train.max_epochs=1"), tail=tail)
+    result = train(prepared, settings("model.tail_negatives=2", "train.max_epochs=1"), tail=tail)
     model = result.model
-    assert model.n_negatives == 2 and model.negative_vectors().shape == (2, 16)
+    assert model.n_negatives == 2 and model.negative_vectors(2)[0].shape == (2, 16)
+    one, correction = model.negative_vectors(1)
+    assert one.shape == (1, 16) and correction == pytest.approx(np.log(2))
     assert "negative_genres" not in model.state_dict()  # training material, not weights
     queries, targets = torch.randn(3, 16), torch.tensor([0, 1, 2])
     with torch.no_grad():
         loss = full_softmax_loss(model, queries, targets)
-        logits = queries @ torch.cat([model.item_vectors(), model.negative_vectors()]).T
+        logits = queries @ torch.cat([model.item_vectors(), model.negative_vectors()[0]]).T
     assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)), rel=1e-5)

@@ -1,10 +1,12 @@
 """ONNX export: parity with PyTorch (top-K overlap >= 99.9 %, scores within 1e-4), seen items masked."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from recsys.config import ModelConfig
+from recsys.data.features import Vocabulary
 from recsys.models.two_tower.export import TopKRetrieval, export_onnx, export_scoring, input_name
 from recsys.models.two_tower.model import TwoTower
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever, pad_lists
@@ -12,12 +14,32 @@ from recsys.runtime.two_tower import FastRetriever, OnnxRetriever, pad_lists
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("tower", ["sasrec", "mean", "id"])
+def content_model(n_users: int, n_items: int, cfg: ModelConfig) -> TwoTower:
+    """A content item tower over a made-up catalogue (genres, years, title words, tags)."""
+    rng = np.random.default_rng(5)
+    genres = ["Comedy", "Drama", "Horror", "Action"]
+    catalogue = pd.DataFrame(
+        {
+            "title": [
+                f"{rng.choice(['Night', 'Day', 'Love'])} {i} ({1950 + i % 70})" for i in range(n_items)
+            ],
+            "genres": ["|".join(rng.choice(genres, size=2, replace=False)) for _ in range(n_items)],
+            "tags": [rng.choice(["funny", "dark", "funny|dark", ""]) for _ in range(n_items)],
+        }
+    )
+    vocabulary = Vocabulary.fit(catalogue)
+    return TwoTower(n_users, n_items, cfg.model_copy(update={"item_tower": "content"}), None, vocabulary,
+                    vocabulary.encode(catalogue))  # fmt: skip
+
+
+@pytest.mark.parametrize("tower", ["sasrec", "mean", "id", "sasrec-content"])
 def test_onnx_matches_pytorch(tmp_path, tower):
     torch.manual_seed(0)
     n_users, n_items, k, h = 300, 500, 50, 6
+    content = tower.endswith("-content")
+    tower = tower.removesuffix("-content")
     cfg = ModelConfig(embedding_dim=16, user_tower=tower, history_length=h)
-    model = TwoTower(n_users, n_items, cfg).eval()
+    model = (content_model(n_users, n_items, cfg) if content else TwoTower(n_users, n_items, cfg)).eval()
     rng = np.random.default_rng(0)
     seen = [rng.choice(n_items, size=rng.integers(0, 40), replace=False) for _ in range(n_users)]
     # left-padded histories of every length 1..h (an empty history is never scored: it gets

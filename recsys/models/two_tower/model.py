@@ -185,11 +185,17 @@ class TwoTower(nn.Module):
         """The content item tower's feature part of any movies: :data:`CONTENT` [M, ...] -> [M, D]."""
         return self.content(*features)
 
-    def negative_vectors(self) -> Tensor | None:
-        """Vectors of the training-time ``negatives`` (features only): [E, D], or None."""
+    def negative_vectors(self, sample: int = 0) -> tuple[Tensor, float] | None:
+        """Vectors of the training-time ``negatives`` (features only), ``sample`` of them drawn
+        uniformly (all when 0 or more than there are): ([S, D], log(E / S), the logit correction
+        that lets each drawn one stand for E / S), or None without negatives."""
         if not self.n_negatives:
             return None
-        return self.content_vectors(*(getattr(self, f"negative_{name}") for name in CONTENT))
+        rows = [getattr(self, f"negative_{name}") for name in CONTENT]
+        if 0 < sample < self.n_negatives:
+            pick = torch.randperm(self.n_negatives, device=rows[0].device)[:sample]
+            return self.content_vectors(*(r[pick] for r in rows)), math.log(self.n_negatives / sample)
+        return self.content_vectors(*rows), 0.0
 
     def _rows(self, item_idx: Tensor) -> Tensor:
         """Item vectors of trained-catalogue indices, any shape (``n_items`` = padding -> zeros)."""
@@ -280,10 +286,10 @@ def full_softmax_loss(
     EASE scores span about [-0.2, 1.2], so the temperature must be low (0.05: entropy ~5.6 nats
     over 1,956 items, against 7.6 for uniform) for the teacher to say more than "uniform".
     """
-    items, extra = model.item_vectors(), model.negative_vectors()
-    if extra is not None:  # negatives without an id: columns no target points at
-        items = torch.cat([items, extra])
-    logits = queries @ items.T / model.cfg.temperature
+    logits = queries @ model.item_vectors().T / model.cfg.temperature
+    tail = model.negative_vectors(model.cfg.tail_negatives)
+    if tail is not None:  # negatives without an id: columns no target points at
+        logits = torch.cat([logits, queries @ tail[0].T / model.cfg.temperature + tail[1]], dim=1)
     loss = F.cross_entropy(logits, targets)
     if teacher is not None and distill_weight > 0:
         if teacher.shape[1] < logits.shape[1]:  # the teacher never scores the extra negatives
