@@ -24,6 +24,7 @@ _YEAR = re.compile(r"\((\d{4})\)\s*$")
 _WORD = re.compile(r"[a-z0-9]+")
 NO_GENRES = "(no genres listed)"
 DECADES = tuple(range(1900, 2030, 10))  # decade buckets 1..len; 0: unknown or out of range
+FEATURE_INPUTS = ("genres", "decade", "words", "tags", "year")  # what a content item tower reads
 
 
 def title_year(title: str) -> int:
@@ -144,6 +145,19 @@ class ItemFeatures:
     tags: np.ndarray | None = None
     tag_vocabulary: list[str] = field(default_factory=list)
     year: np.ndarray | None = None  # [N, 1] float32 (:func:`recency`)
+
+    def arrays(self) -> list[np.ndarray]:
+        """:data:`FEATURE_INPUTS` in order, with the dtypes the item towers read."""
+        n = len(self.decade)
+        tags = self.tags if self.tags is not None else np.zeros((n, 1), np.int64)
+        year = self.year if self.year is not None else np.zeros((n, 1), np.float32)
+        return [
+            self.genres.astype(np.float32),
+            self.decade.astype(np.int64),
+            self.words.astype(np.int64),
+            tags.astype(np.int64),
+            year.astype(np.float32),
+        ]
 
     @property
     def n_decades(self) -> int:

@@ -6,14 +6,16 @@ load a :class:`ModelBundle` from a folder, so none reaches into another's object
 train_count), ``users.parquet`` (user_idx, user_id: the id tower's training-time users) and
 ``bundle.json``; versions trained since issue 7 also hold ``user_tower.onnx`` and
 ``item_vectors.npy`` (recsys.models.two_tower.export.export_scoring), which :class:`FastRetriever` uses:
-same lists, several times faster. This module imports neither torch nor MLflow: serving needs ONNX Runtime
-(and numba for the top-K kernel) only.
+same lists, several times faster. A content item tower's version also holds ``item_tower.onnx``
+and ``vocabulary.json``: :meth:`ModelBundle.with_movies` embeds tonight's new movies with them, so
+they can be recommended from their first night. This module imports neither torch nor MLflow:
+serving needs ONNX Runtime (and numba for the top-K kernel) only.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
 SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
+CONTENT_FILES = ("item_tower.onnx", "vocabulary.json")  # a content item tower: embeds new movies
+ITEM_TABLE = "item_table"  # a content history tower's second input (recsys.models.two_tower.export)
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
@@ -86,23 +90,23 @@ class FastRetriever:
     the top-K of the same float32 dot products, ties to the lower item index.
     """
 
-    def __init__(self, tower_path: Path, items_path: Path, k: int, threads: int | None = None) -> None:
-        """``threads``: ONNX Runtime and top-K threads (None: every core; 1 when scoring shards run
-        side by side, one per core)."""
-        for path in (tower_path, items_path):
-            if not Path(path).is_file():
-                raise DataError(f"scoring file {path} does not exist")
+    def __init__(
+        self, tower_path: Path, items: Path | np.ndarray, k: int, threads: int | None = None
+    ) -> None:
+        """``items``: the item vectors [N, D] or their ``item_vectors.npy``; ``threads``: ONNX
+        Runtime and top-K threads (None: every core; 1 when scoring shards run side by side)."""
+        if not Path(tower_path).is_file():
+            raise DataError(f"scoring file {tower_path} does not exist")
         self.tower = session(Path(tower_path), threads)
         self.user_input = self.tower.get_inputs()[0].name  # "history" or "user_idx"
-        try:
-            items = np.load(items_path)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"cannot read {items_path} ({exc}); {DAMAGED}") from exc
-        if items.ndim != 2:
-            raise DataError(f"{items_path} must hold an [items, dim] matrix, got shape {items.shape}")
+        items = items if isinstance(items, np.ndarray) else load_vectors(Path(items))
         self.n_items, self.k = items.shape[0], min(k, items.shape[0])
         self.matmul = session(matmul_graph(items), threads)
         self.threads = threads
+        # a content history tower reads its history from the item table (padding row last)
+        self.table = None
+        if any(i.name == ITEM_TABLE for i in self.tower.get_inputs()):
+            self.table = np.vstack([items, np.zeros((1, items.shape[1]), items.dtype)]).astype(np.float32)
 
     def user_vectors(self, user: np.ndarray) -> np.ndarray:
         """history [B, H] or user_idx [B] -> user vectors [B, D] float32.
@@ -116,7 +120,10 @@ class FastRetriever:
             real = (user != self.n_items).any(axis=0)
             first = min(int(real.argmax()) if real.any() else user.shape[1], user.shape[1] - 2)
             user = user[:, first:]
-        return self.tower.run(["user_vectors"], {self.user_input: user})[0]
+        feeds = {self.user_input: user}
+        if self.table is not None:
+            feeds[ITEM_TABLE] = self.table
+        return self.tower.run(["user_vectors"], feeds)[0]
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """user vectors [B, D] -> every item's score [B, N] (the bare MatMul: the floor)."""
@@ -132,6 +139,19 @@ class FastRetriever:
         return masked_topk(scores, seen, self.k, self.threads)
 
 
+def load_vectors(path: Path) -> np.ndarray:
+    """An [items, dim] float matrix saved with numpy (DataError when missing or damaged)."""
+    if not path.is_file():
+        raise DataError(f"scoring file {path} does not exist")
+    try:
+        items = np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read {path} ({exc}); {DAMAGED}") from exc
+    if items.ndim != 2:
+        raise DataError(f"{path} must hold an [items, dim] matrix, got shape {items.shape}")
+    return items
+
+
 @dataclass
 class ModelBundle:
     """A loaded model version (see the module docstring); use :meth:`load`."""
@@ -145,6 +165,7 @@ class ModelBundle:
     users: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None  # scoring threads (None: every core); see FastRetriever
+    vectors: np.ndarray | None = None  # tonight's item vectors (:meth:`with_movies`); None: the trained ones
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None) -> ModelBundle:
@@ -183,6 +204,52 @@ class ModelBundle:
     @property
     def n_items(self) -> int:
         return len(self.catalogue)
+
+    @property
+    def n_trained(self) -> int:
+        """Movies the version was trained on (item_idx 0..n_trained-1); the rest are new tonight."""
+        return int(self.meta.get("n_items", self.n_items))
+
+    @property
+    def reads_content(self) -> bool:
+        """True when the version embeds movies from their features (a content item tower)."""
+        return all((self.folder / name).is_file() for name in CONTENT_FILES)
+
+    @cached_property
+    def item_vectors(self) -> np.ndarray:
+        """Every catalogue movie's vector [N, D] (tonight's, with :meth:`with_movies`)."""
+        return self.vectors if self.vectors is not None else load_vectors(self.folder / SCORING_FILES[1])
+
+    def with_movies(self, movies: pd.DataFrame) -> ModelBundle:
+        """Tonight's bundle: a content tower's catalogue grown by every movie of ``movies``
+        (movie_id, title, genres, optionally tags) it was not trained on, each embedded from its
+        features by ``item_tower.onnx``, with no retrain; the bundle itself for an id tower."""
+        if not self.reads_content or not self.fast_scoring:
+            return self
+        new = movies[~movies["movie_id"].isin(self.movie_ids)].sort_values("movie_id", kind="mergesort")
+        if new.empty:
+            return self
+        n = self.n_items
+        added = new.assign(item_idx=np.arange(n, n + len(new)), train_count=0)
+        added = added[[c for c in self.catalogue.columns if c in added.columns]]
+        vectors = np.vstack([self.item_vectors, self.embed(added)]).astype(np.float32)
+        catalogue = pd.concat([self.catalogue, added], ignore_index=True)
+        catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
+        return replace(self, catalogue=catalogue, vectors=vectors)
+
+    def embed(self, movies: pd.DataFrame) -> np.ndarray:
+        """Vectors of ``movies`` from their features alone (no trained id): [M, D]."""
+        from recsys.data.features import FEATURE_INPUTS, Vocabulary
+
+        try:
+            vocabulary = Vocabulary.from_dict(json.loads((self.folder / CONTENT_FILES[1]).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise DataError(f"cannot read {self.folder / CONTENT_FILES[1]} ({exc}); {DAMAGED}") from exc
+        features = vocabulary.encode(movies.reset_index(drop=True)).arrays()
+        feeds = dict(zip(FEATURE_INPUTS, features, strict=True))
+        feeds["item_idx"] = np.full(len(movies), self.n_trained, dtype=np.int64)
+        tower = session(self.folder / CONTENT_FILES[0], self.threads)
+        return tower.run(["item_vectors"], feeds)[0]
 
     @property
     def reads_history(self) -> bool:
@@ -225,13 +292,9 @@ class ModelBundle:
         [N + 1, D]; None for a version without ``item_vectors.npy`` (no reasons then)."""
         from recsys.runtime.explain import unit_rows
 
-        path = self.folder / SCORING_FILES[1]
-        if not path.is_file():
+        if self.vectors is None and not (self.folder / SCORING_FILES[1]).is_file():
             return None
-        try:
-            return unit_rows(np.load(path))
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"cannot read {path} ({exc}); {DAMAGED}") from exc
+        return unit_rows(self.item_vectors)
 
     @property
     def fast_scoring(self) -> bool:
@@ -242,9 +305,7 @@ class ModelBundle:
     def retriever(self) -> OnnxRetriever | FastRetriever:
         """:class:`FastRetriever` when the version has its files, else the end-to-end graph."""
         if self.fast_scoring:
-            return FastRetriever(
-                self.folder / SCORING_FILES[0], self.folder / SCORING_FILES[1], self.k, self.threads
-            )
+            return FastRetriever(self.folder / SCORING_FILES[0], self.item_vectors, self.k, self.threads)
         return OnnxRetriever(self.folder / "model.onnx", self.n_items, self.threads)
 
     def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import torch
 
 from recsys.config import DataConfig, ModelConfig, load_settings
 from recsys.data.features import Vocabulary, movie_tags
-from recsys.data.prepared import prepare, with_tags
+from recsys.data.prepared import Prepared, prepare, with_tags
 from recsys.models.two_tower.model import TwoTower, checkpoint, from_checkpoint, full_softmax_loss
 from recsys.models.two_tower.training import catalogue_table, train
 
@@ -76,12 +76,18 @@ def settings(*extra):
     )  # fmt: skip
 
 
-def test_a_new_movie_reaches_the_users_of_its_genre_without_a_retrain():
+@pytest.fixture(scope="module")
+def trained() -> tuple[Prepared, pd.DataFrame, TwoTower]:
+    """The genre world prepared (movies 17 and 18 unrated: outside the catalogue) and a content
+    tower trained on it."""
     ratings, movies = genre_world()
     prepared = prepare(ratings, movies, DataConfig(min_user_interactions=3, min_item_interactions=3))
+    return prepared, movies, train(prepared, settings()).model
+
+
+def test_a_new_movie_reaches_the_users_of_its_genre_without_a_retrain(trained):
+    prepared, movies, model = trained
     assert not {17, 18} & set(prepared.catalogue["movie_id"])
-    result = train(prepared, settings())
-    model = result.model
     # tonight's catalogue: the trained movies, then the two new ones (no trained id)
     tonight = pd.concat(
         [
@@ -142,3 +148,38 @@ def test_tail_negatives_are_extra_columns_of_the_full_softmax():
         loss = full_softmax_loss(model, queries, targets)
         logits = queries @ torch.cat([model.item_vectors(), model.negative_vectors()[0]]).T
     assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)), rel=1e-5)
+
+
+def test_the_served_bundle_embeds_tonights_new_movies_and_scores_them(trained, tmp_path):
+    """Through ONNX Runtime alone: item_tower.onnx places the new movies where torch does, and the
+    fast scoring path ranks them for the users of their genre, histories with new movies included."""
+    from recsys.runtime.two_tower import ModelBundle
+    from recsys.tracking.two_tower import write_bundle
+
+    prepared, movies, model = trained
+    bundle = ModelBundle.load(write_bundle(model, prepared, settings(), tmp_path / "bundle"))
+    assert bundle.reads_content and bundle.n_trained == prepared.n_items
+    tonight = bundle.with_movies(movies)
+    assert tonight.n_items == prepared.n_items + 2 and bundle.n_items == prepared.n_items
+    assert tonight.catalogue["movie_id"].tolist()[-2:] == [17, 18]
+    assert tonight.catalogue["train_count"].tolist()[-2:] == [0, 0]
+    expected = catalogue_table(model, tonight.catalogue)[:-1].numpy()
+    np.testing.assert_allclose(tonight.item_vectors, expected, atol=1e-5)
+    assert tonight.with_movies(movies[movies["movie_id"] == 17]).n_items == tonight.n_items  # no repeats
+    retriever = tonight.retriever
+    pad = tonight.n_items
+    comedy = prepared.split("train").query("user_id == 1")["item_idx"].to_numpy()[-6:]
+    comedy_fan = np.concatenate([np.full(6 - len(comedy), pad), comedy])
+    horror_new = np.array([pad] * 5 + [tonight.item_index(np.array([18]))[0]])
+    seen = [comedy, np.array([pad - 1])]
+    idx, scores = retriever.recommend(np.vstack([comedy_fan, horror_new]), seen)
+    movie = tonight.movie_ids
+    # the comedy fan's list has the new comedy above the new horror movie; the user whose only
+    # positive is the new horror movie gets horror first
+    first = list(movie[idx[0]])
+    assert first.index(17) < first.index(18)
+    assert tonight.catalogue.set_index("movie_id").loc[int(movie[idx[1, 0]]), "genres"] == "Horror"
+    with torch.no_grad():
+        table = catalogue_table(model, tonight.catalogue)
+        user = model.user_vectors(history=torch.as_tensor(horror_new[None]), table=table)
+    np.testing.assert_allclose(scores[1, 0], float((user @ table[:-1].T).max()), atol=1e-4)

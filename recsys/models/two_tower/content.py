@@ -7,27 +7,17 @@ adds the id embedding of a trained movie to it.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from recsys.data.features import DECADES, ItemFeatures, Vocabulary
+from recsys.data.features import DECADES, FEATURE_INPUTS, ItemFeatures, Vocabulary
 
-CONTENT = ("genres", "decade", "words", "tags", "year")  # ContentEncoder's inputs, in order
+CONTENT = FEATURE_INPUTS  # ContentEncoder's inputs, in order
 
 
 def content_tensors(features: ItemFeatures) -> list[Tensor]:
     """:data:`CONTENT` of ``features`` as the encoder reads them."""
-    n = len(features.decade)
-    tags = features.tags if features.tags is not None else np.zeros((n, 1), np.int64)
-    year = features.year if features.year is not None else np.zeros((n, 1), np.float32)
-    return [
-        torch.as_tensor(features.genres, dtype=torch.float32),
-        torch.as_tensor(features.decade, dtype=torch.long),
-        torch.as_tensor(features.words, dtype=torch.long),
-        torch.as_tensor(tags, dtype=torch.long),
-        torch.as_tensor(year, dtype=torch.float32),
-    ]
+    return [torch.as_tensor(a) for a in features.arrays()]
 
 
 class ContentEncoder(nn.Module):

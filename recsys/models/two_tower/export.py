@@ -13,10 +13,18 @@ same user input -> ``user_vectors`` float32 [B, D]; a history may be cut to its 
 columns, 2 <= L, when the cut columns are padding) and ``item_vectors.npy`` (float32 [N, D]);
 recsys.runtime.two_tower multiplies the two with an ONNX Runtime MatMul and selects the top K with the fused
 kernel of recsys.runtime.topk, which returns what the end-to-end graph returns, several times faster.
+
+A content item tower (recsys.models.two_tower.content) adds ``item_tower.onnx`` (item_idx, with
+``n_items`` for a movie without a trained id, and the features of :data:`ITEM_INPUTS` ->
+``item_vectors``) and ``vocabulary.json`` (recsys.data.features.Vocabulary), so the nightly
+scoring embeds tonight's catalogue, new movies included; its history tower's ``user_tower.onnx``
+takes that table as a second input, ``item_table`` [M + 1, D] (padding row last, histories
+indexed into it). ``model.onnx`` bakes in the trained catalogue's table.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -25,9 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from recsys.models.onnx_export import export_graph
+from recsys.models.two_tower.content import CONTENT, content_tensors
 from recsys.models.two_tower.model import TwoTower
+from recsys.runtime.two_tower import CONTENT_FILES, ITEM_TABLE
 
 log = logging.getLogger(__name__)
+ITEM_INPUTS = ("item_idx", *CONTENT)  # item_tower.onnx's inputs
 
 
 class TopKRetrieval(nn.Module):
@@ -70,16 +81,36 @@ def example_inputs(model: TwoTower, batch: int = 4, n_seen: int = 3) -> tuple[Te
 
 
 class UserTower(nn.Module):
-    """A TwoTower's user side alone: history [B, H] or user_idx [B] -> user vectors [B, D]."""
+    """A TwoTower's user side alone: history [B, H] or user_idx [B] -> user vectors [B, D].
+
+    A content history tower also takes ``item_table`` [M + 1, D] (tonight's item vectors, padding
+    row last) and reads the history's indices from it, so a movie new since training counts.
+    """
 
     def __init__(self, model: TwoTower) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, user: Tensor) -> Tensor:
+    def forward(self, user: Tensor, table: Tensor | None = None) -> Tensor:
         if self.model.reads_history:
-            return self.model.user_vectors(history=user)
+            return self.model.user_vectors(history=user, table=table)
         return self.model.user_vectors(user_idx=user)
+
+
+class ItemTower(nn.Module):
+    """A content item tower alone: (item_idx [M] (``n_items``: no trained id), features) -> [M, D]."""
+
+    def __init__(self, model: TwoTower) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_idx: Tensor, *features: Tensor) -> Tensor:
+        return self.model.content_vectors(*features) + self.model.item_emb(item_idx)
+
+
+def reads_table(model: TwoTower) -> bool:
+    """True when the user tower graph takes the item table (a content history tower)."""
+    return model.reads_history and model.reads_content
 
 
 def export_onnx(model: TwoTower, path: Path, k: int) -> Path:
@@ -103,6 +134,7 @@ def retrieval_graph(tower: Path, items: Path, k: int, path: Path) -> Path:
 
     tower_model = onnx.load(str(tower))
     vectors = np.load(items)
+    _bake_item_table(tower_model, vectors)
     n, d = vectors.shape
     k = min(k, n)
     if not 1 <= k:
@@ -150,25 +182,41 @@ def retrieval_graph(tower: Path, items: Path, k: int, path: Path) -> Path:
     return path
 
 
+def _bake_item_table(tower_model, vectors: np.ndarray) -> None:  # noqa: ANN001
+    """A tower graph that takes ``item_table``: make it the trained catalogue's (plus the padding
+    row), an initializer instead of an input, so the end-to-end graph takes the user input alone."""
+    from onnx import numpy_helper
+
+    graph = tower_model.graph
+    for i, value in enumerate(graph.input):
+        if value.name == ITEM_TABLE:
+            del graph.input[i]
+            table = np.vstack([vectors, np.zeros((1, vectors.shape[1]), vectors.dtype)]).astype(np.float32)
+            graph.initializer.append(numpy_helper.from_array(table, ITEM_TABLE))
+            return
+
+
 def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
-    """Write ``user_tower.onnx`` and ``item_vectors.npy`` (see the module docstring) into ``folder``."""
+    """Write ``user_tower.onnx`` and ``item_vectors.npy`` (see the module docstring) into ``folder``;
+    for a content item tower also ``item_tower.onnx`` and ``vocabulary.json``."""
     model = model.eval()
     tower = folder / "user_tower.onnx"
     dims = {0: torch.export.Dim("batch")}
     if model.reads_history and model.cfg.history_length > 2:  # callers may cut the columns
         # that are padding in every row, down to 2 (a history of 2 is never cut)
         dims[1] = torch.export.Dim("length", min=2, max=model.cfg.history_length)
-    export_graph(
-        UserTower(model).eval(),
-        example_inputs(model)[:1],
-        [input_name(model)],
-        ["user_vectors"],
-        {"user": dims},
-        tower,
-    )
-    items = folder / "item_vectors.npy"
     with torch.no_grad():
-        np.save(items, model.item_vectors().float().numpy())
+        vectors = model.item_vectors().detach().float()
+    inputs, names, shapes = example_inputs(model)[:1], [input_name(model)], {"user": dims}
+    if reads_table(model):
+        inputs += (torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])]),)
+        names.append(ITEM_TABLE)
+        shapes["table"] = {0: torch.export.Dim("table_rows", min=3)}
+    export_graph(UserTower(model).eval(), inputs, names, ["user_vectors"], shapes, tower)
+    items = folder / "item_vectors.npy"
+    np.save(items, vectors.numpy())
+    if model.reads_content:
+        export_item_tower(model, folder)
     log.info(
         "exported the user tower (input %s) and %d item vectors to %s",
         input_name(model),
@@ -176,3 +224,24 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
         folder,
     )
     return tower, items
+
+
+def export_item_tower(model: TwoTower, folder: Path) -> Path:
+    """``item_tower.onnx`` (:data:`ITEM_INPUTS` -> ``item_vectors``) and ``vocabulary.json``: what
+    embeds tonight's catalogue, new movies included, with no torch (recsys.runtime.two_tower)."""
+    assert model.vocabulary is not None
+    path = folder / CONTENT_FILES[0]
+    n = 3  # examples: two trained movies and one without an id
+    idx = torch.tensor([0, 1, model.n_items])
+    features = content_tensors(model.vocabulary.encode(_example_catalogue(n)))
+    rows = torch.export.Dim("items", min=2)
+    shapes = {"item_idx": {0: rows}, "features": tuple({0: rows} for _ in features)}
+    export_graph(ItemTower(model).eval(), (idx, *features), list(ITEM_INPUTS), ["item_vectors"], shapes, path)
+    (folder / CONTENT_FILES[1]).write_text(json.dumps(model.vocabulary.as_dict()))
+    return path
+
+
+def _example_catalogue(n: int):  # noqa: ANN202
+    import pandas as pd
+
+    return pd.DataFrame({"title": ["Example (1999)"] * n, "genres": ["Drama"] * n, "tags": [""] * n})

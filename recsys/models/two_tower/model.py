@@ -234,7 +234,7 @@ class TwoTower(nn.Module):
         if table is None:
             real, items = history != self.n_items, self._rows(history)
         else:
-            real, items = history != len(table) - 1, table[history]
+            real, items = history != table.shape[0] - 1, table[history]
         if self.cfg.user_tower == "sasrec":
             return self.encoder(items, real, last_only=last_only)
         counts = real.cumsum(dim=1).clamp(min=1).unsqueeze(-1).to(items.dtype)
