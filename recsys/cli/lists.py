@@ -137,6 +137,11 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"night:   {served['mode']}, {served['rescored']} users re-scored, the oldest list served "
             f"was scored {served['oldest_scored_at']}"
         )
+    if served.get("new_movies") is not None:
+        print(
+            f"movies:  {served['new_movies']} in the served catalogue have no training positive (new "
+            f"since training); {served.get('lists_with_new') or 0} served lists hold at least one"
+        )
     target = state.get("target") or {}
     line = {
         "idle": "no publish under way",

@@ -153,6 +153,15 @@ def with_added_movies(movies: pd.DataFrame, added: pd.DataFrame) -> pd.DataFrame
     )
 
 
+def current_movies(raw: Path, tags: bool = True) -> pd.DataFrame:
+    """The snapshot's movies: the release's with the additions of its nights, and (``tags``) each
+    movie's user tags from the release's tags.csv when it has one (recsys.data.prepared.with_tags)."""
+    from recsys.data.prepared import load_movies, load_tags, with_tags
+
+    movies = with_added_movies(load_movies(Path(raw) / "movies.csv"), movies_after(Path(raw)))
+    return with_tags(movies, load_tags(Path(raw) / "tags.csv")) if tags else movies
+
+
 def take(
     delivery: Delivery, current: Callable[[np.ndarray], pd.DataFrame], event_watermark: int
 ) -> tuple[pd.DataFrame, dict[str, int]]:

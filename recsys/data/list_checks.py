@@ -47,7 +47,9 @@ def _item_counts(
     return n_unique, np.bincount(rows[seen], minlength=n)
 
 
-def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFrame:
+def recommendation_checks(
+    recs: pd.DataFrame, rated: pd.DataFrame, catalogue: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Derive one row of list checks per recommendation row (GX has no list expectations).
 
     ``recs``: one row per user with user_id, item_ids (movie ids, best first), scores, model_version,
@@ -55,8 +57,11 @@ def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFra
     rated. Returns user_id, model_version, data_version, event_timestamp, n_items, n_scores,
     n_unique_items, n_seen_items (listed items the user already rated), scores_sorted
     (non-increasing), scores_finite, because_parallel (``because_ids``, when the frame has them,
-    holds one reason per item or none at all) and because_rated (every reason, 0 aside, is a movie
-    the user rated), in ``recs`` order.
+    holds one reason per item or none at all), because_rated (every reason, 0 aside, is a movie
+    the user rated), n_outside_catalogue (listed movies not in ``catalogue``, the night's served
+    catalogue: movie_id and train_count) and n_new_items (listed movies with no training positive,
+    which a content item tower may recommend), in ``recs`` order. Without a ``catalogue`` both
+    counts are 0.
     Raises DataError when a required column is missing.
     """
     _require(recs, RECOMMENDATION_COLUMNS, "recommendations")
@@ -87,8 +92,25 @@ def recommendation_checks(recs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFra
             "scores_finite": _flags_by_row(owner[~np.isfinite(flat)], n),
             "because_parallel": parallel,
             "because_rated": rated_reasons,
+            **_catalogue_counts(rows, movies, catalogue, n),
         }
     )
+
+
+def _catalogue_counts(
+    rows: np.ndarray, movies: np.ndarray, catalogue: pd.DataFrame | None, n: int
+) -> dict[str, np.ndarray]:
+    """Per row: listed movies outside ``catalogue``, and listed movies without training positives."""
+    if catalogue is None:
+        return {"n_outside_catalogue": np.zeros(n, np.int64), "n_new_items": np.zeros(n, np.int64)}
+    _require(catalogue, ["movie_id", "train_count"], "catalogue")
+    at = pd.Index(catalogue["movie_id"].to_numpy(np.int64)).get_indexer(movies)
+    new = np.zeros(len(movies), dtype=bool)
+    new[at >= 0] = catalogue["train_count"].to_numpy()[at[at >= 0]] <= 0
+    return {
+        "n_outside_catalogue": np.bincount(rows[at < 0], minlength=n).astype(np.int64),
+        "n_new_items": np.bincount(rows[new], minlength=n).astype(np.int64),
+    }
 
 
 def _because_checks(

@@ -4,7 +4,8 @@ Both ml-latest-small and ml-20m share one CSV layout (ratings.csv: userId,movieI
 movies.csv: movieId,title,genres), so one loader reads either.
 
 Prepared data product (one folder): ``interactions.parquet`` (every kept positive with its split),
-``catalogue.parquet`` (train items with ``item_idx``), ``users.parquet`` (``user_idx`` map),
+``catalogue.parquet`` (train items with ``item_idx``), ``tail.parquet`` (the other rated movies,
+with titles, genres and tags), ``users.parquet`` (``user_idx`` map),
 ``activity.parquet`` (every rating of every user, unfiltered, ordered by user, time and movie: the
 nightly scoring builds each user's history and seen set from it, so lists follow today's data
 without a retrain) and ``meta.json`` (counts and the settings that made it).
@@ -137,6 +138,9 @@ class Prepared:
     users: pd.DataFrame
     activity: pd.DataFrame
     meta: dict
+    # the movies rated in the activity but outside the catalogue (below the cold-start filter), with
+    # their titles, genres and tags: what a content item tower trains against (model.tail_negatives)
+    tail: pd.DataFrame | None = None
 
     @property
     def n_users(self) -> int:
@@ -245,7 +249,12 @@ def assemble(labelled: pd.DataFrame, movies: pd.DataFrame, ratings: pd.DataFrame
         "settings": cfg.model_dump(mode="json", exclude={"source"}),
     }
     log.info("prepared %s", {k: v for k, v in meta.items() if k != "settings"})
-    return Prepared(interactions, catalogue, users, activity.reset_index(drop=True), meta)
+    rated = movies["movie_id"].isin(ratings["movie_id"].unique()) & ~movies["movie_id"].isin(
+        items["movie_id"]
+    )
+    tail = movies[rated].sort_values("movie_id", kind="mergesort").reset_index(drop=True)
+    meta["n_tail"] = len(tail)
+    return Prepared(interactions, catalogue, users, activity.reset_index(drop=True), meta, tail)
 
 
 def save_prepared(prepared: Prepared, folder: Path) -> None:
@@ -255,6 +264,8 @@ def save_prepared(prepared: Prepared, folder: Path) -> None:
     prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     prepared.users.to_parquet(folder / "users.parquet", index=False)
     prepared.activity.to_parquet(folder / "activity.parquet", index=False)
+    if prepared.tail is not None:
+        prepared.tail.to_parquet(folder / "tail.parquet", index=False)
     (folder / "meta.json").write_text(json.dumps(prepared.meta, indent=2, sort_keys=True))
 
 
@@ -274,7 +285,10 @@ def load_prepared(folder: Path) -> Prepared:
         raise DataError(
             f"{folder / 'meta.json'} is not valid JSON ({exc}); run `recsys prepare` again"
         ) from exc
-    return Prepared(**frames, meta=meta)
+    tail = None
+    if (folder / "tail.parquet").is_file():  # prepared data written before the content tower has none
+        tail = read_parquet(folder / "tail.parquet", fix="run `recsys prepare` again")
+    return Prepared(**frames, meta=meta, tail=tail)
 
 
 def left_pad(sequences: list[np.ndarray], length: int, pad: int) -> np.ndarray:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 REMOTE_NAME = "local"
 RAW_FILES = ("ratings.csv", "movies.csv")  # required in every raw snapshot
-OPTIONAL_FILES = ("README.txt",)  # licence and description, copied when present
+OPTIONAL_FILES = ("README.txt", "tags.csv")  # licence, description and user tags, when present
 IMPORT_FILE = "ml-20m.zip.dvc"  # committed import-url stage, under settings.paths.datasets
 _DVC_CORE = {
     "analytics": "false",

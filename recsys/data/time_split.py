@@ -115,7 +115,7 @@ def open_catalogue(prepared: Prepared, movies: pd.DataFrame, ratings: pd.DataFra
     unknown = inter["item_idx"] < 0
     inter.loc[unknown, "item_idx"] = inter.loc[unknown, "movie_id"].map(index).fillna(-1).astype(np.int64)
     meta = {**prepared.meta, "n_open_items": len(catalogue)}
-    return Prepared(inter, catalogue, prepared.users, prepared.activity, meta)
+    return Prepared(inter, catalogue, prepared.users, prepared.activity, meta, prepared.tail)
 
 
 def new_movie_mask(heldout: pd.DataFrame) -> np.ndarray:

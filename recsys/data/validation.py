@@ -249,11 +249,16 @@ def validate_interactions(prepared: Prepared, rating_threshold: float, docs_dir:
 
 
 def validate_recommendations(
-    recs: pd.DataFrame, rated: pd.DataFrame, k: int, docs_dir: Path | None = None
+    recs: pd.DataFrame,
+    rated: pd.DataFrame,
+    k: int,
+    docs_dir: Path | None = None,
+    catalogue: pd.DataFrame | None = None,
 ) -> dict:
     """Validate scored recommendation lists with suite ``recommendations``.
 
-    ``k`` is the expected length of every list (the caller passes min(k, unseen catalogue size)).
+    ``k`` is the expected length of every list (the caller passes min(k, unseen catalogue size));
+    ``catalogue``: the night's served catalogue (movie_id, train_count), new movies included.
     Raises ValidationFailed, also when ``recs`` lacks a required column.
     """
     missing = [c for c in RECOMMENDATION_COLUMNS if c not in recs.columns]
@@ -263,7 +268,7 @@ def validate_recommendations(
             f"- expect_table_columns_to_match_set [table]\n"
             f"    missing column(s) {missing}; got {list(recs.columns)}",
         )
-    checks = recommendation_checks(recs, rated)
+    checks = recommendation_checks(recs, rated, catalogue)
     return validate("recommendations", checks, {"k": int(k)}, docs_dir)
 
 

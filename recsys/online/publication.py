@@ -200,14 +200,31 @@ def decisions(conn: redis.Redis, n: int = 1) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in conn.lrange(DECISIONS_KEY, 0, n - 1)]
 
 
-NIGHT_FIELDS = ("mode", "rescored", "oldest_scored_at")
+NIGHT_FIELDS = ("mode", "rescored", "oldest_scored_at", "new_movies", "lists_with_new")
 
 
-def note_night(conn: redis.Redis, mode: str, rescored: int, oldest_scored_at: str) -> None:
+def note_night(
+    conn: redis.Redis,
+    mode: str,
+    rescored: int,
+    oldest_scored_at: str,
+    new_movies: int = 0,
+    lists_with_new: int = 0,
+) -> None:
     """Beside the record of a complete publish: whether the night scored everyone (``full``) or the
-    changed users (``incremental``), how many users it re-scored, and when the oldest list now
-    served was scored."""
-    conn.hset(RECORD_KEY, mapping={"mode": mode, "rescored": rescored, "oldest_scored_at": oldest_scored_at})
+    changed users (``incremental``), how many users it re-scored, when the oldest list now served
+    was scored, how many movies of the served catalogue have no training positive (new since
+    training), and how many served lists hold at least one of them."""
+    conn.hset(
+        RECORD_KEY,
+        mapping={
+            "mode": mode,
+            "rescored": rescored,
+            "oldest_scored_at": oldest_scored_at,
+            "new_movies": new_movies,
+            "lists_with_new": lists_with_new,
+        },
+    )
 
 
 def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
@@ -217,6 +234,8 @@ def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
     served = {key: record.get(key) for key in ("model_version", "data_version", "published_at")}
     served["users"] = int(conn.scard(USERS_KEY))
     served.update({key: record.get(key) for key in NIGHT_FIELDS})
+    for key in ("new_movies", "lists_with_new"):
+        served[key] = int(served[key]) if served[key] is not None else None
     out: dict[str, Any] = {"served": served, "publish": "idle"}
     if record.get("state") == "publishing":
         holder = locks.held_by(settings, "publish")

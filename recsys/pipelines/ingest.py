@@ -82,7 +82,8 @@ def ingest_events(settings: Settings, source: str | None = None) -> dict:
             "data_version": snapshots.data_version(raw),
             "watermark": delivery.watermark,
         }
-    validation = validate_delivery(delivery, _movies(raw), home.data_docs(settings))
+    movies_now = eventlog.current_movies(raw, tags=False)
+    validation = validate_delivery(delivery, movies_now, home.data_docs(settings))
     kept, record = _night(settings, raw, reader.description, delivery, nights)
     night = eventlog.write_night(raw, kept, delivery.movies, record, home.workspace(settings) / "tmp")
     version = snapshots.track(raw, settings)
@@ -96,11 +97,6 @@ def ingest_events(settings: Settings, source: str | None = None) -> dict:
         "counts": record["counts"],
         "validation": validation,
     }
-
-
-def _movies(raw: Path) -> pd.DataFrame:
-    """The snapshot's movies: the release's, with the additions of its nights."""
-    return eventlog.with_added_movies(prep.load_movies(raw / "movies.csv"), eventlog.movies_after(raw))
 
 
 def _night(
@@ -139,7 +135,7 @@ def prepare(settings: Settings, raw_dir: str, data_version: str = "") -> dict:
     from recsys.data.validation import validate_interactions
 
     raw = Path(raw_dir)
-    prepared = prep.prepare(eventlog.current_ratings(raw), _movies(raw), settings.data)
+    prepared = prep.prepare(eventlog.current_ratings(raw), eventlog.current_movies(raw), settings.data)
     prepared.meta["raw_data_version"] = data_version
     prepared.meta["release_id"] = eventlog.release_id(raw)
     prepared.meta["events_seq"] = eventlog.last_seq(raw)

@@ -12,7 +12,9 @@ resized: recsys.runtime.arms): a user whose history, seen set, arm and model ver
 would get exactly the list served now.
 
 A movie unblocked since the served lists were scored (recsys.online.blocklist) makes the night full:
-the lists were scored without it. The takedown list is pinned in the plan for every shard.
+the lists were scored without it. So does a movie added since then when a version serving tonight
+has a content item tower: it may belong in anyone's list. The takedown list is pinned in the plan
+for every shard.
 
 What is served now: ``<home>/scores/served.json``, written after each publish (the merged lists'
 file, model version, release, night, snapshot version, when, how many users were re-scored), with
@@ -119,9 +121,17 @@ def _arms_reason(now: dict, arms: Arms) -> str:
     return f"; the users whose arm changed ({was} -> {is_})"
 
 
-def plan(settings: Settings, model_version: str, full: bool = False, arms: Arms | None = None) -> dict:
+def plan(
+    settings: Settings,
+    model_version: str,
+    full: bool = False,
+    arms: Arms | None = None,
+    new_movies_count: bool = False,
+) -> dict:
     """Pin tonight's data and decide who is scored (see the module docstring); ``arms``: the
-    versions serving tonight (default: ``model_version`` alone, for everyone)."""
+    versions serving tonight (default: ``model_version`` alone, for everyone).
+    ``new_movies_count``: a version serving tonight embeds movies from their features, so a
+    movie added since the served lists may belong in anyone's list (the night is full)."""
     arms = arms or Arms(model_version)
     if arms.champion != model_version:
         raise ValueError(f"arms {arms} do not have version {model_version} as champion")
@@ -132,6 +142,10 @@ def plan(settings: Settings, model_version: str, full: bool = False, arms: Arms 
     now = served(settings)
     blocked = _blocked(settings)
     reason = _full_reason(now, model_version, release, raw, full, blocked)
+    if not reason and new_movies_count:
+        added = len(eventlog.movies_after(raw, int(now["events_seq"])))  # type: ignore[index]
+        if added:
+            reason = f"{added} movie(s) added since the served lists (a content item tower lists them)"
     moved = "" if reason else _arms_reason(now, arms)  # type: ignore[arg-type]
     return {
         "model_version": model_version,

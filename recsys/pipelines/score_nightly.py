@@ -51,7 +51,8 @@ def plan_scoring(
     arms = canary.arms(registry) if ref == CHAMPION else Arms(version)
     if arms.champion != version:  # the alias moved between the two reads: plan on the newer arms
         version = arms.champion
-    plan = night.plan(settings, version, full, arms)
+    new_movies_count = any(_reads_content(settings, v) for v in set(arms.versions().values()))
+    plan = night.plan(settings, version, full, arms, new_movies_count)
     n_users = len(night.users(plan))
     log.info(
         "tonight: %s scoring of %d users (%s); arms %s",
@@ -66,6 +67,13 @@ def plan_scoring(
         "n_users": n_users,
         "n_shards": max(1, -(-n_users // shard_size)),
     }
+
+
+def _reads_content(settings: Settings, version: str) -> bool:
+    """True when ``version`` embeds movies from their features (new movies reach its lists)."""
+    from recsys.runtime.two_tower import ModelBundle
+
+    return ModelBundle.load(Registry.open(settings, TWO_TOWER).download_bundle(version)[1]).reads_content
 
 
 def score(
@@ -119,11 +127,14 @@ def _score_arm(
     settings: Settings, plan: dict, version: str, users: Any, ratings: pd.DataFrame, blocked: set[int]
 ) -> tuple[pd.DataFrame, Any]:
     """(lists of ``users`` by model ``version``, its loaded ModelBundle)."""
+    from recsys.data import eventlog
     from recsys.runtime.scoring import score_users, user_inputs, without_movies
     from recsys.runtime.two_tower import ModelBundle
 
     version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(version)
     bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
+    if bundle.reads_content:  # tonight's catalogue: the movies new since training too
+        bundle = bundle.with_movies(eventlog.current_movies(Path(plan["raw_dir"])))
     inputs = without_movies(user_inputs(ratings, bundle, users), bundle, blocked)
     batch, progress = settings.score.batch_size, settings.train.progress_bar
     recs = score_users(
@@ -227,14 +238,16 @@ def validate_recommendations(settings: Settings, recommendations: str) -> dict:
         log.info("validation of suite recommendations skipped: nobody was re-scored tonight")
         return {"suite": "recommendations", "success": True, "rows": 0, "skipped": "nobody was re-scored"}
     rated = night.ratings(meta, recs["user_id"].to_numpy())[["user_id", "movie_id"]]
-    n_items = len(read_parquet(path.parent / "catalogue.parquet", fix=RESCORE))
+    catalogue = read_parquet(path.parent / "catalogue.parquet", fix=RESCORE)
+    n_items = len(catalogue)
     arm_k = meta.get("arm_k") or {CHAMPION_ARM: int(meta["k"])}
     arms = recs["arm"] if "arm" in recs.columns else pd.Series(CHAMPION_ARM, index=recs.index)
     summary: dict = {}
     for k in sorted({int(v) for v in arm_k.values()}):  # one run of the suite per list length
         mine = recs[arms.map(arm_k).astype(int) == k]
         if len(mine):
-            summary = _merge_summaries(summary, check(mine, rated, min(k, n_items), home.data_docs(settings)))
+            checked = check(mine, rated, min(k, n_items), home.data_docs(settings), catalogue)
+            summary = _merge_summaries(summary, checked)
     return summary
 
 
@@ -274,10 +287,12 @@ def publish(settings: Settings, recommendations: str) -> dict:
     # registered layouts (no 8 s Feast import for a few hundred rows; Feast when none is registered).
     through: verify.Through = "registered" if meta["mode"] == "incremental" else "feast"
     verified = verify.verify(recs, settings, settings.score.verify_sample, histories, through)
-    oldest = read_recommendations(path, ["event_timestamp"])["event_timestamp"].min()
+    served = read_recommendations(path, ["item_ids", "event_timestamp"])
+    new = new_movie_counts(catalogue, served["item_ids"])
     conn = redis_server.client(settings.redis_connection)
     try:
-        publication.note_night(conn, meta["mode"], len(recs), writer.scored_at(pd.Series([oldest]))[0])
+        oldest = writer.scored_at(pd.Series([served["event_timestamp"].min()]))[0]
+        publication.note_night(conn, meta["mode"], len(recs), oldest, **new)
     finally:
         conn.close()
     night.record_served(settings, meta, str(path), len(recs), len(everyone))
@@ -288,7 +303,20 @@ def publish(settings: Settings, recommendations: str) -> dict:
         "rescored": len(recs),
         "model_version": str(meta["model_version"]),
         "data_version": str(meta["snapshot_version"]),
+        **new,
     }
+
+
+def new_movie_counts(catalogue: pd.DataFrame, lists: pd.Series) -> dict[str, int]:
+    """``new_movies``: the served catalogue's movies without a training positive (new since
+    training; only a content item tower lists them); ``lists_with_new``: lists with at least one."""
+    new = catalogue["movie_id"].to_numpy(np.int64)[catalogue["train_count"].to_numpy() <= 0]
+    if not len(new) or not len(lists):
+        return {"new_movies": len(new), "lists_with_new": 0}
+    sizes = np.fromiter((len(items) for items in lists), dtype=np.int64, count=len(lists))
+    hits = np.isin(np.concatenate([np.asarray(items, np.int64) for items in lists]), new)
+    rows = np.repeat(np.arange(len(lists)), sizes)
+    return {"new_movies": len(new), "lists_with_new": int(len(np.unique(rows[hits])))}
 
 
 def verify_lookups(settings: Settings, recommendations: str, sample: int = 20) -> dict:

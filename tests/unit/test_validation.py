@@ -324,3 +324,16 @@ def test_unknown_suite_is_named(ratings: pd.DataFrame) -> None:
 def test_suite_files_load_every_expectation(name: str) -> None:
     suite = validation._suite(name)
     assert len(suite.expectations) == len(validation._suite_json(name)["expectations"]) > 5
+
+
+def test_listed_movies_must_be_in_the_served_catalogue_and_new_ones_are_allowed() -> None:
+    # movie 14 has no training positive (new tonight: a content item tower placed it); 99 is unknown
+    catalogue = pd.DataFrame({"movie_id": [10, 11, 12, 13, 14], "train_count": [5, 7, 9, 6, 0]})
+    checks = validation.recommendation_checks(make_recs(), RATED, catalogue)
+    assert checks["n_outside_catalogue"].tolist() == [0, 0]
+    assert checks["n_new_items"].tolist() == [0, 1]
+    assert validation.validate_recommendations(make_recs(), RATED, 3, catalogue=catalogue)["success"]
+    outside = make_recs(items=[[10, 11, 99], [10, 13, 14]])
+    with pytest.raises(ValidationFailed) as info:
+        validation.validate_recommendations(outside, RATED, 3, catalogue=catalogue)
+    assert failed(info.value) == {("expect_column_values_to_be_in_set", "n_outside_catalogue")}

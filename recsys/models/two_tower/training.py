@@ -277,7 +277,7 @@ def train(
     ``validation``: the data the epochs are judged on, when not ``prepared`` itself: the same
     split over a wider catalogue (recsys.data.time_split.open_catalogue, content tower only).
     ``tail``: movies known at training time outside the trained catalogue (columns title, genres
-    and, optionally, tags), the negatives of ``model.tail_negatives``.
+    and, optionally, tags), the negatives of ``model.tail_negatives``; default ``prepared.tail``.
     Raises ConfigError for settings that cannot go together.
     """
     if settings.train.threads:
@@ -286,7 +286,7 @@ def train(
     pairs_np = prepared.split("train")[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
     counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
     vocabulary, features = content_features(prepared, settings)
-    negatives = None
+    negatives, tail = None, prepared.tail if tail is None else tail
     if vocabulary is not None and settings.model.tail_negatives and tail is not None and len(tail):
         negatives = vocabulary.encode(tail)
     model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts),
