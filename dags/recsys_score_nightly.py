@@ -201,6 +201,8 @@ def report(validated: dict, published: dict, verified: dict) -> dict:
         "popular_lists": validated["n_popular"],
         "shards": validated["n_shards"],
         "written": published["written"],
+        "new_movies": published.get("new_movies", 0),  # catalogue movies without training positives
+        "lists_with_new": published.get("lists_with_new", 0),  # served lists holding one of them
         "feast_read_back": published["verified"],
         "lookups_checked": verified["checked"],
         "recommendations": validated["recommendations"],

@@ -53,10 +53,10 @@ class ModelConfig(_Section):
     user_tower: Literal["sasrec", "mean", "id"] = "sasrec"
     history_length: int = Field(50, ge=1)  # recent positives the history towers read
     # id: item-id embedding; content: + genres, year, title words, tags (new movies get a vector)
-    item_tower: Literal["id", "content"] = "id"
+    item_tower: Literal["id", "content"] = "content"  # chosen on validation under both protocols
     id_dropout: float = Field(0.25, ge=0.0, le=1.0)  # content: share of item ids hidden per step
     content_min_count: int = Field(2, ge=1)  # content: words and tags of >= this many movies
-    tail_negatives: int = Field(0, ge=0)  # content, full softmax: untrained movies per step as negatives
+    tail_negatives: int = Field(1024, ge=0)  # content, full softmax: untrained movies per step, as negatives
     num_blocks: int = Field(2, ge=1)  # sasrec: pre-LN transformer blocks
     num_heads: int = Field(1, ge=1)  # sasrec: attention heads (embedding_dim must divide by it)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # sasrec: on embeddings, attention and FFN

@@ -335,6 +335,64 @@ def test_new_ratings_reach_tonights_lists_without_a_retrain(chain, run_dag, airf
     assert table["nights"].tolist() == ["1-1", "2-2", "3-3"]  # night 1 evaluated the full night's lists
 
 
+def test_a_new_movie_reaches_lists_the_night_it_arrives_without_a_retrain(
+    chain, run_dag, airflow_db, recsys_env
+):
+    """A movie added by the day's events with a title and genres, and rated by a few users: only
+    recsys_ingest and recsys_score_nightly run, and the content item tower puts it in the lists of
+    users whose histories match it."""
+    from recsys.online import publication
+    from recsys.ops import redis_server
+
+    movie, title, genres = (
+        300_001,
+        "Star Wars: Episode X - The Last Jedi Returns (2019)",
+        "Action|Adventure|Sci-Fi",
+    )
+    fans = [1, 2, 3]  # they rate it: it is in their seen sets, never in their lists
+    stamp = (
+        int(pd.read_csv(PROJECT_ROOT / "data" / "ml-latest-small" / "ratings.csv")["timestamp"].max())
+        + 90_000
+    )
+    events = recsys_env.paths.home / "events"
+    events.mkdir(exist_ok=True)
+    pd.DataFrame({"movieId": [movie], "title": [title], "genres": [genres]}).to_csv(
+        events / "2018-09-28.movies.csv", index=False
+    )
+    rows = [(user, movie, 5.0, stamp + user) for user in fans]
+    pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(
+        events / "2018-09-28.csv", index=False
+    )
+    versions = len(Registry.open(recsys_env).versions())
+
+    assert run_dag("recsys_ingest")[0].state == "success"
+    nightly_run, _ = run_dag("recsys_score_nightly")
+
+    assert nightly_run.state == "success", states(airflow_db, nightly_run)
+    assert len(Registry.open(recsys_env).versions()) == versions  # no retrain happened
+    report = airflow_db.xcom(nightly_run, "report")
+    assert report["mode"] == "full" and "movie(s) added" in report["reason"]
+    lists = {u: [m for m, _ in pairs] for u, pairs in served(recsys_env).items()}
+    holders = [u for u, movies in lists.items() if movie in movies]
+    assert holders and not set(holders) & set(fans)
+    # a holder's recent history shares the new movie's genres
+    genre_of = pd.read_csv(PROJECT_ROOT / "data" / "ml-latest-small" / "movies.csv", index_col="movieId")[
+        "genres"
+    ]
+    liked = [set("|".join(genre_of.reindex(history(u, recsys_env)).dropna()).split("|")) for u in holders]
+    assert any(set(genres.split("|")) & genres_liked for genres_liked in liked)
+    # the lookup shows its title; the night and `recsys status` count it
+    triples = lookup_many([holders[0]], 100, recsys_env)[holders[0]]
+    assert (movie, title) in {(m, t) for m, _, t in triples}
+    assert report["new_movies"] >= 1 and report["lists_with_new"] >= len(holders)
+    conn = redis_server.client(recsys_env.redis_connection)
+    try:
+        state = publication.status(recsys_env, conn)["served"]
+    finally:
+        conn.close()
+    assert (state["new_movies"], state["lists_with_new"]) == (report["new_movies"], report["lists_with_new"])
+
+
 def test_a_version_trained_with_another_k_is_scored_validated_and_served_with_its_own_k(
     chain, run_dag, airflow_db, recsys_env
 ):
