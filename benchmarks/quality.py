@@ -54,27 +54,37 @@ from recsys.evaluation.metrics import (
 from recsys.tracking.gate import mostpop_ranks
 
 SAMPLED = "model.softmax=sampled"
-ID_SEED = "model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
+IDS = "model.item_tower=id"  # the item tower of every row measured before issue 21
+ID_SEED = f"{IDS} model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
+OLD_DEFAULT = "sasrec, full softmax, id item tower (default until issue 21)"
+SAMPLED_LOGQ = "sasrec, sampled: in-batch + 256 uniform, logQ"
 DEFAULT_VARIANTS = {
-    "sasrec, full softmax (default)": "",
-    "sasrec, sampled: in-batch + 256 uniform, logQ": SAMPLED,
-    "sasrec, sampled: in-batch + 256 uniform, no logQ": f"{SAMPLED} model.logq_correction=false",
-    "sasrec, sampled: in-batch + 256 count^0.75, logQ": f"{SAMPLED} model.negative_distribution=popularity",
+    "sasrec, content item tower + 1,024 tail negatives (default)": "",
+    "sasrec, content item tower, no tail negatives": "model.tail_negatives=0",
+    "sasrec, content item tower, no tail negatives, id dropout 0.5": (
+        "model.tail_negatives=0 model.id_dropout=0.5"
+    ),
+    OLD_DEFAULT: IDS,
+    SAMPLED_LOGQ: f"{IDS} {SAMPLED}",
+    "sasrec, sampled: in-batch + 256 uniform, no logQ": f"{IDS} {SAMPLED} model.logq_correction=false",
+    "sasrec, sampled: in-batch + 256 count^0.75, logQ": (
+        f"{IDS} {SAMPLED} model.negative_distribution=popularity"
+    ),
     "sasrec, sampled: 25% hard (champion 20..100) + 75% uniform": (
-        f"{SAMPLED} train.hard_negative_ratio=0.25 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ"
+        f"{IDS} {SAMPLED} train.hard_negative_ratio=0.25 hard_from={SAMPLED_LOGQ}"
     ),
     "sasrec, sampled: 50% hard (champion 20..100) + 50% uniform": (
-        f"{SAMPLED} train.hard_negative_ratio=0.5 hard_from=sasrec, sampled: in-batch + 256 uniform, logQ"
+        f"{IDS} {SAMPLED} train.hard_negative_ratio=0.5 hard_from={SAMPLED_LOGQ}"
     ),
-    "sasrec, full softmax + EASE distillation (w=0.5, T=0.05)": "train.distill_weight=0.5",
+    "sasrec, full softmax + EASE distillation (w=0.5, T=0.05)": f"{IDS} train.distill_weight=0.5",
     "sasrec, full softmax + EASE distillation (w=0.5, T=0.02)": (
-        "train.distill_weight=0.5 train.distill_temperature=0.02"
+        f"{IDS} train.distill_weight=0.5 train.distill_temperature=0.02"
     ),
-    "mean-pool tower, full softmax": "model.user_tower=mean",
-    "mean-pool tower, full softmax, temperature 0.1": "model.user_tower=mean model.temperature=0.1",
+    "mean-pool tower, full softmax": f"{IDS} model.user_tower=mean",
+    "mean-pool tower, full softmax, temperature 0.1": f"{IDS} model.user_tower=mean model.temperature=0.1",
     "id tower (seed: in-batch only)": f"{ID_SEED} {SAMPLED} model.logq_correction=false "
     "model.num_sampled_negatives=0",
-    "id tower + logQ + 256 uniform (previous default)": f"{ID_SEED} {SAMPLED}",
+    "id tower + logQ + 256 uniform (an earlier default)": f"{ID_SEED} {SAMPLED}",
 }
 COLUMNS = [
     "valid_recall_at_10",

@@ -90,7 +90,14 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """The vocabulary :meth:`as_dict` wrote (a model version's ``vocabulary.json``)."""
+        return cls(
+            tuple(data["genres"]),
+            tuple(data["words"]),
+            tuple(data.get("tags", ())),
+            int(data.get("max_words", 8)),
+            int(data.get("max_tags", 16)),
+        )
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -235,7 +235,8 @@ def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
     served["users"] = int(conn.scard(USERS_KEY))
     served.update({key: record.get(key) for key in NIGHT_FIELDS})
     for key in ("new_movies", "lists_with_new"):
-        served[key] = int(served[key]) if served[key] is not None else None
+        value = served[key]
+        served[key] = int(value) if value is not None else None
     out: dict[str, Any] = {"served": served, "publish": "idle"}
     if record.get("state") == "publishing":
         holder = locks.held_by(settings, "publish")

@@ -25,6 +25,42 @@ def test_readme_quality_table_matches_the_committed_json():
     assert len(results["seeds"]) >= 3
 
 
+def test_readme_item_tower_tables_match_the_committed_json_and_the_default_was_chosen_on_validation():
+    spec = importlib.util.spec_from_file_location(
+        "quality_table", PROJECT_ROOT / "benchmarks" / "quality_table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    results = PROJECT_ROOT / "benchmarks" / "results"
+    content = json.loads((results / "quality-ml-latest-small-content.json").read_text())
+    split = json.loads((results / "quality-ml-latest-small-time-split.json").read_text())
+    assert module.render(content) in readme and module.render_time_split(split) in readme
+    assert len(content["seeds"]) >= 3 and len(split["seeds"]) >= 3
+    assert content["users"] == content["n_test"] == 603
+    assert split["protocol"]["name"] == "time-split" and split["n_test"] == 706
+    # the default is the best validation NDCG@10 under both protocols; the id item tower beside it
+    ids = json.loads(RESULTS.read_text())["results"]
+    for table in (content["results"], split["results"], ids):
+        two_tower = {n: r for n, r in table.items() if "overrides" in r}
+        best = max(two_tower, key=lambda n: two_tower[n]["valid_ndcg_at_10"])
+        if table is not ids:
+            assert best.endswith("(default)") and two_tower[best]["overrides"].split() in (
+                [],
+                ["model.item_tower=content", "model.tail_negatives=1024"],
+            ), best
+    default = "sasrec, content item tower + 1,024 tail negatives (default)"
+    old = "sasrec, full softmax, id item tower (default until issue 21)"
+    assert content["results"][default]["valid_ndcg_at_10"] > ids[old]["valid_ndcg_at_10"]
+    # every baseline scores the new movies zero; the default does not
+    for name in ("MostPop", "EASE (l2 chosen on validation)", "iALS (implicit; chosen on validation)"):
+        assert split["results"][name]["test_new_recall_at_100"] == 0.0
+    assert split["results"][default]["test_new_recall_at_100"] > 0.0
+    from recsys.config import ModelConfig
+
+    assert (ModelConfig().item_tower, ModelConfig().tail_negatives) == ("content", 1024)
+
+
 def test_readme_scale_tables_match_the_committed_json():
     spec = importlib.util.spec_from_file_location(
         "scale_table", PROJECT_ROOT / "benchmarks" / "scale_table.py"

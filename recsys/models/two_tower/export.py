@@ -207,7 +207,8 @@ def export_scoring(model: TwoTower, folder: Path) -> tuple[Path, Path]:
         dims[1] = torch.export.Dim("length", min=2, max=model.cfg.history_length)
     with torch.no_grad():
         vectors = model.item_vectors().detach().float()
-    inputs, names, shapes = example_inputs(model)[:1], [input_name(model)], {"user": dims}
+    inputs: tuple[Tensor, ...] = example_inputs(model)[:1]
+    names, shapes = [input_name(model)], {"user": dims}
     if reads_table(model):
         inputs += (torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])]),)
         names.append(ITEM_TABLE)
