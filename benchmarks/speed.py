@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = TwoTower(args.users, args.items, ModelConfig(user_tower=args.tower)).eval()
+    model = TwoTower(args.users, args.items, ModelConfig(item_tower="id", user_tower=args.tower)).eval()
     rng = np.random.default_rng(0)
     seen = [rng.choice(args.items, size=args.seen, replace=False) for _ in range(args.users)]
     if model.reads_history:

@@ -95,12 +95,12 @@ def test_sample_ingest_snapshots_pushes_and_restores(tmp_path: Path) -> None:
     result = snapshots.ingest(settings)
     assert result.dataset == "ml-latest-small"
     assert result.raw_dir == home.raw_dir(settings)
-    for name in ("ratings.csv", "movies.csv", "README.txt"):
+    for name in ("ratings.csv", "movies.csv", "README.txt", "tags.csv"):
         assert (result.raw_dir / name).read_bytes() == (BUNDLED / name).read_bytes()
     assert result.data_version.endswith(".dir") and len(result.data_version) == 36
     assert result.data_version == snapshots.data_version(result.raw_dir)
     assert result.pushed
-    assert len(_remote_objects(settings)) == 5  # three files, release.json and the .dir listing
+    assert len(_remote_objects(settings)) == 6  # four files, release.json and the .dir listing
     assert "in sync" in _dvc(settings, "status", "-c", "raw/ml-latest-small.dvc")
     assert not list((home.workspace(settings) / "tmp").iterdir())
 
@@ -197,6 +197,7 @@ def test_ml20m_import_downloads_then_pulls_from_the_remote(tmp_path: Path, relea
         "movies.csv",
         "ratings.csv",
         "release.json",
+        "tags.csv",
     ]
     ws = home.workspace(settings)
     assert snapshots.data_version(ws / "imports" / "ml-20m.zip") == md5

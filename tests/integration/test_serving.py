@@ -20,7 +20,7 @@ import torch
 
 from recsys.config import DataConfig, Settings, load_settings
 from recsys.data.prepared import prepare
-from recsys.models.two_tower.model import TwoTower
+from recsys.models.two_tower.training import new_model
 from recsys.online import feast_repo, writer
 from recsys.online import reader as lookup
 from recsys.ops import redis_server
@@ -64,7 +64,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["model.embedding_dim=8", "model.history_length=4", f"score.k={BUNDLE_K}"], env={}
     )
     torch.manual_seed(0)
-    model = TwoTower(prepared.n_users, prepared.n_items, settings.model).eval()
+    model = new_model(prepared, settings).eval()
     return write_bundle(model, prepared, settings, tmp_path_factory.mktemp("serving") / "bundle")
 
 

@@ -128,7 +128,7 @@ def test_the_content_tower_keeps_its_vocabulary_and_ids_hide_only_in_training():
     assert not torch.equal(model.item_vectors(), rebuilt.item_vectors())
     with pytest.raises(ValueError, match="vocabulary"):
         TwoTower(2, 4, ModelConfig(item_tower="content"))
-    id_model = TwoTower(2, 4, ModelConfig())
+    id_model = TwoTower(2, 4, ModelConfig(item_tower="id"))
     with pytest.raises(ValueError, match="reads ids only"):
         catalogue_table(id_model, movies.assign(item_idx=range(len(movies))))
 

@@ -38,7 +38,7 @@ def test_onnx_matches_pytorch(tmp_path, tower):
     n_users, n_items, k, h = 300, 500, 50, 6
     content = tower.endswith("-content")
     tower = tower.removesuffix("-content")
-    cfg = ModelConfig(embedding_dim=16, user_tower=tower, history_length=h)
+    cfg = ModelConfig(item_tower="id", embedding_dim=16, user_tower=tower, history_length=h)
     model = (content_model(n_users, n_items, cfg) if content else TwoTower(n_users, n_items, cfg)).eval()
     rng = np.random.default_rng(0)
     seen = [rng.choice(n_items, size=rng.integers(0, 40), replace=False) for _ in range(n_users)]
@@ -72,7 +72,7 @@ def test_onnx_matches_pytorch(tmp_path, tower):
 
 def test_batch_size_does_not_change_a_row(tmp_path):
     torch.manual_seed(1)
-    model = TwoTower(5, 40, ModelConfig(embedding_dim=8, history_length=4)).eval()
+    model = TwoTower(5, 40, ModelConfig(item_tower="id", embedding_dim=8, history_length=4)).eval()
     retriever = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", 10), 40)
     history = np.array([[40, 1, 2, 3], [40, 40, 5, 6], [7, 8, 9, 10]])
     seen = [np.array([1, 2]), np.array([], dtype=int), np.array([4])]
@@ -83,7 +83,7 @@ def test_batch_size_does_not_change_a_row(tmp_path):
 
 
 def test_fully_seen_users_get_masked_tail(tmp_path):
-    model = TwoTower(2, 5, ModelConfig(embedding_dim=4, history_length=2)).eval()
+    model = TwoTower(2, 5, ModelConfig(item_tower="id", embedding_dim=4, history_length=2)).eval()
     retriever = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", 5), 5)
     idx, scores = retriever.recommend(
         np.array([[5, 0], [5, 5]]), [np.array([0, 1, 2, 3]), np.array([], dtype=int)]
@@ -94,7 +94,7 @@ def test_fully_seen_users_get_masked_tail(tmp_path):
 
 def test_k_larger_than_catalogue_is_rejected():
     with pytest.raises(ValueError, match="k must be in"):
-        TopKRetrieval(TwoTower(2, 5, ModelConfig(embedding_dim=4)), 6)
+        TopKRetrieval(TwoTower(2, 5, ModelConfig(item_tower="id", embedding_dim=4)), 6)
 
 
 @pytest.mark.parametrize("tower", ["sasrec", "id"])
@@ -103,7 +103,7 @@ def test_fast_scoring_path_returns_the_end_to_end_graphs_lists(tmp_path, tower):
     torch.manual_seed(2)
     n_users, n_items, k, h = 200, 3_000, 100, 6
     model = TwoTower(
-        n_users, n_items, ModelConfig(embedding_dim=16, user_tower=tower, history_length=h)
+        n_users, n_items, ModelConfig(item_tower="id", embedding_dim=16, user_tower=tower, history_length=h)
     ).eval()
     rng = np.random.default_rng(2)
     seen = [rng.choice(n_items, size=rng.integers(0, 200), replace=False) for _ in range(n_users)]

@@ -37,7 +37,7 @@ def settings(*extra):
 
 
 def sasrec(n_items=10, **kw):
-    cfg = ModelConfig(embedding_dim=8, history_length=5, dropout=0.0, **kw)
+    cfg = ModelConfig(item_tower="id", embedding_dim=8, history_length=5, dropout=0.0, **kw)
     return TwoTower(4, n_items, cfg).eval()
 
 
@@ -65,7 +65,9 @@ def test_sasrec_is_causal_and_ignores_padding():
 
 
 def test_mean_tower_prefix_means():
-    model = TwoTower(2, 6, ModelConfig(embedding_dim=4, user_tower="mean", history_length=3)).eval()
+    model = TwoTower(
+        2, 6, ModelConfig(item_tower="id", embedding_dim=4, user_tower="mean", history_length=3)
+    ).eval()
     with torch.no_grad():
         out = model.sequence_vectors(torch.tensor([[6, 1, 2]]))
         expected = model.project(model.item_emb.weight[[1, 2]].mean(0))
@@ -76,11 +78,15 @@ def test_id_tower_needs_user_idx_and_history_towers_need_history():
     with pytest.raises(ValueError, match="needs a history"):
         sasrec().user_vectors(user_idx=torch.tensor([0]))
     with pytest.raises(ValueError, match="needs user_idx"):
-        TwoTower(2, 5, ModelConfig(user_tower="id")).user_vectors(history=torch.zeros(1, 3).long())
+        TwoTower(2, 5, ModelConfig(item_tower="id", user_tower="id")).user_vectors(
+            history=torch.zeros(1, 3).long()
+        )
 
 
 def test_sampled_softmax_masks_accidental_hits_and_bad_hard_negatives():
-    model = TwoTower(3, 5, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=False))
+    model = TwoTower(
+        3, 5, ModelConfig(item_tower="id", embedding_dim=4, user_tower="id", logq_correction=False)
+    )
     queries, targets = model.user_vectors(torch.tensor([0, 1, 2])), torch.tensor([1, 1, 3])
     hard = torch.tensor([[1, 5, 2], [0, 0, 4], [3, 2, 5]])  # own target / pad must not count
     loss = sampled_softmax_loss(
@@ -101,8 +107,12 @@ def test_sampled_softmax_masks_accidental_hits_and_bad_hard_negatives():
 
 def test_logq_correction_lowers_popular_items_logits():
     log_prob = torch.log(torch.tensor([0.7, 0.1, 0.1, 0.1]))
-    plain = TwoTower(2, 4, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=False), log_prob)
-    fixed = TwoTower(2, 4, ModelConfig(embedding_dim=4, user_tower="id", logq_correction=True), log_prob)
+    plain = TwoTower(
+        2, 4, ModelConfig(item_tower="id", embedding_dim=4, user_tower="id", logq_correction=False), log_prob
+    )
+    fixed = TwoTower(
+        2, 4, ModelConfig(item_tower="id", embedding_dim=4, user_tower="id", logq_correction=True), log_prob
+    )
     fixed.load_state_dict(plain.state_dict())
     queries, targets = plain.user_vectors(torch.tensor([0, 1])), torch.tensor([0, 1])
     with torch.no_grad():
@@ -118,7 +128,7 @@ def test_logq_correction_lowers_popular_items_logits():
 
 
 def test_full_softmax_distillation_adds_the_teacher_term():
-    model = TwoTower(3, 6, ModelConfig(embedding_dim=4, user_tower="id"))
+    model = TwoTower(3, 6, ModelConfig(item_tower="id", embedding_dim=4, user_tower="id"))
     queries, targets = model.user_vectors(torch.tensor([0, 1])), torch.tensor([2, 3])
     teacher = torch.randn(2, 6)
     plain = full_softmax_loss(model, queries, targets)
@@ -179,8 +189,13 @@ def test_softmax_mode_resolves_on_catalogue_size():
     [
         [],
         ["model.user_tower=mean"],
-        ["model.softmax=sampled", "model.num_sampled_negatives=8"],
-        ["model.softmax=sampled", "model.negative_distribution=popularity", "model.num_sampled_negatives=8"],
+        ["model.item_tower=id", "model.softmax=sampled", "model.num_sampled_negatives=8"],
+        [
+            "model.item_tower=id",
+            "model.softmax=sampled",
+            "model.negative_distribution=popularity",
+            "model.num_sampled_negatives=8",
+        ],
         ["train.distill_weight=0.5", "train.distill_ease_l2=10"],
         ["model.user_tower=id", "model.softmax=sampled", "train.batch_size=64"],
     ],
@@ -251,6 +266,6 @@ def test_histories_are_left_padded_recent_items():
 
 def test_bad_sizes_and_settings_raise():
     with pytest.raises(ValueError, match="need >= 1 user"):
-        TwoTower(0, 5, ModelConfig())
+        TwoTower(0, 5, ModelConfig(item_tower="id"))
     with pytest.raises(ConfigError, match="divisible by num_heads"):
         load_settings(["model.embedding_dim=10", "model.num_heads=3"], env={})

@@ -10,8 +10,7 @@ import torch
 
 from recsys.config import load_settings
 from recsys.errors import DataError
-from recsys.models.two_tower.model import TwoTower
-from recsys.models.two_tower.training import evaluate_model
+from recsys.models.two_tower.training import evaluate_model, new_model
 from recsys.runtime.scoring import inputs_from_histories, score_users, user_inputs, without_movies
 from recsys.runtime.two_tower import BUNDLE_FILE, ModelBundle
 from recsys.tracking.gate import decide, evaluate_bundle, list_ranks
@@ -26,7 +25,7 @@ def make_bundle(tiny, tmp_path, tower="sasrec", k=10):
         [f"model.user_tower={tower}", "model.embedding_dim=8", "model.history_length=4", f"score.k={k}"],
         env={},
     )
-    model = TwoTower(tiny.n_users, tiny.n_items, settings.model).eval()
+    model = new_model(tiny, settings).eval()
     return model, ModelBundle.load(write_bundle(model, tiny, settings, tmp_path / tower))
 
 

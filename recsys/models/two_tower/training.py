@@ -93,6 +93,21 @@ def content_features(prepared: Prepared, settings: Settings) -> tuple[Vocabulary
     return vocabulary, vocabulary.encode(prepared.catalogue)
 
 
+def new_model(prepared: Prepared, settings: Settings, tail: pd.DataFrame | None = None) -> TwoTower:
+    """An untrained TwoTower for ``prepared`` with ``settings.model``: the catalogue's popularity
+    for logQ, and for the content item tower its vocabulary, features and tail negatives
+    (``tail``, default ``prepared.tail``)."""
+    counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
+    vocabulary, features = content_features(prepared, settings)
+    negatives, tail = None, prepared.tail if tail is None else tail
+    if vocabulary is not None and settings.model.tail_negatives and tail is not None and len(tail):
+        negatives = vocabulary.encode(tail)
+    log_prob = item_log_prob_from_counts(counts)
+    return TwoTower(
+        prepared.n_users, prepared.n_items, settings.model, log_prob, vocabulary, features, negatives
+    )
+
+
 @torch.no_grad()
 def catalogue_table(model: TwoTower, catalogue: pd.DataFrame) -> torch.Tensor:
     """Item vectors of ``catalogue`` (its ``item_idx`` >= the model's ``n_items``: movies it never
@@ -284,13 +299,7 @@ def train(
         torch.set_num_threads(settings.train.threads)
     gen = set_seed(settings.train.seed)
     pairs_np = prepared.split("train")[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
-    counts = torch.as_tensor(prepared.catalogue["train_count"].to_numpy(), dtype=torch.float64)
-    vocabulary, features = content_features(prepared, settings)
-    negatives, tail = None, prepared.tail if tail is None else tail
-    if vocabulary is not None and settings.model.tail_negatives and tail is not None and len(tail):
-        negatives = vocabulary.encode(tail)
-    model = TwoTower(prepared.n_users, prepared.n_items, settings.model, item_log_prob_from_counts(counts),
-                     vocabulary, features, negatives)  # fmt: skip
+    model = new_model(prepared, settings, tail)
     length = settings.model.history_length
     ex = window_examples(pairs_np, prepared.n_items, length) if model.reads_history else id_examples(pairs_np)
     ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
