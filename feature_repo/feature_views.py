@@ -84,6 +84,11 @@ movie_similar = FeatureView(
         Field(name="movie_id", dtype=Int64),
         Field(name="movie_ids", dtype=Array(Int64), description="The most similar other movies, best first."),
         Field(name="scores", dtype=Array(Float32), description="Similarity (higher is closer), same order."),
+        Field(
+            name="source",
+            dtype=String,
+            description="collaborative: the trained vector; content: embedded from its features alone.",
+        ),
         Field(name="model_version", dtype=String, description="Registered movie_similar version."),
         Field(
             name="data_version", dtype=String, description="DVC version of the pairwise table it learnt from."

@@ -190,12 +190,12 @@ class SimilarConfig(_Section):
     hard_per_anchor: int = Field(4, ge=0)  # the table's hard negatives added to a batch per anchor
     soft_per_anchor: int = Field(1, ge=0)  # the table's soft negatives added to a batch per anchor
     random_per_batch: int = Field(256, ge=0)  # catalogue movies added to each batch, uniform
-    id_dropout: float = Field(0.0, ge=0.0, le=1.0)  # share of rows whose id embedding is dropped
+    id_dropout: float = Field(0.0, ge=0.0, le=1.0)  # rows reading the "unknown movie" id instead
     learning_rate: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(5, ge=1)  # epochs without validation Recall@10 gain before stopping
-    title_min_count: int = Field(2, ge=1)  # title words seen fewer times are left out
+    title_min_count: int = Field(2, ge=1)  # title words and tags of fewer movies are left out
     max_title_words: int = Field(8, ge=1)
     k: int = Field(20, ge=1, le=MAX_K)  # similar movies stored per movie
     batch_queries: int = Field(512, ge=1)  # movies per ONNX Runtime call when scoring

@@ -50,10 +50,19 @@ def _list_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
-    from recsys.online.similar_reader import similar
+    from recsys.errors import UnknownMovieError
+    from recsys.online.similar_reader import COLLABORATIVE, NONE, similar_answers
 
-    triples = similar(args.movie, args.k, settings_for(args))
-    _print_triples(triples, args.json)
+    answer = next(iter(similar_answers([args.movie], args.k, settings_for(args)).values()))
+    if answer.source == NONE:
+        raise UnknownMovieError(answer.reason)
+    if answer.source != COLLABORATIVE:
+        print(
+            f"note: movie {args.movie} has no or too few ratings for the model; source {answer.source}: "
+            "its list comes from its genres, year, title words and tags",
+            file=sys.stderr,
+        )
+    _print_triples(answer.similar, args.json)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -160,7 +169,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         data = ", ".join(similar["data_versions"]) or "-"
         print(
             f"similar: movie_similar version {versions}, data version {data}, scored "
-            f"{similar['scored_at'] or '-'}, {similar['movies']} movies with a list"
+            f"{similar['scored_at'] or '-'}, {similar['movies']} movies with a list "
+            f"({similar.get('content', 0)} from their features alone: no or too few ratings)"
         )
     else:
         print("similar: no similar-movie lists in the store (run `recsys publish-similar`)")

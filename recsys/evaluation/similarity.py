@@ -73,20 +73,29 @@ def similarity_metrics(
     return out
 
 
-def vector_scores(vectors: np.ndarray, distance: str) -> Any:
+def vector_scores(vectors: np.ndarray, distance: str, queries: np.ndarray | None = None) -> Any:
     """``scores_of`` for :func:`similarity_metrics` from item vectors [N, D]: cos(a, b) for
-    ``cosine`` (vectors normalised here), -||a - b|| for ``l2``, a . b for ``dot``."""
-    v = np.asarray(vectors, dtype=np.float32)
-    if distance == "l2":  # translation-invariant; centred, float32 stays exact (item_tower.distances)
-        v = v - v.mean(0, keepdims=True)
-    if distance == "cosine":
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    norms = (v * v).sum(1)
+    ``cosine`` (vectors normalised here), -||a - b|| for ``l2``, a . b for ``dot``. ``queries``
+    [N, D]: the query side's vectors when they differ from the candidates' (a query movie embedded
+    from its features alone, scored against every movie's served vector)."""
+
+    def prepare(a: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float32)
+        if distance == "l2":  # translation-invariant; centred, float32 stays exact (item_tower.distances)
+            a = a - centre
+        if distance == "cosine":
+            a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        return a
+
+    centre = np.asarray(vectors, dtype=np.float32).mean(0, keepdims=True)
+    v = prepare(vectors, centre)
+    q = v if queries is None else prepare(queries, centre)
+    norms, query_norms = (v * v).sum(1), (q * q).sum(1)
 
     def scores_of(rows: np.ndarray) -> np.ndarray:
-        dots = v[rows] @ v.T
+        dots = q[rows] @ v.T
         if distance == "l2":
-            return -np.sqrt(np.maximum(norms[rows][:, None] + norms[None, :] - 2 * dots, 0.0))
+            return -np.sqrt(np.maximum(query_norms[rows][:, None] + norms[None, :] - 2 * dots, 0.0))
         return dots
 
     return scores_of

@@ -256,14 +256,16 @@ def status(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
 
 
 def similar_status(conn: redis.Redis) -> dict[str, Any]:
-    """What the similar-movie lists in the store are: ``movies`` with a list, the movie_similar
+    """What the similar-movie lists in the store are: ``movies`` with a list, of which ``content``
+    come from the movie's features alone (no or too few ratings), the movie_similar
     ``model_versions`` and ``data_versions`` they come from (with how many movies each), and the
     newest list's ``scored_at`` (its event timestamp, UTC; None without lists)."""
     from recsys.online import layout
     from recsys.online.layout import MOVIE_KEY, SIMILAR_VIEW, decode_value, entity_key
 
     prefix = entity_key(MOVIE_KEY, 0)[: -8 - len(b"recsys")]  # the key up to the id
-    fields = [layout.field_key(SIMILAR_VIEW, f) for f in ("movie_ids", "model_version", "data_version")]
+    names = ("movie_ids", "model_version", "data_version", "source")
+    fields = [layout.field_key(SIMILAR_VIEW, f) for f in names]
     fields.append(f"_ts:{SIMILAR_VIEW}".encode())
     keys = list(conn.scan_iter(match=prefix + b"*", count=5000))
     with conn.pipeline(transaction=False) as pipe:
@@ -272,10 +274,11 @@ def similar_status(conn: redis.Redis) -> dict[str, Any]:
         replies = pipe.execute() if keys else []
     models: dict[str, int] = {}
     datas: dict[str, int] = {}
-    newest = 0
-    for movie_ids, model, data, stamp in replies:
+    newest = content = 0
+    for movie_ids, model, data, source, stamp in replies:
         if movie_ids is None:
             continue  # a catalogue movie (title only) without a list
+        content += decode_value(source) == "content"
         model = decode_value(model) or ""
         models[model] = models.get(model, 0) + 1
         datas[decode_value(data) or ""] = datas.get(decode_value(data) or "", 0) + 1
@@ -283,6 +286,7 @@ def similar_status(conn: redis.Redis) -> dict[str, Any]:
     scored = datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds") if newest else None
     return {
         "movies": sum(models.values()),
+        "content": content,
         "model_versions": dict(sorted(models.items())),
         "data_versions": dict(sorted(datas.items())),
         "scored_at": scored,

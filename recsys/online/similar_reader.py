@@ -5,12 +5,13 @@ and takedown filter, in one pipelined round trip plus one for the titles)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from recsys import checks
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, UnknownMovieError
-from recsys.online.layout import MOVIE_KEY, PROJECT, SIMILAR_VIEW, entity_key, field_key
+from recsys.online.layout import MOVIE_KEY, PROJECT, SIMILAR_VIEW, decode_value, entity_key, field_key
 from recsys.online.reader import (
     TITLE_FIELD,
     Triple,
@@ -22,23 +23,39 @@ from recsys.online.reader import (
     titles,
 )
 
-SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, "movie_ids"), field_key(SIMILAR_VIEW, "scores")]
+SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, name) for name in ("movie_ids", "scores", "source")]
+COLLABORATIVE = "collaborative"  # a list stored without a source (before sources were stored)
+NONE = "none"  # the source of an answer without a list
+
+
+@dataclass(frozen=True)
+class SimilarAnswer:
+    """One movie's answer: ``source`` (``collaborative``: from the movie's trained vector,
+    ``content``: from its features alone, as a movie with no or too few ratings is embedded;
+    ``none``: no list, see ``reason``) and its [movie_id, score, title] triples, best first."""
+
+    source: str
+    similar: list[Triple] = field(default_factory=list)
+    reason: str = ""
 
 
 def _similar_replies(
     ids: list[int], k: int, settings: Settings
-) -> tuple[Settings, dict[int, tuple[list[int], list[float]] | None], set[int]]:
-    """(settings, each movie's stored (movie_ids, scores) or None, the movies with a stored title):
+) -> tuple[dict[int, tuple[str, list[int], list[float]] | None], set[int]]:
+    """(each movie's stored (source, movie_ids, scores) or None, the movies with a stored title):
     one pipelined round trip (the title lives in the same hash as the list)."""
     conn = _client(settings.redis_connection)
     with _store_errors(settings):
         commands = [(entity_key(MOVIE_KEY, m), [*SIMILAR_FIELDS, TITLE_FIELD]) for m in ids]
         replies, blocked, _ = _hmget_unblocked(conn, commands)
-    lists = {
-        m: None if items is None else _first_unblocked(items, scores, k, blocked)[:2]
-        for m, (items, scores, _) in zip(ids, replies)
-    }
-    return settings, lists, {m for m, reply in zip(ids, replies) if reply[2] is not None}
+    lists: dict[int, tuple[str, list[int], list[float]] | None] = {}
+    for m, (items, scores, source, _) in zip(ids, replies):
+        if items is None:
+            lists[m] = None
+            continue
+        kept = _first_unblocked(items, scores, k, blocked)
+        lists[m] = (str(decode_value(source) or COLLABORATIVE), *kept[:2])
+    return lists, {m for m, reply in zip(ids, replies) if reply[3] is not None}
 
 
 def stored_similar(
@@ -46,16 +63,17 @@ def stored_similar(
 ) -> dict[int, tuple[list[int], list[float]] | None]:
     """Each movie's stored (movie_ids, scores), the first ``k``, best first; None for a movie without
     a stored list. One pipelined round trip. Errors as :func:`stored_lists`."""
-    return _similar_replies(_check_movies(movie_ids, k), k, settings or load_settings())[1]
+    lists = _similar_replies(_check_movies(movie_ids, k), k, settings or load_settings())[0]
+    return {m: None if got is None else (got[1], got[2]) for m, got in lists.items()}
 
 
 def no_similar_reason(movie_id: int, known: bool, settings: Settings) -> str:
-    """Why a movie has no similar-movies list: a catalogue movie the model left out, or an id the
-    online store does not know."""
+    """Why a movie has no similar-movies list: a catalogue movie that arrived after the lists were
+    last published, or an id the online store does not know."""
     if known:
         return (
-            f"movie {movie_id} is in the catalogue but has no similar-movies list: it has too few "
-            "ratings for the movie_similar model (movies rarely rated are left out)"
+            f"movie {movie_id} is in the catalogue but has no similar-movies list yet: the lists "
+            "were published before it arrived; run the nightly publish"
         )
     return (
         f"movie {movie_id} is not in the online store's catalogue (project {PROJECT} at "
@@ -72,27 +90,37 @@ def similar_or_reasons(
     Raises InvalidRequestError for a bad id, k outside 1..MAX_K or beyond a stored list's length
     (the movie_similar version's K), StoreError when Redis is unreachable.
     """
+    answers = similar_answers(movie_ids, k, settings)
+    return {m: a.reason if a.source == NONE else a.similar for m, a in answers.items()}
+
+
+def similar_answers(
+    movie_ids: Iterable[Any], k: int = 10, settings: Settings | None = None
+) -> dict[int, SimilarAnswer]:
+    """Each movie's :class:`SimilarAnswer`: its source and ``k`` most similar movies, or why it has
+    none. Errors as :func:`similar_or_reasons`."""
     return read_similar(_check_movies(movie_ids, k), k, settings or load_settings())
 
 
-def read_similar(ids: list[int], k: int, settings: Settings) -> dict[int, list[Triple] | str]:
-    """:func:`similar_or_reasons` for ids and ``k`` a door has already checked (recsys.checks)."""
-    settings, lists, known = _similar_replies(ids, k, settings)
-    found = {m: pair for m, pair in lists.items() if pair is not None}
-    short = [(m, len(items)) for m, (items, _) in found.items() if len(items) < k]
+def read_similar(ids: list[int], k: int, settings: Settings) -> dict[int, SimilarAnswer]:
+    """:func:`similar_answers` for ids and ``k`` a door has already checked (recsys.checks)."""
+    lists, known = _similar_replies(ids, k, settings)
+    found = {m: got for m, got in lists.items() if got is not None}
+    short = [(m, len(items)) for m, (_, items, _) in found.items() if len(items) < k]
     if short:
         movie, held = short[0]
         raise InvalidRequestError(
             f"k must be at most {held}, the number of similar movies stored for movie {movie} "
             f"(the movie_similar version's K, less any blocked movies), got {k}"
         )
-    named = titles({m for items, _ in found.values() for m in items}, settings) if found else {}
-    out: dict[int, list[Triple] | str] = {}
-    for m, pair in lists.items():
-        if pair is None:
-            out[m] = no_similar_reason(m, m in known, settings)
+    named = titles({m for _, items, _ in found.values() for m in items}, settings) if found else {}
+    out: dict[int, SimilarAnswer] = {}
+    for m, got in lists.items():
+        if got is None:
+            out[m] = SimilarAnswer(NONE, reason=no_similar_reason(m, m in known, settings))
         else:
-            out[m] = [(i, s, named[i]) for i, s in zip(*pair)]
+            source, items, scores = got
+            out[m] = SimilarAnswer(source, [(i, s, named[i]) for i, s in zip(items, scores)])
     return out
 
 
@@ -107,16 +135,16 @@ def similar_many(
     why (not in the catalogue, or in it but too rarely rated for the model), StoreError when Redis
     is unreachable.
     """
-    return _all_similar(read_similar(_check_movies(movie_ids, k), k, settings or load_settings()))
+    return _all_similar(similar_answers(movie_ids, k, settings))
 
 
-def _all_similar(found: dict[int, list[Triple] | str]) -> dict[int, list[Triple]]:
+def _all_similar(found: dict[int, SimilarAnswer]) -> dict[int, list[Triple]]:
     """The triples of every movie; UnknownMovieError naming the first without a list and why."""
-    missing = [reason for reason in found.values() if isinstance(reason, str)]
+    missing = [answer.reason for answer in found.values() if answer.source == NONE]
     if missing:
         more = f" ({len(missing) - 1} more movie(s) without a list)" if len(missing) > 1 else ""
         raise UnknownMovieError(missing[0] + more)
-    return {m: triples for m, triples in found.items() if not isinstance(triples, str)}
+    return {m: answer.similar for m, answer in found.items()}
 
 
 def similar(movie_id: Any, k: int = 10, settings: Settings | None = None) -> list[Triple]:

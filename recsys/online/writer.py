@@ -23,9 +23,10 @@ Publish frames:
   positive movies, newest last; may be empty), ``data_version`` str, ``event_timestamp`` tz-aware UTC.
 - catalogue: ``movie_id`` int64, ``title`` str.
 - similar (:func:`publish_similar`): one row per movie - ``movie_id`` int64, ``movie_ids``
-  list[int64] (the most similar other movies, best first), ``scores`` list[float32],
-  ``model_version`` str (the ``movie_similar`` version), ``data_version`` str (DVC version of the
-  pairwise table it was trained on), ``event_timestamp`` tz-aware UTC.
+  list[int64] (the most similar other movies, best first), ``scores`` list[float32], ``source`` str
+  (``collaborative`` or ``content``: the movie embedded from its features alone), ``model_version``
+  str (the ``movie_similar`` version), ``data_version`` str (DVC version of the pairwise table it
+  was trained on), ``event_timestamp`` tz-aware UTC.
 """
 
 from __future__ import annotations
@@ -364,6 +365,7 @@ def publish_similar(
         movie_id=lists[MOVIE_KEY].astype("int64"),
         movie_ids=[np.asarray(items, dtype=np.int64) for items in lists["movie_ids"]],
         scores=[np.asarray(scores, dtype=np.float32) for scores in lists["scores"]],
+        source=lists["source"].astype(str),
         model_version=lists["model_version"].astype(str),
         data_version=lists["data_version"].astype(str),
         event_timestamp=pd.to_datetime(lists["event_timestamp"], utc=True),

@@ -141,7 +141,8 @@ def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pair
     from recsys.data.snapshots import data_version
     from recsys.tracking.similar import run_similar_training, two_tower_vectors
 
-    catalogue = PreparedRef.at(prepared_dir).load().catalogue
+    prepared = PreparedRef.at(prepared_dir).load()
+    catalogue = prepared.catalogue
     return run_similar_training(
         settings,
         Registry.open(settings, MOVIE_SIMILAR),
@@ -149,6 +150,7 @@ def train_similar(settings: Settings, pairs_folder: str, prepared_dir: str, pair
         catalogue,
         pairs_version or data_version(Path(pairs_folder)),
         two_tower_vectors(Registry.open(settings, TWO_TOWER), catalogue),
+        rare=prepared.tail["movie_id"] if prepared.tail is not None else None,
     )
 
 

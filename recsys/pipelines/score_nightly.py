@@ -354,18 +354,28 @@ def locate_similar_champion(settings: Settings) -> str:
 
 
 def score_similar(settings: Settings, ref: str = CHAMPION) -> dict:
-    """Every movie's top-K similar movies from the ``movie_similar`` version behind ``ref``, with
-    ONNX Runtime, checked (K per movie, no self, no repeats, sorted) into similar.parquet."""
+    """Every movie of the snapshot's ``movies.csv`` with its top-K similar movies from the
+    ``movie_similar`` version behind ``ref`` (ONNX Runtime; recsys.runtime.similar: a movie it was
+    not trained on is embedded from its features), checked, into similar.parquet."""
+    from recsys.data import eventlog
     from recsys.runtime import similar
     from recsys.runtime.scoring import write_recommendations
 
     version, folder = Registry.open(settings, MOVIE_SIMILAR).download_bundle(ref)
     bundle = similar.SimilarBundle.load(folder, threads=settings.score.threads or None)
+    bundle = bundle.with_movies(eventlog.current_movies(home.raw_dir(settings)))  # DataError: no snapshot
     pairs_version = str(bundle.meta.get("pairs_version", ""))
     lists = similar.score_similar(bundle, version, pairs_version, settings.similar.batch_queries)
     similar.check_similar(lists, bundle.k)
     path = write_recommendations(lists, home.similar_dir(settings, version) / "similar.parquet")
-    return {"similar": str(path), "model_version": version, "movies": len(lists), "k": bundle.k}
+    content = int((lists["source"] == similar.CONTENT).sum())  # embedded from their features
+    return {
+        "similar": str(path),
+        "model_version": version,
+        "movies": len(lists),
+        "content": content,
+        "k": bundle.k,
+    }
 
 
 @locked("similar_publish")

@@ -1,10 +1,22 @@
 """A registered ``movie_similar`` version as its consumers see it, without torch, and the nightly
 lists it gives.
 
-- :class:`SimilarBundle`: ``similar.onnx`` (item_idx [B] -> the top-K other movies' item_idx [B, K]
-  and scores [B, K], best first; the query itself is masked inside the graph),
-  ``item_vectors.npy``, ``catalogue.parquet`` and ``bundle.json``;
-- :func:`score_similar`: every catalogue movie's top-K list through that graph with ONNX Runtime;
+- :class:`SimilarBundle`: ``similar.onnx`` ((query vectors [B, D], each query's own row in the
+  candidate table or -1 [B], the candidate table [C, D]) -> the top-K candidates' rows [B, K] and
+  scores [B, K], best first; the query itself is masked inside the graph), ``item_tower.onnx`` (a
+  movie's features -> its vector, for a movie without a trained id), ``vocabulary.json``,
+  ``item_vectors.npy`` (the trained catalogue's vectors), ``rare_movies.npy``, ``catalogue.parquet``
+  and ``bundle.json``;
+- :meth:`SimilarBundle.with_movies`: tonight's catalogue, every movie of ``movies.csv``: those the
+  version was not trained on are embedded from their genres, year, title words and tags, with no
+  retrain. Each gets a list. Candidates are the trained movies and the movies new since training;
+  the rare ones (rated in the training data, too rarely to be trained: ``rare_movies.npy``) are
+  not recommended as similar to anything. Rarely liked, embedded from their features they would
+  crowd the lists: benchmarks/similar.py measures the trained movies' validation Recall@10 falling
+  by more than half with all of them as candidates;
+- :func:`score_similar`: every catalogue movie's top-K list through that graph with ONNX Runtime,
+  with its source: ``collaborative`` for a movie the version was trained on (its id vector, learnt
+  from what its fans liked), ``content`` for one embedded from its features alone;
 - :func:`check_similar`: the lists' invariants (K per movie, no self, no repeats, sorted).
 
 Scores are similarities, higher is closer: cos(a, b) for the cosine distance, -||a - b|| for L2.
@@ -13,7 +25,7 @@ Scores are similarities, higher is closer: cos(a, b) for the cosine distance, -|
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,31 +33,48 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.data.features import FEATURE_INPUTS, NO_GENRES, Vocabulary
 from recsys.errors import DataError
 from recsys.files import read_parquet
 from recsys.runtime.onnx import DAMAGED, session
 
-FORMAT = "movie_similar-1"  # bundle.json "format" of a movie_similar version
+FORMAT = "movie_similar-2"  # bundle.json "format" of a movie_similar version
 BUNDLE_FILE = "bundle.json"
-FILES = ("similar.onnx", "item_vectors.npy", "catalogue.parquet", BUNDLE_FILE)
-SIMILAR_COLUMNS = ("movie_id", "movie_ids", "scores", "model_version", "data_version")
-
-
-# --- quality ---------------------------------------------------------------------------------
-
-
-# --- the model version -----------------------------------------------------------------------
+GRAPH_FILE = "similar.onnx"
+ITEM_TOWER_FILE = "item_tower.onnx"
+VOCABULARY_FILE = "vocabulary.json"
+VECTORS_FILE = "item_vectors.npy"
+RARE_FILE = "rare_movies.npy"
+FILES = (
+    GRAPH_FILE,
+    ITEM_TOWER_FILE,
+    VOCABULARY_FILE,
+    VECTORS_FILE,
+    RARE_FILE,
+    "catalogue.parquet",
+    BUNDLE_FILE,
+)
+ITEM_TABLE = "item_table"
+GRAPH_INPUTS = ("query", "query_row", ITEM_TABLE)  # similar.onnx's inputs
+ITEM_INPUTS = ("item_idx", *FEATURE_INPUTS)  # item_tower.onnx's inputs
+COLLABORATIVE, CONTENT = "collaborative", "content"  # a list's source
+SIMILAR_COLUMNS = ("movie_id", "movie_ids", "scores", "source", "model_version", "data_version")
 
 
 @dataclass
 class SimilarBundle:
-    """A loaded ``movie_similar`` version (see the module docstring); use :meth:`load`."""
+    """A loaded ``movie_similar`` version (see the module docstring); use :meth:`load`.
+
+    ``catalogue`` and ``vectors``: the trained movies (item_idx 0..n_trained-1), then, after
+    :meth:`with_movies`, tonight's movies embedded from their features."""
 
     folder: Path
     k: int
     distance: str
     catalogue: pd.DataFrame
     meta: dict[str, Any]
+    vectors: np.ndarray
+    rare: np.ndarray  # movie ids that get a list but are no candidate (the module docstring)
     threads: int | None = None
 
     @classmethod
@@ -67,13 +96,32 @@ class SimilarBundle:
                 "movie_similar version of this recsys; retrain the similar-movies model"
             )
         catalogue = read_parquet(folder / "catalogue.parquet", fix=DAMAGED).sort_values("item_idx")
+        try:
+            vectors = np.load(folder / VECTORS_FILE).astype(np.float32)
+            rare = np.load(folder / RARE_FILE).astype(np.int64)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {folder} vectors ({exc}); {DAMAGED}") from exc
+        if vectors.ndim != 2 or len(vectors) != len(catalogue):
+            raise DataError(f"{folder / VECTORS_FILE} does not match the catalogue; {DAMAGED}")
         return cls(
-            folder, int(meta["k"]), str(meta["distance"]), catalogue.reset_index(drop=True), meta, threads
+            folder,
+            int(meta["k"]),
+            str(meta["distance"]),
+            catalogue.reset_index(drop=True),
+            meta,
+            vectors,
+            rare,
+            threads,
         )
 
     @property
     def n_items(self) -> int:
         return len(self.catalogue)
+
+    @property
+    def n_trained(self) -> int:
+        """Movies the version was trained on: item_idx below this have a trained id."""
+        return int(self.meta["n_items"])
 
     @cached_property
     def movie_ids(self) -> np.ndarray:
@@ -81,17 +129,67 @@ class SimilarBundle:
 
     @cached_property
     def session(self) -> Any:
-        return session(self.folder / "similar.onnx", self.threads)
+        return session(self.folder / GRAPH_FILE, self.threads)
 
     def item_index(self, movie_ids: np.ndarray) -> np.ndarray:
-        """movie ids -> item_idx, -1 for a movie this version does not know."""
+        """movie ids -> item_idx, -1 for a movie this catalogue does not hold."""
         return pd.Index(self.movie_ids).get_indexer(np.asarray(movie_ids, dtype=np.int64))
+
+    def sources(self, item_idx: np.ndarray) -> np.ndarray:
+        """Each movie's list source: :data:`COLLABORATIVE` (a trained id) or :data:`CONTENT`."""
+        return np.where(np.asarray(item_idx) < self.n_trained, COLLABORATIVE, CONTENT)
+
+    def with_movies(self, movies: pd.DataFrame) -> SimilarBundle:
+        """Tonight's bundle: the catalogue grown by every movie of ``movies`` (movie_id, title,
+        genres, optionally tags) the version was not trained on, each embedded from its features
+        by ``item_tower.onnx``, with no retrain."""
+        new = movies[~movies["movie_id"].isin(self.movie_ids)].sort_values("movie_id", kind="mergesort")
+        if new.empty:
+            return self
+        n = self.n_items
+        added = new.assign(item_idx=np.arange(n, n + len(new)), train_count=0)
+        vectors = np.vstack([self.vectors, self.embed(added)]).astype(np.float32)
+        columns = list(self.catalogue.columns)
+        catalogue = pd.concat([self.catalogue, added[[c for c in columns if c in added]]], ignore_index=True)
+        if "genres" in catalogue:
+            catalogue["genres"] = catalogue["genres"].fillna(NO_GENRES)
+        return replace(self, catalogue=catalogue, vectors=vectors)
+
+    def embed(self, movies: pd.DataFrame) -> np.ndarray:
+        """Vectors of ``movies`` from their features alone (no trained id): [M, D]."""
+        path = self.folder / VOCABULARY_FILE
+        try:
+            vocabulary = Vocabulary.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"cannot read {path} ({exc}); {DAMAGED}") from exc
+        features = vocabulary.encode(movies.reset_index(drop=True)).arrays()
+        feeds = dict(zip(FEATURE_INPUTS, features, strict=True))
+        feeds["item_idx"] = np.full(len(movies), self.n_trained, dtype=np.int64)
+        tower = session(self.folder / ITEM_TOWER_FILE, self.threads)
+        return tower.run(["item_vectors"], feeds)[0]
+
+    @cached_property
+    def candidates(self) -> np.ndarray:
+        """item_idx of the movies a list may hold: all but the rare ones."""
+        return np.flatnonzero(~np.isin(self.movie_ids, self.rare))
+
+    @cached_property
+    def _candidate_row(self) -> np.ndarray:
+        rows = np.full(self.n_items, -1, dtype=np.int64)
+        rows[self.candidates] = np.arange(len(self.candidates))
+        return rows
+
+    @cached_property
+    def _table(self) -> np.ndarray:
+        return np.ascontiguousarray(self.vectors[self.candidates])
 
     def similar(self, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-K other movies of each query: item_idx [B] -> (item_idx [B, K], scores [B, K])."""
-        feeds = {"item_idx": np.asarray(item_idx, dtype=np.int64)}
-        items, scores = self.session.run(["similar_idx", "scores"], feeds)
-        return items, scores
+        item_idx = np.asarray(item_idx, dtype=np.int64)
+        query, row, table = GRAPH_INPUTS
+        feeds = {query: self.vectors[item_idx], row: self._candidate_row[item_idx], table: self._table}
+        rows, scores = self.session.run(["similar_idx", "scores"], feeds)
+        return self.candidates[rows], scores
 
 
 def score_similar(bundle: SimilarBundle, version: str, data_version: str, batch: int = 512) -> pd.DataFrame:
@@ -110,6 +208,7 @@ def score_similar(bundle: SimilarBundle, version: str, data_version: str, batch:
             "movie_id": movie_ids,
             "movie_ids": list(movie_ids[top]),
             "scores": list(values.astype(np.float32)),
+            "source": bundle.sources(np.arange(bundle.n_items)),
             "model_version": str(version),
             "data_version": str(data_version),
             "event_timestamp": pd.Timestamp.now(tz="UTC"),
@@ -125,6 +224,12 @@ def check_similar(lists: pd.DataFrame, k: int) -> None:
         raise DataError(f"similar-movies frame lacks column(s) {missing}; expected {list(SIMILAR_COLUMNS)}")
     if lists["movie_id"].duplicated().any():
         raise DataError("similar-movies frame holds a movie twice; one row per movie")
+    odd = lists.loc[~lists["source"].isin((COLLABORATIVE, CONTENT)), "movie_id"]
+    if len(odd):
+        raise DataError(
+            f"similar movies of movie {odd.iat[0]} have source {lists.loc[odd.index[0], 'source']!r}, "
+            f"not {COLLABORATIVE!r} or {CONTENT!r}; score them again"
+        )
     for movie, items, scores in zip(lists["movie_id"], lists["movie_ids"], lists["scores"]):
         items, scores = np.asarray(items), np.asarray(scores, dtype=np.float64)
         problem = None

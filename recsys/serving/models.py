@@ -5,10 +5,11 @@ Request (the seed's): ``{"dataframe_split": {"columns": ["user_id", "k"], "data"
 way (recsys.checks.as_frame).
 "More like this": ``{"dataframe_split": {"columns": ["movie_id", "k"], "data": [[1, 10]]}}`` answers
 one row per movie with ``similar`` = k triples [movie_id, score, title], best first, read from the
-online store (Feast view ``movie_similar``, published nightly), and ``source`` ``online_store``. A
-movie without a stored list does not fail the batch: its row has ``source`` ``none``, ``similar``
-``[]`` and ``reason`` (in the catalogue but too rarely rated for the model, or not in the
-catalogue). A k beyond the stored K is an HTTP 400 naming it, and an unreachable online store an
+online store (Feast view ``movie_similar``, published nightly), and ``source``: ``collaborative``
+(from the movie's trained vector) or ``content`` (a movie with no or too few ratings, embedded from
+its genres, year, title and tags). A movie without a stored list does not fail the batch: its row
+has ``source`` ``none``, ``similar`` ``[]`` and ``reason`` (in the catalogue but not yet published,
+or not in the catalogue). A k beyond the stored K is an HTTP 400 naming it, and an unreachable online store an
 HTTP 503 naming it. A request holds user ids or movie ids, not both.
 (``k`` optional, default 10, at most the version's K; 1 to recsys.checks.MAX_BATCH users per
 request; recsys.checks says what else is refused, with an HTTP 400). Response: one row per
@@ -54,7 +55,7 @@ from recsys.checks import MAX_K, as_frame, check_frame, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
 from recsys.online.reader import Served, read_histories, read_served, titles
-from recsys.online.similar_reader import read_similar
+from recsys.online.similar_reader import COLLABORATIVE, read_similar
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 
@@ -209,10 +210,11 @@ class RecommenderModel(PythonModel):
         rows = []
         for m, k in zip(movie_ids, ks):
             got = found[m]
-            if isinstance(got, str):
-                rows.append({"movie_id": m, "source": "none", "similar": [], "reason": got})
+            if got.reason:
+                rows.append({"movie_id": m, "source": got.source, "similar": [], "reason": got.reason})
             else:
-                rows.append({"movie_id": m, "source": "online_store", "similar": [list(t) for t in got[:k]]})
+                triples = [list(t) for t in got.similar[:k]]
+                rows.append({"movie_id": m, "source": got.source, "similar": triples})
         return rows
 
 
@@ -248,7 +250,7 @@ class SimilarModel(PythonModel):
                 continue
             row, vals = next(answers)
             triples = [[int(ids[i]), float(v), self.titles[int(ids[i])]] for i, v in zip(row[:k], vals[:k])]
-            out.append({"movie_id": m, "source": "model", "similar": triples})
+            out.append({"movie_id": m, "source": COLLABORATIVE, "similar": triples})
         return out
 
 

@@ -126,8 +126,8 @@ def _log_inputs(
 def _evaluation(
     result: Any, table: pd.DataFrame, catalogue: pd.DataFrame, reference: TwoTowerVectors | None
 ) -> dict[str, dict[str, float]]:
-    """Test metrics of the epoch kept, the genre floor's and (given ``reference``) the two_tower
-    vectors' on valid and test."""
+    """Test metrics of the epoch kept (its trained vectors, and its features-only path), the genre
+    floor's and (given ``reference``) the two_tower vectors' on valid and test."""
     from recsys.models.item_tower.training import evaluate_tower
 
     two_tower = {
@@ -137,6 +137,8 @@ def _evaluation(
     }
     return {
         "test": evaluate_tower(result.model, table, "test", catalogue["movie_id"].to_numpy()),
+        # the same queries embedded from their features alone, as a movie without enough positives
+        "test_cold": evaluate_tower(result.model, table, "test", catalogue["movie_id"].to_numpy(), cold=True),
         "genre_valid": genre_metrics(table, catalogue, "valid"),
         "two_tower": two_tower,
     }
@@ -167,10 +169,12 @@ def run_similar_training(
     catalogue: pd.DataFrame,
     pairs_version: str,
     reference: TwoTowerVectors | None = None,
+    rare: pd.Series | None = None,
 ) -> dict:
     """Train, evaluate (valid and test, the genre floor and the two_tower vectors beside it), log,
     register in ``models``; ids and metrics. ``reference``: the two_tower champion's vectors, which
-    start the id embeddings when ``similar.init`` is ``two_tower``."""
+    start the id embeddings when ``similar.init`` is ``two_tower``; ``rare``: the movies rated in
+    the training data but left out of the catalogue (recsys.runtime.similar: no candidates)."""
     from recsys.models.item_tower.export import write_bundle
     from recsys.models.item_tower.training import train_tower
 
@@ -191,6 +195,7 @@ def run_similar_training(
         metrics = {
             **{f"best_valid_{k}": v for k, v in result.valid.items()},
             **{f"test_{k}": v for k, v in found["test"].items()},
+            **{f"test_cold_{k}": v for k, v in found["test_cold"].items()},
             **{f"genre_valid_{k}": v for k, v in found["genre_valid"].items()},
             **found["two_tower"],
             **({"init_coverage": start.coverage} if start else {}),
@@ -200,7 +205,7 @@ def run_similar_training(
         mlflow.log_metrics(metrics)
         _log_artefacts(result, cfg, Path(tmp))
         ids = {"pairs_version": pairs_version, "run_id": run.info.run_id}
-        bundle = write_bundle(result.model, catalogue, cfg.k, Path(tmp) / "bundle", ids)
+        bundle = write_bundle(result.model, catalogue, cfg.k, Path(tmp) / "bundle", ids, rare)
         k = str(min(cfg.k, len(catalogue) - 1))  # what the lists hold: K, or every other movie
         version = models.log_model(
             bundle, SIMILAR_ENTRY, {VALID_TAG: result.valid[GATE_METRIC]}, {**ids, "k": k}

@@ -287,7 +287,14 @@ def test_status_says_what_similar_lists_are_served(registered) -> None:
     assert out.returncode == 0, out.stderr
     assert (
         f"similar: movie_similar version 2 ({N_MOVIES} movies), data version p1, scored "
-        f"{STAMP.isoformat(timespec='seconds')}, {N_MOVIES} movies with a list" in out.stdout
+        f"{STAMP.isoformat(timespec='seconds')}, {N_MOVIES} movies with a list (1 from their features "
+        "alone: no or too few ratings)" in out.stdout
     )
     state = json.loads(cli(env, "status", "--json").stdout)
     assert state["similar"]["movies"] == N_MOVIES and state["similar"]["model_versions"] == {"2": N_MOVIES}
+    assert state["similar"]["content"] == 1
+    # a movie with no ratings: its list, and a note that it comes from its features alone
+    out = cli(env, "similar", "--movie", str(N_MOVIES), "--k", "2", "--json")
+    assert out.returncode == 0 and len(json.loads(out.stdout)) == 2, out.stderr
+    assert f"note: movie {N_MOVIES} has no or too few ratings" in out.stderr
+    assert "source content" in out.stderr

@@ -31,6 +31,8 @@ def similar_lists() -> pd.DataFrame:
             "movie_id": movies.astype("int64"),
             "movie_ids": items,
             "scores": scores,
+            # the last movie's list comes from its features alone (a movie with no ratings)
+            "source": ["collaborative"] * (N_MOVIES - 1) + ["content"],
             "model_version": "2",
             "data_version": "p1",
             "event_timestamp": STAMP,
@@ -124,13 +126,19 @@ def test_bad_lookups_get_one_line_naming_the_problem(
 def test_http_answers_movie_id_requests_from_the_store(
     served: RecommenderModel,  # noqa: F811 - the fixture imported above
     published_similar: pd.DataFrame,
+    own_redis: Settings,
 ) -> None:
     from mlflow.exceptions import MlflowException
 
     rows = served.predict(None, pd.DataFrame({"movie_id": [2, 1, 2], "k": [2, 5, 1]}))
-    assert [r["movie_id"] for r in rows] == [2, 1, 2] and {r["source"] for r in rows} == {"online_store"}
+    assert [r["movie_id"] for r in rows] == [2, 1, 2] and {r["source"] for r in rows} == {"collaborative"}
     assert [len(r["similar"]) for r in rows] == [2, 5, 1]
     assert [m for m, _, _ in rows[1]["similar"]] == published_similar["movie_ids"].iloc[0].tolist()
+    # a movie with no ratings says so: its list comes from its features, not from its fans
+    (content,) = served.predict(None, pd.DataFrame({"movie_id": [N_MOVIES], "k": [2]}))
+    assert content["source"] == "content" and len(content["similar"]) == 2
+    answer = similar_reader.similar_answers([N_MOVIES, 1], 2, own_redis)
+    assert [a.source for a in answer.values()] == ["content", "collaborative"]
     for frame, message in [
         (pd.DataFrame({"movie_id": [1], "k": [6]}), "k must be at most 5"),
         (pd.DataFrame({"movie_id": [1], "user_id": [1]}), "unknown column"),
@@ -155,11 +163,11 @@ def test_a_catalogue_movie_without_a_list_is_named_as_such_and_does_not_fail_a_b
     assert "check the id" in str(raised.value) and "in the catalogue but" not in str(raised.value)
     found = similar_reader.similar_or_reasons([1, 3, 77], 2, own_redis)
     assert [m for m, _, _ in found[1]] == published_similar["movie_ids"].iloc[0][:2].tolist()
-    assert "too few ratings" in found[3] and "not in the online store's catalogue" in found[77]
+    assert "run the nightly publish" in found[3] and "not in the online store's catalogue" in found[77]
     rows = served.predict(None, pd.DataFrame({"movie_id": [3, 1, 77], "k": [2, 2, 2]}))
-    assert [r["source"] for r in rows] == ["none", "online_store", "none"]
+    assert [r["source"] for r in rows] == ["none", "collaborative", "none"]
     assert rows[0]["similar"] == [] == rows[2]["similar"] and len(rows[1]["similar"]) == 2
-    assert "too few ratings" in rows[0]["reason"] and "check the id" in rows[2]["reason"]
+    assert "published before it arrived" in rows[0]["reason"] and "check the id" in rows[2]["reason"]
     assert "reason" not in rows[1]
 
 
@@ -190,6 +198,7 @@ def test_the_similar_lists_status_says_version_date_and_how_many_movies(
     state = publication.similar_status(conn)
     assert state == {
         "movies": N_MOVIES - 1,
+        "content": 1,
         "model_versions": {"2": N_MOVIES - 1},
         "data_versions": {"p1": N_MOVIES - 1},
         "scored_at": STAMP.isoformat(timespec="seconds"),
@@ -197,6 +206,7 @@ def test_the_similar_lists_status_says_version_date_and_how_many_movies(
     conn.flushdb()
     assert publication.similar_status(conn) == {
         "movies": 0,
+        "content": 0,
         "model_versions": {},
         "data_versions": {},
         "scored_at": None,

@@ -172,12 +172,53 @@ def test_the_exported_graph_returns_each_movies_nearest_other_movies(tmp_path, d
         assert set(lists.loc[row, "movie_ids"]) <= set(catalogue["movie_id"]) - {catalogue["movie_id"][row]}
 
 
+def test_every_movie_gets_a_list_new_ones_from_their_features_and_rare_ones_are_no_candidates(tmp_path):
+    train, catalogue = planted()
+    table = pairs.mine(train, catalogue, CFG)
+    cfg = SimilarConfig(max_epochs=6, id_dropout=0.5, learning_rate=3e-3, distance="cosine")
+    result = train_tower(table, catalogue, cfg)
+    # the features-only path: a Drama|War movie of the 1950s lands among the Drama|War movies
+    cold = evaluate_tower(result.model, table, "valid", catalogue["movie_id"].to_numpy(), cold=True)
+    assert cold["auc_soft"] > 0.9
+    rare = pd.Series([2001])  # rated in training, too rarely to be in the catalogue
+    folder = write_bundle(result.model, catalogue, 7, tmp_path / "bundle", {"pairs_version": "p"}, rare)
+    bundle = similar.SimilarBundle.load(folder)
+    movies = pd.concat(
+        [
+            catalogue[["movie_id", "title", "genres"]],
+            pd.DataFrame(
+                {
+                    "movie_id": [2001, 3001],
+                    "title": ["Movie 60 (1956)", "Movie 61 (1957)"],
+                    "genres": ["Drama|War", "Drama|War"],
+                }
+            ),
+        ]
+    )
+    tonight = bundle.with_movies(movies)
+    assert tonight.n_items == 62 and tonight.n_trained == bundle.n_trained == 60
+    lists = similar.score_similar(tonight, "1", "p").set_index("movie_id")
+    similar.check_similar(lists.reset_index(), 7)
+    assert lists["source"].to_dict() == {**dict.fromkeys(range(1000, 1060), "collaborative"), 2001: "content",
+                                         3001: "content"}  # fmt: skip
+    taste = dict(zip(catalogue["movie_id"], np.arange(60) // 20))
+    for movie in (2001, 3001):  # their lists: the Drama|War movies
+        assert {taste.get(m, 2) for m in lists.loc[movie, "movie_ids"]} == {2}
+    listed = {m for items in lists["movie_ids"] for m in items}
+    assert 2001 not in listed and 3001 in listed  # the new movie is recommended, the rare one is not
+    # the exported item tower gives what the trained tower gives from the features alone
+    with torch.no_grad():
+        expected = result.model.content_vectors().numpy()[:3]
+    assert bundle.embed(catalogue.iloc[:3]) == pytest.approx(expected, abs=1e-5)
+
+
 def test_damaged_lists_and_bundles_are_refused(tmp_path):
     lists = pd.DataFrame(
         {
             "movie_id": [1, 2],
             "movie_ids": [[2, 3], [1, 1]],
             "scores": [[0.9, 0.5], [0.9, 0.8]],
+            "source": "collaborative",
             "model_version": "1",
             "data_version": "d",
         }
@@ -190,6 +231,8 @@ def test_damaged_lists_and_bundles_are_refused(tmp_path):
         similar.check_similar(lists.assign(movie_ids=[[1, 3], [3, 4]]), 2)
     with pytest.raises(DataError, match="not finite or not best first"):
         similar.check_similar(lists.assign(movie_ids=[[2, 3], [3, 4]], scores=[[0.1, 0.5], [1, 0]]), 2)
+    with pytest.raises(DataError, match="movie 1 have source 'model', not 'collaborative' or 'content'"):
+        similar.check_similar(lists.assign(movie_ids=[[2, 3], [3, 4]], source="model"), 2)
     with pytest.raises(DataError, match="lacks"):
         similar.SimilarBundle.load(tmp_path)
 

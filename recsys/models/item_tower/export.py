@@ -1,5 +1,6 @@
 """Export of a trained item tower as a ``movie_similar`` bundle (recsys.runtime.similar.SimilarBundle):
-the ONNX graph movie -> its top-K other movies, the item vectors, the catalogue and bundle.json."""
+the ONNX graph (movie, item table) -> its top-K other movies, the item tower graph that embeds a
+movie from its features, the vocabulary, the item vectors, the catalogue and bundle.json."""
 
 from __future__ import annotations
 
@@ -13,58 +14,94 @@ from torch import Tensor, nn
 
 from recsys.models.item_tower.model import ItemTower
 from recsys.models.onnx_export import export_graph
+from recsys.models.two_tower.content import example_features
 from recsys.runtime import similar as similar_bundle
 
 
 class SimilarRetrieval(nn.Module):
-    """item_idx [B] -> the top-K other movies (item_idx [B, K], scores [B, K]), best first.
+    """(query [B, D], query_row [B], item_table [C, D]) -> the top-K candidates of each query (rows
+    of the table [B, K], scores [B, K]), best first. ``query_row``: the query's own row in the
+    table, masked to -inf (-1: not a candidate). The table is an input, so tonight's candidates (the
+    trained vectors and the movies embedded from their features since) go through the same graph."""
 
-    The trained vectors are a constant of the graph; the query's own column is masked to -inf."""
-
-    vectors: Tensor  # buffers: [N, D], [N]
-    norms: Tensor
-
-    def __init__(self, vectors: Tensor, k: int, distance: str) -> None:
+    def __init__(self, k: int, distance: str) -> None:
         super().__init__()
-        if not 1 <= k < len(vectors):
-            raise ValueError(f"k must be in 1..{len(vectors) - 1} (catalogue size - 1), got {k}")
-        vectors = vectors.detach().float()
-        if distance == "l2":  # the same distances, computed close to the origin (see distances())
-            vectors = vectors - vectors.mean(0, keepdim=True)
-        self.register_buffer("vectors", vectors.clone())
-        self.register_buffer("norms", (self.vectors * self.vectors).sum(1))
         self.k, self.distance = k, distance
 
-    def forward(self, item_idx: Tensor) -> tuple[Tensor, Tensor]:
-        query = self.vectors[item_idx]
-        dots = query @ self.vectors.T
+    def forward(self, query: Tensor, query_row: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        if self.distance == "l2":  # the same distances, computed close to the origin (see distances())
+            centre = table.mean(0, keepdim=True)
+            table, query = table - centre, query - centre
+        dots = query @ table.T
         if self.distance == "l2":
-            scores = -(self.norms[item_idx][:, None] + self.norms[None, :] - 2 * dots).clamp_min(0.0).sqrt()
+            norms = (table * table).sum(1)
+            scores = -((query * query).sum(1)[:, None] + norms[None, :] - 2 * dots).clamp_min(0.0).sqrt()
         else:
             scores = dots
-        own = torch.arange(scores.shape[1])[None, :] == item_idx[:, None]
+        own = torch.arange(scores.shape[1])[None, :] == query_row[:, None]
         scores = scores.masked_fill(own, float("-inf"))
         values, indices = torch.topk(scores, self.k, dim=1)
         return indices, values
 
 
-def write_bundle(model: ItemTower, catalogue: pd.DataFrame, k: int, folder: Path, extra: dict) -> Path:
-    """The movie_similar version's bundle (recsys.runtime.similar.SimilarBundle) in ``folder``."""
+class ContentTower(nn.Module):
+    """(item_idx [M] (``n_items``: no trained id), features) -> [M, D]: the tower as exported."""
+
+    def __init__(self, model: ItemTower) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_idx: Tensor, *features: Tensor) -> Tensor:
+        return self.model.embed(item_idx, *features)
+
+
+def _export_retrieval(k: int, distance: str, vectors: Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch")
+    shapes = {"query": {0: batch}, "query_row": {0: batch}, "table": {0: torch.export.Dim("rows", min=k + 1)}}
+    rows = torch.arange(4, dtype=torch.long) % len(vectors)
+    export_graph(
+        SimilarRetrieval(k, distance).eval(),
+        (vectors[rows], rows, vectors),
+        list(similar_bundle.GRAPH_INPUTS),
+        ["similar_idx", "scores"],
+        shapes,
+        path,
+    )
+
+
+def _export_item_tower(model: ItemTower, path: Path) -> None:
+    idx = torch.tensor([0, 1, model.unknown])  # two trained movies and one without an id
+    features = example_features(model.vocabulary, len(idx))
+    rows = torch.export.Dim("items", min=2)
+    shapes = {"item_idx": {0: rows}, "features": tuple({0: rows} for _ in features)}
+    names = list(similar_bundle.ITEM_INPUTS)
+    export_graph(ContentTower(model).eval(), (idx, *features), names, ["item_vectors"], shapes, path)
+
+
+def write_bundle(
+    model: ItemTower,
+    catalogue: pd.DataFrame,
+    k: int,
+    folder: Path,
+    extra: dict,
+    rare: pd.Series | None = None,
+) -> Path:
+    """The movie_similar version's bundle (recsys.runtime.similar.SimilarBundle) in ``folder``.
+    ``rare``: the movie ids rated in the training data but left out of its catalogue (too few
+    positives); tonight's lists give them a list but do not recommend them (see the bundle)."""
     folder.mkdir(parents=True, exist_ok=True)
     model.eval()
     with torch.no_grad():
         vectors = model.all_vectors()
     k = min(k, model.n_items - 1)
-    retrieval = SimilarRetrieval(vectors, k, model.cfg.distance).eval()
-    export_graph(
-        retrieval,
-        (torch.arange(4, dtype=torch.long) % model.n_items,),
-        ["item_idx"],
-        ["similar_idx", "scores"],
-        {"item_idx": {0: torch.export.Dim("batch")}},
-        folder / "similar.onnx",
-    )
-    np.save(folder / "item_vectors.npy", vectors.numpy().astype(np.float32))
+    if k < 1:
+        raise ValueError(f"a catalogue of {model.n_items} movie(s) has no other movie to list")
+    _export_retrieval(k, model.cfg.distance, vectors, folder / similar_bundle.GRAPH_FILE)
+    _export_item_tower(model, folder / similar_bundle.ITEM_TOWER_FILE)
+    (folder / similar_bundle.VOCABULARY_FILE).write_text(json.dumps(model.vocabulary.as_dict()))
+    np.save(folder / similar_bundle.VECTORS_FILE, vectors.numpy().astype(np.float32))
+    rare_ids = np.asarray([] if rare is None else rare, dtype=np.int64)
+    np.save(folder / similar_bundle.RARE_FILE, np.unique(rare_ids))
     columns = [c for c in ("item_idx", "movie_id", "title", "genres", "train_count") if c in catalogue]
     catalogue[columns].to_parquet(folder / "catalogue.parquet", index=False)
     meta = {

@@ -1,12 +1,17 @@
 """The "similar movies" item tower, trained with a triplet loss on the pairwise table (recsys.data.pairs).
 
-Tower: item_idx -> (id embedding + genre projection + decade embedding + mean title-word embedding)
--> a residual MLP -> a vector (unit length for the cosine distance). The features live in buffers,
-so the exported graph needs nothing but the item index. Siamese: anchor, positive and negative go
-through the same tower. Given another model's item vectors (the two-tower champion's), the id
-embeddings start from them and the features and the MLP's output start at zero: the untrained
-tower then ranks as those vectors do, and training fine-tunes them (benchmarks/similar.py: from
-scratch the triplets alone do not reach the two-tower's vectors; fine-tuned they beat them).
+Tower: (id embedding + the shared content encoder of recsys.models.two_tower.content over genres,
+decade, release year, title words and tags) -> a residual MLP -> a vector (unit length for the cosine
+distance). The training catalogue's features live in buffers, so training needs nothing but the item
+index. Row N of the id embedding (N: the catalogue size) is a learned "unknown movie": with
+``id_dropout`` a share of the rows in each step read it instead of their own id, so the tower learns
+to place a movie from its features alone, and a movie that was not in the training catalogue (too
+rarely rated, or new since) gets its vector from its features (:meth:`ItemTower.embed` with the
+unknown row; ``item_tower.onnx`` of the bundle). Siamese: anchor, positive and negative go through
+the same tower. Given another model's item vectors (the two-tower champion's), the id embeddings
+start from them and the features and the MLP's output start at zero: the untrained tower then ranks
+as those vectors do, and training fine-tunes them (benchmarks/similar.py: from scratch the triplets
+alone do not reach the two-tower's vectors; fine-tuned they beat them).
 
 Loss: mean over anchors of [D(a, p) - D(a, n) + margin]+ (FaceNet). Each batch holds (query,
 positive) rows of the train split; the candidate negatives of the batch are the other rows'
@@ -29,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.config import SimilarConfig
-from recsys.data.features import ItemFeatures
+from recsys.data.features import ItemFeatures, Vocabulary
+from recsys.models.two_tower.content import CONTENT, ContentEncoder, content_tensors
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +43,29 @@ log = logging.getLogger(__name__)
 class ItemTower(nn.Module):
     """item_idx [B] -> vectors [B, D] (see the module docstring)."""
 
-    genres: Tensor  # buffers: [N, G], [N], [N, W]
-    decade: Tensor
-    words: Tensor
-
     def __init__(
-        self, features: ItemFeatures, cfg: SimilarConfig, init_vectors: np.ndarray | None = None
+        self,
+        vocabulary: Vocabulary,
+        features: ItemFeatures,
+        cfg: SimilarConfig,
+        init_vectors: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.vocabulary = cfg, vocabulary
         n, dim = len(features.decade), cfg.embedding_dim
         self.n_items = n
-        self.register_buffer("genres", torch.as_tensor(features.genres, dtype=torch.float32))
-        self.register_buffer("decade", torch.as_tensor(features.decade, dtype=torch.long))
-        self.register_buffer("words", torch.as_tensor(features.words, dtype=torch.long))
+        for name, array in zip(CONTENT, content_tensors(features), strict=True):
+            self.register_buffer(name, array)
         init_dim = dim if init_vectors is None else int(init_vectors.shape[1])
-        self.id_emb = nn.Embedding(n, init_dim)
+        self.id_emb = nn.Embedding(n + 1, init_dim)  # row n: the unknown movie
         # another width (the two-tower's embedding_dim differs): a learned projection, orthogonal at
         # the start (dot products kept when it widens; a random projection when it narrows)
         self.id_proj: nn.Module = nn.Identity()
         if init_dim != dim:
             self.id_proj = nn.Linear(init_dim, dim, bias=False)
             nn.init.orthogonal_(self.id_proj.weight)
-        self.genre_proj = nn.Linear(features.genres.shape[1], dim, bias=False)
-        self.decade_emb = nn.Embedding(features.n_decades, dim)
-        self.word_emb = nn.Embedding(features.n_words, dim, padding_idx=0)
-        for emb in (self.id_emb, self.decade_emb, self.word_emb):
-            nn.init.normal_(emb.weight, std=0.05)
-        with torch.no_grad():
-            self.word_emb.weight[0].zero_()
+        self.content = ContentEncoder(vocabulary, dim)
+        nn.init.normal_(self.id_emb.weight, std=0.05)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.norm = nn.LayerNorm(dim)
         if init_vectors is not None:
@@ -73,28 +73,45 @@ class ItemTower(nn.Module):
             # ranks movies as the given vectors do (up to LayerNorm's centring) and training moves
             # away from them only where the triplets ask for it.
             with torch.no_grad():
-                self.id_emb.weight.copy_(torch.as_tensor(initial_ids(init_vectors, cfg.seed)))
-                for zero in (self.genre_proj.weight, self.decade_emb.weight, self.word_emb.weight):
-                    zero.zero_()
-                last = self.mlp[2]
-                assert isinstance(last, nn.Linear)
-                last.weight.zero_()
-                last.bias.zero_()
+                self.id_emb.weight[:n].copy_(torch.as_tensor(initial_ids(init_vectors, cfg.seed)))
+                self.id_emb.weight[n].zero_()
+                for weight in self.content.parameters():
+                    weight.zero_()
+                for last in (self.mlp[2], self.content.mlp[2]):
+                    assert isinstance(last, nn.Linear)
+                    last.weight.zero_()
+                    last.bias.zero_()
 
-    def forward(self, item_idx: Tensor) -> Tensor:
-        ids = self.id_proj(self.id_emb(item_idx))
-        if self.training and self.cfg.id_dropout > 0:
-            keep = torch.rand(len(item_idx), 1, device=ids.device) >= self.cfg.id_dropout
-            ids = ids * keep
-        words = self.words[item_idx]
-        real = (words != 0).unsqueeze(-1).float()
-        title = (self.word_emb(words) * real).sum(1) / real.sum(1).clamp(min=1.0)
-        x = ids + self.genre_proj(self.genres[item_idx]) + self.decade_emb(self.decade[item_idx]) + title
+    @property
+    def unknown(self) -> int:
+        """The id row of a movie without a trained id."""
+        return self.n_items
+
+    def features_of(self, item_idx: Tensor) -> list[Tensor]:
+        """The training catalogue's :data:`~recsys.models.two_tower.content.CONTENT` rows."""
+        return [getattr(self, name)[item_idx] for name in CONTENT]
+
+    def embed(self, ids: Tensor, *features: Tensor) -> Tensor:
+        """Vectors from id rows (:attr:`unknown` for a movie without one) and content features."""
+        x = self.id_proj(self.id_emb(ids)) + self.content(*features)
         x = self.norm(x + self.mlp(x))
         return F.normalize(x, dim=-1) if self.cfg.distance == "cosine" else x
 
+    def forward(self, item_idx: Tensor) -> Tensor:
+        ids = item_idx
+        if self.training and self.cfg.id_dropout > 0:
+            hidden = torch.rand(len(item_idx), device=item_idx.device) < self.cfg.id_dropout
+            ids = torch.where(hidden, torch.full_like(item_idx, self.unknown), item_idx)
+        return self.embed(ids, *self.features_of(item_idx))
+
     def all_vectors(self) -> Tensor:
         return self(torch.arange(self.n_items))
+
+    def content_vectors(self) -> Tensor:
+        """Every training movie's vector from its features alone, as a movie without a trained id
+        gets it (the cold-start path; benchmarks/similar.py scores the test queries with it)."""
+        idx = torch.arange(self.n_items)
+        return self.embed(torch.full_like(idx, self.unknown), *self.features_of(idx))
 
 
 def initial_ids(vectors: np.ndarray, seed: int = 0) -> np.ndarray:

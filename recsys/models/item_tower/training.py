@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from recsys.config import SimilarConfig
-from recsys.data.features import item_features
+from recsys.data.features import Vocabulary
 from recsys.errors import DataError
 from recsys.evaluation.similarity import similarity_metrics, vector_scores
 from recsys.models.item_tower.model import ItemTower, triplet_loss
@@ -98,14 +98,17 @@ def _batch_candidates(
 
 
 def evaluate_tower(
-    model: ItemTower, table: pd.DataFrame, split: str, movie_ids: np.ndarray
+    model: ItemTower, table: pd.DataFrame, split: str, movie_ids: np.ndarray, cold: bool = False
 ) -> dict[str, float]:
-    """:func:`recsys.runtime.similar.similarity_metrics` of the tower on one split of the table."""
+    """:func:`recsys.runtime.similar.similarity_metrics` of the tower on one split of the table.
+    ``cold``: each query embedded from its features alone (:meth:`ItemTower.content_vectors`), as a
+    movie without enough positives is, against every movie's served vector."""
     model.eval()
     with torch.no_grad():
         vectors = model.all_vectors().numpy()
+        queries = model.content_vectors().numpy() if cold else None
     return similarity_metrics(
-        vector_scores(vectors, model.cfg.distance), table[table["split"] == split], movie_ids
+        vector_scores(vectors, model.cfg.distance, queries), table[table["split"] == split], movie_ids
     )
 
 
@@ -160,7 +163,8 @@ def train_tower(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     movie_ids = catalogue["movie_id"].to_numpy(dtype=np.int64)
-    model = ItemTower(item_features(catalogue, cfg.title_min_count, cfg.max_title_words), cfg, init_vectors)
+    vocabulary = Vocabulary.fit(catalogue, cfg.title_min_count, cfg.max_title_words)
+    model = ItemTower(vocabulary, vocabulary.encode(catalogue), cfg, init_vectors)
     data = TripletData.from_table(table, movie_ids)
     if not len(data.rows):
         raise DataError("the pairwise table has no train positives for this catalogue; run `recsys pairs`")

@@ -20,6 +20,14 @@ def content_tensors(features: ItemFeatures) -> list[Tensor]:
     return [torch.as_tensor(a) for a in features.arrays()]
 
 
+def example_features(vocabulary: Vocabulary, n: int) -> list[Tensor]:
+    """:data:`CONTENT` of ``n`` made-up movies: the example inputs of an ONNX export."""
+    import pandas as pd
+
+    movies = pd.DataFrame({"title": ["Example (1999)"] * n, "genres": ["Drama"] * n, "tags": [""] * n})
+    return content_tensors(vocabulary.encode(movies))
+
+
 class ContentEncoder(nn.Module):
     """Movie features -> [M, D]: genre projection + decade embedding + a linear release-year
     direction + mean title-word and mean tag embeddings, then a residual MLP (so genres, era and

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from recsys.models.onnx_export import export_graph
-from recsys.models.two_tower.content import CONTENT, content_tensors
+from recsys.models.two_tower.content import CONTENT, example_features
 from recsys.models.two_tower.model import TwoTower
 from recsys.runtime.two_tower import CONTENT_FILES, ITEM_TABLE
 
@@ -234,15 +234,9 @@ def export_item_tower(model: TwoTower, folder: Path) -> Path:
     path = folder / CONTENT_FILES[0]
     n = 3  # examples: two trained movies and one without an id
     idx = torch.tensor([0, 1, model.n_items])
-    features = content_tensors(model.vocabulary.encode(_example_catalogue(n)))
+    features = example_features(model.vocabulary, n)
     rows = torch.export.Dim("items", min=2)
     shapes = {"item_idx": {0: rows}, "features": tuple({0: rows} for _ in features)}
     export_graph(ItemTower(model).eval(), (idx, *features), list(ITEM_INPUTS), ["item_vectors"], shapes, path)
     (folder / CONTENT_FILES[1]).write_text(json.dumps(model.vocabulary.as_dict()))
     return path
-
-
-def _example_catalogue(n: int):  # noqa: ANN202
-    import pandas as pd
-
-    return pd.DataFrame({"title": ["Example (1999)"] * n, "genres": ["Drama"] * n, "tags": [""] * n})
