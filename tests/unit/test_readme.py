@@ -106,6 +106,14 @@ def test_readme_similar_movies_tables_match_the_committed_json():
             )
         ]
         assert " | ".join(cells) + " |" in readme, name
+        if "cold_test_recall_at_10" in row:  # the two serving paths: trained vector, content alone
+            keys = (
+                "test_recall_at_10",
+                "open_test_recall_at_10",
+                "cold_test_recall_at_10",
+                "cold_test_recall_at_50",
+            )
+            assert " | ".join(f"{row[k]:.3f} ± {row[k + '_std']:.3f}" for k in keys) + " |" in readme, name
     counts = results["pairs"]["counts"]
     for kind in ("positive", "hard_negative", "soft_negative"):
         cells = " | ".join(f"{counts[kind][split]:,}" for split in ("train", "valid", "test"))
