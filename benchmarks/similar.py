@@ -62,13 +62,13 @@ L2 = (
     "similar.margin=0.5"
 )
 DEFAULT_GRID = [
-    f"{L2} similar.id_dropout=0",
-    f"{L2} similar.id_dropout=0.25",
-    f"{L2} similar.id_dropout=0.5",
-    f"{FINE_TUNE} similar.learning_rate=1e-4 similar.margin=0.4 similar.id_dropout=0.25",
+    f"{L2} similar.id_dropout=0 similar.content_weight=0",
+    f"{L2} similar.id_dropout=0 similar.content_weight=0.1",
+    f"{L2} similar.id_dropout=0 similar.content_weight=0.3",
+    f"{L2} similar.id_dropout=0 similar.content_weight=1",
     # from scratch
     "similar.init=random similar.distance=cosine similar.mining=semi_hard similar.learning_rate=3e-3 "
-    "similar.margin=0.4 similar.id_dropout=0.25",
+    "similar.margin=0.4 similar.id_dropout=0.25 similar.content_weight=0",
 ]
 QUICK_GRID = [DEFAULT_GRID[0], DEFAULT_GRID[-1]]
 QUICK_SET = ["similar.max_epochs=2"]

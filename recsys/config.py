@@ -102,8 +102,7 @@ class TrainConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    k: int = Field(100, ge=10, le=MAX_K)  # list length written to the online store (>= 10: the
-    # promotion gate reads NDCG@10 off the graph's lists)
+    k: int = Field(100, ge=10, le=MAX_K)  # list length (>= 10: the gate reads NDCG@10 off the lists)
     batch_size: int = Field(256, ge=1)  # users per ONNX Runtime call: 256 x 27k scores fit L3
     # ONNX Runtime and top-K threads per scoring process; 0 = every core. 1 where shards run side by
     # side, one per core (scripts/airflow.sh: the executor runs one task per core).
@@ -111,9 +110,10 @@ class ScoreConfig(_Section):
     verify_sample: int = Field(20, ge=0)  # users read back from the store after publishing
     # users per nightly scoring task (recsys_score_nightly maps one task over each shard)
     shard_size: int = Field(25_000, ge=1)
-    # store beside every recommended movie the history movie that explains it ("because you liked
-    # X", recsys.runtime.explain); false stores none (benchmarks/explain.py measures the cost)
+    # store each recommended movie's reason ("because you liked X", recsys.runtime.explain)
     explain: bool = True
+    # last places of each list kept for the best movies new since training (benchmarks/fresh_slots.py)
+    fresh_slots: int = Field(5, ge=0)
 
 
 class PromotionConfig(_Section):
@@ -176,9 +176,8 @@ class SimilarConfig(_Section):
     (recsys.models.item_tower.model), and its top-K lists (recsys.runtime.similar)."""
 
     embedding_dim: int = Field(64, ge=2)
-    # two_tower: the id embeddings start from the two_tower champion's item vectors (matched by
-    # movie_id, scaled to unit mean norm; a movie it lacks starts random) and are fine-tuned; random:
-    # from scratch. Without a two_tower champion, training starts random and says so.
+    # two_tower: the id embeddings start from the two_tower champion's item vectors (by movie_id, unit
+    # mean norm; a movie it lacks starts random), fine-tuned; random (also without a champion): scratch
     init: Literal["two_tower", "random"] = "two_tower"
     # Defaults chosen on validation Recall@10 (benchmarks/results/similar-ml-latest-small.json).
     distance: Literal["cosine", "l2"] = "l2"  # cosine: 1 - cos on unit vectors; l2: Euclidean
@@ -191,6 +190,7 @@ class SimilarConfig(_Section):
     soft_per_anchor: int = Field(1, ge=0)  # the table's soft negatives added to a batch per anchor
     random_per_batch: int = Field(256, ge=0)  # catalogue movies added to each batch, uniform
     id_dropout: float = Field(0.0, ge=0.0, le=1.0)  # rows reading the "unknown movie" id instead
+    content_weight: float = Field(0.0, ge=0.0)  # weight of the triplet loss of content-only anchors
     learning_rate: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_epochs: int = Field(40, ge=1)

@@ -134,7 +134,8 @@ def _score_arm(
     version, bundle_dir = Registry.open(settings, TWO_TOWER).download_bundle(version)
     bundle = ModelBundle.load(bundle_dir, threads=settings.score.threads or None)
     if bundle.reads_content:  # tonight's catalogue: the movies new since training too
-        bundle = bundle.with_movies(eventlog.current_movies(Path(plan["raw_dir"])))
+        movies = eventlog.current_movies(Path(plan["raw_dir"]))
+        bundle = bundle.with_movies(movies, settings.score.fresh_slots)
     inputs = without_movies(user_inputs(ratings, bundle, users), bundle, blocked)
     batch, progress = settings.score.batch_size, settings.train.progress_bar
     recs = score_users(

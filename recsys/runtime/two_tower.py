@@ -8,7 +8,10 @@ train_count), ``users.parquet`` (user_idx, user_id: the id tower's training-time
 ``item_vectors.npy`` (recsys.models.two_tower.export.export_scoring), which :class:`FastRetriever` uses:
 same lists, several times faster. A content item tower's version also holds ``item_tower.onnx``
 and ``vocabulary.json``: :meth:`ModelBundle.with_movies` embeds tonight's new movies with them, so
-they can be recommended from their first night. This module imports neither torch nor MLflow:
+they can be recommended from their first night, and ``rare_movies.npy`` (the movies rated in its
+training data, too rarely to be trained): the others outside its catalogue are new since training,
+and with ``fresh_slots`` the last places of every list are kept for the user's best of those
+(:class:`FastRetriever`; benchmarks/fresh_slots.py measures it). This module imports neither torch nor MLflow:
 serving needs ONNX Runtime (and numba for the top-K kernel) only.
 """
 
@@ -33,6 +36,7 @@ FORMAT = 2  # bumped when the layout changes; older bundles are refused with a c
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
 SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
 CONTENT_FILES = ("item_tower.onnx", "vocabulary.json")  # a content item tower: embeds new movies
+RARE_FILE = "rare_movies.npy"  # movie ids rated in the training data but outside the catalogue
 ITEM_TABLE = "item_table"  # a content history tower's second input (recsys.models.two_tower.export)
 
 
@@ -105,6 +109,7 @@ class FastRetriever:
         self.threads = threads
         # a content history tower reads its history from the item table (padding row last)
         self.table = None
+        self.fresh, self.fresh_slots = np.empty(0, dtype=np.int64), 0  # see ModelBundle.with_movies
         if any(i.name == ITEM_TABLE for i in self.tower.get_inputs()):
             self.table = np.vstack([items, np.zeros((1, items.shape[1]), items.dtype)]).astype(np.float32)
 
@@ -136,7 +141,33 @@ class FastRetriever:
         scores = self.scores(self.user_vectors(user))
         if not scores.flags.writeable:  # onnxruntime hands back its own buffer: writable today
             scores = scores.copy()
-        return masked_topk(scores, seen, self.k, self.threads)
+        slots = min(self.fresh_slots, len(self.fresh))
+        if not slots:
+            return masked_topk(scores, seen, self.k, self.threads)
+        own = scores[:, self.fresh]  # a copy, before masked_topk writes into the scores
+        head, head_scores = masked_topk(scores, seen, self.k - slots, self.threads)
+        return fresh_tail(head, head_scores, own, self.fresh, seen, slots)
+
+
+def fresh_tail(
+    head: np.ndarray,
+    head_scores: np.ndarray,
+    own: np.ndarray,
+    fresh: np.ndarray,
+    seen: list[np.ndarray],
+    slots: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each list's head ([B, K - slots], best first) followed by the user's best ``slots`` of the
+    ``fresh`` movies (scores ``own`` [B, F]) that are neither seen nor in the head: [B, K]. They
+    score no higher than the head's last (or they would be in it), so the list stays best first;
+    a place without one is -inf."""
+    own = own.copy()
+    for b in range(len(head)):
+        own[b, np.isin(fresh, head[b]) | np.isin(fresh, seen[b])] = -np.inf
+    order = np.argsort(-own, axis=1, kind="stable")[:, :slots]
+    tail_scores = np.take_along_axis(own, order, axis=1)
+    tail = np.where(np.isfinite(tail_scores), fresh[order], -1)
+    return np.hstack([head, tail]), np.hstack([head_scores, tail_scores.astype(head_scores.dtype)])
 
 
 def load_vectors(path: Path) -> np.ndarray:
@@ -166,6 +197,8 @@ class ModelBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None  # scoring threads (None: every core); see FastRetriever
     vectors: np.ndarray | None = None  # tonight's item vectors (:meth:`with_movies`); None: the trained ones
+    fresh: np.ndarray | None = None  # item_idx of tonight's movies new since training (:meth:`with_movies`)
+    fresh_slots: int = 0  # the last places of a list kept for them
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None) -> ModelBundle:
@@ -220,10 +253,12 @@ class ModelBundle:
         """Every catalogue movie's vector [N, D] (tonight's, with :meth:`with_movies`)."""
         return self.vectors if self.vectors is not None else load_vectors(self.folder / SCORING_FILES[1])
 
-    def with_movies(self, movies: pd.DataFrame) -> ModelBundle:
+    def with_movies(self, movies: pd.DataFrame, fresh_slots: int = 0) -> ModelBundle:
         """Tonight's bundle: a content tower's catalogue grown by every movie of ``movies``
         (movie_id, title, genres, optionally tags) it was not trained on, each embedded from its
-        features by ``item_tower.onnx``, with no retrain; the bundle itself for an id tower."""
+        features by ``item_tower.onnx``, with no retrain; the bundle itself for an id tower.
+        ``fresh_slots``: the last places of each list kept for the user's best movies new since
+        training (those not in ``rare_movies.npy``; none for a version without it)."""
         if not self.reads_content or not self.fast_scoring:
             return self
         new = movies[~movies["movie_id"].isin(self.movie_ids)].sort_values("movie_id", kind="mergesort")
@@ -235,7 +270,11 @@ class ModelBundle:
         vectors = np.vstack([self.item_vectors, self.embed(added)]).astype(np.float32)
         catalogue = pd.concat([self.catalogue, added], ignore_index=True)
         catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
-        return replace(self, catalogue=catalogue, vectors=vectors)
+        fresh = None
+        if fresh_slots and (self.folder / RARE_FILE).is_file():
+            rare = np.load(self.folder / RARE_FILE)
+            fresh = added["item_idx"].to_numpy()[~added["movie_id"].isin(rare).to_numpy()]
+        return replace(self, catalogue=catalogue, vectors=vectors, fresh=fresh, fresh_slots=fresh_slots)
 
     def embed(self, movies: pd.DataFrame) -> np.ndarray:
         """Vectors of ``movies`` from their features alone (no trained id): [M, D]."""
@@ -305,7 +344,10 @@ class ModelBundle:
     def retriever(self) -> OnnxRetriever | FastRetriever:
         """:class:`FastRetriever` when the version has its files, else the end-to-end graph."""
         if self.fast_scoring:
-            return FastRetriever(self.folder / SCORING_FILES[0], self.item_vectors, self.k, self.threads)
+            fast = FastRetriever(self.folder / SCORING_FILES[0], self.item_vectors, self.k, self.threads)
+            if self.fresh is not None and len(self.fresh) and self.fresh_slots:
+                fast.fresh, fast.fresh_slots = self.fresh, min(self.fresh_slots, self.k - 1)
+            return fast
         return OnnxRetriever(self.folder / "model.onnx", self.n_items, self.threads)
 
     def popular_for(self, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,6 +49,8 @@ def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder
     retrieval_graph(tower, items, settings.score.k, folder / "model.onnx")
     prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     prepared.users.to_parquet(folder / "users.parquet", index=False)
+    rare = prepared.tail["movie_id"] if prepared.tail is not None else []
+    np.save(folder / bundle_mod.RARE_FILE, np.unique(np.asarray(rare, dtype=np.int64)))
     meta = {
         "format": bundle_mod.FORMAT,
         "user_tower": model.cfg.user_tower,

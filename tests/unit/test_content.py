@@ -183,3 +183,36 @@ def test_the_served_bundle_embeds_tonights_new_movies_and_scores_them(trained, t
         table = catalogue_table(model, tonight.catalogue)
         user = model.user_vectors(history=torch.as_tensor(horror_new[None]), table=table)
     np.testing.assert_allclose(scores[1, 0], float((user @ table[:-1].T).max()), atol=1e-4)
+
+
+def test_the_last_places_of_a_list_are_kept_for_the_movies_new_since_training(trained, tmp_path):
+    """score.fresh_slots: the user's best movies among those new since training take the last
+    places of the list when the model does not rank them into it; a rare movie (rated in the
+    training data, outside its catalogue) gets no such place."""
+    from recsys.runtime.two_tower import RARE_FILE, ModelBundle
+    from recsys.tracking.two_tower import write_bundle
+
+    prepared, movies, model = trained
+    folder = write_bundle(model, prepared, settings("score.k=10"), tmp_path / "bundle")
+    assert np.load(folder / RARE_FILE).tolist() == []  # every rated movie was trained here
+    bundle = ModelBundle.load(folder)
+    users = prepared.split("train").groupby("user_idx")["item_idx"].agg(list)
+    pad = prepared.n_items
+    histories = np.array([([pad] * 6 + items)[-6:] for items in users], dtype=np.int64)
+    seen = [np.asarray(items) for items in users]
+
+    def lists(slots: int, rare: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        np.save(folder / RARE_FILE, np.asarray(rare, dtype=np.int64))
+        tonight = bundle.with_movies(movies, fresh_slots=slots)
+        idx, scores = tonight.retriever.recommend(histories, seen)
+        return tonight.movie_ids[idx], scores
+
+    plain, _ = lists(0, [])
+    kept, scores = lists(2, [])
+    assert not all({17, 18} <= set(row) for row in plain)  # without slots some list lacks one
+    assert all({17, 18} <= set(row) for row in kept)  # with two, every list holds both
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # still best first
+    for row, was in zip(kept, plain):  # the first 8 are the plain list's, the new movies the rest
+        assert list(row[:8]) == list(was[:8]) and set(row[8:]) <= {17, 18} | set(was[8:])
+    only, _ = lists(2, [18])  # 18 is rare: one place kept, for 17
+    assert (only[:, :9] == plain[:, :9]).all() and all(17 in row for row in only)

@@ -128,16 +128,13 @@ def _train_epoch(
         anchors, positives = batch[:, 0], batch[:, 1]
         candidates, allowed = _batch_candidates(data, anchors, positives, model.n_items, cfg, rng)
         vectors = model(torch.as_tensor(np.concatenate([anchors, positives, candidates])))
-        b = len(anchors)
-        loss, share = triplet_loss(
-            vectors[:b],
-            vectors[b : 2 * b],
-            vectors[2 * b :],
-            torch.as_tensor(allowed),
-            cfg.margin,
-            cfg.mining,
-            cfg.distance,
-        )
+        b, mask = len(anchors), torch.as_tensor(allowed)
+        rest = (vectors[b : 2 * b], vectors[2 * b :], mask, cfg.margin, cfg.mining, cfg.distance)
+        loss, share = triplet_loss(vectors[:b], *rest)
+        if cfg.content_weight > 0:  # the anchors from their content alone, as a movie without an id
+            idx = torch.as_tensor(anchors)
+            cold = model.embed(torch.full_like(idx, model.unknown), *model.features_of(idx))
+            loss = loss + cfg.content_weight * triplet_loss(cold, *rest)[0]
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
