@@ -32,6 +32,8 @@ DAGS = PROJECT_ROOT / "dags"
 FAST = {
     "RECSYS__TRAIN__MAX_EPOCHS": "3",
     "RECSYS__SIMILAR__MAX_EPOCHS": "3",
+    # three epochs teach the similar tower's content path little without its own loss (README)
+    "RECSYS__SIMILAR__CONTENT_WEIGHT": "1",
     "RECSYS__TRAIN__LEARNING_RATE": "0.01",
     "RECSYS__TRAIN__PROGRESS_BAR": "false",
 }

@@ -11,6 +11,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -408,6 +409,15 @@ def test_a_new_movie_is_scored_for_everyone_the_night_it_arrives_without_a_retra
     assert (state["new_movies"], state["lists_with_new"]) == (report["new_movies"], report["lists_with_new"])
     new = set(catalogue.index[catalogue["train_count"] == 0])
     assert report["lists_with_new"] == sum(bool(new & set(items.tolist())) for items in recs["item_ids"])
+
+    # the fresh slots (score.fresh_slots) put it in lists: users whose histories are of its genres
+    def of_its_genres(movies: list[int]) -> float:
+        wanted = set(genres.split("|"))
+        return float(np.mean([bool(wanted & set(genre_of.get(m, "").split("|"))) for m in movies]))
+
+    holders = [u for u, items in recs["item_ids"].items() if movie in items.tolist() and u not in fans]
+    of_kind = [u for u in holders if of_its_genres(recs.loc[u, "history"].tolist()) > 0.5]
+    assert of_kind, f"{len(holders)} lists hold the new movie, none of a user of its genres"
     # similar movies: its own list, from its features, leads with movies of its genres, and movies
     # of its kind list it (recsys similar answers it)
     scored = airflow_db.xcom(nightly_run, "score_similar")

@@ -221,3 +221,17 @@ def test_readme_canary_scenario_rows_match_the_committed_json():
         # the scenario as the issue asks for it: the worse one rolled back, the better one promoted
         assert report["canary"]["decision"]["action"] == action
         assert not any("max_epochs" in text for text in report["args"]["overrides"])  # converged
+
+
+def test_readme_fresh_slots_table_matches_the_committed_json_and_the_default():
+    from recsys.config import ScoreConfig
+
+    results = json.loads(
+        (PROJECT_ROOT / "benchmarks" / "results" / "fresh-slots-ml-latest-small.json").read_text()
+    )
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert len(results["seeds"]) >= 3 and results["chosen"]["slots"] == ScoreConfig().fresh_slots
+    keys = ("valid_recall_at_100", "test_recall_at_100", "test_ndcg_at_10", "test_new_recall_at_100")
+    for slots in results["slots"]:
+        cells = [f"{results['mean'][f'{k}@{slots}']:.4f}" for k in (*keys, "test_known_recall_at_100")]
+        assert " | ".join(cells) + " |" in readme, slots
