@@ -179,8 +179,7 @@ class SimilarConfig(_Section):
     # two_tower: the id embeddings start from the two_tower champion's item vectors (by movie_id, unit
     # mean norm; a movie it lacks starts random), fine-tuned; random (also without a champion): scratch
     init: Literal["two_tower", "random"] = "two_tower"
-    # Defaults chosen on validation Recall@10 (benchmarks/results/similar-ml-latest-small.json).
-    distance: Literal["cosine", "l2"] = "l2"  # cosine: 1 - cos on unit vectors; l2: Euclidean
+    distance: Literal["cosine", "l2"] = "l2"  # cosine: 1 - cos; l2: Euclidean (benchmarks/similar.py chose)
     margin: float = Field(0.5, gt=0.0)  # [D(a, p) - D(a, n) + margin]+
     # batch_hard: each anchor's closest negative in the batch; semi_hard: its closest negative that
     # is still farther than the positive (FaceNet), the farthest when there is none
@@ -199,6 +198,7 @@ class SimilarConfig(_Section):
     max_title_words: int = Field(8, ge=1)
     k: int = Field(20, ge=1, le=MAX_K)  # similar movies stored per movie
     batch_queries: int = Field(512, ge=1)  # movies per ONNX Runtime call when scoring
+    fresh_slots: int = Field(1, ge=0)  # last places of a list a new movie may take (runtime.similar)
     seed: int = 0
 
 

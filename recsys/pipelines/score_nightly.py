@@ -365,8 +365,8 @@ def score_similar(settings: Settings, ref: str = CHAMPION) -> dict:
     version, folder = Registry.open(settings, MOVIE_SIMILAR).download_bundle(ref)
     bundle = similar.SimilarBundle.load(folder, threads=settings.score.threads or None)
     bundle = bundle.with_movies(eventlog.current_movies(home.raw_dir(settings)))  # DataError: no snapshot
-    pairs_version = str(bundle.meta.get("pairs_version", ""))
-    lists = similar.score_similar(bundle, version, pairs_version, settings.similar.batch_queries)
+    cfg, pairs_version = settings.similar, str(bundle.meta.get("pairs_version", ""))
+    lists = similar.score_similar(bundle, version, pairs_version, cfg.batch_queries, cfg.fresh_slots)
     similar.check_similar(lists, bundle.k)
     path = write_recommendations(lists, home.similar_dir(settings, version) / "similar.parquet")
     content = int((lists["source"] == similar.CONTENT).sum())  # embedded from their features

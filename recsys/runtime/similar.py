@@ -9,11 +9,12 @@ lists it gives.
   and ``bundle.json``;
 - :meth:`SimilarBundle.with_movies`: tonight's catalogue, every movie of ``movies.csv``: those the
   version was not trained on are embedded from their genres, year, title words and tags, with no
-  retrain. Each gets a list. Candidates are the trained movies and the movies new since training;
-  the rare ones (rated in the training data, too rarely to be trained: ``rare_movies.npy``) are
-  not recommended as similar to anything: rarely liked, embedded from their features they crowd
-  the lists (benchmarks/similar.py: the trained movies' test Recall@10 falls from 0.174 to 0.145
-  with every movie a candidate);
+  retrain. Each gets a list. Candidates are the trained movies and the movies new since training
+  (in a trained movie's list only when it is in theirs: :func:`score_similar`); the rare ones
+  (rated in the training data, too rarely to be trained: ``rare_movies.npy``) are not recommended
+  as similar to anything: rarely liked, embedded from their features they crowd the lists
+  (benchmarks/similar.py: the trained movies' test Recall@10 falls from 0.174 to 0.145 with every
+  movie a candidate);
 - :func:`score_similar`: every catalogue movie's top-K list through that graph with ONNX Runtime,
   with its source: ``collaborative`` for a movie the version was trained on (its id vector, learnt
   from what its fans liked), ``content`` for one embedded from its features alone;
@@ -174,40 +175,75 @@ class SimilarBundle:
         return np.flatnonzero(~np.isin(self.movie_ids, self.rare))
 
     @cached_property
-    def _candidate_row(self) -> np.ndarray:
-        rows = np.full(self.n_items, -1, dtype=np.int64)
-        rows[self.candidates] = np.arange(len(self.candidates))
-        return rows
+    def fresh(self) -> np.ndarray:
+        """item_idx of the candidates without a trained id: the movies new since training."""
+        return self.candidates[self.candidates >= self.n_trained]
 
-    @cached_property
-    def _table(self) -> np.ndarray:
-        return np.ascontiguousarray(self.vectors[self.candidates])
-
-    def similar(self, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K other movies of each query: item_idx [B] -> (item_idx [B, K], scores [B, K])."""
+    def similar(
+        self, item_idx: np.ndarray, candidates: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K other movies of each query among ``candidates`` (item_idx, default
+        :attr:`candidates`): item_idx [B] -> (item_idx [B, K], scores [B, K])."""
+        candidates = self.candidates if candidates is None else candidates
         item_idx = np.asarray(item_idx, dtype=np.int64)
-        query, row, table = GRAPH_INPUTS
-        feeds = {query: self.vectors[item_idx], row: self._candidate_row[item_idx], table: self._table}
+        row = pd.Index(candidates).get_indexer(item_idx)
+        query, own, table = GRAPH_INPUTS
+        feeds = {query: self.vectors[item_idx], own: row, table: self.vectors[candidates]}
         rows, scores = self.session.run(["similar_idx", "scores"], feeds)
-        return self.candidates[rows], scores
+        return candidates[rows], scores
 
 
-def score_similar(bundle: SimilarBundle, version: str, data_version: str, batch: int = 512) -> pd.DataFrame:
+def _ranked(bundle: SimilarBundle, queries: np.ndarray, candidates: np.ndarray, batch: int) -> list:
+    parts = [bundle.similar(queries[i : i + batch], candidates) for i in range(0, len(queries), batch)]
+    return [(items, scores) for idx, sc in parts for items, scores in zip(idx, sc)]
+
+
+def score_similar(
+    bundle: SimilarBundle, version: str, data_version: str, batch: int = 512, fresh_slots: int = 1
+) -> pd.DataFrame:
     """Every catalogue movie's top-K similar movies: one row per movie with columns
-    :data:`SIMILAR_COLUMNS` plus ``event_timestamp`` (the run's time, UTC)."""
+    :data:`SIMILAR_COLUMNS` plus ``event_timestamp`` (the run's time, UTC).
+
+    Every list is the movie's top-K among the trained movies, but a movie new since training
+    (:attr:`SimilarBundle.fresh`), whose own list is its top-K among every candidate, is offered
+    to the movies in its own list, with the same score (a distance is symmetric): it enters where
+    it beats their last, else it may take one of their last ``fresh_slots`` places (the best offers
+    first, while the list holds fewer new movies than that). Embedded from its features alone, a
+    new movie sits close to many movies (a hub: in the DAG test one was among the 20 nearest of
+    over 2,000 movies), and farther than their trained neighbours: so it is listed beside its own
+    nearest only, and there from its first night."""
+    everyone = np.arange(bundle.n_items)
+    fresh = bundle.fresh
+    lists = _ranked(bundle, everyone, np.arange(bundle.n_trained), batch)
+    for movie, (items, scores) in zip(fresh, _ranked(bundle, fresh, bundle.candidates, batch)):
+        lists[movie] = (items, scores)
+    offers: dict[int, list[tuple[float, int]]] = {}
+    for movie in fresh.tolist():
+        for other, score in zip(*lists[movie]):
+            items, scores = lists[other]
+            if movie in items:
+                continue
+            if score > scores[-1]:
+                at = int(np.searchsorted(-scores, -score, side="right"))
+                lists[other] = (np.insert(items, at, movie)[:-1], np.insert(scores, at, score)[:-1])
+            else:
+                offers.setdefault(int(other), []).append((float(score), movie))
+    for other, offered in offers.items():
+        items, scores = lists[other]
+        room = fresh_slots - int(np.isin(items, fresh).sum())
+        taken = sorted(offered, reverse=True)[: max(room, 0)]
+        if taken:  # the last places, which hold trained movies: the new ones score below them all
+            cut = len(items) - len(taken)
+            lists[other] = (
+                np.concatenate([items[:cut], [m for _, m in taken]]).astype(items.dtype),
+                np.concatenate([scores[:cut], [v for v, _ in taken]]).astype(scores.dtype),
+            )
     movie_ids = bundle.movie_ids
-    items, scores = [], []
-    for start in range(0, bundle.n_items, batch):
-        idx, sc = bundle.similar(np.arange(start, min(start + batch, bundle.n_items)))
-        items.append(idx)
-        scores.append(sc)
-    top = np.concatenate(items) if items else np.empty((0, bundle.k), dtype=np.int64)
-    values = np.concatenate(scores) if scores else np.empty((0, bundle.k), dtype=np.float32)
     return pd.DataFrame(
         {
             "movie_id": movie_ids,
-            "movie_ids": list(movie_ids[top]),
-            "scores": list(values.astype(np.float32)),
+            "movie_ids": [movie_ids[items] for items, _ in lists],
+            "scores": [np.asarray(scores, dtype=np.float32) for _, scores in lists],
             "source": bundle.sources(np.arange(bundle.n_items)),
             "model_version": str(version),
             "data_version": str(data_version),

@@ -425,8 +425,9 @@ def test_a_new_movie_is_scored_for_everyone_the_night_it_arrives_without_a_retra
     assert similar_lists.loc[movie, "source"] == "content"
     own = [m for m, _, _ in similar_many([movie], 10, recsys_env)[movie]]
     assert sum(bool(set(genres.split("|")) & set(genre_of[m].split("|"))) for m in own) >= 8
-    kin = [m for m, items in similar_lists["movie_ids"].items() if movie in items.tolist()]
-    assert kin and all(set(genre_of[m].split("|")) & set(genres.split("|")) for m in kin)
+    listing = [m for m, items in similar_lists["movie_ids"].items() if movie in items.tolist()]
+    kin = [m for m in listing if of_its_genres([m]) == 1.0]
+    assert len(kin) >= len(listing) / 2 > 0, (len(kin), len(listing))
     assert movie in [m for m, _, _ in similar_many([kin[0]], scored["k"], recsys_env)[kin[0]]]
 
 

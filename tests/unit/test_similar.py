@@ -206,6 +206,9 @@ def test_every_movie_gets_a_list_new_ones_from_their_features_and_rare_ones_are_
         assert {taste.get(m, 2) for m in lists.loc[movie, "movie_ids"]} == {2}
     listed = {m for items in lists["movie_ids"] for m in items}
     assert 2001 not in listed and 3001 in listed  # the new movie is recommended, the rare one is not
+    # ... beside its own nearest movies only (not a hub), each list holding at most one new movie
+    holders = [m for m, items in lists["movie_ids"].items() if 3001 in items]
+    assert set(holders) <= set(lists.loc[3001, "movie_ids"]) | {2001}
     # the exported item tower gives what the trained tower gives from the features alone
     with torch.no_grad():
         expected = result.model.content_vectors().numpy()[:3]
