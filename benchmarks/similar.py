@@ -66,6 +66,8 @@ DEFAULT_GRID = [
     f"{L2} similar.id_dropout=0 similar.content_weight=0.1",
     f"{L2} similar.id_dropout=0 similar.content_weight=0.3",
     f"{L2} similar.id_dropout=0 similar.content_weight=1",
+    f"{L2} similar.id_dropout=0.25 similar.content_weight=0",
+    f"{L2} similar.id_dropout=0.5 similar.content_weight=0",
     # from scratch
     "similar.init=random similar.distance=cosine similar.mining=semi_hard similar.learning_rate=3e-3 "
     "similar.margin=0.4 similar.id_dropout=0.25 similar.content_weight=0",

@@ -228,16 +228,19 @@ def score_similar(
                 lists[other] = (np.insert(items, at, movie)[:-1], np.insert(scores, at, score)[:-1])
             else:
                 offers.setdefault(int(other), []).append((float(score), movie))
+    is_fresh = np.zeros(bundle.n_items, dtype=bool)
+    is_fresh[fresh] = True
     for other, offered in offers.items():
         items, scores = lists[other]
-        room = fresh_slots - int(np.isin(items, fresh).sum())
+        room = min(fresh_slots, len(items)) - int(is_fresh[items].sum())
         taken = sorted(offered, reverse=True)[: max(room, 0)]
-        if taken:  # the last places, which hold trained movies: the new ones score below them all
-            cut = len(items) - len(taken)
-            lists[other] = (
-                np.concatenate([items[:cut], [m for _, m in taken]]).astype(items.dtype),
-                np.concatenate([scores[:cut], [v for v, _ in taken]]).astype(scores.dtype),
-            )
+        if taken:  # in place of the last trained movies, then best first again
+            dropped = np.flatnonzero(~is_fresh[items])[-len(taken) :]
+            keep = np.setdiff1d(np.arange(len(items)), dropped)
+            merged_items = np.concatenate([items[keep], [m for _, m in taken]]).astype(items.dtype)
+            merged_scores = np.concatenate([scores[keep], [v for v, _ in taken]]).astype(scores.dtype)
+            order = np.argsort(-merged_scores, kind="stable")
+            lists[other] = (merged_items[order], merged_scores[order])
     movie_ids = bundle.movie_ids
     return pd.DataFrame(
         {

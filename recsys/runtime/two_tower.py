@@ -145,29 +145,38 @@ class FastRetriever:
         if not slots:
             return masked_topk(scores, seen, self.k, self.threads)
         own = scores[:, self.fresh]  # a copy, before masked_topk writes into the scores
-        head, head_scores = masked_topk(scores, seen, self.k - slots, self.threads)
-        return fresh_tail(head, head_scores, own, self.fresh, seen, slots)
+        top, top_scores = masked_topk(scores, seen, self.k, self.threads)
+        return fresh_tail(top, top_scores, own, self.fresh, seen, slots)
 
 
 def fresh_tail(
-    head: np.ndarray,
-    head_scores: np.ndarray,
+    top: np.ndarray,
+    top_scores: np.ndarray,
     own: np.ndarray,
     fresh: np.ndarray,
     seen: list[np.ndarray],
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each list's head ([B, K - slots], best first) followed by the user's best ``slots`` of the
-    ``fresh`` movies (scores ``own`` [B, F]) that are neither seen nor in the head: [B, K]. They
-    score no higher than the head's last (or they would be in it), so the list stays best first;
-    a place without one is -inf."""
-    own = own.copy()
-    for b in range(len(head)):
-        own[b, np.isin(fresh, head[b]) | np.isin(fresh, seen[b])] = -np.inf
-    order = np.argsort(-own, axis=1, kind="stable")[:, :slots]
-    tail_scores = np.take_along_axis(own, order, axis=1)
-    tail = np.where(np.isfinite(tail_scores), fresh[order], -1)
-    return np.hstack([head, tail]), np.hstack([head_scores, tail_scores.astype(head_scores.dtype)])
+    """Each user's top-K ([B, K], best first) with its last ``slots`` places kept for the user's
+    best ``fresh`` movies (scores ``own`` [B, F]) that are neither seen nor above those places: the
+    first K - slots stay, then those movies and, in the places they leave, the rest of the top-K,
+    merged best first. They score no higher than the first K - slots (or they would be among
+    them), so the list stays best first; a place without a movie is -inf."""
+    k = top.shape[1]
+    head = k - slots
+    out, out_scores = top.copy(), top_scores.copy()
+    for b in range(len(top)):
+        mine = own[b].copy()
+        mine[np.isin(fresh, top[b, :head]) | np.isin(fresh, seen[b])] = -np.inf
+        best = np.argsort(-mine, kind="stable")[:slots]
+        best = best[np.isfinite(mine[best])]
+        picked = fresh[best]
+        rest = [i for i in range(head, k) if top[b, i] not in picked][: slots - len(picked)]
+        items = np.concatenate([picked, top[b, rest]])
+        values = np.concatenate([mine[best].astype(top_scores.dtype), top_scores[b, rest]])
+        order, end = np.argsort(-values, kind="stable"), head + len(items)
+        out[b, head:end], out_scores[b, head:end] = items[order], values[order]
+    return out, out_scores
 
 
 def load_vectors(path: Path) -> np.ndarray:
@@ -272,7 +281,10 @@ class ModelBundle:
         catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
         fresh = None
         if fresh_slots and (self.folder / RARE_FILE).is_file():
-            rare = np.load(self.folder / RARE_FILE)
+            try:
+                rare = np.load(self.folder / RARE_FILE)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"cannot read {self.folder / RARE_FILE} ({exc}); {DAMAGED}") from exc
             fresh = added["item_idx"].to_numpy()[~added["movie_id"].isin(rare).to_numpy()]
         return replace(self, catalogue=catalogue, vectors=vectors, fresh=fresh, fresh_slots=fresh_slots)
 
@@ -346,7 +358,7 @@ class ModelBundle:
         if self.fast_scoring:
             fast = FastRetriever(self.folder / SCORING_FILES[0], self.item_vectors, self.k, self.threads)
             if self.fresh is not None and len(self.fresh) and self.fresh_slots:
-                fast.fresh, fast.fresh_slots = self.fresh, min(self.fresh_slots, self.k - 1)
+                fast.fresh, fast.fresh_slots = self.fresh, min(self.fresh_slots, fast.k - 1)
             return fast
         return OnnxRetriever(self.folder / "model.onnx", self.n_items, self.threads)
 

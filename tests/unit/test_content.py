@@ -216,3 +216,20 @@ def test_the_last_places_of_a_list_are_kept_for_the_movies_new_since_training(tr
         assert list(row[:8]) == list(was[:8]) and set(row[8:]) <= {17, 18} | set(was[8:])
     only, _ = lists(2, [18])  # 18 is rare: one place kept, for 17
     assert (only[:, :9] == plain[:, :9]).all() and all(17 in row for row in only)
+
+
+def test_fresh_places_the_new_movies_cannot_take_keep_the_rest_of_the_top_k():
+    from recsys.runtime.two_tower import fresh_tail
+
+    scores = np.linspace(1.0, 0.05, 20, dtype=np.float32)[None].repeat(2, axis=0)
+    scores[:, 18], scores[:, 19] = 2.0, -1.0  # new movie 18 tops the list, 19 is far below it
+    seen = [np.array([19]), np.array([], dtype=np.int64)]  # the first user has seen 19
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :6]
+    top[0] = [18, 0, 1, 2, 3, 4]
+    out, kept = fresh_tail(
+        top, np.take_along_axis(scores, top, 1), scores[:, [18, 19]], np.array([18, 19]), seen, 2
+    )
+    # nothing left to keep a place for: the list is the plain top 6, not short
+    assert out[0].tolist() == [18, 0, 1, 2, 3, 4]
+    # the second user gets 19 in the last place and keeps the plain list's fifth
+    assert out[1].tolist() == [18, 0, 1, 2, 3, 19] and (np.diff(kept, axis=1) <= 0).all()

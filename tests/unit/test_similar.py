@@ -209,6 +209,8 @@ def test_every_movie_gets_a_list_new_ones_from_their_features_and_rare_ones_are_
     # ... beside its own nearest movies only (not a hub), each list holding at most one new movie
     holders = [m for m, items in lists["movie_ids"].items() if 3001 in items]
     assert set(holders) <= set(lists.loc[3001, "movie_ids"]) | {2001}
+    for slots in (2, 50):  # more places than new movies, or than K: still K distinct, best first
+        similar.check_similar(similar.score_similar(tonight, "1", "p", fresh_slots=slots), 7)
     # the exported item tower gives what the trained tower gives from the features alone
     with torch.no_grad():
         expected = result.model.content_vectors().numpy()[:3]

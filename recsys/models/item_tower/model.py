@@ -75,8 +75,10 @@ class ItemTower(nn.Module):
             with torch.no_grad():
                 self.id_emb.weight[:n].copy_(torch.as_tensor(initial_ids(init_vectors, cfg.seed)))
                 self.id_emb.weight[n].zero_()
-                for weight in self.content.parameters():
-                    weight.zero_()
+                content = self.content
+                inputs = (content.genre_proj, content.year_proj, content.decade_emb, content.word_emb)
+                for weight in (*(m.weight for m in inputs), content.tag_emb.weight):
+                    weight.zero_()  # the content's hidden layer keeps its random start: it must learn
                 for last in (self.mlp[2], self.content.mlp[2]):
                     assert isinstance(last, nn.Linear)
                     last.weight.zero_()
