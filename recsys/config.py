@@ -189,7 +189,7 @@ class SimilarConfig(_Section):
     soft_per_anchor: int = Field(1, ge=0)  # the table's soft negatives added to a batch per anchor
     random_per_batch: int = Field(256, ge=0)  # catalogue movies added to each batch, uniform
     id_dropout: float = Field(0.0, ge=0.0, le=1.0)  # rows reading the "unknown movie" id instead
-    content_weight: float = Field(0.0, ge=0.0)  # weight of the triplet loss of content-only anchors
+    content_weight: float = Field(0.1, ge=0.0)  # weight of the triplet loss of content-only anchors
     learning_rate: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_epochs: int = Field(40, ge=1)

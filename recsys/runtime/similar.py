@@ -13,7 +13,7 @@ lists it gives.
   (in a trained movie's list only when it is in theirs: :func:`score_similar`); the rare ones
   (rated in the training data, too rarely to be trained: ``rare_movies.npy``) are not recommended
   as similar to anything: rarely liked, embedded from their features they crowd the lists
-  (benchmarks/similar.py: the trained movies' test Recall@10 falls from 0.174 to 0.145 with every
+  (benchmarks/similar.py: the trained movies' test Recall@10 falls from 0.157 to 0.081 with every
   movie a candidate);
 - :func:`score_similar`: every catalogue movie's top-K list through that graph with ONNX Runtime,
   with its source: ``collaborative`` for a movie the version was trained on (its id vector, learnt

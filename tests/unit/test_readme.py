@@ -123,7 +123,17 @@ def test_readme_similar_movies_tables_match_the_committed_json():
 
     chosen = results["chosen"]["similar"]
     default = SimilarConfig().model_dump()
-    for key in ("init", "distance", "margin", "mining", "learning_rate", "id_dropout", "embedding_dim"):
+    keys = (
+        "init",
+        "distance",
+        "margin",
+        "mining",
+        "learning_rate",
+        "id_dropout",
+        "content_weight",
+        "embedding_dim",
+    )
+    for key in keys:
         assert default[key] == chosen[key], key
 
 
