@@ -144,38 +144,35 @@ class FastRetriever:
         slots = min(self.fresh_slots, len(self.fresh))
         if not slots:
             return masked_topk(scores, seen, self.k, self.threads)
-        own = scores[:, self.fresh]  # a copy, before masked_topk writes into the scores
         top, top_scores = masked_topk(scores, seen, self.k, self.threads)
-        return fresh_tail(top, top_scores, own, self.fresh, seen, slots)
+        own = scores[:, self.fresh]  # after masked_topk, which wrote -inf over the seen movies
+        return fresh_tail(top, top_scores, own, self.fresh, slots)
 
 
 def fresh_tail(
-    top: np.ndarray,
-    top_scores: np.ndarray,
-    own: np.ndarray,
-    fresh: np.ndarray,
-    seen: list[np.ndarray],
-    slots: int,
+    top: np.ndarray, top_scores: np.ndarray, own: np.ndarray, fresh: np.ndarray, slots: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each user's top-K ([B, K], best first) with its last ``slots`` places kept for the user's
-    best ``fresh`` movies (scores ``own`` [B, F]) that are neither seen nor above those places: the
-    first K - slots stay, then those movies and, in the places they leave, the rest of the top-K,
-    merged best first. They score no higher than the first K - slots (or they would be among
-    them), so the list stays best first; a place without a movie is -inf."""
-    k = top.shape[1]
-    head = k - slots
+    best ``fresh`` movies (scores ``own`` [B, F], -inf for a seen one) that are not above those
+    places: the first K - slots stay, then those movies and, in the places they leave, the rest of
+    the top-K, merged best first. They score no higher than the first K - slots (or they would be
+    among them), so the list stays best first; a place without a movie is -inf."""
+    head = top.shape[1] - slots
+    above = (top[:, :head, None] == fresh[None, None, :]).any(axis=1)
+    mine = np.where(above, -np.inf, own).astype(top_scores.dtype)
+    best = np.argsort(-mine, axis=1, kind="stable")[:, :slots]
+    picked_scores = np.take_along_axis(mine, best, axis=1)
+    picked = np.where(np.isfinite(picked_scores), fresh[best], -1)
+    rest, rest_scores = top[:, head:], top_scores[:, head:]
+    free = ~(rest[:, :, None] == picked[:, None, :]).any(axis=2)
+    room = slots - np.isfinite(picked_scores).sum(axis=1, keepdims=True)
+    taken = free & (np.cumsum(free, axis=1) <= room)
+    items = np.concatenate([picked, rest], axis=1)
+    keys = np.concatenate([picked_scores, np.where(taken, rest_scores, -np.inf)], axis=1)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :slots]
     out, out_scores = top.copy(), top_scores.copy()
-    for b in range(len(top)):
-        mine = own[b].copy()
-        mine[np.isin(fresh, top[b, :head]) | np.isin(fresh, seen[b])] = -np.inf
-        best = np.argsort(-mine, kind="stable")[:slots]
-        best = best[np.isfinite(mine[best])]
-        picked = fresh[best]
-        rest = [i for i in range(head, k) if top[b, i] not in picked][: slots - len(picked)]
-        items = np.concatenate([picked, top[b, rest]])
-        values = np.concatenate([mine[best].astype(top_scores.dtype), top_scores[b, rest]])
-        order, end = np.argsort(-values, kind="stable"), head + len(items)
-        out[b, head:end], out_scores[b, head:end] = items[order], values[order]
+    out[:, head:] = np.take_along_axis(items, order, axis=1)
+    out_scores[:, head:] = np.take_along_axis(keys, order, axis=1)
     return out, out_scores
 
 

@@ -223,11 +223,11 @@ def test_fresh_places_the_new_movies_cannot_take_keep_the_rest_of_the_top_k():
 
     scores = np.linspace(1.0, 0.05, 20, dtype=np.float32)[None].repeat(2, axis=0)
     scores[:, 18], scores[:, 19] = 2.0, -1.0  # new movie 18 tops the list, 19 is far below it
-    seen = [np.array([19]), np.array([], dtype=np.int64)]  # the first user has seen 19
+    scores[0, 19] = -np.inf  # the first user has seen 19 (masked_topk wrote -inf over it)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :6]
     top[0] = [18, 0, 1, 2, 3, 4]
     out, kept = fresh_tail(
-        top, np.take_along_axis(scores, top, 1), scores[:, [18, 19]], np.array([18, 19]), seen, 2
+        top, np.take_along_axis(scores, top, 1), scores[:, [18, 19]], np.array([18, 19]), 2
     )
     # nothing left to keep a place for: the list is the plain top 6, not short
     assert out[0].tolist() == [18, 0, 1, 2, 3, 4]
