@@ -34,26 +34,20 @@ from recsys.data.time_split import new_movie_mask
 from recsys.data.views import SplitView
 from recsys.evaluation.metrics import metrics_from_ranks
 from recsys.models.two_tower.training import Scorer, catalogue_table, serving_histories, train
+from recsys.runtime.two_tower import fresh_tail
 
 K = 100
 METRICS = ("recall_at_10", "recall_at_100", "ndcg_at_10")
 
 
 def fresh_lists(scores: np.ndarray, fresh: np.ndarray, slots: int, k: int = K) -> np.ndarray:
-    """[U, k] lists: the best k - slots of every movie, then the best ``slots`` of ``fresh`` not
-    already in them (seen movies must score -inf; a short list is padded with -1)."""
-    slots = min(slots, len(fresh))
-    order = np.argsort(-scores, axis=1, kind="stable")[:, : k - slots]
-    out = np.full((len(scores), k), -1, dtype=np.int64)
-    out[:, : k - slots] = np.where(np.isfinite(np.take_along_axis(scores, order, 1)), order, -1)
-    if slots:
-        own = scores[:, fresh].copy()
-        for user, head in enumerate(order):
-            own[user, np.isin(fresh, head)] = -np.inf
-        best = np.argsort(-own, axis=1, kind="stable")[:, :slots]
-        picked = np.where(np.isfinite(np.take_along_axis(own, best, 1)), fresh[best], -1)
-        out[:, k - slots :] = picked
-    return out
+    """[U, k] lists as the nightly scoring serves them (recsys.runtime.two_tower.fresh_tail): seen
+    movies must score -inf; a place without a movie is -1."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    if slots and len(fresh):
+        order, top_scores = fresh_tail(order, top_scores, scores[:, fresh], fresh, slots)
+    return np.where(np.isfinite(top_scores), order, -1)
 
 
 def list_ranks(lists: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:

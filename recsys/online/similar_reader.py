@@ -22,9 +22,9 @@ from recsys.online.reader import (
     _store_errors,
     titles,
 )
+from recsys.runtime.content import COLLABORATIVE
 
 SIMILAR_FIELDS = [field_key(SIMILAR_VIEW, name) for name in ("movie_ids", "scores", "source")]
-COLLABORATIVE = "collaborative"  # a list stored without a source (before sources were stored)
 NONE = "none"  # the source of an answer without a list
 
 
@@ -54,6 +54,7 @@ def _similar_replies(
             lists[m] = None
             continue
         kept = _first_unblocked(items, scores, k, blocked)
+        # a list stored before sources were came from its movie's trained vector
         lists[m] = (str(decode_value(source) or COLLABORATIVE), *kept[:2])
     return lists, {m for m, reply in zip(ids, replies) if reply[3] is not None}
 

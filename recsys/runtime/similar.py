@@ -34,18 +34,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.data.features import FEATURE_INPUTS, NO_GENRES, Vocabulary
+from recsys.data.features import NO_GENRES
 from recsys.errors import DataError
 from recsys.files import read_parquet
+from recsys.runtime.content import (
+    COLLABORATIVE,
+    CONTENT,
+    ITEM_TOWER_FILE,
+    RARE_FILE,
+    VOCABULARY_FILE,
+    embed_movies,
+    read_rare,
+)
 from recsys.runtime.onnx import DAMAGED, session
+from recsys.runtime.two_tower import ITEM_TABLE
 
 FORMAT = "movie_similar-2"  # bundle.json "format" of a movie_similar version
 BUNDLE_FILE = "bundle.json"
 GRAPH_FILE = "similar.onnx"
-ITEM_TOWER_FILE = "item_tower.onnx"
-VOCABULARY_FILE = "vocabulary.json"
 VECTORS_FILE = "item_vectors.npy"
-RARE_FILE = "rare_movies.npy"
 FILES = (
     GRAPH_FILE,
     ITEM_TOWER_FILE,
@@ -55,10 +62,7 @@ FILES = (
     "catalogue.parquet",
     BUNDLE_FILE,
 )
-ITEM_TABLE = "item_table"
 GRAPH_INPUTS = ("query", "query_row", ITEM_TABLE)  # similar.onnx's inputs
-ITEM_INPUTS = ("item_idx", *FEATURE_INPUTS)  # item_tower.onnx's inputs
-COLLABORATIVE, CONTENT = "collaborative", "content"  # a list's source
 SIMILAR_COLUMNS = ("movie_id", "movie_ids", "scores", "source", "model_version", "data_version")
 
 
@@ -99,9 +103,9 @@ class SimilarBundle:
         catalogue = read_parquet(folder / "catalogue.parquet", fix=DAMAGED).sort_values("item_idx")
         try:
             vectors = np.load(folder / VECTORS_FILE).astype(np.float32)
-            rare = np.load(folder / RARE_FILE).astype(np.int64)
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {folder} vectors ({exc}); {DAMAGED}") from exc
+            raise DataError(f"cannot read {folder / VECTORS_FILE} ({exc}); {DAMAGED}") from exc
+        rare = read_rare(folder)
         if vectors.ndim != 2 or len(vectors) != len(catalogue):
             raise DataError(f"{folder / VECTORS_FILE} does not match the catalogue; {DAMAGED}")
         return cls(
@@ -158,16 +162,7 @@ class SimilarBundle:
 
     def embed(self, movies: pd.DataFrame) -> np.ndarray:
         """Vectors of ``movies`` from their features alone (no trained id): [M, D]."""
-        path = self.folder / VOCABULARY_FILE
-        try:
-            vocabulary = Vocabulary.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise DataError(f"cannot read {path} ({exc}); {DAMAGED}") from exc
-        features = vocabulary.encode(movies.reset_index(drop=True)).arrays()
-        feeds = dict(zip(FEATURE_INPUTS, features, strict=True))
-        feeds["item_idx"] = np.full(len(movies), self.n_trained, dtype=np.int64)
-        tower = session(self.folder / ITEM_TOWER_FILE, self.threads)
-        return tower.run(["item_vectors"], feeds)[0]
+        return embed_movies(self.folder, movies, self.n_trained, self.threads)
 
     @cached_property
     def candidates(self) -> np.ndarray:

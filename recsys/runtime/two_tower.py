@@ -29,14 +29,14 @@ import pandas as pd
 from recsys.config import HISTORY_TOWERS
 from recsys.errors import DataError
 from recsys.files import read_parquet
+from recsys.runtime.content import ITEM_TOWER_FILE, RARE_FILE, VOCABULARY_FILE, embed_movies, read_rare
 from recsys.runtime.onnx import DAMAGED, session
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # bumped when the layout changes; older bundles are refused with a clear error
 FILES = ("model.onnx", "catalogue.parquet", "users.parquet", BUNDLE_FILE)
 SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast scoring path
-CONTENT_FILES = ("item_tower.onnx", "vocabulary.json")  # a content item tower: embeds new movies
-RARE_FILE = "rare_movies.npy"  # movie ids rated in the training data but outside the catalogue
+CONTENT_FILES = (ITEM_TOWER_FILE, VOCABULARY_FILE)  # a content item tower: embeds new movies
 ITEM_TABLE = "item_table"  # a content history tower's second input (recsys.models.two_tower.export)
 
 
@@ -278,26 +278,13 @@ class ModelBundle:
         catalogue["genres"] = catalogue["genres"].fillna("(no genres listed)")
         fresh = None
         if fresh_slots and (self.folder / RARE_FILE).is_file():
-            try:
-                rare = np.load(self.folder / RARE_FILE)
-            except (OSError, ValueError) as exc:
-                raise DataError(f"cannot read {self.folder / RARE_FILE} ({exc}); {DAMAGED}") from exc
+            rare = read_rare(self.folder)
             fresh = added["item_idx"].to_numpy()[~added["movie_id"].isin(rare).to_numpy()]
         return replace(self, catalogue=catalogue, vectors=vectors, fresh=fresh, fresh_slots=fresh_slots)
 
     def embed(self, movies: pd.DataFrame) -> np.ndarray:
         """Vectors of ``movies`` from their features alone (no trained id): [M, D]."""
-        from recsys.data.features import FEATURE_INPUTS, Vocabulary
-
-        try:
-            vocabulary = Vocabulary.from_dict(json.loads((self.folder / CONTENT_FILES[1]).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise DataError(f"cannot read {self.folder / CONTENT_FILES[1]} ({exc}); {DAMAGED}") from exc
-        features = vocabulary.encode(movies.reset_index(drop=True)).arrays()
-        feeds = dict(zip(FEATURE_INPUTS, features, strict=True))
-        feeds["item_idx"] = np.full(len(movies), self.n_trained, dtype=np.int64)
-        tower = session(self.folder / CONTENT_FILES[0], self.threads)
-        return tower.run(["item_vectors"], feeds)[0]
+        return embed_movies(self.folder, movies, self.n_trained, self.threads)
 
     @property
     def reads_history(self) -> bool:

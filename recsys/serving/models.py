@@ -55,7 +55,8 @@ from recsys.checks import MAX_K, as_frame, check_frame, check_request
 from recsys.config import Settings, load_settings
 from recsys.errors import InvalidRequestError, StoreError, UnknownMovieError
 from recsys.online.reader import Served, read_histories, read_served, titles
-from recsys.online.similar_reader import COLLABORATIVE, read_similar
+from recsys.online.similar_reader import read_similar
+from recsys.runtime.content import COLLABORATIVE
 from recsys.runtime.scoring import inputs_from_histories, score_users
 from recsys.runtime.two_tower import ModelBundle, OnnxRetriever
 

@@ -24,6 +24,7 @@ from recsys.models.two_tower.model import TwoTower, checkpoint
 from recsys.models.two_tower.training import TrainResult, evaluate_model, train
 from recsys.ops.registry import CHAMPION, TRAIN_VALID_TAG, Registry
 from recsys.runtime import two_tower as bundle_mod
+from recsys.runtime.content import write_rare
 from recsys.runtime.two_tower import pad_lists
 from recsys.tracking import gate
 from recsys.tracking.plots import plot_curves
@@ -49,8 +50,7 @@ def write_bundle(model: TwoTower, prepared: Prepared, settings: Settings, folder
     retrieval_graph(tower, items, settings.score.k, folder / "model.onnx")
     prepared.catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     prepared.users.to_parquet(folder / "users.parquet", index=False)
-    rare = prepared.tail["movie_id"] if prepared.tail is not None else []
-    np.save(folder / bundle_mod.RARE_FILE, np.unique(np.asarray(rare, dtype=np.int64)))
+    write_rare(folder, prepared.tail["movie_id"] if prepared.tail is not None else None)
     meta = {
         "format": bundle_mod.FORMAT,
         "user_tower": model.cfg.user_tower,

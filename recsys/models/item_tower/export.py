@@ -16,6 +16,7 @@ from recsys.models.item_tower.model import ItemTower
 from recsys.models.onnx_export import export_graph
 from recsys.models.two_tower.content import example_features
 from recsys.runtime import similar as similar_bundle
+from recsys.runtime.content import ITEM_INPUTS, ITEM_TOWER_FILE, VOCABULARY_FILE, write_rare
 
 
 class SimilarRetrieval(nn.Module):
@@ -74,7 +75,7 @@ def _export_item_tower(model: ItemTower, path: Path) -> None:
     features = example_features(model.vocabulary, len(idx))
     rows = torch.export.Dim("items", min=2)
     shapes = {"item_idx": {0: rows}, "features": tuple({0: rows} for _ in features)}
-    names = list(similar_bundle.ITEM_INPUTS)
+    names = list(ITEM_INPUTS)
     export_graph(ContentTower(model).eval(), (idx, *features), names, ["item_vectors"], shapes, path)
 
 
@@ -97,11 +98,10 @@ def write_bundle(
     if k < 1:
         raise ValueError(f"a catalogue of {model.n_items} movie(s) has no other movie to list")
     _export_retrieval(k, model.cfg.distance, vectors, folder / similar_bundle.GRAPH_FILE)
-    _export_item_tower(model, folder / similar_bundle.ITEM_TOWER_FILE)
-    (folder / similar_bundle.VOCABULARY_FILE).write_text(json.dumps(model.vocabulary.as_dict()))
+    _export_item_tower(model, folder / ITEM_TOWER_FILE)
+    (folder / VOCABULARY_FILE).write_text(json.dumps(model.vocabulary.as_dict()))
     np.save(folder / similar_bundle.VECTORS_FILE, vectors.numpy().astype(np.float32))
-    rare_ids = np.asarray([] if rare is None else rare, dtype=np.int64)
-    np.save(folder / similar_bundle.RARE_FILE, np.unique(rare_ids))
+    write_rare(folder, rare)
     columns = [c for c in ("item_idx", "movie_id", "title", "genres", "train_count") if c in catalogue]
     catalogue[columns].to_parquet(folder / "catalogue.parquet", index=False)
     meta = {

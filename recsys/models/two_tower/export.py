@@ -33,12 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from recsys.models.onnx_export import export_graph
-from recsys.models.two_tower.content import CONTENT, example_features
+from recsys.models.two_tower.content import example_features
 from recsys.models.two_tower.model import TwoTower
+from recsys.runtime.content import ITEM_INPUTS
 from recsys.runtime.two_tower import CONTENT_FILES, ITEM_TABLE
 
 log = logging.getLogger(__name__)
-ITEM_INPUTS = ("item_idx", *CONTENT)  # item_tower.onnx's inputs
 
 
 class TopKRetrieval(nn.Module):
