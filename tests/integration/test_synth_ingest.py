@@ -51,5 +51,5 @@ def test_synthetic_release_ingests_and_validates_as_ml20m(tmp_path: Path) -> Non
     assert summary["validation"]["success"] and summary["validation"]["rows"] == 24_000
     raw = Path(summary["raw_dir"])
     assert raw == home.resolve() / "data" / "raw" / "ml-20m"
-    for name in ("ratings.csv", "movies.csv", "README.txt"):
+    for name in ("ratings.csv", "movies.csv", "tags.csv", "README.txt"):
         assert (raw / name).read_bytes() == (release / name).read_bytes()

@@ -12,12 +12,14 @@ import pytest
 
 from recsys.cli import main
 from recsys.config import DataConfig
-from recsys.data.prepared import load_movies, load_ratings, prepare
+from recsys.data.prepared import load_movies, load_ratings, load_tags, prepare
 from recsys.data.synth import release as synth_release
 from recsys.data.synth.catalogue import Release, activity
 from recsys.data.synth.generate import generate
 from recsys.data.synth.params import (
     END,
+    FILLER_WORDS,
+    GENERIC_TAGS,
     GENRES,
     HALF_STARS_FROM,
     MIN_PER_USER,
@@ -128,12 +130,46 @@ def test_timestamps_span_years_in_sessions(frame: pd.DataFrame) -> None:
 def test_movies_carry_movielens_genres_tied_to_clusters(release: Release) -> None:
     cat = release.catalogue
     assert len(cat.titles) == len(cat.genres) == len(cat.movie_ids) == release.params.movies
-    assert cat.titles[0] == f"Synthetic Movie {cat.movie_ids[0]} ({cat.titles[0][-5:-1]})"
+    assert all(t.endswith(f" ({y})") and len(t) > 7 for t, y in zip(cat.titles, cat.years.tolist()))
     names = {g for genres in cat.genres for g in genres.split("|")}
     assert names <= set(GENRES) | {NO_GENRES} and len(names) > 10
     flags = pd.Series(cat.genres).str.get_dummies(sep="|")
     shared = flags.groupby(cat.clusters).mean().max(axis=1)  # movies with the cluster's top genre
     assert shared.min() > 0.9 and flags.mean().max() < 0.6
+
+
+def _pairs_in_one_cluster(groups: pd.Series, clusters: pd.Series) -> float:
+    """Of the pairs of movies that share an entry of ``groups`` (movie_id -> word or tag), the
+    share in one cluster."""
+    frame = pd.DataFrame({"key": groups.to_numpy(), "cluster": clusters[groups.index].to_numpy()})
+    sizes = frame.groupby("key").size()
+    same = frame.groupby(["key", "cluster"]).size()
+    pairs = (sizes * (sizes - 1) / 2).sum()
+    return float((same * (same - 1) / 2).sum() / pairs)
+
+
+def test_titles_and_tags_carry_the_clusters(release: Release, frame: pd.DataFrame) -> None:
+    """Movies that share a made-up title word or tag mostly share a cluster; common words and
+    generic tags do not; tags follow ml-20m's counts and come after the ratings they are on."""
+    cat = release.catalogue
+    clusters = pd.Series(cat.clusters, index=cat.movie_ids)
+    chance = float(((clusters.value_counts(normalize=True)) ** 2).sum())
+    words = pd.Series([t.rsplit(" (", 1)[0].lower().split() for t in cat.titles], index=cat.movie_ids)
+    words = words.explode()
+    made_up = words[~words.isin(FILLER_WORDS) & ~words.str.isdigit()]
+    assert _pairs_in_one_cluster(made_up, clusters) > 0.95 > 5 * chance
+    assert _pairs_in_one_cluster(words[words.isin(FILLER_WORDS)], clusters) < 2 * chance
+
+    tags = pd.DataFrame(release.tags)
+    assert list(tags.columns) == ["user_id", "movie_id", "tag", "timestamp"]
+    assert len(tags) == release.stats["tags"] and len(tags) / len(frame) == pytest.approx(0.023, rel=0.25)
+    assert tags["user_id"].nunique() < 0.1 * release.params.users  # a few users tag
+    assert not tags.duplicated(["user_id", "movie_id", "tag"]).any()
+    rated = tags.merge(frame, on=["user_id", "movie_id"], suffixes=("", "_rating"))
+    assert len(rated) == len(tags) and (rated["timestamp"] >= rated["timestamp_rating"]).all()
+    own = tags[~tags["tag"].isin(GENERIC_TAGS)].drop_duplicates(["movie_id", "tag"])
+    assert _pairs_in_one_cluster(own.set_index("movie_id")["tag"], clusters) > 0.95
+    assert 0.1 < tags["tag"].isin(GENERIC_TAGS).mean() < 0.4
 
 
 def test_planted_signal_beats_popularity(release: Release, frame: pd.DataFrame) -> None:
@@ -169,7 +205,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     synthesize(TINY, tmp_path / "b")
     synthesize(SynthParams(TINY.users, TINY.movies, TINY.ratings, seed=4), tmp_path / "c")
     a, b, c = (_digests(tmp_path / n) for n in "abc")
-    assert list(a) == ["README.txt", "movies.csv", "ratings.csv"]
+    assert list(a) == ["README.txt", "movies.csv", "ratings.csv", "tags.csv"]
     assert a == b
     assert a["ratings.csv"] != c["ratings.csv"]
     assert first["out"] == str(tmp_path / "a") and first["ratings"] == TINY.ratings
@@ -188,6 +224,10 @@ def test_files_read_back_through_the_loader(tmp_path: Path) -> None:
     movies = load_movies(tmp_path / "out" / "movies.csv")
     assert movies["movie_id"].tolist() == release.catalogue.movie_ids.tolist()
     assert movies["genres"].tolist() == release.catalogue.genres
+    assert movies["title"].tolist() == release.catalogue.titles
+    tags = load_tags(tmp_path / "out" / "tags.csv")
+    assert tags["tag"].tolist() == release.tags["tag"].tolist()
+    assert tags["movie_id"].tolist() == release.tags["movie_id"].tolist()
     readme = (tmp_path / "out" / "README.txt").read_text()
     assert "SYNTHETIC" in readme and f"generator version {VERSION}" in readme
     assert "--users 300 --movies 400 --ratings 30000 --seed 3" in readme

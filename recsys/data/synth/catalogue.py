@@ -1,4 +1,4 @@
-"""Movies (ids, titles, genres, clusters, themes, popularity), users' activity, tastes and timelines."""
+"""Movies (ids, genres, years, clusters, themes, popularity), users' activity, tastes and timelines."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class Catalogue:
     themes: np.ndarray  # [M] int64: ~THEME_SIZE movies of one cluster (a franchise, a director)
     popularity: np.ndarray  # [M] float64, sums to 1
     quality: np.ndarray  # [M] float64, the movie's effect on its stars (sd ~0.7)
-    titles: list[str]  # [M] "Synthetic Movie <id> (<year>)"
     genres: list[str]  # [M] pipe-separated MovieLens genres
+    years: np.ndarray  # [M] int64 release year, drawn apart from the ratings
+    titles: list[str]  # [M] "Word Word (<year>)" (recsys.data.synth.metadata; filled by generate)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Tastes:
 class Release:
     params: SynthParams
     ratings: dict[str, np.ndarray]  # user_id, movie_id, rating, timestamp [R]; by user, movie
+    tags: dict[str, np.ndarray]  # user_id, movie_id, tag, timestamp [T]; by user, movie, time
     catalogue: Catalogue
     tastes: Tastes
     stats: dict
@@ -77,7 +79,8 @@ def activity(rng: np.random.Generator, params: SynthParams) -> np.ndarray:
 
 
 def catalogue(rng: np.random.Generator, n_movies: int) -> Catalogue:
-    """Movies with sparse ids, clusters, genres tied to them, popularity and quality."""
+    """Movies with sparse ids, clusters, genres tied to them, popularity, quality and drawn years
+    (titles come with the ratings: recsys.data.synth.generate)."""
     ids = np.sort(rng.choice(max(n_movies, round(n_movies * ID_SPREAD)), n_movies, replace=False)) + 1
     k = int(np.clip(n_movies // 50, 2, 24))
     clusters = rng.choice(k, n_movies, p=rng.dirichlet(np.full(k, 8.0)))
@@ -89,13 +92,12 @@ def catalogue(rng: np.random.Generator, n_movies: int) -> Catalogue:
     log_pop = np.log(popularity)
     quality = 0.3 * (log_pop - log_pop.mean()) / log_pop.std() + rng.normal(0, 0.6, n_movies)
     years = 2015 - np.minimum(rng.exponential(20, n_movies).astype(np.int64), 100)
-    titles = [f"Synthetic Movie {i} ({y})" for i, y in zip(ids.tolist(), years.tolist())]
     genres = _genres(rng, clusters, k)
     per_cluster = -(-np.bincount(clusters, minlength=k) // THEME_SIZE)
     themes = (np.cumsum(per_cluster) - per_cluster)[clusters] + (
         rng.random(n_movies) * per_cluster[clusters]
     ).astype(np.int64)  # numbered cluster by cluster
-    return Catalogue(ids, clusters, themes, popularity, quality, titles, genres)
+    return Catalogue(ids, clusters, themes, popularity, quality, genres, years, [])
 
 
 def _genres(rng: np.random.Generator, clusters: np.ndarray, k: int) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from recsys.data.synth import metadata
 from recsys.data.synth.catalogue import Catalogue, Release, Tastes, activity, catalogue, tastes, timeline
 from recsys.data.synth.params import (
     AFFINITY_EFFECT,
@@ -218,7 +219,7 @@ def stars(latent: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
 def generate(params: SynthParams) -> Release:
     """Draw a whole release in memory (ConfigError for impossible parameters)."""
     params.check()
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(params.seed).spawn(6)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(params.seed).spawn(8)]
     cat = catalogue(rngs[0], params.movies)
     sampler = _Sampler(cat)
     taste = tastes(rngs[1], params.users, sampler.cluster_mass)
@@ -248,9 +249,20 @@ def generate(params: SynthParams) -> Release:
         "rating": rating[order],
         "timestamp": timestamp[order],
     }
+    names = metadata.Names(rngs[6], sampler.n_clusters, int(cat.themes.max() + 1))
+    cat.titles = metadata.titles(rngs[6], names, cat.clusters, cat.themes, cat.years)
+    tagged = metadata.tags(rngs[7], names, cat.clusters, cat.themes, movie[order], user[order] + 1,
+                           timestamp[order])  # fmt: skip
+    tags = {
+        "user_id": tagged["user_id"],
+        "movie_id": cat.movie_ids[tagged["movie"]],
+        "tag": tagged["tag"],
+        "timestamp": tagged["timestamp"],
+    }
     stats = realised_stats(ratings, np.bincount(movie, minlength=params.movies), counts)
     structure = {"clusters": sampler.n_clusters, "themes": int(cat.themes.max() + 1)}
-    return Release(params, ratings, cat, taste, {**stats, **structure})
+    tag_stats = {"tags": len(tags["tag"]), "tagged_movies": len(np.unique(tags["movie_id"]))}
+    return Release(params, ratings, tags, cat, taste, {**stats, **structure, **tag_stats})
 
 
 def _blocks(counts: np.ndarray, size: int = 1 << 20) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ from recsys.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-VERSION = "1"  # bump whenever the same parameters and seed would give other files
+VERSION = "2"  # bump whenever the same parameters and seed would give other files
 MIN_PER_USER = 20  # ratings of every user, as in every MovieLens release
 MAX_USER_SHARE = 0.35  # most movies one user rates, share of catalogue (ml-20m: 9,254 of 26,744)
 ID_SPREAD = 131_262 / 26_744  # ml-20m's largest movie id over its number of rated movies
@@ -104,6 +104,25 @@ MODE_SHARES = (0.4, 0.2, 0.25, 0.15)  # a rating follows its run's theme, its se
 # the user's current taste, or global popularity
 REDRAW_ROUNDS = 12  # redraws of repeated (user, movie) pairs before drawing without replacement
 AFFINITY_EFFECT = 3.0  # stars latent per unit of affinity (noise sd 1, user bias sd 0.5)
+# Titles and tags (recsys.data.synth.metadata): made-up words per cluster, a name per theme
+CLUSTER_WORDS, CLUSTER_TAGS = 10, 6  # title words and tags of each cluster's pool
+TITLE_SHARES = (0.35, 0.6, 0.8, 0.15)  # a title's leading common word, theme name, cluster word,
+# sequel number (after a theme name)
+FILLER_WORDS = (
+    "the", "of", "a", "last", "night", "love", "man", "day", "story", "king", "city", "dark",
+    "life", "world", "girl", "home", "war", "blood", "house", "time", "dead", "little", "big",
+    "lost", "secret", "black", "red", "summer", "star", "road", "game", "heart", "dream", "ghost",
+    "island", "river", "moon", "fire", "family", "return", "american", "first", "new", "old",
+)  # fmt: skip
+GENERIC_TAGS = (
+    "seen it", "dvd", "netflix queue", "classic", "atmospheric", "funny", "boring", "overrated",
+    "based on a book", "twist ending", "good soundtrack", "slow", "predictable", "must see",
+    "favorite", "great acting", "cult film", "visually appealing", "dialogue", "bd-r",
+)  # fmt: skip
+TAG_RATE = 465_564 / 20_000_263  # ml-20m: tags per rating
+TAGGER_SHARE = 7_801 / 138_493  # ml-20m: users who tag at all
+TAG_SHARES = (0.5, 0.25, 0.25)  # a tag from the movie's cluster pool, its theme's name, generic
+TAG_DELAY_S = 600.0  # median seconds from a rating to a tag on it
 
 
 @dataclass(frozen=True)

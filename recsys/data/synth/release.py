@@ -1,4 +1,4 @@
-"""A release folder on disk: ratings.csv, movies.csv and README.txt, swapped in whole."""
+"""A release folder on disk: ratings.csv, movies.csv, tags.csv and README.txt, swapped in whole."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def write_release(release: Release, folder: Path) -> None:
-    """Write ratings.csv, movies.csv and README.txt into an existing ``folder``."""
+    """Write ratings.csv, movies.csv, tags.csv and README.txt into an existing ``folder``."""
     import pyarrow as pa
     from pyarrow import csv
 
@@ -43,6 +43,10 @@ def write_release(release: Release, folder: Path) -> None:
         csv.write_csv(table, out, csv.WriteOptions(include_header=False, quoting_style="none"))
     movies = pd.DataFrame({"movieId": cat.movie_ids, "title": cat.titles, "genres": cat.genres})
     movies.to_csv(folder / "movies.csv", index=False, lineterminator="\n")
+    tags = release.tags
+    pd.DataFrame(
+        {"userId": tags["user_id"], "movieId": tags["movie_id"], "tag": tags["tag"], "timestamp": tags["timestamp"]}
+    ).to_csv(folder / "tags.csv", index=False, lineterminator="\n")
     (folder / "README.txt").write_text(readme(release))
 
 
@@ -57,13 +61,18 @@ def readme(release: Release) -> str:
         "files.\n\nFiles, in the MovieLens 20M layout:\n"
         "  ratings.csv  userId,movieId,rating,timestamp (0.5..5.0 stars, epoch seconds UTC), "
         "sorted by userId, movieId\n"
-        "  movies.csv   movieId,title,genres (pipe-separated MovieLens genres)\n\n"
+        "  movies.csv   movieId,title,genres (pipe-separated MovieLens genres)\n"
+        "  tags.csv     userId,movieId,tag,timestamp (user tags), sorted by userId, movieId, timestamp\n\n"
         "Planted structure: each movie belongs to a latent cluster (its genres follow the "
         "cluster) and to a\ntheme of ~40 movies inside it; each user has an early and a late "
         "taste over clusters, the late\none gaining weight along the user's timeline. Ratings "
         "come in sessions that stick to a cluster\nand runs of a few ratings that stick to a "
         "theme; stars are higher where a movie's cluster matches\nthe user's taste "
-        f"at the time.\n\nParameters: {json.dumps(asdict(p))}\n\n"
+        "at the time.\n\nTitles and tags carry the same structure, noisily: a title mixes "
+        "its theme's made-up name, a\nword of its cluster's pool and common English words; "
+        "a few users tag, with a tag of the\nmovie's cluster, its theme's name or a generic tag. "
+        "Years are drawn apart from the ratings:\nno movie waits for its release.\n\n"
+        f"Parameters: {json.dumps(asdict(p))}\n\n"
         f"Realised statistics:\n{json.dumps(release.stats, indent=2)}\n"
     )
 
