@@ -34,14 +34,14 @@ from recsys.data.time_split import new_movie_mask
 from recsys.data.views import SplitView
 from recsys.evaluation.metrics import metrics_from_ranks
 from recsys.models.two_tower.training import Scorer, catalogue_table, serving_histories, train
-from recsys.runtime.two_tower import fresh_tail
+from recsys.runtime.fresh import fresh_tail
 
 K = 100
 METRICS = ("recall_at_10", "recall_at_100", "ndcg_at_10")
 
 
 def fresh_lists(scores: np.ndarray, fresh: np.ndarray, slots: int, k: int = K) -> np.ndarray:
-    """[U, k] lists as the nightly scoring serves them (recsys.runtime.two_tower.fresh_tail): seen
+    """[U, k] lists as the nightly scoring serves them (recsys.runtime.fresh.fresh_tail): seen
     movies must score -inf; a place without a movie is -1."""
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top_scores = np.take_along_axis(scores, order, axis=1)

@@ -10,8 +10,11 @@ child) is reported apart, from its INFO.
 Stages: synth (`recsys synth`, skipped with --source), ingest (snapshot + DVC + suite
 ratings_raw on every row), prepare (protocol split + suite interactions on every row + DVC), train
 (one epoch at the default train.max_interactions, valid and test evaluation, ONNX export,
-registration: each timed inside), promote (the gate: both versions re-scored on validation),
-score (all users, one process), validate (suite recommendations on every row), publish (lists,
+registration: each timed inside), train_id (the same epoch with the id item tower, the default
+before issue 21), promote (the gate: both versions re-scored on validation), catalogue (the
+nightly item-tower cost: today's movies.csv and tags.csv read, every movie without a trained id
+embedded by the champion's item_tower.onnx; median of 3), score (all users, one process, new
+movies embedded and given their fresh slots), validate (suite recommendations on every row), publish (lists,
 histories and titles into Redis through the fast Feast-layout writer, Feast read-back), lookups
 (`recsys.online.reader` on a sample, compared with the scored lists), night (`recsys_score_nightly`
 through `dag.test()`, mapped shards, every user; per-task times), train_budget (with --train-minutes:
@@ -56,7 +59,9 @@ STAGES = (
     "ingest",
     "prepare",
     "train",
+    "train_id",
     "promote",
+    "catalogue",
     "score",
     "validate",
     "publish",
@@ -113,6 +118,42 @@ def _stage_train(settings, state: dict) -> dict:  # noqa: ANN001
 
 def _stage_train_budget(settings, state: dict) -> dict:  # noqa: ANN001
     return _train(settings, state)
+
+
+def _stage_train_id(settings, state: dict) -> dict:  # noqa: ANN001
+    return _train(settings, state)  # with model.item_tower=id: the item tower before issue 21
+
+
+def _stage_catalogue(settings, state: dict, repeats: int = 3) -> dict:  # noqa: ANN001
+    """What the nightly scoring pays to embed tonight's catalogue with the champion's item tower:
+    read today's movies (with their tags), then ModelBundle.with_movies, ``repeats`` times."""
+    import statistics
+
+    from recsys import home
+    from recsys.data import eventlog
+    from recsys.ops.registry import TWO_TOWER, Registry
+    from recsys.runtime.two_tower import ModelBundle
+
+    _, folder = Registry.open(settings, TWO_TOWER).download_bundle("champion")
+    bundle = ModelBundle.load(folder, threads=settings.score.threads or None)
+    read_s, embed_s = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        movies = eventlog.current_movies(home.raw_dir(settings))
+        read_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        tonight = bundle.with_movies(movies, settings.score.fresh_slots)
+        embed_s.append(time.perf_counter() - started)
+    return {
+        "movies": len(movies),
+        "tagged": int((movies["tags"].fillna("") != "").sum()) if "tags" in movies else 0,
+        "trained": bundle.n_trained,
+        "embedded": tonight.n_items - bundle.n_trained,
+        "fresh": 0 if tonight.fresh is None else len(tonight.fresh),
+        "read_movies_s": statistics.median(read_s),
+        "with_movies_s": statistics.median(embed_s),
+        "with_movies_runs_s": embed_s,
+    }
 
 
 def _stage_promote(settings, state: dict) -> dict:  # noqa: ANN001
@@ -509,6 +550,7 @@ def main() -> int:
     )
     overrides = {
         "train": ["train.max_epochs=1"],
+        "train_id": ["train.max_epochs=1", "model.item_tower=id"],
         "train_budget": ["train.max_epochs=200", f"train.max_minutes={args.train_minutes}"],
     }
     state_path = work / "state.json"

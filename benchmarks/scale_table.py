@@ -27,11 +27,12 @@ def _note(stage: str, results: dict) -> str:
             f"{r['n_users']:,} users, {r['n_items']:,} items, {r['n_train']:,} train positives; "
             "GX interactions on every row"
         )
-    if stage in ("train", "train_budget") and r:
+    if stage in ("train", "train_id", "train_budget") and r:
         t = r["timings"]
         pop = r["mostpop"]
+        tower = "id item tower (before issue 21), " if stage == "train_id" else ""
         return (
-            f"{r['n_epochs']} epoch(s), {r['pairs']:,} pairs, {r['seconds_per_1m_pairs']:.0f} s "
+            f"{tower}{r['n_epochs']} epoch(s), {r['pairs']:,} pairs, {r['seconds_per_1m_pairs']:.0f} s "
             f"per 1M pairs; NDCG@10 valid {r['valid']['ndcg_at_10']:.4f} / test "
             f"{r['test']['ndcg_at_10']:.4f} (MostPop {pop['mostpop_valid_ndcg_at_10']:.4f} / "
             f"{pop['mostpop_test_ndcg_at_10']:.4f}); test evaluation {t['evaluate_s']:.0f} s, "
@@ -42,6 +43,13 @@ def _note(stage: str, results: dict) -> str:
         return (
             f"gate on validation: model NDCG@10 {c['metrics']['ndcg_at_10']:.4f}, MostPop "
             f"{c['mostpop_metrics']['ndcg_at_10']:.4f}"
+        )
+    if stage == "catalogue" and r:
+        return (
+            f"tonight's {r['movies']:,} movies ({r['tagged']:,} tagged) read in {r['read_movies_s']:.1f} s; "
+            f"the {r['embedded']:,} without a trained id ({r['fresh']:,} of them new since training) "
+            f"embedded by item_tower.onnx in {r['with_movies_s']:.1f} s (median of "
+            f"{len(r['with_movies_runs_s'])})"
         )
     if stage == "synth":
         return f"`{results.get('_dataset', 'recsys synth')}`"

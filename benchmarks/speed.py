@@ -1,14 +1,19 @@
 """Speed of nightly scoring against its hardware floor, in one run.
 
 Synthetic model at MovieLens-20M scale by default (138,493 users x 26,744 items, dim 64, K=100,
-100 seen items masked per user), random weights (speed does not depend on training). Each repeat
-times, over the same batches:
+100 seen items masked per user), random weights (speed does not depend on training), with the
+default content item tower over titles, genres and tags from `recsys synth`'s generator (the SASRec
+tower reads its history from the item table). Each repeat times, over the same batches:
 
 - floor: the bare ONNX Runtime MatMul of all user vectors against all item vectors;
 - retrieval: that MatMul + the seen mask + the exact top-K (recsys.runtime.topk), i.e. what scoring adds;
 - tower: the user tower alone (history -> user vectors);
 - nightly: the whole call nightly scoring makes (FastRetriever.recommend: tower + retrieval);
-- graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path.
+- graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path;
+- fresh floor and fresh retrieval: the same two over tonight's catalogue, the trained items plus
+  ``--fresh`` movies new since training, embedded from their features by ``item_tower.onnx``,
+  the retrieval with the last ``score.fresh_slots`` places kept for them (recsys.runtime.fresh),
+  as nightly scoring runs it.
 
 Ratios are taken per repeat (both sides measured back to back), then the median, min and max.
 The nightly lists are checked to equal the end-to-end graph's on every user.
@@ -35,12 +40,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from recsys.config import ModelConfig, ScoreConfig
+from recsys.data.features import Vocabulary
+from recsys.data.synth.catalogue import catalogue
+from recsys.data.synth.metadata import Names, titles
+from recsys.data.synth.params import CLUSTER_TAGS
 from recsys.models.two_tower.export import export_onnx, export_scoring
 from recsys.models.two_tower.model import TwoTower
+from recsys.runtime.content import embed_movies
 from recsys.runtime.topk import masked_topk
+from recsys.runtime.fresh import fresh_tail
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
 
 
@@ -52,6 +64,28 @@ def timed(fn) -> float:
 
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def movies(n: int, seed: int = 0) -> pd.DataFrame:
+    """Titles, genres and up to 3 tags of ``n`` movies from recsys synth's generator."""
+    rng = np.random.default_rng(seed)
+    cat = catalogue(rng, n)
+    names = Names(rng, int(cat.clusters.max()) + 1, int(cat.themes.max()) + 1)
+    picks = rng.integers(0, CLUSTER_TAGS, (n, 3))
+    count = rng.integers(0, 4, n)
+    tags = ["|".join(names.tags[c, picks[i, : count[i]]]) for i, c in enumerate(cat.clusters)]
+    frame = {"title": titles(rng, names, cat.clusters, cat.themes, cat.years), "genres": cat.genres}
+    return pd.DataFrame({**frame, "tags": tags})
+
+
+def model_for(args: argparse.Namespace, catalogue_: pd.DataFrame) -> TwoTower:
+    """Random weights; a content item tower reads the first ``args.items`` movies' features."""
+    cfg = ModelConfig(item_tower=args.item_tower, user_tower=args.tower)
+    if args.item_tower == "id":
+        return TwoTower(args.users, args.items, cfg).eval()
+    trained = catalogue_.iloc[: args.items]
+    vocabulary = Vocabulary.fit(trained, cfg.content_min_count)
+    return TwoTower(args.users, args.items, cfg, None, vocabulary, vocabulary.encode(trained)).eval()
 
 
 def shard(
@@ -144,6 +178,10 @@ def main() -> None:
         help="user tower; history towers read a full 50-item history per user",
     )
     parser.add_argument(
+        "--item-tower", choices=["content", "id"], default=ModelConfig().item_tower, help="item tower"
+    )
+    parser.add_argument("--fresh", type=int, default=100, help="movies new since training (content)")
+    parser.add_argument(
         "--shards",
         type=int,
         default=os.cpu_count() or 2,
@@ -152,7 +190,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = TwoTower(args.users, args.items, ModelConfig(item_tower="id", user_tower=args.tower)).eval()
+    catalogue_ = movies(args.items + args.fresh)
+    model = model_for(args, catalogue_)
     rng = np.random.default_rng(0)
     seen = [rng.choice(args.items, size=args.seen, replace=False) for _ in range(args.users)]
     if model.reads_history:
@@ -168,6 +207,14 @@ def main() -> None:
         fast = FastRetriever(*export_scoring(model, Path(tmp)), args.k)
         vectors = [fast.user_vectors(inputs[b]) for b in batches]
         fast.recommend(inputs[batches[0]], seen_of[0])  # compile (or load) the top-K kernel
+        fresh, slots = np.arange(args.items, args.items + args.fresh), ScoreConfig().fresh_slots
+        tonight = np.load(Path(tmp) / "item_vectors.npy")
+        if args.item_tower == "content" and args.fresh:
+            added = embed_movies(Path(tmp), catalogue_.iloc[args.items :], args.items)
+            tonight = np.vstack([tonight, added]).astype(np.float32)
+        wide = FastRetriever(Path(tmp) / "user_tower.onnx", tonight, args.k)
+        first = masked_topk(wide.scores(vectors[0]), seen_of[0], wide.k)
+        fresh_tail(*first, wide.scores(vectors[0])[:, fresh], fresh, slots)  # compile (or load) it
 
         def floor() -> None:
             for v in vectors:
@@ -187,17 +234,29 @@ def main() -> None:
         def previous() -> list:
             return [graph.recommend(inputs[b], s) for b, s in zip(batches, seen_of)]
 
-        runs: dict[str, list[float]] = {
-            name: [] for name in ("floor", "retrieval", "tower", "nightly", "graph")
-        }
+        def fresh_floor() -> None:
+            for v in vectors:
+                wide.scores(v)
+
+        def fresh_retrieval() -> None:
+            for v, s in zip(vectors, seen_of):
+                scores = wide.scores(v)
+                top, top_scores = masked_topk(scores, s, wide.k)
+                if len(fresh) and slots:
+                    fresh_tail(top, top_scores, scores[:, fresh], fresh, slots)
+
+        steps = (
+            ("floor", floor),
+            ("retrieval", retrieval),
+            ("tower", tower),
+            ("nightly", nightly),
+            ("graph", previous),
+            ("fresh_floor", fresh_floor),
+            ("fresh_retrieval", fresh_retrieval),
+        )
+        runs: dict[str, list[float]] = {name: [] for name, _ in steps}
         for _ in range(args.repeats):
-            for name, fn in (
-                ("floor", floor),
-                ("retrieval", retrieval),
-                ("tower", tower),
-                ("nightly", nightly),
-                ("graph", previous),
-            ):
+            for name, fn in steps:
                 runs[name].append(timed(fn))
         same = all(np.array_equal(a[0], b[0]) for a, b in zip(nightly(), previous()))
         one_process = np.concatenate(
@@ -208,10 +267,14 @@ def main() -> None:
         "retrieval_over_floor": summary([r / f for r, f in zip(runs["retrieval"], runs["floor"])]),
         "nightly_over_floor": summary([n / f for n, f in zip(runs["nightly"], runs["floor"])]),
         "graph_over_nightly": summary([g / n for g, n in zip(runs["graph"], runs["nightly"])]),
+        "fresh_retrieval_over_floor": summary(
+            [r / f for r, f in zip(runs["fresh_retrieval"], runs["fresh_floor"])]
+        ),
     }
     seconds = {name: summary(values) for name, values in runs.items()}
     print(
-        f"{args.tower} tower, {args.users} users x {args.items} items, k={args.k}, batch "
+        f"{args.tower} tower, {args.item_tower} item tower, {args.users} users x {args.items} items "
+        f"(+ {args.fresh} new, {ScoreConfig().fresh_slots} fresh slots), k={args.k}, batch "
         f"{args.batch_size}, {args.seen} seen, {args.repeats} repeats, {os.cpu_count()} cores"
     )
     print(f"{'stage':34s} {'median s':>9s} {'min':>8s} {'max':>8s} {'users/s':>10s}")

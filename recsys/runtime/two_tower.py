@@ -136,6 +136,7 @@ class FastRetriever:
 
     def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
+        from recsys.runtime.fresh import fresh_tail
         from recsys.runtime.topk import masked_topk
 
         scores = self.scores(self.user_vectors(user))
@@ -147,33 +148,6 @@ class FastRetriever:
         top, top_scores = masked_topk(scores, seen, self.k, self.threads)
         own = scores[:, self.fresh]  # after masked_topk, which wrote -inf over the seen movies
         return fresh_tail(top, top_scores, own, self.fresh, slots)
-
-
-def fresh_tail(
-    top: np.ndarray, top_scores: np.ndarray, own: np.ndarray, fresh: np.ndarray, slots: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's top-K ([B, K], best first) with its last ``slots`` places kept for the user's
-    best ``fresh`` movies (scores ``own`` [B, F], -inf for a seen one) that are not above those
-    places: the first K - slots stay, then those movies and, in the places they leave, the rest of
-    the top-K, merged best first. They score no higher than the first K - slots (or they would be
-    among them), so the list stays best first; a place without a movie is -inf."""
-    head = top.shape[1] - slots
-    above = (top[:, :head, None] == fresh[None, None, :]).any(axis=1)
-    mine = np.where(above, -np.inf, own).astype(top_scores.dtype)
-    best = np.argsort(-mine, axis=1, kind="stable")[:, :slots]
-    picked_scores = np.take_along_axis(mine, best, axis=1)
-    picked = np.where(np.isfinite(picked_scores), fresh[best], -1)
-    rest, rest_scores = top[:, head:], top_scores[:, head:]
-    free = ~(rest[:, :, None] == picked[:, None, :]).any(axis=2)
-    room = slots - np.isfinite(picked_scores).sum(axis=1, keepdims=True)
-    taken = free & (np.cumsum(free, axis=1) <= room)
-    items = np.concatenate([picked, rest], axis=1)
-    keys = np.concatenate([picked_scores, np.where(taken, rest_scores, -np.inf)], axis=1)
-    order = np.argsort(-keys, axis=1, kind="stable")[:, :slots]
-    out, out_scores = top.copy(), top_scores.copy()
-    out[:, head:] = np.take_along_axis(items, order, axis=1)
-    out_scores[:, head:] = np.take_along_axis(keys, order, axis=1)
-    return out, out_scores
 
 
 def load_vectors(path: Path) -> np.ndarray:

@@ -219,7 +219,7 @@ def test_the_last_places_of_a_list_are_kept_for_the_movies_new_since_training(tr
 
 
 def test_fresh_places_the_new_movies_cannot_take_keep_the_rest_of_the_top_k():
-    from recsys.runtime.two_tower import fresh_tail
+    from recsys.runtime.fresh import fresh_tail
 
     scores = np.linspace(1.0, 0.05, 20, dtype=np.float32)[None].repeat(2, axis=0)
     scores[:, 18], scores[:, 19] = 2.0, -1.0  # new movie 18 tops the list, 19 is far below it

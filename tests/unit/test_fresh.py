@@ -1,0 +1,60 @@
+"""recsys.runtime.fresh: the kernel against a numpy statement of the same rule, ties and seen
+movies included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.runtime.fresh import fresh_tail
+
+pytestmark = pytest.mark.unit
+
+
+def reference(top, top_scores, own, fresh, slots):  # noqa: ANN001, ANN201
+    """The rule in numpy: the first K - slots places stay; the user's best ``slots`` new movies
+    not among them, then the rest of the top-K while there is room, merged best first (stable
+    sorts: ties to the earlier entry)."""
+    head = top.shape[1] - slots
+    above = (top[:, :head, None] == fresh[None, None, :]).any(axis=1)
+    mine = np.where(above, -np.inf, own).astype(top_scores.dtype)
+    best = np.argsort(-mine, axis=1, kind="stable")[:, :slots]
+    picked_scores = np.take_along_axis(mine, best, axis=1)
+    picked = np.where(np.isfinite(picked_scores), fresh[best], -1)
+    rest, rest_scores = top[:, head:], top_scores[:, head:]
+    free = ~(rest[:, :, None] == picked[:, None, :]).any(axis=2)
+    room = slots - np.isfinite(picked_scores).sum(axis=1, keepdims=True)
+    taken = free & (np.cumsum(free, axis=1) <= room)
+    items = np.concatenate([picked, rest], axis=1)
+    keys = np.concatenate([picked_scores, np.where(taken, rest_scores, -np.inf)], axis=1)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :slots]
+    out, out_scores = top.copy(), top_scores.copy()
+    out[:, head:] = np.take_along_axis(items, order, axis=1)
+    out_scores[:, head:] = np.take_along_axis(keys, order, axis=1)
+    return out, out_scores
+
+
+@pytest.mark.parametrize(("n_items", "n_fresh", "k", "slots"), [(60, 8, 10, 3), (40, 2, 10, 5), (30, 12, 6, 6)])
+def test_the_kernel_keeps_the_rule(n_items: int, n_fresh: int, k: int, slots: int) -> None:
+    rng = np.random.default_rng(n_items)
+    # coarse scores make ties; -inf marks seen movies (masked_topk writes it before)
+    scores = rng.integers(0, 6, (200, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    fresh = np.sort(rng.choice(n_items, n_fresh, replace=False))
+    own = scores[:, fresh]
+    out, out_scores = fresh_tail(top, top_scores, own, fresh, slots)
+    want, want_scores = reference(top, top_scores, own, fresh, slots)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(out_scores, want_scores)
+    assert (np.diff(np.where(np.isfinite(out_scores), out_scores, -1e9), axis=1) <= 0).all()
+    assert out is not top and (out[:, : k - slots] == top[:, : k - slots]).all()
+
+
+def test_no_slots_or_no_new_movies_leave_the_lists_alone() -> None:
+    top = np.array([[3, 1, 2]])
+    scores = np.array([[3.0, 2.0, 1.0]], dtype=np.float32)
+    for own, fresh, slots in ((np.zeros((1, 0), np.float32), np.array([], np.int64), 2), (scores, top[0], 0)):
+        out, out_scores = fresh_tail(top, scores, own, fresh, slots)
+        assert out.tolist() == top.tolist() and out_scores.tolist() == scores.tolist()
