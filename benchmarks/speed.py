@@ -56,6 +56,17 @@ from recsys.runtime.fresh import fresh_tail
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
 
 
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it ("" elsewhere): quote it with every figure."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -272,6 +283,8 @@ def main() -> None:
         ),
     }
     seconds = {name: summary(values) for name, values in runs.items()}
+    flop = 2.0 * args.users * args.items * model.cfg.embedding_dim
+    floor_gflops = flop / seconds["floor"]["median"] / 1e9  # the MatMul's rate: quote it with the ratios
     print(
         f"{args.tower} tower, {args.item_tower} item tower, {args.users} users x {args.items} items "
         f"(+ {args.fresh} new, {ScoreConfig().fresh_slots} fresh slots), k={args.k}, batch "
@@ -284,6 +297,7 @@ def main() -> None:
         )
     for name, r in ratios.items():
         print(f"{name:34s} {r['median']:9.3f} {r['min']:8.3f} {r['max']:8.3f}")
+    print(f"floor: {seconds['floor']['median']:.2f} s, {floor_gflops:.0f} GFLOP/s ({cpu_model() or 'cpu'})")
     print(f"nightly lists equal the end-to-end graph's: {same}")
     print(f"\n{args.shards} shards side by side, 1 thread each (Airflow's mapped scoring tasks)")
     for name, s in sharded["seconds"].items():
@@ -298,10 +312,15 @@ def main() -> None:
         json.dumps(
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
-                "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "processor": platform.processor() or platform.machine(),
+                    "cpu_model": cpu_model(),
+                },
                 "runs_s": runs,
                 "seconds": seconds,
                 "ratios": ratios,
+                "floor_gflops": floor_gflops,
                 "nightly_equals_graph": same,
                 "shards": sharded,
             },

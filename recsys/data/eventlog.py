@@ -125,10 +125,28 @@ def merge(base: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
         both = base[RATING_COLUMNS]
     else:
         stacked = pd.concat([_with_order(base, 0), later], ignore_index=True)
-        stacked = stacked.sort_values([*PAIR, "timestamp", "seq"], kind="mergesort")
+        stacked = _sorted(stacked, [*PAIR, "timestamp", "seq"])
         both = stacked.drop_duplicates(PAIR, keep="last")[RATING_COLUMNS]
-    ordered = both.sort_values(["user_id", "timestamp", "movie_id"], kind="mergesort")
+    ordered = _sorted(both, ["user_id", "timestamp", "movie_id"])
     return ordered.reset_index(drop=True).astype({"user_id": "int64", "movie_id": "int64"})
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``frame`` in the stable order of its integer columns ``keys``: as it is when it already is
+    (a prepared activity is; one pass to tell), else by numpy's lexsort (a pandas multi-key sort
+    of 20M rows takes ~40 s, this ~3 s)."""
+    columns = [frame[k].to_numpy() for k in keys]
+    if len(frame) < 2:
+        return frame
+    ahead = np.zeros(len(frame) - 1, dtype=bool)  # row i + 1 is after row i by an earlier key
+    tied = np.ones(len(frame) - 1, dtype=bool)  # rows i and i + 1 equal on the keys so far
+    for values in columns:
+        step = np.diff(values)
+        ahead |= tied & (step > 0)
+        tied &= step == 0
+    if (ahead | tied).all():
+        return frame
+    return frame.iloc[np.lexsort(columns[::-1])]
 
 
 def movies_after(raw: Path, seq: int = 0) -> pd.DataFrame:
