@@ -121,14 +121,16 @@ def merge(base: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
     ``base`` (seq 0) and ``later`` (with ``seq``) hold RATING_COLUMNS. Returns RATING_COLUMNS ordered
     by user, timestamp and movie (the order of the prepared activity).
     """
-    if later.empty:
-        both = base[RATING_COLUMNS]
+    if later.empty:  # no copy of the columns when they are the ones asked for (20M rows: seconds)
+        both = base if list(base.columns) == list(RATING_COLUMNS) else base[RATING_COLUMNS]
     else:
         stacked = pd.concat([_with_order(base, 0), later], ignore_index=True)
         stacked = _sorted(stacked, [*PAIR, "timestamp", "seq"])
         both = stacked.drop_duplicates(PAIR, keep="last")[RATING_COLUMNS]
     ordered = _sorted(both, ["user_id", "timestamp", "movie_id"])
-    return ordered.reset_index(drop=True).astype({"user_id": "int64", "movie_id": "int64"})
+    if not isinstance(ordered.index, pd.RangeIndex) or ordered.index.start != 0 or ordered.index.step != 1:
+        ordered = ordered.reset_index(drop=True)
+    return ordered.astype({"user_id": "int64", "movie_id": "int64"}, copy=False)
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
