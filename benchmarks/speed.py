@@ -12,8 +12,8 @@ tower reads its history from the item table). Each repeat times, over the same b
 - graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path;
 - fresh floor and fresh retrieval: the same two over tonight's catalogue, the trained items plus
   ``--fresh`` movies new since training, embedded from their features by ``item_tower.onnx``,
-  the retrieval with the last ``score.fresh_slots`` places kept for them (recsys.runtime.fresh),
-  as nightly scoring runs it.
+  the retrieval with the last ``score.fresh_slots`` places kept for them (recsys.runtime.fresh,
+  inside the top-K kernel), as nightly scoring runs it.
 
 Ratios are taken per repeat (both sides measured back to back), then the median, min and max.
 The nightly lists are checked to equal the end-to-end graph's on every user.
@@ -52,7 +52,6 @@ from recsys.models.two_tower.export import export_onnx, export_scoring
 from recsys.models.two_tower.model import TwoTower
 from recsys.runtime.content import embed_movies
 from recsys.runtime.topk import masked_topk
-from recsys.runtime.fresh import fresh_tail
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
 
 
@@ -224,8 +223,7 @@ def main() -> None:
             added = embed_movies(Path(tmp), catalogue_.iloc[args.items :], args.items)
             tonight = np.vstack([tonight, added]).astype(np.float32)
         wide = FastRetriever(Path(tmp) / "user_tower.onnx", tonight, args.k)
-        first = masked_topk(wide.scores(vectors[0]), seen_of[0], wide.k)
-        fresh_tail(*first, wide.scores(vectors[0])[:, fresh], fresh, slots)  # compile (or load) it
+        masked_topk(wide.scores(vectors[0]), seen_of[0], wide.k, None, fresh, slots)  # compile (or load)
 
         def floor() -> None:
             for v in vectors:
@@ -250,11 +248,8 @@ def main() -> None:
                 wide.scores(v)
 
         def fresh_retrieval() -> None:
-            for v, s in zip(vectors, seen_of):
-                scores = wide.scores(v)
-                top, top_scores = masked_topk(scores, s, wide.k)
-                if len(fresh) and slots:
-                    fresh_tail(top, top_scores, scores[:, fresh], fresh, slots)
+            for v, s in zip(vectors, seen_of):  # as FastRetriever.recommend with fresh slots
+                masked_topk(wide.scores(v), s, wide.k, None, fresh, slots)
 
         steps = (
             ("floor", floor),

@@ -1,12 +1,12 @@
 """The last places of each top-K list kept for movies new since training (``score.fresh_slots``):
-:func:`fresh_tail`, a numba kernel run after the masked top-K (recsys.runtime.topk).
+the rule, per list, as a numba function (:func:`fresh_row`).
 
-Per list it reads the K places and the scores of the F new movies, and costs O(K + slots x F):
-about 0.8 us a user for 100 new movies and 5 slots, next to the MatMul's ~17 us
-(benchmarks/speed.py measures it). One thread, one scratch set for every list: a list's work is a
-few hundred compares, less than spreading lists over threads or allocating per list would cost
-(0.64 ms a batch of 256 that way, 0.21 ms this way). tests/unit/test_fresh.py checks it against
-a numpy statement of the same rule.
+Nightly scoring runs it inside the masked top-K kernel (recsys.runtime.topk.masked_topk with
+``fresh``), on each score row while the row is still in cache: reading the new movies' scores
+from a row gone cold cost more than the rule itself. :func:`fresh_tail` applies it to lists and
+scores already computed (benchmarks/fresh_slots.py). Per list it costs O(K + slots x F): about
+1 us for 100 new movies and 5 slots, next to the MatMul's ~17 us (benchmarks/speed.py measures
+it). tests/unit/test_fresh.py checks both against a numpy statement of the rule.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _best(keys: np.ndarray, used: np.ndarray) -> int:
     """The index of the largest unused key, ties to the lower index (a stable descending sort's
     next entry); marks it used."""
@@ -28,47 +28,64 @@ def _best(keys: np.ndarray, used: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _fresh_tail(top, top_scores, own, fresh, position, slots, out, out_scores):  # noqa: ANN001
-    n, k = top.shape
-    n_fresh, head = own.shape[1], k - slots
+def fresh_row(row, cols, fresh, position, slots, idx, val, mine, used, items, keys, chosen) -> None:  # noqa: ANN001
+    """One list: ``idx``/``val`` [K] (best first) get their last ``slots`` places kept for the new
+    movies ``fresh`` [F] (item_idx), whose scores are ``row[cols]`` (-inf: seen). ``position``
+    maps an item_idx to its place in ``fresh`` (-1: not new). ``mine`` [F], ``used`` [F],
+    ``items``, ``keys`` and ``chosen`` [min(slots, F) + slots] are scratch."""
+    n_fresh, head = len(fresh), len(idx) - slots
     picks = min(slots, n_fresh)
-    # one scratch set for every row (a row's work is a few hundred compares: allocating, or
-    # spreading rows over threads, would cost more than the work)
-    mine = np.empty(n_fresh, dtype=own.dtype)
-    used = np.zeros(n_fresh, dtype=np.bool_)
-    items = np.empty(picks + slots, dtype=top.dtype)
-    keys = np.empty(picks + slots, dtype=top_scores.dtype)
-    chosen = np.zeros(picks + slots, dtype=np.bool_)
-    for b in range(n):
-        mine[:] = own[b]
-        used[:] = False
-        chosen[:] = False
-        for j in range(head):  # a new movie already above the kept places keeps its place
-            item = top[b, j]
-            if 0 <= item < len(position) and position[item] >= 0:
-                mine[position[item]] = -np.inf
-        found = 0
-        for s in range(picks):  # the user's best new movies
-            f = _best(mine, used)
-            keys[s] = mine[f]
-            finite = np.isfinite(mine[f])
-            items[s] = fresh[f] if finite else -1
-            found += finite
-        room = slots - found
-        for s in range(slots):  # then the rest of the top-K, as long as there is room
-            item = top[b, head + s]
-            free = True
-            for p in range(picks):
-                if items[p] == item:
-                    free = False
-            items[picks + s] = item
-            taken = free and room > 0
-            room -= free
-            keys[picks + s] = top_scores[b, head + s] if taken else -np.inf
-        for s in range(slots):  # merged best first
-            p = _best(keys, chosen)
-            out[b, head + s] = items[p]
-            out_scores[b, head + s] = keys[p]
+    for f in range(n_fresh):
+        mine[f] = row[cols[f]]
+        used[f] = False
+    for j in range(head):  # a new movie already above the kept places keeps its place
+        item = idx[j]
+        if 0 <= item < len(position) and position[item] >= 0:
+            mine[position[item]] = -np.inf
+    found = 0
+    for s in range(picks):  # the user's best new movies
+        f = _best(mine, used)
+        keys[s] = mine[f]
+        finite = np.isfinite(mine[f])
+        items[s] = fresh[f] if finite else -1
+        found += finite
+    room = slots - found
+    for s in range(slots):  # then the rest of the top-K, as long as there is room
+        item = idx[head + s]
+        free = True
+        for p in range(picks):
+            if items[p] == item:
+                free = False
+        items[picks + s] = item
+        taken = free and room > 0
+        room -= free
+        keys[picks + s] = val[head + s] if taken else -np.inf
+    for p in range(picks + slots):
+        chosen[p] = False
+    for s in range(slots):  # merged best first
+        p = _best(keys, chosen)
+        idx[head + s] = items[p]
+        val[head + s] = keys[p]
+
+
+def positions(fresh: np.ndarray) -> np.ndarray:
+    """item_idx -> its place in ``fresh`` (-1: not new): [max(fresh) + 1] int64."""
+    out = np.full(int(fresh.max()) + 1 if len(fresh) else 0, -1, dtype=np.int64)
+    out[fresh] = np.arange(len(fresh))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _fresh_tail(own, fresh, position, slots, out, out_scores) -> None:  # noqa: ANN001
+    n_fresh = len(fresh)
+    picks = min(slots, n_fresh)
+    cols = np.arange(n_fresh)
+    mine, used = np.empty(n_fresh, dtype=own.dtype), np.empty(n_fresh, dtype=np.bool_)
+    items = np.empty(picks + slots, dtype=out.dtype)
+    keys = np.empty(picks + slots, dtype=out_scores.dtype)
+    chosen = np.empty(picks + slots, dtype=np.bool_)
+    for b in range(out.shape[0]):
+        fresh_row(own[b], cols, fresh, position, slots, out[b], out_scores[b], mine, used, items, keys, chosen)
 
 
 def fresh_tail(
@@ -84,8 +101,6 @@ def fresh_tail(
     if not slots or not len(fresh) or not len(top):
         return out, out_scores
     fresh = np.asarray(fresh, dtype=top.dtype)
-    position = np.full(int(fresh.max()) + 1, -1, dtype=np.int64)  # item_idx -> column of ``own``
-    position[fresh] = np.arange(len(fresh))
     own = np.ascontiguousarray(own, dtype=top_scores.dtype)
-    _fresh_tail(top, top_scores, own, fresh, position, slots, out, out_scores)
+    _fresh_tail(own, fresh, positions(fresh), slots, out, out_scores)
     return out, out_scores

@@ -34,6 +34,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from recsys.runtime.fresh import fresh_row, positions
+
 # numba's OpenMP layer spins and stalls when the 2 cores are shared with ONNX Runtime's threads
 # (medians 5-10x the minimum); the plain workqueue layer does not. Chosen at the first parallel
 # call, so setting it here holds unless the process ran a parallel numba function before.
@@ -262,9 +264,14 @@ def _topk(
     n_chunks: int,
     idx_out: np.ndarray,
     val_out: np.ndarray,
+    fresh: np.ndarray,
+    position: np.ndarray,
+    slots: int,
 ) -> None:
     n_rows, n = scores.shape
     n_coarse = (n + BLOCK - 1) // BLOCK
+    n_fresh = len(fresh)
+    picks = min(slots, n_fresh)
     for chunk in prange(n_chunks):  # one scratch set per chunk of rows, not per row
         fine = np.empty(n_coarse * FOLD, dtype=np.float32)
         coarse = np.empty(n_coarse, dtype=np.float32)
@@ -273,6 +280,9 @@ def _topk(
         cand_val = np.empty(n + 16, dtype=np.float32)
         keys = np.empty(n, dtype=np.int64)
         top = np.empty(k + 2, dtype=np.int64)
+        mine, used = np.empty(n_fresh, dtype=np.float32), np.empty(n_fresh, dtype=np.bool_)
+        items, merged = np.empty(picks + slots, dtype=np.int64), np.empty(picks + slots, dtype=np.float32)
+        chosen = np.empty(picks + slots, dtype=np.bool_)
         frac = 0.5
         for r in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
             frac = _row_topk(
@@ -290,14 +300,25 @@ def _topk(
                 idx_out[r],
                 val_out[r],
             )
+            if picks:  # the row is still in cache: the new movies' places (recsys.runtime.fresh)
+                fresh_row(scores[r], fresh, fresh, position, slots, idx_out[r], val_out[r], mine, used,
+                          items, merged, chosen)  # fmt: skip
 
 
 def masked_topk(
-    scores: np.ndarray, seen: list[np.ndarray], k: int, threads: int | None = None
+    scores: np.ndarray,
+    seen: list[np.ndarray],
+    k: int,
+    threads: int | None = None,
+    fresh: np.ndarray | None = None,
+    slots: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item indices and scores per row of ``scores`` [B, N] with ``seen[r]`` masked.
 
     ``threads``: at most this many threads (None: numba's setting, every core by default).
+    ``fresh`` (item indices of movies new since training) and ``slots``: the last ``slots`` places
+    of each list kept for the row's best of them (recsys.runtime.fresh.fresh_tail's rule), applied
+    to each row right after its top-K.
 
     ``scores`` must be a writable C-contiguous float32 array; it is overwritten (seen items become
     -inf). ``seen`` holds one int array of item indices per row (out-of-range values are ignored).
@@ -310,6 +331,10 @@ def masked_topk(
         raise ValueError(f"{len(seen)} seen lists for {scores.shape[0]} rows")
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k must be in 1..{scores.shape[1]}, got {k}")
+    fresh = np.empty(0, np.int64) if fresh is None or not slots else np.asarray(fresh, dtype=np.int64)
+    slots = min(max(slots, 0), k)
+    if len(fresh) and (fresh.min() < 0 or fresh.max() >= scores.shape[1]):
+        raise ValueError(f"fresh item indices must be in 0..{scores.shape[1] - 1}")
     offsets = np.zeros(len(seen) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, seen), dtype=np.int64, count=len(seen)), out=offsets[1:])
     flat = np.concatenate(seen).astype(np.int64, copy=False) if len(seen) else np.empty(0, np.int64)
@@ -320,7 +345,7 @@ def masked_topk(
     n_chunks = max(1, min(n_threads, scores.shape[0]))
     numba.set_num_threads(n_threads)  # for this calling thread only
     try:
-        _topk(scores, flat, offsets, k, n_chunks, idx, values)
+        _topk(scores, flat, offsets, k, n_chunks, idx, values, fresh, positions(fresh), slots)
     finally:
         numba.set_num_threads(previous)
     return idx, values

@@ -136,18 +136,12 @@ class FastRetriever:
 
     def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
-        from recsys.runtime.fresh import fresh_tail
         from recsys.runtime.topk import masked_topk
 
         scores = self.scores(self.user_vectors(user))
         if not scores.flags.writeable:  # onnxruntime hands back its own buffer: writable today
             scores = scores.copy()
-        slots = min(self.fresh_slots, len(self.fresh))
-        if not slots:
-            return masked_topk(scores, seen, self.k, self.threads)
-        top, top_scores = masked_topk(scores, seen, self.k, self.threads)
-        own = scores[:, self.fresh]  # after masked_topk, which wrote -inf over the seen movies
-        return fresh_tail(top, top_scores, own, self.fresh, slots)
+        return masked_topk(scores, seen, self.k, self.threads, self.fresh, self.fresh_slots)
 
 
 def load_vectors(path: Path) -> np.ndarray:

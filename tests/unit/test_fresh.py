@@ -58,3 +58,24 @@ def test_no_slots_or_no_new_movies_leave_the_lists_alone() -> None:
     for own, fresh, slots in ((np.zeros((1, 0), np.float32), np.array([], np.int64), 2), (scores, top[0], 0)):
         out, out_scores = fresh_tail(top, scores, own, fresh, slots)
         assert out.tolist() == top.tolist() and out_scores.tolist() == scores.tolist()
+
+
+def test_masked_topk_applies_the_rule_to_each_row_as_it_goes() -> None:
+    """Nightly scoring's one pass (top-K, then the new movies' places, per row) equals the top-K
+    then :func:`fresh_tail` on the masked scores."""
+    from recsys.runtime.topk import masked_topk
+
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((300, 500)).astype(np.float32)
+    scores[:, 480:] -= 2.0  # new movies score lower: most would miss the top 20 without slots
+    seen = [rng.choice(500, rng.integers(0, 30), replace=False) for _ in range(300)]
+    fresh = np.arange(480, 500)
+    masked = scores.copy()
+    top, top_scores = masked_topk(masked, seen, 20)
+    want, want_scores = fresh_tail(top, top_scores, masked[:, fresh], fresh, 4)
+    got, got_scores = masked_topk(scores.copy(), seen, 20, fresh=fresh, slots=4)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_scores, want_scores)
+    assert (np.isin(got[:, 16:], fresh).sum(axis=1) >= 1).all() and not (top[:, :16] != got[:, :16]).any()
+    with pytest.raises(ValueError, match="fresh item indices"):
+        masked_topk(scores.copy(), seen, 20, fresh=np.array([500]), slots=2)
