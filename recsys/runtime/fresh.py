@@ -85,7 +85,8 @@ def _fresh_tail(own, fresh, position, slots, out, out_scores) -> None:  # noqa: 
     keys = np.empty(picks + slots, dtype=out_scores.dtype)
     chosen = np.empty(picks + slots, dtype=np.bool_)
     for b in range(out.shape[0]):
-        fresh_row(own[b], cols, fresh, position, slots, out[b], out_scores[b], mine, used, items, keys, chosen)
+        fresh_row(own[b], cols, fresh, position, slots, out[b], out_scores[b], mine, used, items, keys,
+                  chosen)  # fmt: skip
 
 
 def fresh_tail(

@@ -34,7 +34,9 @@ def reference(top, top_scores, own, fresh, slots):  # noqa: ANN001, ANN201
     return out, out_scores
 
 
-@pytest.mark.parametrize(("n_items", "n_fresh", "k", "slots"), [(60, 8, 10, 3), (40, 2, 10, 5), (30, 12, 6, 6)])
+@pytest.mark.parametrize(
+    ("n_items", "n_fresh", "k", "slots"), [(60, 8, 10, 3), (40, 2, 10, 5), (30, 12, 6, 6)]
+)
 def test_the_kernel_keeps_the_rule(n_items: int, n_fresh: int, k: int, slots: int) -> None:
     rng = np.random.default_rng(n_items)
     # coarse scores make ties; -inf marks seen movies (masked_topk writes it before)

@@ -69,7 +69,7 @@ def titles(
     leading common word, the theme's name (then, sometimes, a sequel number) and a word of the
     cluster (else a second common word)."""
     n = len(clusters)
-    lead, theme, cluster, sequel = (rng.random((4, n)) < np.array(TITLE_SHARES)[:, None])
+    lead, theme, cluster, sequel = rng.random((4, n)) < np.array(TITLE_SHARES)[:, None]
     fillers = np.array(FILLER_WORDS)[_zipf(rng, len(FILLER_WORDS), 2 * n)].reshape(2, n)
     word = names.words[clusters, _zipf(rng, CLUSTER_WORDS, n)]
     numbers = rng.integers(2, 6, n)
@@ -112,7 +112,11 @@ def tags(
     text = np.where(
         kind == 0,
         names.tags[clusters[m], _zipf(rng, CLUSTER_TAGS, len(rows))],
-        np.where(kind == 1, names.themes[themes[m]], np.array(GENERIC_TAGS)[_zipf(rng, len(GENERIC_TAGS), len(rows))]),
+        np.where(
+            kind == 1,
+            names.themes[themes[m]],
+            np.array(GENERIC_TAGS)[_zipf(rng, len(GENERIC_TAGS), len(rows))],
+        ),
     )
     delay = np.floor(rng.lognormal(np.log(TAG_DELAY_S), 1.0, len(rows))).astype(np.int64)
     when = np.minimum(timestamp[rows] + delay, END - 1)

@@ -43,10 +43,9 @@ def write_release(release: Release, folder: Path) -> None:
         csv.write_csv(table, out, csv.WriteOptions(include_header=False, quoting_style="none"))
     movies = pd.DataFrame({"movieId": cat.movie_ids, "title": cat.titles, "genres": cat.genres})
     movies.to_csv(folder / "movies.csv", index=False, lineterminator="\n")
-    tags = release.tags
-    pd.DataFrame(
-        {"userId": tags["user_id"], "movieId": tags["movie_id"], "tag": tags["tag"], "timestamp": tags["timestamp"]}
-    ).to_csv(folder / "tags.csv", index=False, lineterminator="\n")
+    names = {"user_id": "userId", "movie_id": "movieId", "tag": "tag", "timestamp": "timestamp"}
+    tags = pd.DataFrame({name: release.tags[key] for key, name in names.items()})
+    tags.to_csv(folder / "tags.csv", index=False, lineterminator="\n")
     (folder / "README.txt").write_text(readme(release))
 
 
