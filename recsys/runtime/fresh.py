@@ -4,9 +4,9 @@ the rule, per list, as a numba function (:func:`fresh_row`).
 Nightly scoring runs it inside the masked top-K kernel (recsys.runtime.topk.masked_topk with
 ``fresh``), on each score row while the row is still in cache: reading the new movies' scores
 from a row gone cold cost more than the rule itself. :func:`fresh_tail` applies it to lists and
-scores already computed (benchmarks/fresh_slots.py). Per list it costs O(K + slots x F): about
-1 us for 100 new movies and 5 slots, next to the MatMul's ~17 us (benchmarks/speed.py measures
-it). tests/unit/test_fresh.py checks both against a numpy statement of the rule.
+scores already computed (benchmarks/fresh_slots.py). Per list it costs O(K + slots x F), small
+next to the list's share of the MatMul (benchmarks/speed.py measures both).
+tests/unit/test_fresh.py checks both paths against a numpy statement of the rule.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ about as well as real titles and tags allow, and no better: every part is noisy.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from recsys.data.synth.params import (
     CLUSTER_TAGS,
@@ -120,15 +121,7 @@ def tags(
     )
     delay = np.floor(rng.lognormal(np.log(TAG_DELAY_S), 1.0, len(rows))).astype(np.int64)
     when = np.minimum(timestamp[rows] + delay, END - 1)
-    order = np.lexsort((text, when, m, user[rows]))
-    out = {"user_id": user[rows][order], "movie": m[order], "tag": text[order], "timestamp": when[order]}
-    first = np.ones(len(order), dtype=bool)  # one (user, movie, tag) once: the earliest
-    key = np.lexsort((out["timestamp"], out["tag"], out["movie"], out["user_id"]))
-    same = np.zeros(len(key), dtype=bool)
-    same[1:] = (
-        (out["user_id"][key][1:] == out["user_id"][key][:-1])
-        & (out["movie"][key][1:] == out["movie"][key][:-1])
-        & (out["tag"][key][1:] == out["tag"][key][:-1])
-    )
-    first[key[same]] = False
-    return {name: values[first] for name, values in out.items()}
+    frame = pd.DataFrame({"user_id": user[rows], "movie": m, "tag": text, "timestamp": when})
+    frame = frame.sort_values(["user_id", "movie", "timestamp", "tag"], kind="mergesort")
+    frame = frame.drop_duplicates(["user_id", "movie", "tag"])  # one (user, movie, tag): the earliest
+    return {name: frame[name].to_numpy() for name in frame.columns}
