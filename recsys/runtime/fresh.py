@@ -69,7 +69,12 @@ def fresh_row(row, cols, fresh, position, slots, idx, val, mine, used, items, ke
 
 
 def positions(fresh: np.ndarray) -> np.ndarray:
-    """item_idx -> its place in ``fresh`` (-1: not new): [max(fresh) + 1] int64."""
+    """item_idx -> its place in ``fresh`` (-1: not new): [max(fresh) + 1] int64. ValueError when
+    an index repeats (the movie would take two places) or is negative."""
+    if len(fresh) and fresh.min() < 0:
+        raise ValueError(f"fresh item indices must be >= 0, got {int(fresh.min())}")
+    if len(np.unique(fresh)) != len(fresh):
+        raise ValueError("fresh item indices repeat; give each new movie once")
     out = np.full(int(fresh.max()) + 1 if len(fresh) else 0, -1, dtype=np.int64)
     out[fresh] = np.arange(len(fresh))
     return out

@@ -81,3 +81,7 @@ def test_masked_topk_applies_the_rule_to_each_row_as_it_goes() -> None:
     assert (np.isin(got[:, 16:], fresh).sum(axis=1) >= 1).all() and not (top[:, :16] != got[:, :16]).any()
     with pytest.raises(ValueError, match="fresh item indices"):
         masked_topk(scores.copy(), seen, 20, fresh=np.array([500]), slots=2)
+    with pytest.raises(ValueError, match="repeat"):
+        masked_topk(scores.copy(), seen, 20, fresh=np.array([480, 480]), slots=2)
+    with pytest.raises(ValueError, match="repeat"):
+        fresh_tail(top, top_scores, masked[:, [480, 480]], np.array([480, 480]), 2)
