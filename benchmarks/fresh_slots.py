@@ -33,7 +33,8 @@ from recsys.config import load_settings
 from recsys.data.time_split import new_movie_mask
 from recsys.data.views import SplitView
 from recsys.evaluation.metrics import metrics_from_ranks
-from recsys.models.two_tower.training import Scorer, catalogue_table, serving_histories, train
+from recsys.models.two_tower.evaluation import Scorer, catalogue_table, serving_histories
+from recsys.models.two_tower.training import train
 from recsys.runtime.fresh import fresh_tail
 
 K = 100

@@ -51,11 +51,19 @@ from recsys.evaluation.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
+from recsys.tracking.benchmarks import log_benchmark
 from recsys.tracking.gate import mostpop_ranks
+from recsys.tracking.plots import plot_time_to_quality
 
 SAMPLED = "model.softmax=sampled"
 IDS = "model.item_tower=id"  # the item tower of every row measured before issue 21
 ID_SEED = f"{IDS} model.user_tower=id train.batch_size=1024 train.learning_rate=0.003 train.patience=4"
+# ML-20M size: the default grid (factors up to 512, 18 configurations) would take hours on 2 cores
+LARGE_IALS_GRID = [
+    {"factors": f, "regularization": r, "iterations": 15, "alpha": 10.0}
+    for f in (64, 128)
+    for r in (30.0, 100.0)
+]
 OLD_DEFAULT = "sasrec, full softmax, id item tower (default until issue 21)"
 SAMPLED_LOGQ = "sasrec, sampled: in-batch + 256 uniform, logQ"
 DEFAULT_VARIANTS = {
@@ -174,7 +182,7 @@ def _split_overrides(text: str) -> tuple[list[str], str | None]:
 
 def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa: ANN001
     """The champion stand-in's top lists for train users, positions [skip, pool) (pad n_items)."""
-    from recsys.models.two_tower.training import Scorer, serving_histories
+    from recsys.models.two_tower.evaluation import Scorer, serving_histories
 
     view = SplitView(prepared, "valid")  # the train positives: history and seen set
     histories = serving_histories(view, model.cfg.history_length) if model.reads_history else None
@@ -186,16 +194,24 @@ def _champion_lists(prepared: Prepared, model, settings) -> np.ndarray:  # noqa:
 
 
 def train_one(
-    dataset: str, name: str, variants: dict[str, str], seed: int, protocol: Protocol = Protocol()
+    dataset: str,
+    name: str,
+    variants: dict[str, str],
+    seed: int,
+    protocol: Protocol = Protocol(),
+    budget: float = 0.0,
 ) -> dict:
-    """Train variant ``name`` with ``seed`` (its champion first, if it has one); evaluate it."""
-    from recsys.models.two_tower.training import evaluate_model, train
+    """Train variant ``name`` with ``seed`` (its champion first, if it has one) for at most
+    ``budget`` minutes (0: until early stopping); evaluate it."""
+    from recsys.models.two_tower.evaluation import evaluate_model
+    from recsys.models.two_tower.training import train
 
     logging.basicConfig(level=logging.WARNING)
     data = load_prepared(dataset, protocol)
     prepared, opened = data.prepared, data.opened
     overrides, champion = _split_overrides(variants[name])
-    base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}"]
+    base = [f"data.dataset={dataset}", "train.progress_bar=false", "train.threads=1", f"train.seed={seed}",
+            *([f"train.max_minutes={budget}"] if budget else [])]  # fmt: skip
     settings = load_settings([*base, *overrides])
     hard = None
     if champion:
@@ -207,6 +223,10 @@ def train_one(
     result = train(prepared, settings, hard_lists=hard, validation=judged, tail=data.tail)
     seconds = time.perf_counter() - start
     valid, valid_ranks = evaluate_model(result.model, judged, "valid")
+    spent, curve = 0.0, []  # validation NDCG@10 after each epoch, against minutes spent
+    for row in result.epochs:
+        spent += row["train_seconds"] + row["valid_seconds"]
+        curve.append([spent / 60, row["valid_ndcg_at_10"]])
     test, test_ranks = evaluate_model(result.model, judged, "test")
     return {
         "name": name,
@@ -214,6 +234,7 @@ def train_one(
         "best_epoch": result.best_epoch,
         "epochs": len(result.epochs),
         "train_seconds": seconds,
+        "curve": curve,
         **{f"valid_{k}": v for k, v in valid.items()},
         **{f"test_{k}": v for k, v in test.items()},
         "test_ranks": test_ranks.tolist(),
@@ -226,6 +247,7 @@ def summarise(runs: list[dict], new: np.ndarray | None = None) -> dict:
     if new is not None:
         runs = [{**r, **breakdown(np.asarray(r["test_ranks"]), new)} for r in runs]
     keys = [k for k in runs[0] if k.startswith(("valid_", "test_")) and k != "test_ranks"]
+    keys = [k for k in keys if not isinstance(runs[0][k], list)]
     out = {k: float(np.mean([r[k] for r in runs])) for k in keys}
     pooled = np.concatenate([np.asarray(r["test_ranks"]) for r in runs])
     out["test_ndcg_at_10_ci"] = bootstrap_interval(pooled, ndcg_at_k, 10)
@@ -261,7 +283,8 @@ def run_ease(prepared: Prepared, l2_grid: list[float]) -> dict:
 
 
 def baselines(prepared: Prepared, new: np.ndarray | None = None) -> dict[str, dict]:
-    """MostPop, EASE and iALS rows (EASE only while the dense item-item inverse fits); with
+    """MostPop, EASE and iALS rows (EASE up to 10,000 items, while the dense inverse is cheap; iALS
+    on a smaller grid above that); with
     ``new`` (the time split's new-movie mask over the test rows) each with its :func:`breakdown`.
     None of them can score a movie outside the trained catalogue: such a positive is a miss."""
     from recsys.evaluation.ials import tune_ials
@@ -273,12 +296,12 @@ def baselines(prepared: Prepared, new: np.ndarray | None = None) -> dict[str, di
             "test_ranks": ranks["test"],
         }
     }
-    if prepared.n_items <= 30_000:
+    if prepared.n_items <= 10_000:  # above, the dense inverse costs minutes per l2 value
         rows["EASE (l2 chosen on validation)"] = run_ease(
             prepared, [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
         )
     started = time.perf_counter()
-    ials = tune_ials(prepared)
+    ials = tune_ials(prepared, None if prepared.n_items <= 10_000 else LARGE_IALS_GRID)
     ials["grid"] = ials.get("grid", [])
     ials["tune_seconds"] = time.perf_counter() - started
     rows["iALS (implicit; chosen on validation)"] = ials
@@ -330,6 +353,10 @@ def main() -> None:
     parser.add_argument("--cut", help="time-split: the first day of the test period, YYYY-MM-DD")
     parser.add_argument("--last-days", type=int, help="time-split: the test period is the last D days")
     parser.add_argument("--valid-days", type=int, help="time-split: validation days before the cut")
+    parser.add_argument(
+        "--budget-minutes", type=float, default=0.0, help="train.max_minutes of every run (0: none)"
+    )
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the JSON and plot to MLflow")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     protocol = Protocol()
@@ -377,7 +404,7 @@ def main() -> None:
     done = {(r["name"], r["seed"]) for r in runs}
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures = [
-            pool.submit(train_one, args.dataset, name, variants, seed, protocol)
+            pool.submit(train_one, args.dataset, name, variants, seed, protocol, args.budget_minutes)
             for name in variants
             for seed in args.seeds
             if (name, seed) not in done
@@ -412,6 +439,7 @@ def main() -> None:
                 "command": "benchmarks/quality.py --seeds "
                 + " ".join(map(str, args.seeds))
                 + "".join(f" --drop {name!r}" for name in args.drop)
+                + (f" --budget-minutes {args.budget_minutes:g}" if args.budget_minutes else "")
                 + (
                     f" --protocol time-split --cut {protocol.cut} --valid-days {protocol.valid_days}"
                     if new is not None
@@ -425,8 +453,13 @@ def main() -> None:
         )
     )
     runs_log.unlink()
+    curves = {name: [r["curve"] for r in row["per_seed"] if r.get("curve")] for name, row in results.items()
+              if "per_seed" in row}  # fmt: skip
+    png = plot_time_to_quality(curves, out.with_suffix(".png"), args.dataset)
     print_table(results, args.seeds)
-    print(f"wrote {out}")
+    print(f"wrote {out} and {png}")
+    if not args.no_mlflow:
+        print(f"logged to MLflow: {log_benchmark(load_settings(), [out, png], out.stem)}")
 
 
 if __name__ == "__main__":

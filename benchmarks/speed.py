@@ -49,21 +49,11 @@ from recsys.data.synth.catalogue import catalogue
 from recsys.data.synth.metadata import Names, titles
 from recsys.data.synth.params import CLUSTER_TAGS
 from recsys.models.two_tower.export import export_onnx, export_scoring
+from recsys.models.two_tower.hardware import cpu_model
 from recsys.models.two_tower.model import TwoTower
 from recsys.runtime.content import embed_movies
 from recsys.runtime.topk import masked_topk
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
-
-
-def cpu_model() -> str:
-    """The CPU's model name as Linux reports it ("" elsewhere): quote it with every figure."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def timed(fn) -> float:

@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER, CANARY = "champion", "challenger", "canary"
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artefact holding the model bundle folder
 TRAIN_VALID_TAG = "valid_ndcg_at_10"  # version tag: the training run's own validation NDCG@10
-Model = Literal["two_tower", "movie_similar", "online"]
+Model = Literal["two_tower", "movie_similar", "online", "benchmarks"]
 TWO_TOWER: Model = "two_tower"
 MOVIE_SIMILAR: Model = "movie_similar"
 ONLINE: Model = "online"  # no registered model: the experiment of the nightly online evaluation
+BENCHMARKS: Model = "benchmarks"  # no registered model: benchmark results and their plots
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
 
@@ -78,14 +79,15 @@ class Registry:
 
     @classmethod
     def open(cls, settings: Settings, model: Model = TWO_TOWER) -> Registry:
-        """The registry of ``model`` (``two_tower`` or ``movie_similar``; ``online``: the online
-        evaluation's experiment, with no model) in the settings' MLflow store; creates the store's
-        folder (SQLite) and the model's experiment when missing."""
+        """The registry of ``model`` (``two_tower`` or ``movie_similar``; ``online``, ``benchmarks``:
+        the online evaluation's or the benchmarks' experiment, with no model) in the settings'
+        MLflow store; creates the store's folder (SQLite) and the model's experiment when missing."""
         cfg = settings.mlflow
         name, experiment = {
             TWO_TOWER: (cfg.model_name, cfg.experiment),
             MOVIE_SIMILAR: (cfg.similar_model_name, cfg.similar_experiment),
             ONLINE: ("", cfg.online_experiment),
+            BENCHMARKS: ("", cfg.benchmark_experiment),
         }[model]
         uri = settings.tracking_uri
         assert uri is not None

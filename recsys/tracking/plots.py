@@ -99,3 +99,19 @@ def _plot_canary(ax, canary: dict, judged: list[dict], tolerance: float) -> None
            title=f"canary v{started.get('version', '?')} ({canary['scenario']['kind']}) from night "
                  f"{started.get('night', '?')}")  # fmt: skip
     ax.legend(fontsize="small")
+
+
+def plot_time_to_quality(curves: dict[str, list[list[list[float]]]], path: Path, dataset: str) -> Path:
+    """Validation NDCG@10 against minutes of training, one colour per variant, one line per seed
+    (``curves``: variant -> per seed, [minutes, NDCG@10] after each epoch) into ``path`` (PNG)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, runs) in enumerate(curves.items()):
+        for j, run in enumerate(runs):
+            x, y = zip(*run, strict=True) if run else ((), ())
+            ax.plot(x, y, color=f"C{i}", alpha=0.8, linewidth=1.2, label=name if j == 0 else None)
+    ax.set(xlabel="minutes of training (epochs and their validation)", ylabel="validation NDCG@10",
+           title=f"Time to quality ({dataset})")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

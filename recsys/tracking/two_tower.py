@@ -19,9 +19,10 @@ from recsys.config import PROJECT_ROOT, Settings
 from recsys.data.prepared import Prepared
 from recsys.errors import DataError, ModelNotFoundError
 from recsys.evaluation.metrics import bootstrap_interval, ndcg_at_k
+from recsys.models.two_tower.evaluation import evaluate_model
 from recsys.models.two_tower.export import export_scoring, retrieval_graph
 from recsys.models.two_tower.model import TwoTower, checkpoint
-from recsys.models.two_tower.training import TrainResult, evaluate_model, train
+from recsys.models.two_tower.training import TrainResult, train
 from recsys.ops.registry import CHAMPION, TRAIN_VALID_TAG, Registry
 from recsys.runtime import two_tower as bundle_mod
 from recsys.runtime.content import write_rare

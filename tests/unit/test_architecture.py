@@ -15,6 +15,8 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(__file__).resolve().parents[2] / "recsys"
 TOP = {
     "config",
+    "config_base",
+    "config_learning",
     "errors",
     "checks",
     "files",

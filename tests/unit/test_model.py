@@ -6,15 +6,11 @@ import torch
 
 from recsys.config import ModelConfig, load_settings
 from recsys.errors import ConfigError
-from recsys.models.two_tower.model import (
-    TwoTower,
-    checkpoint,
-    from_checkpoint,
-    full_softmax_loss,
-    sampled_softmax_loss,
-)
+from recsys.models.two_tower.evaluation import evaluate_model
+from recsys.models.two_tower.loss import full_softmax_loss, sampled_softmax_loss
+from recsys.models.two_tower.model import TwoTower, checkpoint, from_checkpoint
 from recsys.models.two_tower.sequences import build_histories, window_examples
-from recsys.models.two_tower.training import NegativeSampler, evaluate_model, train, uses_full_softmax
+from recsys.models.two_tower.training import NegativeSampler, train, uses_full_softmax
 
 pytestmark = pytest.mark.unit
 
@@ -269,3 +265,42 @@ def test_bad_sizes_and_settings_raise():
         TwoTower(0, 5, ModelConfig(item_tower="id"))
     with pytest.raises(ConfigError, match="divisible by num_heads"):
         load_settings(["model.embedding_dim=10", "model.num_heads=3"], env={})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_matches_the_cpu(tiny):
+    """train.device=cuda gives the CPU's results up to float tolerance (no random draws differ:
+    no dropout, no hidden ids), and hands back a CPU model."""
+    exact = ("model.id_dropout=0", "train.precision=float32", "train.max_epochs=5")
+    cpu = train(tiny, settings("train.device=cpu", *exact))
+    gpu = train(tiny, settings("train.device=cuda", *exact))
+    assert gpu.model.device.type == "cpu"
+    for a, b in zip(cpu.epochs, gpu.epochs, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+        assert b["valid_ndcg_at_10"] == pytest.approx(a["valid_ndcg_at_10"], abs=1e-3)
+
+
+def test_device_and_precision_resolve_against_the_machine():
+    from recsys.models.two_tower.hardware import Hardware, native_bfloat16
+
+    cfg = settings().train
+    cpu = Hardware.resolve(cfg.model_copy(update={"device": "cpu", "precision": "float32"}))
+    assert (cpu.device.type, cpu.dtype) == ("cpu", torch.float32)
+    forced = Hardware.resolve(cfg.model_copy(update={"device": "cpu", "precision": "bfloat16"}))
+    assert forced.dtype == torch.bfloat16
+    auto = Hardware.resolve(cfg.model_copy(update={"device": "cpu", "precision": "auto"}))
+    assert auto.dtype == (torch.bfloat16 if native_bfloat16(torch.device("cpu")) else torch.float32)
+    assert "cpu" in auto.describe()
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA device"):
+            train(None, settings("train.device=cuda"))  # type: ignore[arg-type]
+        assert Hardware.resolve(cfg.model_copy(update={"device": "auto"})).device.type == "cpu"
+
+
+def test_epochs_judged_on_a_sample_of_users_and_the_chosen_one_on_all(tiny):
+    result = train(tiny, settings("train.max_epochs=4", "train.valid_users=3"))
+    assert result.valid_metrics == evaluate_model(result.model, tiny, "valid")[0]
+    from recsys.models.two_tower.evaluation import Evaluation
+
+    assert len(Evaluation(result.model, tiny, "valid", users=3).heldout) == 3
+    assert len(Evaluation(result.model, tiny, "valid", users=10_000).heldout) == tiny.meta["n_valid"]

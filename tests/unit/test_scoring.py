@@ -10,7 +10,8 @@ import torch
 
 from recsys.config import load_settings
 from recsys.errors import DataError
-from recsys.models.two_tower.training import evaluate_model, new_model
+from recsys.models.two_tower.evaluation import evaluate_model
+from recsys.models.two_tower.training import new_model
 from recsys.runtime.scoring import inputs_from_histories, score_users, user_inputs, without_movies
 from recsys.runtime.two_tower import BUNDLE_FILE, ModelBundle
 from recsys.tracking.gate import decide, evaluate_bundle, list_ranks

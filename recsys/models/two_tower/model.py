@@ -11,8 +11,8 @@ Item towers (``model.item_tower``), shared with the history user towers:
 User towers (``model.user_tower``):
 
 - ``sasrec`` (default): causal self-attention over the user's most recent positives in time order
-  (SASRec-style: learned positions, pre-LN blocks, dropout); the output at the last position is the
-  user vector. Trained on every position: each prefix predicts the next positive.
+  (recsys.models.two_tower.encoder: SASRec-style); the output at the last position is the user
+  vector. Trained on every position: each prefix predicts the next positive.
 - ``mean``: a linear map of the mean embedding of the recent positives (prefix means in training).
 - ``id``: the seed's user-id embedding (needs the training-time user index; cannot score new users).
 
@@ -23,71 +23,14 @@ column is always the most recent positive.
 from __future__ import annotations
 
 import math
-import typing
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.config import HISTORY_TOWERS, ModelConfig
 from recsys.data.features import ItemFeatures, Vocabulary
 from recsys.models.two_tower.content import CONTENT, ContentEncoder, content_tensors
-
-
-class Block(nn.Module):
-    """One pre-LN transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
-
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, allowed: Tensor, last_only: bool = False) -> Tensor:
-        """x [B, H, D]; allowed [B, 1, H, H] (query may attend key) -> [B, H, D].
-
-        ``last_only``: only the last position's output, [B, 1, D] (keys and values still read every
-        position): the user vector needs nothing else, and it saves most of the block's work.
-        """
-        b, h, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, h, 3, self.heads, d // self.heads).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, H, d_head]
-        if last_only:
-            q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
-        logits = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
-        weights = self.drop(logits.masked_fill(~allowed, -1e9).softmax(dim=-1))
-        x = x + self.drop(self.out((weights @ v).transpose(1, 2).reshape(b, q.shape[2], d)))
-        return x + self.drop(self.ffn(self.norm2(x)))
-
-
-class SasrecEncoder(nn.Module):
-    """Causal self-attention over a left-padded sequence of item embeddings."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        dim = cfg.embedding_dim
-        self.position = nn.Embedding(cfg.history_length, dim)
-        nn.init.normal_(self.position.weight, std=0.02)
-        self.blocks = nn.ModuleList(Block(dim, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_blocks))
-        self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, items: Tensor, real: Tensor, last_only: bool = False) -> Tensor:
-        """items [B, H, D] embeddings, real [B, H] (False = padding) -> outputs [B, H, D]
-        ([B, 1, D]: the last position only, with ``last_only``)."""
-        b, h, d = items.shape
-        keep = real.unsqueeze(-1).to(items.dtype)
-        x = self.drop(items * math.sqrt(d) + self.position.weight[-h:]) * keep
-        causal = torch.ones(h, h, dtype=torch.bool, device=items.device).tril()
-        # Each position sees itself, so rows of padding never softmax over nothing.
-        allowed = (causal & real.unsqueeze(1)) | torch.eye(h, dtype=torch.bool, device=items.device)
-        allowed = allowed.unsqueeze(1)
-        for i, block in enumerate(self.blocks):
-            last = last_only and i == len(self.blocks) - 1
-            x = block(x, allowed, last_only=last) * (keep[:, -1:] if last else keep)
-        return self.norm(x)
+from recsys.models.two_tower.encoder import SasrecEncoder
 
 
 class TwoTower(nn.Module):
@@ -166,6 +109,11 @@ class TwoTower(nn.Module):
         self.register_buffer("item_log_prob", item_log_prob.float(), persistent=True)
 
     @property
+    def device(self) -> torch.device:
+        """Where the weights are (training may run on CUDA; export and scoring read CPU copies)."""
+        return self.item_emb.weight.device
+
+    @property
     def reads_history(self) -> bool:
         return self.cfg.user_tower in HISTORY_TOWERS
 
@@ -202,8 +150,10 @@ class TwoTower(nn.Module):
         if not self.reads_content:
             return self.item_emb(item_idx)
         flat = item_idx.reshape(-1)
-        at = flat.clamp(max=self.n_items - 1)
-        content = self.content_vectors(*(getattr(self, f"content_{name}")[at] for name in CONTENT))
+        # the content encoder once per distinct movie (a batch repeats popular ones many times)
+        distinct, where = torch.unique(flat.clamp(max=self.n_items - 1), return_inverse=True)
+        rows = (getattr(self, f"content_{name}")[distinct] for name in CONTENT)
+        content = self.content_vectors(*rows)[where]
         out = (content + self._id_part(flat)) * (flat != self.n_items).unsqueeze(-1).to(content.dtype)
         return out.view(*item_idx.shape, -1)
 
@@ -219,7 +169,8 @@ class TwoTower(nn.Module):
                 raise ValueError("the id item tower cannot embed a movie it was not trained on")
             vectors = self.item_emb(item_idx)
         else:
-            vectors = self.content_vectors(*content_tensors(features)) + self.item_emb(item_idx)
+            content = (t.to(self.device) for t in content_tensors(features))
+            vectors = self.content_vectors(*content) + self.item_emb(item_idx)
         return torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])
 
     def sequence_vectors(
@@ -269,73 +220,6 @@ def item_log_prob_from_counts(counts: Tensor) -> Tensor:
     """Log of each item's share of train positives: counts [N] (all >= 1) -> [N]."""
     counts = counts.double()
     return (counts / counts.sum()).log().float()
-
-
-def full_softmax_loss(
-    model: TwoTower,
-    queries: Tensor,
-    targets: Tensor,
-    teacher: Tensor | None = None,
-    distill_weight: float = 0.0,
-    distill_temperature: float = 1.0,
-) -> Tensor:
-    """Cross-entropy over the whole catalogue: queries [Q, D], targets [Q] -> scalar.
-
-    With a ``teacher`` [Q, N] (e.g. EASE scores of the same prefix; -inf for items it rules out),
-    adds ``distill_weight`` x KL(softmax(teacher / distill_temperature) || softmax(logits)).
-    EASE scores span about [-0.2, 1.2], so the temperature must be low (0.05: entropy ~5.6 nats
-    over 1,956 items, against 7.6 for uniform) for the teacher to say more than "uniform".
-    """
-    logits = queries @ model.item_vectors().T / model.cfg.temperature
-    tail = model.negative_vectors(model.cfg.tail_negatives)
-    if tail is not None:  # negatives without an id: columns no target points at
-        logits = torch.cat([logits, queries @ tail[0].T / model.cfg.temperature + tail[1]], dim=1)
-    loss = F.cross_entropy(logits, targets)
-    if teacher is not None and distill_weight > 0:
-        if teacher.shape[1] < logits.shape[1]:  # the teacher never scores the extra negatives
-            teacher = F.pad(teacher, (0, logits.shape[1] - teacher.shape[1]), value=float("-inf"))
-        soft = (teacher / distill_temperature).softmax(dim=1)
-        log_p = logits.log_softmax(dim=1)
-        # sum p_t (log p_t - log q) over the teacher's support (p_t = 0 contributes nothing)
-        kl = torch.where(soft > 0, soft * (soft.clamp_min(1e-30).log() - log_p), 0.0).sum(dim=1)
-        loss = loss + distill_weight * kl.mean()
-    return loss
-
-
-def sampled_softmax_loss(
-    model: TwoTower,
-    queries: Tensor,
-    targets: Tensor,
-    sampled: Tensor | None = None,
-    sampled_log_q: Tensor | None = None,
-    hard: Tensor | None = None,
-) -> Tensor:
-    """Sampled softmax: in-batch targets + shared catalogue negatives + per-row hard negatives.
-
-    queries [Q, D], targets [Q]; sampled [M] with ``sampled_log_q`` [M] = log of each sample's
-    probability under the sampling distribution; hard [Q, R] (pad = n_items, ignored).
-    logQ correction (``model.cfg.logq_correction``) subtracts log(expected count among the
-    negatives) of each in-batch and sampled column; hard negatives are chosen, not sampled, and
-    are left uncorrected. Another row's positive equal to a row's own target is masked.
-    """
-    t = model.cfg.temperature
-    columns = targets if sampled is None else torch.cat([targets, sampled])
-    logits = queries @ model.item_vectors(columns).T / t
-    if model.cfg.logq_correction:
-        item_log_prob = typing.cast(Tensor, model.item_log_prob)  # a registered buffer
-        log_q = item_log_prob[targets] + math.log(len(targets))
-        if sampled is not None:
-            assert sampled_log_q is not None
-            log_q = torch.cat([log_q, sampled_log_q + math.log(len(sampled))])
-        logits = logits - log_q
-    own = torch.zeros_like(logits, dtype=torch.bool)
-    own[:, : len(targets)] = torch.eye(len(targets), dtype=torch.bool, device=logits.device)
-    logits = logits.masked_fill((targets.unsqueeze(1) == columns.unsqueeze(0)) & ~own, float("-inf"))
-    if hard is not None:
-        hard_logits = (queries.unsqueeze(1) * model.item_vectors(hard)).sum(-1) / t
-        invalid = (hard == targets.unsqueeze(1)) | (hard == model.n_items)
-        logits = torch.cat([logits, hard_logits.masked_fill(invalid, float("-inf"))], dim=1)
-    return F.cross_entropy(logits, torch.arange(len(targets), device=logits.device))
 
 
 def checkpoint(model: TwoTower, extra: dict | None = None) -> dict:

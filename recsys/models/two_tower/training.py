@@ -23,17 +23,13 @@ from tqdm.auto import tqdm
 from recsys.config import Settings
 from recsys.data.features import ItemFeatures, Vocabulary
 from recsys.data.prepared import Prepared
-from recsys.data.views import SplitView
 from recsys.errors import ConfigError
 from recsys.evaluation.baselines import ease_weights
-from recsys.evaluation.metrics import evaluate_ranks, metrics_from_ranks
-from recsys.models.two_tower.model import (
-    TwoTower,
-    full_softmax_loss,
-    item_log_prob_from_counts,
-    sampled_softmax_loss,
-)
-from recsys.models.two_tower.sequences import Examples, build_histories, id_examples, window_examples
+from recsys.models.two_tower.evaluation import Evaluation
+from recsys.models.two_tower.hardware import Hardware
+from recsys.models.two_tower.loss import full_softmax_loss, sampled_softmax_loss
+from recsys.models.two_tower.model import TwoTower, item_log_prob_from_counts
+from recsys.models.two_tower.sequences import Examples, id_examples, window_examples
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "ndcg_at_10"
@@ -63,27 +59,6 @@ def uses_full_softmax(settings: Settings, n_items: int) -> bool:
     return mode == "full" or (mode == "auto" and n_items <= settings.model.full_softmax_max_items)
 
 
-class Scorer:
-    """Score users against the catalogue with a model in eval mode (numpy in, numpy out).
-
-    ``table``: the item vectors of another catalogue than the trained one, with a padding row
-    last (:func:`catalogue_table`); the histories then index it.
-    """
-
-    def __init__(
-        self, model: TwoTower, histories: torch.Tensor | None, table: torch.Tensor | None = None
-    ) -> None:
-        self.model, self.histories, self.table = model, histories, table
-
-    @torch.no_grad()
-    def __call__(self, user_idx: np.ndarray) -> np.ndarray:
-        users = torch.as_tensor(user_idx, dtype=torch.long)
-        history = None if self.histories is None else self.histories[users]
-        if self.table is None:
-            return self.model.score_all(users, history).numpy()
-        return (self.model.user_vectors(users, history, self.table) @ self.table[:-1].T).numpy()
-
-
 def content_features(prepared: Prepared, settings: Settings) -> tuple[Vocabulary | None, ItemFeatures | None]:
     """The content item tower's vocabulary, fitted on the trained catalogue, and that catalogue's
     features (None, None for the id item tower)."""
@@ -108,19 +83,6 @@ def new_model(prepared: Prepared, settings: Settings, tail: pd.DataFrame | None 
     )
 
 
-@torch.no_grad()
-def catalogue_table(model: TwoTower, catalogue: pd.DataFrame) -> torch.Tensor:
-    """Item vectors of ``catalogue`` (its ``item_idx`` >= the model's ``n_items``: movies it never
-    trained), with a padding row last: the content tower embeds them from their features."""
-    idx = np.minimum(catalogue["item_idx"].to_numpy(dtype=np.int64), model.n_items)
-    if model.vocabulary is None:
-        raise ValueError(
-            "this model's item tower reads ids only: it cannot embed movies it was not trained on"
-        )
-    features = model.vocabulary.encode(catalogue)
-    return model.catalogue_table(torch.as_tensor(idx), features)
-
-
 class NegativeSampler:
     """Catalogue negatives, uniform or proportional to count^0.75, with their log-probabilities."""
 
@@ -141,6 +103,7 @@ class LossContext:
     """What a training step needs besides the batch: sampler, hard-negative lists, EASE teacher."""
 
     full: bool
+    hardware: Hardware = field(default_factory=lambda: Hardware(torch.device("cpu"), torch.float32))
     sampler: NegativeSampler | None = None
     hard_lists: torch.Tensor | None = None  # [n_users, P] item_idx, padded with n_items
     teacher: torch.Tensor | None = None  # [n_items + 1, n_items] EASE rows (last row zero)
@@ -178,28 +141,34 @@ def _step_loss(
     ctx: LossContext,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """Loss of the examples ``idx``: every real target position is one query."""
-    rows, targets = ex.inputs[idx], ex.targets[idx]
+    """Loss of the examples ``idx``: every real target position is one query. The batch is cut
+    from the examples on the CPU and moved to the model's device."""
+    dev, dtype = ctx.hardware.device, ctx.hardware.dtype
+    rows, targets = ex.inputs[idx].to(dev), ex.targets[idx]
     if model.reads_history:
         mask = targets != model.n_items
-        queries, tgt = model.sequence_vectors(rows)[mask], targets[mask]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            queries = model.sequence_vectors(rows)[mask.to(dev)].float()
+        tgt = targets[mask].to(dev)
         owners = ex.users[idx].unsqueeze(1).expand_as(targets)[mask]
     else:
-        queries, tgt, owners = model.user_vectors(rows), targets, ex.users[idx]
+        queries, tgt, owners = model.user_vectors(rows), targets.to(dev), ex.users[idx]
     cfg = settings.train
     if ctx.full:
         teacher = None
         if ctx.teacher is not None:
-            teacher = teacher_scores(ex, idx, ctx.teacher)[mask]
-        return full_softmax_loss(model, queries, tgt, teacher, cfg.distill_weight, cfg.distill_temperature)
+            teacher = teacher_scores(ex, idx, ctx.teacher)[mask].to(dev)
+        return full_softmax_loss(
+            model, queries, tgt, teacher, cfg.distill_weight, cfg.distill_temperature, dtype
+        )
     n_neg = settings.model.num_sampled_negatives
     n_hard = int(round(n_neg * cfg.hard_negative_ratio)) if ctx.hard_lists is not None else 0
-    sampled = log_q = None
+    sampled = log_q = hard = None
     if n_neg - n_hard > 0 and ctx.sampler is not None:
-        sampled, log_q = ctx.sampler.draw(n_neg - n_hard)
-    return sampled_softmax_loss(
-        model, queries, tgt, sampled, log_q, _hard_negatives(ctx, owners, n_hard, gen)
-    )
+        sampled, log_q = (t.to(dev) for t in ctx.sampler.draw(n_neg - n_hard))
+    if (picked := _hard_negatives(ctx, owners, n_hard, gen)) is not None:
+        hard = picked.to(dev)
+    return sampled_softmax_loss(model, queries, tgt, sampled, log_q, hard, dtype)
 
 
 def _epoch_order(ex: Examples, max_targets: int, gen: torch.Generator) -> torch.Tensor:
@@ -291,20 +260,31 @@ def train(
     (padded with n_items), for ``train.hard_negative_ratio``.
     ``validation``: the data the epochs are judged on, when not ``prepared`` itself: the same
     split over a wider catalogue (recsys.data.time_split.open_catalogue, content tower only).
+    Trains on ``train.device`` with the loss's products in ``train.precision``; the model comes back
+    on the CPU. With ``train.valid_users``, each epoch is judged on that sample of users, and the
+    chosen one on all of them (``valid_metrics``).
     ``tail``: movies known at training time outside the trained catalogue (columns title, genres
     and, optionally, tags), the negatives of ``model.tail_negatives``; default ``prepared.tail``.
     Raises ConfigError for settings that cannot go together.
     """
     if settings.train.threads:
         torch.set_num_threads(settings.train.threads)
-    gen = set_seed(settings.train.seed)
+    cfg, hardware = settings.train, Hardware.resolve(settings.train)
+    log.info("training on %s", hardware.describe())
+    gen = set_seed(cfg.seed)
     pairs_np = prepared.split("train")[["user_idx", "item_idx"]].to_numpy(dtype=np.int64)
-    model = new_model(prepared, settings, tail)
+    model = new_model(prepared, settings, tail).to(hardware.device)
     length = settings.model.history_length
     ex = window_examples(pairs_np, prepared.n_items, length) if model.reads_history else id_examples(pairs_np)
     ctx = _loss_context(prepared, settings, model, ex, gen, hard_lists)
-    judge = Evaluation(model, validation or prepared, "valid", settings.train.eval_batch_size)
-    return _fit(model, ex, ctx, gen, settings, lambda: judge.run()[0], on_epoch or (lambda row: None))
+    ctx.hardware = hardware
+    judged = validation or prepared
+    judge = Evaluation(model, judged, "valid", cfg.eval_batch_size, cfg.valid_users, cfg.seed)
+    result = _fit(model, ex, ctx, gen, settings, lambda: judge.run()[0], on_epoch or (lambda row: None))
+    if len(judge.heldout) < len(judge.view.heldout):  # epochs judged on a sample: now all users
+        result.valid_metrics = Evaluation(model, judged, "valid", cfg.eval_batch_size).run()[0]
+    model.to("cpu")
+    return result
 
 
 def _fit(
@@ -350,37 +330,3 @@ def _fit(
     model.load_state_dict(best_state)
     model.eval()
     return result
-
-
-def serving_histories(view: SplitView, length: int) -> torch.Tensor:
-    """Every user's history before ``view``'s split, as the model reads it: [n_users, length]."""
-    prepared = view.prepared
-    return build_histories(view.history_pairs(), prepared.n_users, prepared.n_items, length)
-
-
-class Evaluation:
-    """A model scored on one held-out split (protocol step 6), inputs built once for many calls.
-
-    A catalogue wider than the model's trained one (recsys.data.time_split.open_catalogue) is
-    scored through :func:`catalogue_table`, which the content item tower can do.
-    """
-
-    def __init__(self, model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024) -> None:
-        self.model, self.batch_size = model, batch_size
-        self.view = SplitView(prepared, split)
-        self.open = prepared.n_items != model.n_items
-        length = model.cfg.history_length
-        self.histories = serving_histories(self.view, length) if model.reads_history else None
-
-    def run(self) -> tuple[dict[str, float], np.ndarray]:
-        table = catalogue_table(self.model, self.view.prepared.catalogue) if self.open else None
-        scorer = Scorer(self.model, self.histories, table)
-        ranks = evaluate_ranks(scorer, self.view.heldout, self.view.seen, self.batch_size)
-        return metrics_from_ranks(ranks), ranks
-
-
-def evaluate_model(
-    model: TwoTower, prepared: Prepared, split: str, batch_size: int = 1024
-) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics and per-user ranks of ``model`` on 'valid' (seen = train) or 'test' (seen = train+valid)."""
-    return Evaluation(model, prepared, split, batch_size).run()
