@@ -35,7 +35,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     n = x.numel()
     draws = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
     keep = draws.view(torch.uint8)[:n].view(x.shape) >= cut
-    return x * keep * (_LEVELS / (_LEVELS - cut))
+    return x * keep.to(x.dtype).mul_(_LEVELS / (_LEVELS - cut))  # one float mask, kept for backward
 
 
 class Dropout(nn.Module):

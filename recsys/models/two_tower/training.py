@@ -192,9 +192,7 @@ def _train_epoch(
     order = _epoch_order(ex, cfg.max_interactions, gen)
     model.train()
     losses = []
-    steps = range(0, len(order), cfg.batch_size)
-    for start in tqdm(steps, desc=desc, disable=not cfg.progress_bar, leave=False):
-        idx = order[start : start + cfg.batch_size]
+    for idx in tqdm(order.split(cfg.batch_size), desc=desc, disable=not cfg.progress_bar, leave=False):
         loss = _step_loss(model, ex, idx, settings, ctx, gen)
         optimizer.zero_grad()
         loss.backward()
