@@ -436,7 +436,9 @@ def main() -> None:
                 "n_valid": int(prepared.meta["n_valid"]),
                 "n_test": int(prepared.meta["n_test"]),
                 "unknown_items": {s: prepared.meta[f"n_{s}_unknown_items"] for s in ("valid", "test")},
-                "command": "benchmarks/quality.py --seeds "
+                "command": "benchmarks/quality.py"
+                + (f" --dataset {args.dataset}" if args.dataset != "ml-latest-small" else "")
+                + " --seeds "
                 + " ".join(map(str, args.seeds))
                 + "".join(f" --drop {name!r}" for name in args.drop)
                 + (f" --budget-minutes {args.budget_minutes:g}" if args.budget_minutes else "")

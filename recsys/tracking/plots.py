@@ -28,7 +28,11 @@ def plot_curves(epochs: list[dict], folder: Path, best_epoch: int) -> list[Path]
     for name in ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10"):
         ax.plot(x, [row[f"valid_{name}"] for row in epochs], marker=".", label=name)
     ax.axvline(best_epoch, color="grey", linestyle="--")
-    ax.set(xlabel="epoch", ylabel="validation metric", title="Validation metrics (all users)")
+    ax.set(
+        xlabel="epoch",
+        ylabel="validation metric",
+        title="Validation metrics after each epoch (train.valid_users)",
+    )
     ax.legend()
     paths.append(folder / "valid_metrics.png")
     fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
