@@ -77,3 +77,20 @@ def test_a_gate_decision_is_recorded_on_the_run_and_the_version(tmp_path, clean_
     run = models.client.get_run(found.run_id)
     assert found.tags["gate_decision"] == "promoted" and run.data.tags["gate_decision"] == "promoted"
     assert run.data.metrics["gate_valid_ndcg_at_10"] == 0.25
+
+
+def test_a_benchmark_is_logged_as_the_artefacts_of_a_run_of_its_own_experiment(tmp_path, clean_mlflow_env):
+    from recsys.ops.registry import BENCHMARKS
+    from recsys.tracking.benchmarks import log_benchmark
+
+    before = mlflow.get_tracking_uri()
+    settings = load_settings([], env={"RECSYS_HOME": str(tmp_path / "home")})
+    result, plot = tmp_path / "quality.json", tmp_path / "quality.png"
+    result.write_text('{"results": {}}')
+    plot.write_bytes(b"\x89PNG")
+    run_id = log_benchmark(settings, [result, plot], "quality")
+    store = Registry.open(settings, BENCHMARKS)
+    run = store.client.get_run(run_id)
+    assert run.info.experiment_id == store.experiment_id and run.info.run_name == "quality"
+    assert sorted(a.path for a in store.client.list_artifacts(run_id)) == ["quality.json", "quality.png"]
+    assert mlflow.get_tracking_uri() == before and os.environ.get("MLFLOW_TRACKING_URI") is None
