@@ -42,7 +42,7 @@ from recsys.data.prepared import Prepared, load_movies, load_ratings, load_tags,
 from recsys.data.stream import day_start
 from recsys.data.time_split import cut_of, new_movie_mask, open_catalogue, prepare_time_split, test_days
 from recsys.data.views import SplitView
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 from recsys.evaluation.baselines import EASE
 from recsys.evaluation.metrics import (
     bootstrap_interval,
@@ -380,7 +380,11 @@ def main() -> None:
         champion = _split_overrides(text)[1]
         if champion and champion not in variants:
             parser.error(f"variant {name!r}: hard_from={champion!r} is not a variant")
-        load_settings(_split_overrides(text)[0])  # fail now on a bad key, not after an hour
+        budget = [f"train.max_minutes={args.budget_minutes}"]
+        try:  # fail now on a bad key or value, not after an hour
+            load_settings([*_split_overrides(text)[0], *budget])
+        except ConfigError as exc:
+            parser.error(f"variant {name!r}: {exc}")
     out = args.out or Path(__file__).parent / "results" / f"quality-{args.dataset}{protocol.suffix}.json"
     try:
         prepared = load_prepared(args.dataset, protocol).prepared

@@ -58,6 +58,7 @@ from recsys.data.prepared import (
 )
 from recsys.data.synth.params import params_for
 from recsys.data.synth.release import synthesize
+from recsys.errors import ConfigError
 from recsys.models.two_tower import training
 from recsys.models.two_tower.evaluation import Evaluation
 from recsys.models.two_tower.hardware import Hardware, cpu_model
@@ -71,18 +72,6 @@ VARIANTS = {"reference": [], "default": [], "batch256": ["train.batch_size=256"]
 # ---- today's step before issue 22, the reference -------------------------------------------------
 
 
-def _reference_block_forward(self, x: Tensor, allowed: Tensor, last_only: bool = False) -> Tensor:  # noqa: ANN001
-    b, h, d = x.shape
-    q, k, v = self.qkv(self.norm1(x)).view(b, h, 3, self.heads, d // self.heads).unbind(2)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    if last_only:
-        q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
-    logits = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
-    weights = self.drop(logits.masked_fill(~allowed, -1e9).softmax(dim=-1))
-    x = x + self.drop(self.out((weights @ v).transpose(1, 2).reshape(b, q.shape[2], d)))
-    return x + self.drop(self.ffn(self.norm2(x)))
-
-
 def _reference_rows(self, item_idx: Tensor) -> Tensor:  # noqa: ANN001
     if not self.reads_content:
         return self.item_emb(item_idx)
@@ -94,14 +83,12 @@ def _reference_rows(self, item_idx: Tensor) -> Tensor:  # noqa: ANN001
 
 
 def as_reference(model: TwoTower) -> TwoTower:
-    """``model`` running the pre-issue-22 code: torch dropout, written-out attention, no dedup."""
+    """``model`` running the pre-issue-22 code: torch's dropout (the blocks' attention is written
+    out as it was), the content encoder on every column."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child).__name__ == "Dropout" and not isinstance(child, nn.Dropout):
                 setattr(module, name, nn.Dropout(child.p))
-    if hasattr(model, "encoder"):
-        for block in model.encoder.blocks:
-            block.forward = types.MethodType(_reference_block_forward, block)
     model._rows = types.MethodType(_reference_rows, model)  # type: ignore[method-assign]
     return model
 
@@ -370,7 +357,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    hardware = Hardware.resolve(load_settings(args.set).train)
+    try:
+        hardware = Hardware.resolve(load_settings(args.set).train)
+    except ConfigError as exc:  # a bad --set, or train.device=cuda without a GPU
+        parser.error(str(exc))
     results = {
         "command": "benchmarks/training.py " + " ".join(sys.argv[1:]),
         "machine": {

@@ -30,7 +30,8 @@ class Scorer:
     def __init__(
         self, model: TwoTower, histories: torch.Tensor | None, table: torch.Tensor | None = None
     ) -> None:
-        self.model, self.histories, self.table = model, histories, table
+        self.model, self.histories = model, histories
+        self.table = None if table is None else table.to(model.device)
 
     @torch.no_grad()
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
@@ -40,8 +41,8 @@ class Scorer:
         users = users.to(device)
         if self.table is None:
             return self.model.score_all(users, history).cpu().numpy()
-        table = self.table.to(device)
-        return (self.model.user_vectors(users, history, table) @ table[:-1].T).cpu().numpy()
+        vectors = self.model.user_vectors(users, history, self.table)
+        return (vectors @ self.table[:-1].T).cpu().numpy()
 
 
 @torch.no_grad()
