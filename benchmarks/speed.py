@@ -7,7 +7,10 @@ tower reads its history from the item table). Each repeat times, over the same b
 
 - floor: the bare ONNX Runtime MatMul of all user vectors against all item vectors;
 - retrieval: that MatMul + the seen mask + the exact top-K (recsys.runtime.topk), i.e. what scoring adds;
-- tower: the user tower alone (history -> user vectors);
+- tower: the user tower alone (history -> user vectors), as nightly scoring runs it: the exported
+  scoring graph (recsys.models.two_tower.scoring_tower), one part of each batch per core;
+- tower_reference: the tower as exported before issue 22, for the ratio: the training-time
+  module's graph, one ONNX Runtime run per batch over every core;
 - nightly: the whole call nightly scoring makes (FastRetriever.recommend: tower + retrieval);
 - graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path;
 - fresh floor and fresh retrieval: the same two over tonight's catalogue, the trained items plus
@@ -16,7 +19,9 @@ tower reads its history from the item table). Each repeat times, over the same b
   inside the top-K kernel), as nightly scoring runs it.
 
 Ratios are taken per repeat (both sides measured back to back), then the median, min and max.
-The nightly lists are checked to equal the end-to-end graph's on every user.
+The nightly lists are checked to equal the end-to-end graph's on every user, and compared with a
+float32 PyTorch reference (the model's own user_vectors, dot products, seen masked, top-K) on
+``--agreement-users`` users: the share of equal lists and the top-10 and top-100 overlaps.
 
 Then the same floor and retrieval in the layout Airflow runs nightly scoring in (``make airflow``:
 one mapped shard task per core, ``score.threads=1``): ``--shards`` processes side by side, one
@@ -48,10 +53,12 @@ from recsys.data.features import Vocabulary
 from recsys.data.synth.catalogue import catalogue
 from recsys.data.synth.metadata import Names, titles
 from recsys.data.synth.params import CLUSTER_TAGS
-from recsys.models.two_tower.export import export_onnx, export_scoring
+from recsys.models.onnx_export import export_graph
+from recsys.models.two_tower.export import example_inputs, export_onnx, export_scoring
 from recsys.models.two_tower.hardware import cpu_model
 from recsys.models.two_tower.model import TwoTower
 from recsys.runtime.content import embed_movies
+from recsys.runtime.onnx import session
 from recsys.runtime.topk import masked_topk
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
 
@@ -76,6 +83,62 @@ def movies(n: int, seed: int = 0) -> pd.DataFrame:
     tags = ["|".join(names.tags[c, picks[i, : count[i]]]) for i, c in enumerate(cat.clusters)]
     frame = {"title": titles(rng, names, cat.clusters, cat.themes, cat.years), "genres": cat.genres}
     return pd.DataFrame({**frame, "tags": tags})
+
+
+class ReferenceTower(torch.nn.Module):
+    """The user tower as exported before issue 22: the training-time module itself."""
+
+    def __init__(self, model: TwoTower) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return self.model.user_vectors(history=history, table=table)
+
+
+def reference_tower(model: TwoTower, folder: Path) -> Path:
+    """Export :class:`ReferenceTower` (a content SASRec tower) to ``folder``/reference.onnx."""
+    path = folder / "reference.onnx"
+    with torch.no_grad():
+        vectors = model.item_vectors().detach().float()
+    table = torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("length", min=2, max=model.cfg.history_length)}
+    shapes = {"history": dims, "table": {0: torch.export.Dim("table_rows", min=3)}}
+    export_graph(
+        ReferenceTower(model).eval(),
+        (example_inputs(model)[0], table),
+        ["history", "item_table"],
+        ["user_vectors"],
+        shapes,
+        path,
+    )
+    return path
+
+
+def agreement(model: TwoTower, inputs: np.ndarray, seen: list, lists: np.ndarray, k: int) -> dict:
+    """Nightly lists against a float32 PyTorch reference on the same users: the share of equal
+    lists and the mean top-10 and top-100 overlaps."""
+    with torch.no_grad():
+        items = model.item_vectors().float()
+        table = torch.cat([items, items.new_zeros(1, items.shape[1])]) if model.reads_content else None
+        if model.reads_history:
+            user = model.user_vectors(history=torch.from_numpy(inputs), table=table)
+        else:
+            user = model.user_vectors(user_idx=torch.from_numpy(inputs))
+        scores = user @ items.T
+    for row, s in enumerate(seen):
+        scores[row, torch.from_numpy(np.asarray(s))] = -torch.inf
+    reference = torch.topk(scores, k, dim=1).indices.numpy()
+
+    def overlap(n: int) -> float:
+        return float(np.mean([len(set(a[:n]) & set(b[:n])) / n for a, b in zip(lists, reference)]))
+
+    return {
+        "users": len(lists),
+        "equal_lists": float(np.mean([np.array_equal(a, b) for a, b in zip(lists, reference)])),
+        "top10_overlap": overlap(min(10, k)),
+        f"top{k}_overlap": overlap(k),
+    }
 
 
 def model_for(args: argparse.Namespace, catalogue_: pd.DataFrame) -> TwoTower:
@@ -187,6 +250,9 @@ def main() -> None:
         default=os.cpu_count() or 2,
         help="processes side by side for the shard layout (default: one per core)",
     )
+    parser.add_argument(
+        "--agreement-users", type=int, default=4096, help="users compared with the PyTorch reference"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -205,6 +271,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         graph = OnnxRetriever(export_onnx(model, Path(tmp) / "m.onnx", args.k), args.items)
         fast = FastRetriever(*export_scoring(model, Path(tmp)), args.k)
+        reference = None  # the tower as exported before issue 22 (a content SASRec tower)
+        if model.cfg.user_tower == "sasrec" and fast.table is not None:
+            reference = session(reference_tower(model, Path(tmp)), None)
         vectors = [fast.user_vectors(inputs[b]) for b in batches]
         fast.recommend(inputs[batches[0]], seen_of[0])  # compile (or load) the top-K kernel
         fresh, slots = np.arange(args.items, args.items + args.fresh), ScoreConfig().fresh_slots
@@ -227,6 +296,11 @@ def main() -> None:
             for b in batches:
                 fast.user_vectors(inputs[b])
 
+        def tower_reference() -> None:
+            assert reference is not None
+            for b in batches:
+                reference.run(["user_vectors"], {"history": inputs[b], "item_table": fast.table})
+
         def nightly() -> list:
             return [fast.recommend(inputs[b], s) for b, s in zip(batches, seen_of)]
 
@@ -245,6 +319,7 @@ def main() -> None:
             ("floor", floor),
             ("retrieval", retrieval),
             ("tower", tower),
+            *([("tower_reference", tower_reference)] if reference is not None else []),
             ("nightly", nightly),
             ("graph", previous),
             ("fresh_floor", fresh_floor),
@@ -254,7 +329,11 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, fn in steps:
                 runs[name].append(timed(fn))
-        same = all(np.array_equal(a[0], b[0]) for a, b in zip(nightly(), previous()))
+        tonight_lists = nightly()
+        same = all(np.array_equal(a[0], b[0]) for a, b in zip(tonight_lists, previous()))
+        n_agree = min(args.agreement_users, args.users)
+        lists = np.concatenate([a[0] for a in tonight_lists])[:n_agree]
+        agree = agreement(model, inputs[:n_agree], seen[:n_agree], lists, args.k)
         one_process = np.concatenate(
             [masked_topk(fast.scores(v), s, fast.k)[0] for v, s in zip(vectors, seen_of)]
         )
@@ -266,7 +345,12 @@ def main() -> None:
         "fresh_retrieval_over_floor": summary(
             [r / f for r, f in zip(runs["fresh_retrieval"], runs["fresh_floor"])]
         ),
+        "tower_over_floor": summary([t / f for t, f in zip(runs["tower"], runs["floor"])]),
     }
+    if "tower_reference" in runs:
+        ratios["tower_reference_over_tower"] = summary(
+            [r / t for r, t in zip(runs["tower_reference"], runs["tower"])]
+        )
     seconds = {name: summary(values) for name, values in runs.items()}
     flop = 2.0 * args.users * args.items * model.cfg.embedding_dim
     floor_gflops = flop / seconds["floor"]["median"] / 1e9  # the MatMul's rate: quote it with the ratios
@@ -284,6 +368,11 @@ def main() -> None:
         print(f"{name:34s} {r['median']:9.3f} {r['min']:8.3f} {r['max']:8.3f}")
     print(f"floor: {seconds['floor']['median']:.2f} s, {floor_gflops:.0f} GFLOP/s ({cpu_model() or 'cpu'})")
     print(f"nightly lists equal the end-to-end graph's: {same}")
+    print(
+        f"against float32 PyTorch on {agree['users']} users: {agree['equal_lists']:.4f} of lists equal, "
+        f"top-10 overlap {agree['top10_overlap']:.4f}, "
+        f"top-{args.k} overlap {agree[f'top{args.k}_overlap']:.4f}"
+    )
     print(f"\n{args.shards} shards side by side, 1 thread each (Airflow's mapped scoring tasks)")
     for name, s in sharded["seconds"].items():
         print(
@@ -307,6 +396,7 @@ def main() -> None:
                 "ratios": ratios,
                 "floor_gflops": floor_gflops,
                 "nightly_equals_graph": same,
+                "agreement_with_pytorch": agree,
                 "shards": sharded,
             },
             indent=2,

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from recsys.models.onnx_export import export_graph
 from recsys.models.two_tower.content import example_features
 from recsys.models.two_tower.model import TwoTower
+from recsys.models.two_tower.scoring_tower import SasrecScoringTower
 from recsys.runtime.content import ITEM_INPUTS
 from recsys.runtime.two_tower import CONTENT_FILES, ITEM_TABLE
 
@@ -84,14 +85,18 @@ class UserTower(nn.Module):
     """A TwoTower's user side alone: history [B, H] or user_idx [B] -> user vectors [B, D].
 
     A content history tower also takes ``item_table`` [M + 1, D] (tonight's item vectors, padding
-    row last) and reads the history's indices from it, so a movie new since training counts.
+    row last) and reads the history's indices from it, so a movie new since training counts. The
+    SASRec tower is exported as :class:`SasrecScoringTower` (same function, fewer and cheaper ops).
     """
 
     def __init__(self, model: TwoTower) -> None:
         super().__init__()
         self.model = model
+        self.sasrec = SasrecScoringTower(model.encoder) if model.cfg.user_tower == "sasrec" else None
 
     def forward(self, user: Tensor, table: Tensor | None = None) -> Tensor:
+        if self.sasrec is not None:
+            return self.sasrec(user, self.model.item_emb.weight if table is None else table)
         if self.model.reads_history:
             return self.model.user_vectors(history=user, table=table)
         return self.model.user_vectors(user_idx=user)
