@@ -11,7 +11,9 @@ tower reads its history from the item table). Each repeat times, over the same b
   scoring graph (recsys.models.two_tower.scoring_tower), one part of each batch per core;
 - tower_reference: the tower as exported before issue 22, for the ratio: the training-time
   module's graph, one ONNX Runtime run per batch over every core;
-- nightly: the whole call nightly scoring makes (FastRetriever.recommend: tower + retrieval);
+- nightly: the whole call nightly scoring makes (FastRetriever.recommend_batches: tower +
+  retrieval, the tower a wave of batches ahead);
+- nightly_in_turn: the same, each batch's tower, MatMul and top-K in turn (FastRetriever.recommend);
 - graph: the end-to-end retrieval graph (model.onnx, ONNX Runtime's TopK), the previous path;
 - fresh floor and fresh retrieval: the same two over tonight's catalogue, the trained items plus
   ``--fresh`` movies new since training, embedded from their features by ``item_tower.onnx``,
@@ -45,6 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pandas as pd
 import torch
 
@@ -55,12 +58,14 @@ from recsys.data.synth.metadata import Names, titles
 from recsys.data.synth.params import CLUSTER_TAGS
 from recsys.models.onnx_export import export_graph
 from recsys.models.two_tower.export import example_inputs, export_onnx, export_scoring
-from recsys.models.two_tower.hardware import cpu_model
+from recsys.models.two_tower.hardware import cpu_flags, cpu_model
 from recsys.models.two_tower.model import TwoTower
 from recsys.runtime.content import embed_movies
 from recsys.runtime.onnx import session
 from recsys.runtime.topk import masked_topk
 from recsys.runtime.two_tower import FastRetriever, OnnxRetriever
+
+VECTOR_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}  # the MatMul's
 
 
 def timed(fn) -> float:
@@ -302,6 +307,9 @@ def main() -> None:
                 reference.run(["user_vectors"], {"history": inputs[b], "item_table": fast.table})
 
         def nightly() -> list:
+            return list(fast.recommend_batches(inputs, seen, args.batch_size))
+
+        def in_turn() -> list:
             return [fast.recommend(inputs[b], s) for b, s in zip(batches, seen_of)]
 
         def previous() -> list:
@@ -321,6 +329,7 @@ def main() -> None:
             ("tower", tower),
             *([("tower_reference", tower_reference)] if reference is not None else []),
             ("nightly", nightly),
+            ("nightly_in_turn", in_turn),
             ("graph", previous),
             ("fresh_floor", fresh_floor),
             ("fresh_retrieval", fresh_retrieval),
@@ -338,19 +347,20 @@ def main() -> None:
             [masked_topk(fast.scores(v), s, fast.k)[0] for v, s in zip(vectors, seen_of)]
         )
         sharded = shards(args.shards, Path(tmp), vectors, seen, one_process, args)
+
+    def ratio(top: str, bottom: str) -> dict:
+        return summary([t / b for t, b in zip(runs[top], runs[bottom], strict=True)])
+
     ratios = {
-        "retrieval_over_floor": summary([r / f for r, f in zip(runs["retrieval"], runs["floor"])]),
-        "nightly_over_floor": summary([n / f for n, f in zip(runs["nightly"], runs["floor"])]),
-        "graph_over_nightly": summary([g / n for g, n in zip(runs["graph"], runs["nightly"])]),
-        "fresh_retrieval_over_floor": summary(
-            [r / f for r, f in zip(runs["fresh_retrieval"], runs["fresh_floor"])]
-        ),
-        "tower_over_floor": summary([t / f for t, f in zip(runs["tower"], runs["floor"])]),
+        "retrieval_over_floor": ratio("retrieval", "floor"),
+        "nightly_over_floor": ratio("nightly", "floor"),
+        "nightly_in_turn_over_floor": ratio("nightly_in_turn", "floor"),
+        "graph_over_nightly": ratio("graph", "nightly"),
+        "fresh_retrieval_over_floor": ratio("fresh_retrieval", "fresh_floor"),
+        "tower_over_floor": ratio("tower", "floor"),
     }
     if "tower_reference" in runs:
-        ratios["tower_reference_over_tower"] = summary(
-            [r / t for r, t in zip(runs["tower_reference"], runs["tower"])]
-        )
+        ratios["tower_reference_over_tower"] = ratio("tower_reference", "tower")
     seconds = {name: summary(values) for name, values in runs.items()}
     flop = 2.0 * args.users * args.items * model.cfg.embedding_dim
     floor_gflops = flop / seconds["floor"]["median"] / 1e9  # the MatMul's rate: quote it with the ratios
@@ -390,6 +400,8 @@ def main() -> None:
                     "cores": os.cpu_count(),
                     "processor": platform.processor() or platform.machine(),
                     "cpu_model": cpu_model(),
+                    "cpu_flags": sorted(cpu_flags() & VECTOR_FLAGS),
+                    "onnxruntime": onnxruntime.__version__,
                 },
                 "runs_s": runs,
                 "seconds": seconds,

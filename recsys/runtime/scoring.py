@@ -147,9 +147,10 @@ def _model_lists(
     unit = bundle.unit_item_vectors if explain else None
     reasons_from = explained_history(bundle, inputs) if unit is not None else None
     starts = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
+    lists = bundle.retriever.recommend_batches(inputs.user[rows], [inputs.seen[r] for r in rows], batch_size)
+    bar = tqdm(starts, desc="scoring", disable=not progress, leave=False)
+    for start, (idx, sc) in zip(bar, lists, strict=True):
         batch = rows[start : start + batch_size]
-        idx, sc = bundle.retriever.recommend(inputs.user[batch], [inputs.seen[r] for r in batch])
         why = None if unit is None or reasons_from is None else because(unit, idx, reasons_from[batch])
         for i, (row, items, scores) in enumerate(zip(batch, idx, sc)):
             keep = np.isfinite(scores)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -41,6 +42,7 @@ SCORING_FILES = ("user_tower.onnx", "item_vectors.npy")  # optional: the fast sc
 CONTENT_FILES = (ITEM_TOWER_FILE, VOCABULARY_FILE)  # a content item tower: embeds new movies
 ITEM_TABLE = "item_table"  # a content history tower's second input (recsys.models.two_tower.export)
 _MIN_PART = 16  # users per side-by-side user tower run, at least
+_WAVE_USERS = 65_536  # users FastRetriever.recommend_batches embeds before scoring them (16 MB at D=64)
 
 
 def pad_lists(lists: list[np.ndarray], pad: int, min_width: int = 1) -> np.ndarray:
@@ -68,6 +70,13 @@ class OnnxRetriever:
         feeds = {self.user_input: np.asarray(user, dtype=np.int64), "seen": pad_lists(seen, self.n_items)}
         item_idx, scores = self.session.run(["item_idx", "scores"], feeds)
         return item_idx, scores
+
+    def recommend_batches(
+        self, user: np.ndarray, seen: list[np.ndarray], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`recommend` of each run of ``batch_size`` rows in turn."""
+        for start in range(0, len(user), batch_size):
+            yield self.recommend(user[start : start + batch_size], seen[start : start + batch_size])
 
 
 def matmul_graph(items: np.ndarray) -> bytes:
@@ -153,9 +162,26 @@ class FastRetriever:
 
     def recommend(self, user: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Top-K for a batch: history [B, H] or user_idx [B], seen lists -> ([B, K], [B, K])."""
+        return self._retrieve(self.user_vectors(user), seen)
+
+    def recommend_batches(
+        self, user: np.ndarray, seen: list[np.ndarray], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`recommend` of each run of ``batch_size`` rows in turn, the same lists, faster:
+        the tower runs a wave of batches, then the MatMul and top-K run batch by batch. Run in
+        turn, each MatMul writes its [B, N] scores into memory the tower just pushed out of the
+        cache and takes twice as long (benchmarks/speed.py's ``nightly``)."""
+        wave = max(batch_size, _WAVE_USERS // batch_size * batch_size)
+        for first in range(0, len(user), wave):
+            starts = range(first, min(first + wave, len(user)), batch_size)
+            vectors = [self.user_vectors(user[s : s + batch_size]) for s in starts]
+            for s, v in zip(starts, vectors, strict=True):
+                yield self._retrieve(v, seen[s : s + batch_size])
+
+    def _retrieve(self, vectors: np.ndarray, seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         from recsys.runtime.topk import masked_topk
 
-        scores = self.scores(self.user_vectors(user))
+        scores = self.scores(vectors)
         if not scores.flags.writeable:  # onnxruntime hands back its own buffer: writable today
             scores = scores.copy()
         return masked_topk(scores, seen, self.k, self.threads, self.fresh, self.fresh_slots)

@@ -130,3 +130,29 @@ def test_fast_scoring_path_returns_the_end_to_end_graphs_lists(tmp_path, tower):
         idx, scores = fast.recommend(short, seen)
         np.testing.assert_array_equal(idx, want_idx)
         np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("tower", ["sasrec", "id"])
+def test_batches_in_waves_return_what_each_batch_returns(tmp_path, tower, monkeypatch):
+    """recommend_batches (the tower a wave of batches ahead) == recommend batch by batch."""
+    import recsys.runtime.two_tower as two_tower
+
+    monkeypatch.setattr(two_tower, "_WAVE_USERS", 64)  # 2 batches a wave: 3 waves and a short batch
+    torch.manual_seed(3)
+    n_users, n_items, k, h, batch = 150, 400, 20, 6, 32
+    cfg = ModelConfig(item_tower="id", embedding_dim=16, user_tower=tower, history_length=h)
+    model = TwoTower(n_users, n_items, cfg).eval()
+    rng = np.random.default_rng(3)
+    seen = [rng.choice(n_items, size=rng.integers(0, 30), replace=False) for _ in range(n_users)]
+    history = rng.integers(0, n_items, size=(n_users, h))
+    history[: n_users // 2, :3] = n_items  # short histories: their batches are cut
+    user = history if tower != "id" else np.arange(n_users)
+    graph = OnnxRetriever(export_onnx(model, tmp_path / "m.onnx", k), n_items)
+    for retriever in (FastRetriever(*export_scoring(model, tmp_path), k), graph):
+        got = list(retriever.recommend_batches(user, seen, batch))
+        assert len(got) == -(-n_users // batch)
+        for i, (idx, scores) in enumerate(got):
+            rows = slice(i * batch, (i + 1) * batch)
+            want_idx, want_scores = retriever.recommend(user[rows], seen[rows])
+            np.testing.assert_array_equal(idx, want_idx)
+            np.testing.assert_array_equal(scores, want_scores)
