@@ -28,7 +28,9 @@ class ModelConfig(_Section):
     temperature: float = Field(1.0, gt=0.0)  # logits = dot / temperature
     # full: over the whole catalogue; sampled: in-batch + catalogue negatives; auto: full up to max
     softmax: Literal["auto", "full", "sampled"] = "auto"
-    full_softmax_max_items: int = Field(10_000, ge=2)
+    # 30,000 takes in ML-20M (15,609 trained movies at its generated shape): under a 30-minute budget
+    # the full softmax reached valid NDCG@10 0.0689 there, the sampled one 0.0645 (issue 22)
+    full_softmax_max_items: int = Field(30_000, ge=2)
     logq_correction: bool = True  # sampled: subtract log(expected count) of each negative source
     num_sampled_negatives: int = Field(256, ge=0)  # sampled: catalogue negatives per batch
     negative_distribution: Literal["uniform", "popularity"] = "uniform"  # popularity: ~ count^0.75
