@@ -168,9 +168,10 @@ class FastRetriever:
         self, user: np.ndarray, seen: list[np.ndarray], batch_size: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """:meth:`recommend` of each run of ``batch_size`` rows in turn, the same lists, faster:
-        the tower runs a wave of batches, then the MatMul and top-K run batch by batch. Run in
-        turn, each MatMul writes its [B, N] scores into memory the tower just pushed out of the
-        cache and takes twice as long (benchmarks/speed.py's ``nightly``)."""
+        the tower runs a wave of batches, then the MatMul and top-K run batch by batch. A MatMul
+        that runs right after a tower call took twice as long as one after the previous top-K
+        (not page faults: the same into a preallocated output); benchmarks/speed.py times both
+        orders (``nightly``, ``nightly_in_turn``)."""
         wave = max(batch_size, _WAVE_USERS // batch_size * batch_size)
         for first in range(0, len(user), wave):
             starts = range(first, min(first + wave, len(user)), batch_size)
