@@ -156,3 +156,17 @@ def test_batches_in_waves_return_what_each_batch_returns(tmp_path, tower, monkey
             want_idx, want_scores = retriever.recommend(user[rows], seen[rows])
             np.testing.assert_array_equal(idx, want_idx)
             np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_a_users_vector_does_not_depend_on_who_else_is_in_the_batch(tmp_path):
+    """Bit for bit, whatever the batch and however many padding columns it keeps: an incremental
+    night's lists equal a full night's (tests/integration/test_chain.py relies on it)."""
+    torch.manual_seed(4)
+    n_items, h = 300, 50
+    model = TwoTower(5, n_items, ModelConfig(item_tower="id", user_tower="sasrec", history_length=h)).eval()
+    fast = FastRetriever(*export_scoring(model, tmp_path), 10, threads=1)
+    history = np.random.default_rng(4).integers(0, n_items, size=(200, h))
+    history[:100, :20] = n_items  # short ones: a batch of these alone is cut to 30 columns
+    alone = fast.user_vectors(history[:3])
+    np.testing.assert_array_equal(fast.user_vectors(history)[:3], alone)
+    np.testing.assert_array_equal(fast.user_vectors(history[:64])[:3], alone)
